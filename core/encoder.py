@@ -1,0 +1,419 @@
+"""The encoder: texts -> prompt-wrapped tokens -> one forward -> pooled vectors.
+
+Speed comes from running the transformer without its LM head, batching texts sorted by length
+under a token budget (little padding), and bf16 autocast where the CPU has bf16 units. A text's
+vector does not depend on its batch: position ids come from the attention mask, and pooled
+positions are explicit, so padding side and batch-mates do not matter.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.models.model_meta import ModelMeta
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from core.cache import EmbeddingCache, settings_key
+from core.capture import capture_attention_rows
+from core.models import DEFAULT_MODEL, LoadedModel, load_model
+from core.pooling import (
+    ENCODER_POOLING_MODES,
+    POOLING_MODES,
+    LayerChoice,
+    Pooling,
+    PoolingMode,
+    TokenStates,
+)
+from core.prompts import PromptTemplate, resolve_prompt
+from core.roles import TEXT_ROLES, Role, token_roles
+
+Precision = Literal["auto", "fp32", "bf16"]
+PaddingSide = Literal["right", "left"]
+# Bump when a change alters vectors for the same settings, so stale cache entries are not served.
+ENGINE_VERSION = 1
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 matrix units (AMX or AVX-512 BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: Precision) -> Literal["fp32", "bf16"]:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"Unknown precision {precision!r}; choose auto, fp32 or bf16.")
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return precision
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    """A text wrapped in its prompt and tokenized, with each token's role."""
+
+    input_ids: tuple[int, ...]  # the tokenizer's encoding, plus an appended EOS where ``eos_index >= 0``
+    roles: tuple[Role, ...]
+    length: int  # tokens of the wrapped text, appended EOS excluded
+    eos_index: int
+    wrapped: str
+    truncated: bool
+
+
+def validate_texts(texts: Sequence[Any]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of texts, not a single string: wrap it as [text].")
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"Text {index} is a {type(text).__name__}, not a string: {text!r:.80}")
+        if not text.strip():
+            raise ValueError(f"Text {index} is empty or whitespace only; remove it or give it content.")
+    return texts
+
+
+class Encoder(AbsEncoder):
+    """Embeds texts with a decoder LM (or an encoder baseline), with or without a LoRA adapter.
+
+    ``prompt``, ``pooling`` and ``layer`` set defaults that each ``encode`` call may override; the
+    defaults are what mteb gets, since it calls ``encode`` with a DataLoader and task metadata.
+    """
+
+    def __init__(
+        self,
+        model: str | LoadedModel = DEFAULT_MODEL,
+        adapter: str | Path | None = None,
+        *,
+        prompt: str | PromptTemplate = "none",
+        pooling: PoolingMode = "mean",
+        layer: int | str = -1,
+        attention_layer: int = -1,
+        precision: Precision = "auto",
+        max_length: int = 512,
+        batch_tokens: int = 1024,
+        max_batch_size: int = 64,
+        cache: bool | str | Path | EmbeddingCache = True,
+        padding_side: PaddingSide = "right",
+    ):
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
+        if isinstance(model, LoadedModel) and adapter is not None:
+            raise ValueError("Pass the adapter to load_model() when passing a LoadedModel.")
+        self.prompt = resolve_prompt(prompt)
+        self.pooling = self._check_pooling(pooling)
+        self.layer = LayerChoice.parse(layer)
+        self.layer.indices(self.num_hidden_states)
+        self.attention_layer = attention_layer
+        self.precision = resolve_precision(precision)
+        if max_length < 4:
+            raise ValueError(f"max_length={max_length} is too small; use at least 4 tokens.")
+        self.max_length = max_length
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.padding_side = padding_side
+        if cache is True:
+            self.cache: EmbeddingCache | None = EmbeddingCache()
+        elif cache is False:
+            self.cache = None
+        else:
+            self.cache = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
+        self.use_adapter = self.loaded.has_adapter
+        self.last_truncated = 0
+        self.mteb_model_meta = ModelMeta.create_empty(
+            overwrites={
+                "name": f"embedding-lens/{Path(self.loaded.name).name}",
+                "revision": self.loaded.weights_hash[:12],
+                "embed_dim": self.dim,
+                "max_tokens": max_length,
+                "similarity_fn_name": "cosine",
+                "framework": ["PyTorch"],
+            }
+        )
+
+    # ----- properties
+    @property
+    def dim(self) -> int:
+        return self.loaded.hidden_size
+
+    @property
+    def num_hidden_states(self) -> int:
+        return self.loaded.num_layers + 1
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    def _check_pooling(self, pooling: str) -> PoolingMode:
+        valid = POOLING_MODES if self.loaded.is_causal else ENCODER_POOLING_MODES
+        if pooling not in valid:
+            kind = "decoder" if self.loaded.is_causal else "bidirectional encoder"
+            raise ValueError(f"Unknown pooling {pooling!r} for a {kind}; choose one of: {', '.join(valid)}.")
+        return pooling  # type: ignore[return-value]
+
+    # ----- tokenization
+    def prepare(self, texts: Sequence[str], prompt: str | PromptTemplate | None = None) -> list[PreparedText]:
+        """Wrap and tokenize; over-long texts are cut before wrapping so the template's end survives."""
+        template = resolve_prompt(prompt) if prompt is not None else self.prompt
+        return [self._prepare_one(text, template) for text in validate_texts(texts)]
+
+    def _prepare_one(self, text: str, template: PromptTemplate) -> PreparedText:
+        tokenizer = self.tokenizer
+        eos = tokenizer.eos_token_id if self.loaded.is_causal else None
+        truncated = False
+        keep: int | None = None
+        while True:
+            wrapped = template.wrap(text)
+            encoding = tokenizer(
+                wrapped.string, return_offsets_mapping=True, return_special_tokens_mask=True, add_special_tokens=True
+            )
+            ids = list(encoding["input_ids"])
+            appended = eos is not None and (not ids or ids[-1] != eos)
+            total = len(ids) + int(appended)
+            if total <= self.max_length:
+                break
+            # Cut the text at a token boundary and retry; the loop ends since ``keep`` shrinks.
+            text_offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            keep = len(text_offsets) - (total - self.max_length) if keep is None else keep - 1
+            if keep < 1:
+                raise ValueError(
+                    f"The prompt {template.template!r} leaves no room for text within max_length={self.max_length} "
+                    "tokens; raise max_length or shorten the template."
+                )
+            text = text[: text_offsets[keep - 1][1]]
+            truncated = True
+        roles = token_roles(
+            wrapped.string,
+            [tuple(span) for span in encoding["offset_mapping"]],
+            [bool(flag) for flag in encoding["special_tokens_mask"]],
+            wrapped.text_start,
+            wrapped.text_end,
+        )
+        if appended:
+            ids.append(eos)
+            roles.append(Role.SPECIAL)
+            eos_index = len(ids) - 1
+            length = len(ids) - 1
+        else:
+            eos_index = len(ids) - 1 if eos is not None else -1
+            length = len(ids)
+        return PreparedText(tuple(ids), tuple(roles), length, eos_index, wrapped.string, truncated)
+
+    # ----- batching and forward
+    def batches(self, prepared: Sequence[PreparedText]) -> list[list[int]]:
+        """Indices grouped longest first, each batch's padded size within the token budget."""
+        order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].input_ids))
+        groups: list[list[int]] = []
+        for index in order:
+            group = groups[-1] if groups else None
+            width = len(prepared[group[0]].input_ids) if group else 0  # first is the longest
+            if group and len(group) < self.max_batch_size and width * (len(group) + 1) <= self.batch_tokens:
+                group.append(index)
+            else:
+                groups.append([index])
+        return groups
+
+    def collate(self, items: Sequence[PreparedText]) -> dict[str, Tensor]:
+        width = max(len(item.input_ids) for item in items)
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else 0
+        ids = torch.full((len(items), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        text_mask = torch.zeros((len(items), width), dtype=torch.bool)
+        start = torch.zeros(len(items), dtype=torch.long)
+        for row, item in enumerate(items):
+            offset = width - len(item.input_ids) if self.padding_side == "left" else 0
+            ids[row, offset : offset + len(item.input_ids)] = torch.tensor(item.input_ids)
+            mask[row, offset : offset + len(item.input_ids)] = 1
+            text_mask[row, offset : offset + len(item.roles)] = torch.tensor([r in TEXT_ROLES for r in item.roles])
+            start[row] = offset
+        eos_index = torch.tensor([item.eos_index for item in items])
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            # Positions from the mask, so a left-padded text sees the same positions as alone.
+            "position_ids": (mask.cumsum(1) - 1).clamp_min(0),
+            "start": start,
+            "length": torch.tensor([item.length for item in items]),
+            "eos_index": torch.where(eos_index >= 0, eos_index + start, eos_index),
+            "text_mask": text_mask,
+        }
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def forward(
+        self,
+        batch: dict[str, Tensor],
+        hidden_indices: Iterable[int] = (-1,),
+        attention_layers: Sequence[int] = (),
+    ) -> TokenStates:
+        """One forward of the backbone; keeps the requested hidden states and attention rows.
+
+        Runs with whatever grad mode the caller set (training calls it with gradients on).
+        """
+        wanted = sorted({i % self.num_hidden_states for i in hidden_indices})
+        only_last = wanted == [self.num_hidden_states - 1]
+        query = batch["start"] + batch["length"] - 1
+        capture = (
+            capture_attention_rows(self.loaded.backbone, attention_layers, query)
+            if attention_layers
+            else nullcontext({})
+        )
+        model_inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+        with capture as rows, self.autocast():
+            output = self.loaded.backbone(**model_inputs, output_hidden_states=not only_last)
+        if only_last:
+            hidden = {wanted[0]: output.last_hidden_state.float()}
+        else:
+            hidden = {i: output.hidden_states[i].float() for i in wanted}
+        return TokenStates(
+            num_hidden_states=self.num_hidden_states,
+            hidden=hidden,
+            start=batch["start"],
+            length=batch["length"],
+            eos_index=batch["eos_index"],
+            text_mask=batch["text_mask"],
+            attention_rows=dict(rows),
+        )
+
+    # ----- encoding
+    def settings(self, prompt: PromptTemplate, pooling: Pooling, use_adapter: bool) -> dict[str, object]:
+        """Everything but the text that determines a vector: the embedding cache's key."""
+        return {
+            **self.loaded.identity(use_adapter),
+            "engine": ENGINE_VERSION,
+            "prompt": prompt.template,
+            **pooling.get_config_dict(),
+            "attention_layer": pooling.attention_layer if pooling.mode == "attention" else None,
+            "max_length": self.max_length,
+            "precision": self.precision,
+        }
+
+    def encode_grid(
+        self,
+        texts: Sequence[str],
+        combos: Sequence[tuple[PoolingMode, int | str]],
+        *,
+        prompt: str | PromptTemplate | None = None,
+        use_adapter: bool | None = None,
+        show_progress: bool = False,
+    ) -> dict[tuple[str, str], Float[np.ndarray, "texts hidden"]]:
+        """Vectors for every (pooling, layer) combination from one forward pass per batch.
+
+        Returns ``{(pooling, str(layer)): float32 array (len(texts), dim)}``, not normalised.
+        """
+        texts = validate_texts(texts)
+        template = resolve_prompt(prompt) if prompt is not None else self.prompt
+        use_adapter = self.use_adapter if use_adapter is None else use_adapter
+        poolings = []
+        for mode, layer in combos:
+            pooling = Pooling(self._check_pooling(mode), layer, self.attention_layer)
+            pooling.layer.indices(self.num_hidden_states)  # validates the layer early
+            poolings.append(pooling)
+        results = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in poolings}
+        keys = {(p.mode, str(p.layer)): settings_key(self.settings(template, p, use_adapter)) for p in poolings}
+        missing: set[int] = set(range(len(texts)))
+        if self.cache is not None and texts:
+            missing = set()
+            for combo, key in keys.items():
+                found = self.cache.get_many(key, texts)
+                for index, vector in found.items():
+                    results[combo][index] = vector
+                missing.update(set(range(len(texts))) - set(found))
+        self.last_truncated = 0
+        if missing:
+            todo = sorted(missing)
+            computed = self._compute([texts[i] for i in todo], template, poolings, use_adapter, show_progress)
+            for combo, vectors in computed.items():
+                results[combo][todo] = vectors
+                if self.cache is not None:
+                    self.cache.put_many(keys[combo], [texts[i] for i in todo], vectors)
+        return results
+
+    def _compute(
+        self,
+        texts: list[str],
+        template: PromptTemplate,
+        poolings: list[Pooling],
+        use_adapter: bool,
+        show_progress: bool,
+    ) -> dict[tuple[str, str], np.ndarray]:
+        prepared = [self._prepare_one(text, template) for text in texts]
+        self.last_truncated = sum(item.truncated for item in prepared)
+        if self.last_truncated:
+            warnings.warn(
+                f"{self.last_truncated} of {len(texts)} texts exceeded max_length={self.max_length} tokens and "
+                "were truncated before wrapping.",
+                stacklevel=3,
+            )
+        hidden_indices = {i for p in poolings for i in p.layer.indices(self.num_hidden_states)}
+        attention_layers = sorted({p.attention_layer for p in poolings if p.mode == "attention"})
+        out = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in poolings}
+        groups = self.batches(prepared)
+        total_tokens = sum(len(item.input_ids) for item in prepared)
+        bar = tqdm(total=total_tokens, unit="tok", desc="embedding", disable=not show_progress, leave=False)
+        with torch.inference_mode(), self.loaded.adapter_enabled(use_adapter):
+            for group in groups:
+                batch = self.collate([prepared[i] for i in group])
+                states = self.forward(batch, hidden_indices, attention_layers)
+                for pooling in poolings:
+                    out[(pooling.mode, str(pooling.layer))][group] = pooling(states).numpy()
+                bar.update(sum(len(prepared[i].input_ids) for i in group))
+        bar.close()
+        return out
+
+    def encode(  # type: ignore[override]
+        self,
+        inputs: Sequence[str] | Any,
+        *,
+        prompt: str | PromptTemplate | None = None,
+        pooling: PoolingMode | None = None,
+        layer: int | str | None = None,
+        normalize: bool = False,
+        use_adapter: bool | None = None,
+        show_progress: bool = False,
+        **mteb_kwargs: Any,
+    ) -> Float[np.ndarray, "texts hidden"]:
+        """Embed texts: float32 array ``(len(texts), dim)``; L2-normalised if ``normalize``.
+
+        Also mteb's encoder protocol: ``inputs`` may be a DataLoader of ``{"text": [...]}`` batches,
+        with ``task_metadata``/``hf_split``/... keywords, which the default settings serve.
+        """
+        texts = _texts_from_mteb(inputs) if mteb_kwargs or _is_dataloader(inputs) else validate_texts(inputs)
+        combo = (pooling or self.pooling, self.layer if layer is None else layer)
+        vectors = next(
+            iter(
+                self.encode_grid(
+                    texts, [combo], prompt=prompt, use_adapter=use_adapter, show_progress=show_progress
+                ).values()
+            )
+        )
+        if normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+
+def _is_dataloader(inputs: Any) -> bool:
+    return isinstance(inputs, torch.utils.data.DataLoader)
+
+
+def _texts_from_mteb(inputs: Any) -> list[str]:
+    texts: list[str] = []
+    for batch in inputs:
+        texts.extend(batch["text"])
+    return validate_texts(texts)

