@@ -109,10 +109,12 @@ class Encoder(AbsEncoder):
         cache: bool | str | Path | EmbeddingCache = True,
         padding_side: PaddingSide = "right",
     ):
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
+        self.prompt = resolve_prompt(prompt)  # checked before the slow model load
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
         if isinstance(model, LoadedModel) and adapter is not None:
             raise ValueError("Pass the adapter to load_model() when passing a LoadedModel.")
-        self.prompt = resolve_prompt(prompt)
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
         self.pooling = self._check_pooling(pooling)
         self.layer = LayerChoice.parse(layer)
         self.layer.indices(self.num_hidden_states)

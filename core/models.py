@@ -255,7 +255,9 @@ class LoadedModel:
 def load_model(name: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> LoadedModel:
     """Load a model by short name, folder or hub id, and attach a LoRA adapter folder if given."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)

@@ -1,0 +1,97 @@
+"""``python -m core.embed``: embed a file of texts into a .npy matrix.
+
+Input: ``.txt`` (one text per line), ``.csv``/``.tsv``/``.jsonl``/``.json``/``.parquet`` (a text
+column, ``--text-column``). Output: float32 ``(n, dim)`` written atomically, plus a sidecar JSON
+with the settings that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.data import DataError, load_user_file
+from core.encoder import Encoder
+from core.io import atomic_write, write_json
+from core.models import DEFAULT_MODEL, ModelNotFoundError
+from core.pooling import POOLING_MODES, Pooling
+from core.prompts import PROMPTS
+
+
+def read_texts(path: Path, text_column: str) -> list[str]:
+    if not path.is_file():
+        raise ValueError(f"Input file {path} does not exist.")
+    if path.suffix == ".txt":
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); convert it to UTF-8.") from None
+        texts = [line for line in lines if line.strip()]
+        if not texts:
+            raise ValueError(f"{path} has no non-empty lines.")
+        return texts
+    return load_user_file(path, text_column=text_column, label_column=None).texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.embed", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name, local folder or hub id")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter folder (peft)")
+    parser.add_argument("--base", action="store_true", help="with --adapter: embed with the base weights")
+    parser.add_argument("--prompt", default="none", help=f"one of {', '.join(PROMPTS)} or a template with {{text}}")
+    parser.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    parser.add_argument("--layer", default="-1", help="hidden-state index (-1 = last) or lastK for a mean")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--input", required=True, type=Path)
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--output", required=True, type=Path, help="a .npy file")
+    args = parser.parse_args(argv)
+    if args.output.suffix != ".npy":
+        parser.error(f"--output must end in .npy, got {args.output}")
+    try:
+        texts = read_texts(args.input, args.text_column)
+        encoder = Encoder(
+            args.model,
+            args.adapter,
+            prompt=args.prompt,
+            pooling=args.pooling,
+            layer=args.layer,
+            precision=args.precision,
+            max_length=args.max_length,
+            cache=not args.no_cache,
+        )
+        started = time.perf_counter()
+        vectors = encoder.encode(
+            texts, normalize=args.normalize, use_adapter=False if args.base else None, show_progress=True
+        )
+        seconds = time.perf_counter() - started
+    except (ValueError, TypeError, FileNotFoundError, DataError, ModelNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with atomic_write(args.output, "wb") as handle:
+        np.save(handle, vectors)
+    write_json(
+        args.output.with_suffix(".json"),
+        {
+            **encoder.settings(encoder.prompt, Pooling(args.pooling, args.layer), use_adapter=not args.base),
+            "input": str(args.input),
+            "texts": len(texts),
+            "truncated": encoder.last_truncated,
+            "normalized": args.normalize,
+            "shape": list(vectors.shape),
+            "seconds": round(seconds, 2),
+        },
+    )
+    print(f"wrote {args.output} {vectors.shape} in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
