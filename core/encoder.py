@@ -98,9 +98,9 @@ class Encoder(AbsEncoder):
         model: str | LoadedModel = DEFAULT_MODEL,
         adapter: str | Path | None = None,
         *,
-        prompt: str | PromptTemplate = "none",
-        pooling: PoolingMode = "mean",
-        layer: int | str = -1,
+        prompt: str | PromptTemplate | None = None,
+        pooling: PoolingMode | None = None,
+        layer: int | str | None = None,
         attention_layer: int = -1,
         precision: Precision = "auto",
         max_length: int = 512,
@@ -109,14 +109,19 @@ class Encoder(AbsEncoder):
         cache: bool | str | Path | EmbeddingCache = True,
         padding_side: PaddingSide = "right",
     ):
-        self.prompt = resolve_prompt(prompt)  # checked before the slow model load
-        if pooling not in POOLING_MODES:
+        if prompt is not None:
+            resolve_prompt(prompt)  # fail before the slow model load
+        if pooling is not None and pooling not in POOLING_MODES:
             raise ValueError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
         if isinstance(model, LoadedModel) and adapter is not None:
             raise ValueError("Pass the adapter to load_model() when passing a LoadedModel.")
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
-        self.pooling = self._check_pooling(pooling)
-        self.layer = LayerChoice.parse(layer)
+        # An adapter records the prompt, pooling and layer it was trained with: they are the
+        # defaults, so inference matches training unless the caller overrides them.
+        trained = self.loaded.adapter_metadata
+        self.prompt = resolve_prompt(prompt if prompt is not None else trained.get("prompt", "none"))
+        self.pooling = self._check_pooling(pooling if pooling is not None else trained.get("pooling", "mean"))
+        self.layer = LayerChoice.parse(layer if layer is not None else trained.get("layer", -1))
         self.layer.indices(self.num_hidden_states)
         self.attention_layer = attention_layer
         self.precision = resolve_precision(precision)
