@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name, local folder or hub id")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder (peft)")
     parser.add_argument("--base", action="store_true", help="with --adapter: embed with the base weights")
-    parser.add_argument("--prompt", default="none", help=f"one of {', '.join(PROMPTS)} or a template with {{text}}")
-    parser.add_argument("--pooling", default="mean", choices=POOLING_MODES)
-    parser.add_argument("--layer", default="-1", help="hidden-state index (-1 = last) or lastK for a mean")
+    parser.add_argument(
+        "--prompt", help=f"one of {', '.join(PROMPTS)} or a template with {{text}} (default: none, or the adapter's)"
+    )
+    parser.add_argument("--pooling", choices=POOLING_MODES, help="default: mean, or the adapter's")
+    parser.add_argument("--layer", help="hidden-state index (-1 = last) or lastK for a mean (default: -1)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         args.output.with_suffix(".json"),
         {
-            **encoder.settings(encoder.prompt, Pooling(args.pooling, args.layer), use_adapter=not args.base),
+            **encoder.settings(encoder.prompt, Pooling(encoder.pooling, encoder.layer), use_adapter=not args.base),
             "input": str(args.input),
             "texts": len(texts),
             "truncated": encoder.last_truncated,
