@@ -103,7 +103,7 @@ class Encoder(AbsEncoder):
         layer: int | str | None = None,
         attention_layer: int = -1,
         precision: Precision = "auto",
-        max_length: int = 512,
+        max_length: int | None = None,
         batch_tokens: int = 1024,
         max_batch_size: int = 64,
         cache: bool | str | Path | EmbeddingCache = True,
@@ -116,7 +116,7 @@ class Encoder(AbsEncoder):
         if isinstance(model, LoadedModel) and adapter is not None:
             raise ValueError("Pass the adapter to load_model() when passing a LoadedModel.")
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
-        # An adapter records the prompt, pooling and layer it was trained with: they are the
+        # An adapter records the prompt, pooling, layer and max length it was trained with: they are the
         # defaults, so inference matches training unless the caller overrides them.
         trained = self.loaded.adapter_metadata
         self.prompt = resolve_prompt(prompt if prompt is not None else trained.get("prompt", "none"))
@@ -125,6 +125,7 @@ class Encoder(AbsEncoder):
         self.layer.indices(self.num_hidden_states)
         self.attention_layer = attention_layer
         self.precision = resolve_precision(precision)
+        max_length = max_length if max_length is not None else int(trained.get("max_length", 512))
         if max_length < 4:
             raise ValueError(f"max_length={max_length} is too small; use at least 4 tokens.")
         self.max_length = max_length

@@ -1,0 +1,342 @@
+"""Positive pairs for contrastive training: written by the LM itself, augmented, dropout views, or real.
+
+Every pair is a JSON line ``{"anchor", "positive", "source", "method", ...provenance}``. Methods:
+
+- ``paraphrase``: the chat LM (SmolLM2-135M-Instruct by default) rewrites each sentence, greedy and
+  batched with left padding; empty outputs, copies, runaway lengths and refusals are dropped.
+- ``augment``: seeded word deletion, word swap and character noise of the same sentence.
+- ``dropout``: the same text twice (SimCSE); the noise must then come from training-time dropout.
+  Llama configs have ``attention_dropout=0`` and no hidden dropout, so in this project the LoRA
+  dropout is the only noise source: train such pairs with ``--lora-dropout > 0``.
+- ``bible``: King James vs World English Bible verses (real paraphrases across registers).
+- ``file``: a user's pair file (JSONL with anchor/positive, or TSV with two columns).
+
+CLI: ``python -m core.pairs --source trec-fine --method paraphrase --n 200 --out pairs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from core.data import DataError
+from core.io import atomic_write
+
+Method = Literal["paraphrase", "augment", "dropout", "bible", "file"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+PARAPHRASE_INSTRUCTION = (
+    "Rewrite the following sentence in different words, keeping its meaning. "
+    "Reply with the rewritten sentence only.\n\nSentence: {text}"
+)
+REFUSAL = re.compile(
+    r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|i can not|as an ai|i'?m not able|i am unable|i'?m unable"
+    r"|cannot fulfill|not appropriate)\b",
+    re.IGNORECASE,
+)
+# Chat models often introduce their answer; the paraphrase is what follows.
+_LEAD_IN = re.compile(
+    r"^\s*(sure[,!.]?\s*)?((here'?s|here is)[^:\n]*:|(the )?(original |rewritten |paraphrased |new )?"
+    r"(sentence|paraphrase|version|rewrite)( is| was)?(\s*:|( rephrased| rewritten| paraphrased)( to| as)\s*:?))\s*",
+    re.IGNORECASE,
+)
+
+
+class PairFileError(ValueError):
+    """A pair file is empty or malformed; the message names the line."""
+
+
+@dataclass
+class PairReport:
+    """What a pair builder kept and dropped, and why."""
+
+    kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        total = self.kept + sum(self.dropped.values())
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.dropped.items())) or "none"
+        return f"kept {self.kept} of {total} pairs; dropped: {reasons}"
+
+
+# ----- reading and writing
+
+
+def read_pairs(path: str | Path) -> list[dict[str, Any]]:
+    """Pairs from a JSONL file (``anchor``/``positive`` keys) or a two-column TSV; errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise PairFileError(f"no such pair file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PairFileError(f"{path} is not UTF-8 (offset {exc.start})") from None
+    pairs: list[dict[str, Any]] = []
+    tsv = path.suffix.lower() in (".tsv", ".txt")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if tsv:
+            cells = line.split("\t")
+            if len(cells) != 2:
+                raise PairFileError(f"{path}, line {lineno}: expected 2 tab-separated columns, found {len(cells)}")
+            row: Any = {"anchor": cells[0], "positive": cells[1]}
+        else:
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise PairFileError(f"{path}, line {lineno}: not valid JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise PairFileError(f"{path}, line {lineno}: expected a JSON object with 'anchor' and 'positive'")
+        for key in ("anchor", "positive"):
+            value = row.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise PairFileError(f"{path}, line {lineno}: {key!r} is missing, not a string, or empty")
+        pairs.append(row)
+    if not pairs:
+        raise PairFileError(f"{path} has no pairs (it is empty)")
+    return pairs
+
+
+def write_pairs(path: str | Path, pairs: Sequence[dict[str, Any]]) -> None:
+    with atomic_write(path) as handle:
+        for pair in pairs:
+            handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
+
+
+# ----- sources
+
+
+def load_source_texts(source: str, n: int | None, seed: int = 0) -> tuple[list[str], str]:
+    """Sentences from a local task's train split or a text file (a line each); a seeded sample of ``n``."""
+    from core.data import LOCAL_TASKS, load_task
+
+    if source in LOCAL_TASKS:
+        dataset = load_task(source, "train")
+        texts, provenance = dataset.texts, dataset.source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"Unknown source {source!r}: not a local task ({', '.join(LOCAL_TASKS)}) nor a file.")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        provenance = str(path)
+        if not texts:
+            raise ValueError(f"{path} has no non-empty lines")
+    texts = list(dict.fromkeys(texts))
+    if n is not None and n < len(texts):
+        texts = [texts[i] for i in sorted(random.Random(seed).sample(range(len(texts)), n))]
+    return texts, provenance
+
+
+# ----- augmentation
+
+
+def augment(text: str, rng: random.Random, p_delete: float = 0.1, p_swap: float = 0.1, p_char: float = 0.03) -> str:
+    """Delete words, swap neighbours and add character typos; never returns an empty string."""
+    words = text.split()
+    kept = [w for w in words if rng.random() >= p_delete] or [rng.choice(words)]
+    for i in range(len(kept) - 1):
+        if rng.random() < p_swap:
+            kept[i], kept[i + 1] = kept[i + 1], kept[i]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    noisy = []
+    for word in kept:
+        chars = list(word)
+        if len(chars) > 2 and rng.random() < p_char * len(chars):
+            pos = rng.randrange(len(chars))
+            action = rng.choice(("drop", "replace", "insert"))
+            if action == "drop":
+                del chars[pos]
+            elif action == "replace":
+                chars[pos] = rng.choice(letters)
+            else:
+                chars.insert(pos, rng.choice(letters))
+        noisy.append("".join(chars))
+    return " ".join(noisy)
+
+
+# ----- paraphrases by the LM
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def clean_paraphrase(raw: str) -> str:
+    """The paraphrase inside a chat answer: lead-in, surrounding quotes and later lines removed."""
+    text = _LEAD_IN.sub("", raw.strip())
+    text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    text = _LEAD_IN.sub("", text)
+    if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
+        text = text[1:-1].strip()
+    return text
+
+
+def paraphrase_verdict(source: str, paraphrase: str, finished: bool = True, max_ratio: float = 3.0) -> str | None:
+    """Why a generated paraphrase is dropped (``None``: keep it)."""
+    if not paraphrase.strip():
+        return "empty"
+    if REFUSAL.search(paraphrase):
+        return "refusal"
+    if _normalise(paraphrase) == _normalise(source):
+        return "copy"
+    if not finished or len(paraphrase.split()) > max_ratio * len(source.split()) + 8:
+        return "runaway"
+    return None
+
+
+def generate_paraphrases(
+    texts: Sequence[str],
+    model: Any,
+    tokenizer: Any,
+    batch_size: int = 16,
+    instruction: str = PARAPHRASE_INSTRUCTION,
+    show_progress: bool = True,
+) -> list[tuple[str, bool]]:
+    """Greedy chat-template generations, batched with left padding: ``(raw text, ended with EOS)`` per text."""
+    import torch
+    from tqdm.auto import tqdm
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right end of every row
+    out: list[tuple[str, bool]] = [("", False)] * len(texts)
+    # Sorting by length keeps padding (and wasted compute) small.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc="paraphrasing", disable=not show_progress):
+            chunk = order[start : start + batch_size]
+            prompts = [
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": instruction.format(text=texts[i])}],
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+                for i in chunk
+            ]
+            inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            budget = min(256, 2 * max(len(tokenizer(texts[i])["input_ids"]) for i in chunk) + 16)
+            with torch.inference_mode():
+                generated = model.generate(
+                    **inputs,
+                    max_new_tokens=budget,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            new = generated[:, inputs["input_ids"].shape[1] :]
+            for row, index in enumerate(chunk):
+                ids = new[row].tolist()
+                finished = tokenizer.eos_token_id in ids
+                out[index] = (tokenizer.decode(ids, skip_special_tokens=True), finished)
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+# ----- building
+
+
+def build_pairs(
+    method: Method,
+    source: str,
+    n: int | None,
+    seed: int = 0,
+    model_name: str = "smollm2-135m",
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> tuple[list[dict[str, Any]], PairReport]:
+    """Pairs by ``method`` from ``source`` (a local task, a text file, ``bible``, or a pair file)."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    report = PairReport()
+    pairs: list[dict[str, Any]] = []
+    if method == "bible":
+        from core.data import load_bible_pairs
+
+        for anchor, positive in load_bible_pairs(limit=n):
+            pairs.append({"anchor": anchor, "positive": positive, "source": "bible", "method": "bible",
+                          "anchor_version": "kjv", "positive_version": "web"})  # fmt: skip
+    elif method == "file":
+        rows = read_pairs(source)
+        if n is not None and n < len(rows):
+            rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), n))]
+        for row in rows:
+            pairs.append({**row, "source": row.get("source", str(source)), "method": row.get("method", "file")})
+    else:
+        texts, provenance = load_source_texts(source, n, seed)
+        if method == "dropout":
+            pairs = [{"anchor": t, "positive": t, "source": provenance, "method": "dropout"} for t in texts]
+        elif method == "augment":
+            rng = random.Random(seed)
+            for index, text in enumerate(texts):
+                positive = augment(text, rng)
+                if _normalise(positive) == _normalise(text):
+                    report.dropped["unchanged"] += 1
+                    continue
+                pairs.append({"anchor": text, "positive": positive, "source": provenance, "method": "augment",
+                              "seed": seed, "index": index})  # fmt: skip
+        else:
+            from core.models import load_model
+
+            loaded = load_model(model_name)
+            started = time.perf_counter()
+            outputs = generate_paraphrases(
+                texts, loaded.model, loaded.tokenizer, batch_size, show_progress=show_progress
+            )
+            seconds = time.perf_counter() - started
+            for text, (raw, finished) in zip(texts, outputs, strict=True):
+                paraphrase = clean_paraphrase(raw)
+                verdict = paraphrase_verdict(text, paraphrase, finished)
+                if verdict is not None:
+                    report.dropped[verdict] += 1
+                    continue
+                pairs.append({"anchor": text, "positive": paraphrase, "source": provenance, "method": "paraphrase",
+                              "generator": model_name, "generator_weights_sha256": loaded.weights_hash,
+                              "decoding": "greedy", "instruction": PARAPHRASE_INSTRUCTION})  # fmt: skip
+            print(f"generated {len(texts)} paraphrases in {seconds:.1f} s ({len(texts) / seconds:.2f}/s)")
+    report.kept = len(pairs)
+    return pairs, report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m core.pairs``: write positive pairs as JSONL."""
+    parser = argparse.ArgumentParser(prog="python -m core.pairs", description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="trec-fine", help="local task (train split), text file, or pair file")
+    parser.add_argument("--method", choices=METHODS, default="paraphrase")
+    parser.add_argument("--n", type=int, default=None, help="number of source texts (seeded sample)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="smollm2-135m", help="generator for --method paraphrase")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--examples", type=int, default=3, help="pairs to print as examples")
+    args = parser.parse_args(argv)
+    try:
+        if args.n is not None and args.n < 1:
+            raise ValueError(f"--n must be at least 1, got {args.n}")
+        pairs, report = build_pairs(args.method, args.source, args.n, args.seed, args.model, args.batch_size)
+        if not pairs:
+            raise ValueError(f"no pairs kept ({report.summary()}); nothing written")
+        write_pairs(args.out, pairs)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, DataError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {report.summary()}")
+    for pair in pairs[: args.examples]:
+        print(f"  {pair['anchor'][:100]!r}\n   -> {pair['positive'][:100]!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

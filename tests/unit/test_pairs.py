@@ -1,0 +1,112 @@
+"""core.pairs: reading pair files, augmentation, paraphrase filters, generation and the CLI."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from core.pairs import (
+    PairFileError,
+    augment,
+    build_pairs,
+    clean_paraphrase,
+    generate_paraphrases,
+    main,
+    paraphrase_verdict,
+    read_pairs,
+)
+
+
+def test_read_pairs_jsonl_and_tsv(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"anchor": "a b", "positive": "b a", "id": 1}\n\n{"anchor": "c", "positive": "d"}\n')
+    assert [p["anchor"] for p in read_pairs(path)] == ["a b", "c"]
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("one\ttwo\nthree\tfour\n")
+    assert read_pairs(tsv)[1] == {"anchor": "three", "positive": "four"}
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("", "empty"),
+        ('{"anchor": "a", "positive": "b"}\nnot json\n', "line 2: not valid JSON"),
+        ('{"anchor": "a", "positive": "b"}\n{"anchor": "a", "positive": "  "}\n', "line 2: 'positive'"),
+        ('["a", "b"]\n', "line 1: expected a JSON object"),
+    ],
+)
+def test_read_pairs_names_the_bad_line(tmp_path, content, match):
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(PairFileError, match=match):
+        read_pairs(path)
+
+
+def test_augment_is_seeded_and_changes_text():
+    text = "the quick brown fox jumps over the lazy dog near the river bank today"
+    first = augment(text, random.Random(3))
+    assert first == augment(text, random.Random(3))
+    assert first != text and first.strip()
+    assert augment("word", random.Random(0)).strip()
+
+
+def test_paraphrase_cleaning_and_filters():
+    assert clean_paraphrase('Sure! Here is a paraphrase: "Dogs run fast."\nHope it helps.') == "Dogs run fast."
+    assert clean_paraphrase('The sentence is rephrased to "What is it?"') == "What is it?"
+    assert clean_paraphrase("The sentence structure is odd.") == "The sentence structure is odd."
+    source = "What currency is used in Australia ?"
+    assert paraphrase_verdict(source, "") == "empty"
+    assert paraphrase_verdict(source, "what currency is used in Australia?") == "copy"
+    assert paraphrase_verdict(source, "I'm sorry, I cannot help with that.") == "refusal"
+    assert paraphrase_verdict(source, "money " * 60) == "runaway"
+    assert paraphrase_verdict(source, "Which money do Australians use?", finished=False) == "runaway"
+    assert paraphrase_verdict(source, "Which money do Australians use?") is None
+
+
+def test_generation_uses_left_padding_and_chat_template(tmp_path):
+    """A tiny model: batched greedy outputs equal one-by-one outputs (left padding is right)."""
+    from importlib import util
+
+    spec = util.spec_from_file_location("_train_tests", Path(__file__).with_name("test_train.py"))
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = module.build_tiny_model(tmp_path / "tiny")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = ["the dog runs", "a man drives a red car in the city street quickly"]
+    batched = generate_paraphrases(texts, model, tokenizer, batch_size=2, show_progress=False)
+    alone = [generate_paraphrases([t], model, tokenizer, batch_size=1, show_progress=False)[0] for t in texts]
+    # The token budget is per batch, so a batch-mate may let a text run longer: compare the common part.
+    assert all(b.startswith(a) and a for (b, _), (a, _) in zip(batched, alone, strict=True))
+    assert tokenizer.padding_side == "right"  # restored
+
+
+def test_cli_writes_augment_and_dropout_pairs(tmp_path, capsys):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(f"sentence number {i} about cats and dogs and cars" for i in range(12)) + "\n\n")
+    out = tmp_path / "aug.jsonl"
+    assert main(["--source", str(source), "--method", "augment", "--n", "8", "--out", str(out)]) == 0
+    assert "kept" in capsys.readouterr().out
+    rows = read_pairs(out)
+    assert len(rows) <= 8 and all(r["method"] == "augment" and r["source"] == str(source) for r in rows)
+    out2 = tmp_path / "drop.jsonl"
+    assert main(["--source", str(source), "--method", "dropout", "--out", str(out2)]) == 0
+    rows = read_pairs(out2)
+    assert len(rows) == 12 and all(r["anchor"] == r["positive"] for r in rows)
+    again, _ = build_pairs("file", str(out2), n=5)
+    assert len(again) == 5
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert main(["--source", str(tmp_path / "missing.txt"), "--method", "augment", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"anchor": "x"}\n')
+    assert main(["--source", str(bad), "--method", "file", "--out", str(tmp_path / "o")]) == 2
+    assert "line 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
