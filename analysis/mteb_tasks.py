@@ -1,12 +1,60 @@
-"""Local datasets as mteb clustering tasks, so scoring goes through mteb itself, offline."""
+"""Local datasets as mteb clustering tasks, and mteb tasks as plain labelled texts, so scoring follows mteb, offline."""
 
 from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
 
 import datasets
 from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from core.data import Dataset
+from core.data import Dataset, content_sha256
+
+
+class TaskUnavailableError(RuntimeError):
+    """An mteb task whose data cannot be loaded here (usually: the hub is unreachable)."""
+
+
+def check_clusterable(name: str, labels: Sequence[str] | None, n_texts: int) -> int:
+    """The number of clusters; ValueError unless there are labels, at least 2 of them, and enough texts."""
+    if labels is None:
+        raise ValueError(f"Dataset {name!r} has no labels, so it cannot be a clustering task.")
+    n_labels = len(set(labels))
+    if n_labels < 2:
+        raise ValueError(f"Dataset {name!r} has {n_labels} label; clustering needs at least 2.")
+    if n_texts < n_labels:
+        raise ValueError(f"Dataset {name!r} has fewer texts ({n_texts}) than clusters ({n_labels}).")
+    return n_labels
+
+
+def mteb_subsample_indices(n: int, size: int | None, seed: int) -> list[int]:
+    """The indices mteb's clustering task embeds: ``random.Random(seed).sample(range(n), size)``, in that order.
+
+    ``None`` (or a size >= n) keeps every text in its original order, as mteb does without a cap.
+    """
+    if size is None or size >= n:
+        return list(range(n))
+    if size < 1:
+        raise ValueError(f"subsample size must be at least 1, got {size}")
+    return random.Random(seed).sample(range(n), k=size)
+
+
+def subsample(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """The texts (and labels) mteb would embed with ``max_document_to_embed=size`` and this seed."""
+    indices = mteb_subsample_indices(len(dataset), size, seed)
+    if len(indices) == len(dataset):
+        return dataset
+    texts = [dataset.texts[i] for i in indices]
+    labels = [dataset.labels[i] for i in indices] if dataset.labels is not None else None
+    return Dataset(
+        name=dataset.name,
+        texts=texts,
+        labels=labels,
+        sha256=content_sha256(texts, labels),
+        source=f"{dataset.source} (mteb-style sample of {size}, seed {seed})",
+    )
 
 
 def local_clustering_task(dataset: Dataset, max_documents: int | None = None, seed: int = 42) -> AbsTaskClustering:
@@ -14,13 +62,8 @@ def local_clustering_task(dataset: Dataset, max_documents: int | None = None, se
 
     ``max_documents`` subsamples as mteb does (a seeded sample of that many texts); ``None`` embeds all.
     """
-    if dataset.labels is None:
-        raise ValueError(f"Dataset {dataset.name!r} has no labels, so it cannot be a clustering task.")
-    n_labels = len(set(dataset.labels))
-    if n_labels < 2:
-        raise ValueError(f"Dataset {dataset.name!r} has {n_labels} label; clustering needs at least 2.")
-    if len(dataset.texts) < n_labels:
-        raise ValueError(f"Dataset {dataset.name!r} has fewer texts ({len(dataset.texts)}) than clusters ({n_labels}).")
+    check_clusterable(dataset.name, dataset.labels, len(dataset.texts))
+    assert dataset.labels is not None
     metadata = TaskMetadata(
         name=f"Local{dataset.name.replace('-', '_').replace('/', '_').title()}Clustering",
         description=f"Local clustering task over {dataset.source}",
@@ -52,3 +95,61 @@ def local_clustering_task(dataset: Dataset, max_documents: int | None = None, se
 
     LocalClustering.metadata = metadata
     return LocalClustering(seed=seed)
+
+
+def get_mteb_clustering_task(name: str) -> Any:
+    """``mteb.get_task(name)``, checked to be a clustering task; KeyError for an unknown name."""
+    import mteb
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+
+    try:
+        task = mteb.get_task(name)
+    except KeyError as exc:
+        raise KeyError(str(exc).strip("'\"")) from None
+    if not isinstance(task, AbsTaskClustering | AbsTaskClusteringLegacy):
+        raise ValueError(f"mteb task {name!r} is a {task.metadata.type} task, not a clustering task.")
+    return task
+
+
+def mteb_task_dataset(task: Any, split: str | None = None) -> Dataset:
+    """An mteb clustering task's texts and labels (first subset, first label level) as a Dataset.
+
+    TaskUnavailableError when the data cannot be loaded, e.g. with ``HF_HUB_OFFLINE=1`` or no network.
+    A legacy task holds several cluster sets per split; their texts are pooled into one set.
+    """
+    name = task.metadata.name
+    if not getattr(task, "data_loaded", False):
+        try:
+            task.load_data()
+        except Exception as exc:  # hub/network/datasets errors come in many types; all mean "not here"
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            raise TaskUnavailableError(
+                f"cannot load mteb task {name!r}: {first}. Its data comes from the hub; run it where the hub is "
+                "reachable with HF_HUB_OFFLINE=0, or use a local task or a CSV file."
+            ) from None
+    data = task.dataset
+    if isinstance(data, datasets.DatasetDict):
+        splits = data
+    else:
+        splits = data["default"] if "default" in data else next(iter(data.values()))
+    split = split or task.metadata.eval_splits[0]
+    rows = splits[split]
+    text_col = task.input_column_name if isinstance(task.input_column_name, str) else "sentences"
+    label_col = task.label_column_name
+    texts: list[str] = []
+    labels: list[str] = []
+    for text, label in zip(rows[text_col], rows[label_col], strict=True):
+        if isinstance(text, list):  # legacy: one row is a whole cluster set
+            texts.extend(text)
+            labels.extend(str(lab[0] if isinstance(lab, list) else lab) for lab in label)
+        else:
+            texts.append(text)
+            labels.append(str(label[0] if isinstance(label, list) else label))
+    revision = (task.metadata.dataset or {}).get("revision", "")
+    return Dataset(
+        name=name,
+        texts=texts,
+        labels=labels,
+        sha256=content_sha256(texts, labels),
+        source=f"mteb {name} ({(task.metadata.dataset or {}).get('path', '')}@{revision}, {split})",
+    )

@@ -1,0 +1,411 @@
+"""analysis.clustering on a tiny Llama: grid, resume, scores equal mteb's evaluator, summary, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import clustering
+from analysis.clustering import (
+    GridConfig,
+    GridError,
+    ModelSpec,
+    main,
+    parse_model_specs,
+    run_grid,
+    score_embeddings,
+    summary_tables,
+)
+from analysis.mteb_tasks import local_clustering_task, mteb_subsample_indices, subsample
+from core.data import Dataset, content_sha256
+from core.encoder import Encoder
+
+TOPICS = {
+    "animals": ["dog", "cat", "horse", "bird", "cow", "sheep"],
+    "city": ["street", "car", "house", "market", "bus", "road"],
+    "nature": ["river", "tree", "garden", "flower", "forest", "lake"],
+}
+
+
+def synthetic_rows(per_label: int = 8, seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for label, words in TOPICS.items():
+        for _ in range(per_label):
+            rows.append({"text": "The " + " ".join(rng.choices(words, k=rng.randint(3, 7))) + ".", "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], columns: tuple[str, ...] = ("text", "label")) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, row.get("text")) for c in columns})
+    return path
+
+
+@pytest.fixture
+def labelled_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "topics.csv", synthetic_rows())
+
+
+@pytest.fixture
+def grid_calls(monkeypatch) -> list[list[tuple[str, str]]]:
+    """Records the (pooling, layer) combos of every Encoder.encode_grid call (one call = one forward pass)."""
+    calls: list[list[tuple[str, str]]] = []
+    original = Encoder.encode_grid
+
+    def counting(self, texts, combos, **kwargs):
+        calls.append(list(combos))
+        return original(self, texts, combos, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode_grid", counting)
+    return calls
+
+
+def cli(model_dir: Path, task: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "--models",
+        str(model_dir),
+        "--prompts",
+        "none,cluster",
+        "--poolings",
+        "mean,last",
+        "--tasks",
+        task,
+        "--out",
+        str(out),
+        "--no-baseline",
+        "--no-cache",
+        "--quiet",
+        "--precision",
+        "fp32",
+        *extra,
+    ]
+
+
+def cell_files(out: Path) -> list[Path]:
+    return sorted((out / "cells").rglob("*.json"))
+
+
+# --------------------------------------------------------------------------------------------
+# The grid
+
+
+def test_grid_writes_cells_and_summary_then_resumes(tiny_model_dir, labelled_csv, tmp_path, grid_calls, capsys):
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    printed = capsys.readouterr().out
+    assert "wall time" in printed and "texts/s" in printed
+    files = cell_files(out)
+    assert len(files) == 4  # 2 prompts x 2 poolings
+    assert len(grid_calls) == 2  # one forward per prompt serves both poolings
+    assert sorted(map(sorted, grid_calls)) == [[("last", "-1"), ("mean", "-1")]] * 2
+    cell = json.loads(files[0].read_text())
+    for field in ("model", "weights_sha256", "adapter_sha256", "prompt", "pooling", "layer", "precision", "versions"):
+        assert field in cell
+    assert cell["precision"] == "fp32" and cell["adapter_sha256"] is None
+    assert set(cell["prompt"]) == {"name", "template"}
+    assert cell["task"]["dataset_sha256"] == content_sha256(
+        *zip(*[(r["text"], r["label"]) for r in synthetic_rows()], strict=True)
+    )
+    assert cell["task"]["texts"] == 24 and cell["task"]["clusters"] == 3
+    assert cell["kmeans"]["seeds"] == list(clustering.DEFAULT_KMEANS_SEEDS)
+    assert len(cell["scores"]["v_measure_per_seed"]) == 5
+    assert {"v_measure", "v_measure_std", "ami", "ami_std", "ari", "ari_std"} <= set(cell["scores"])
+    assert set(cell["versions"]) >= {"torch", "transformers", "mteb", "scikit-learn"}
+    assert "git_commit" in cell
+    timing = cell["timing"]
+    assert timing["forward_batches"] >= 1 and timing["texts_per_second"] > 0 and timing["tokens"] > 24
+    for name in ("summary.md", "summary.csv", "summary.html"):
+        assert (out / name).is_file()
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 4 and {"topics", "average", "topics_std"} <= set(rows[0])
+    assert "| none | mean | -1 |" in (out / "summary.md").read_text()
+
+    # Rerun: every cell is already scored, so nothing is embedded and no file changes.
+    before = {p: p.read_bytes() for p in files}
+    grid_calls.clear()
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    assert grid_calls == []
+    assert {p: p.read_bytes() for p in cell_files(out)} == before
+    assert "0 computed, 4 already done" in capsys.readouterr().out
+
+    # A missing cell is recomputed alone (one forward, only its pooling); the others stay as they were.
+    missing = next(p for p in files if "__cluster__last__" in p.name)
+    missing.unlink()
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    assert grid_calls == [[("last", "-1")]]
+    assert missing.is_file()
+    assert all(p.read_bytes() == data for p, data in before.items() if p != missing)
+    assert json.loads(missing.read_text())["scores"] == json.loads(before[missing])["scores"]
+
+
+def test_changed_settings_make_new_cells(tiny_model_dir, labelled_csv, tmp_path, grid_calls):
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    grid_calls.clear()
+    assert main(cli(tiny_model_dir, str(labelled_csv), out, "--kmeans-seeds", "1,2")) == 0
+    assert len(grid_calls) == 2 and len(cell_files(out)) == 8
+    assert main(cli(tiny_model_dir, str(labelled_csv), out, "--max-texts", "12")) == 0
+    assert len(cell_files(out)) == 12
+    sampled = [json.loads(p.read_text()) for p in cell_files(out)]
+    assert {c["task"]["subsample_size"] for c in sampled} == {None, 12}
+
+
+def test_adapter_and_base_come_from_one_model(tiny_model_dir, labelled_csv, tmp_path, grid_calls):
+    from peft import LoraConfig, get_peft_model
+
+    from core.models import load_model
+
+    adapter_dir = tmp_path / "adapter"
+    loaded = load_model(str(tiny_model_dir))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(loaded.model, lora).save_pretrained(adapter_dir)
+
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    base_cells = {p.name: p.read_bytes() for p in cell_files(out)}
+    grid_calls.clear()
+    argv = _with_models(cli(tiny_model_dir, str(labelled_csv), out), f"{tiny_model_dir}+{adapter_dir}")
+    assert main(argv) == 0
+    cells = [json.loads(p.read_text()) for p in cell_files(out)]
+    assert len(cells) == 8
+    assert len(grid_calls) == 2  # the base cells were already there; adapter: one forward per prompt
+    adapter_cells = [c for c in cells if c["use_adapter"]]
+    assert len(adapter_cells) == 4 and all(c["adapter_sha256"] for c in adapter_cells)
+    assert {p.name: p.read_bytes() for p in cell_files(out) if p.name in base_cells} == base_cells
+    scores, _ = summary_tables(cells)
+    assert len(scores) == 8 and scores.index.get_level_values("variant").nunique() == 2
+
+
+def _with_models(argv: list[str], models: str) -> list[str]:
+    argv = list(argv)
+    argv[argv.index("--models") + 1] = models
+    return argv
+
+
+def test_mteb_task_name_runs_through_mteb_task_data(tiny_model_dir, labelled_csv, tmp_path, monkeypatch):
+    rows = synthetic_rows()
+    dataset = Dataset("topics", [r["text"] for r in rows], [r["label"] for r in rows], "x", "test")
+    monkeypatch.setattr(clustering, "get_mteb_clustering_task", lambda name: local_clustering_task(dataset))
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, "FakeClustering.v2", out)) == 0
+    cell = json.loads(cell_files(out)[0].read_text())
+    assert cell["task"]["kind"] == "mteb" and cell["task"]["texts"] == 24
+    assert cell["task"]["dataset_sha256"] == content_sha256(dataset.texts, dataset.labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Scores and subsampling equal mteb's
+
+
+def clustered_matrix(n: int = 300, k: int = 6, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    centres = rng.normal(size=(k, dim)) * 1.2
+    vectors = (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32)
+    return vectors, [f"c{label}" for label in labels]
+
+
+class FixedVectors:
+    """A stand-in encoder that returns a fixed matrix, whatever mteb asks."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = vectors
+
+    def encode(self, inputs, **_kwargs):
+        texts = [text for batch in inputs for text in batch["text"]]
+        assert len(texts) == len(self.vectors)
+        return self.vectors
+
+
+def test_scores_equal_mtebs_clustering_evaluator():
+    import datasets
+    from mteb._evaluators import ClusteringEvaluator
+    from mteb.timing import TimingStack
+    from sklearn.metrics import v_measure_score
+
+    vectors, labels = clustered_matrix()
+    texts = [f"text {i}" for i in range(len(labels))]
+    metadata = local_clustering_task(Dataset("m", texts, labels, "x", "test")).metadata
+    seeds = (42, 7, 123, 0, 5)
+    ours = score_embeddings(vectors, labels, seeds)
+    theirs = []
+    for seed in seeds:
+        evaluator = ClusteringEvaluator(
+            datasets.Dataset.from_dict({"sentences": texts, "labels": labels}),
+            input_column_name="sentences",
+            label_column_name="labels",
+            task_metadata=metadata,
+            hf_split="test",
+            hf_subset="default",
+            timer=TimingStack(),
+            seed=seed,
+        )
+        assignment = evaluator(FixedVectors(vectors), encode_kwargs={"batch_size": 64})
+        theirs.append(v_measure_score(labels, assignment))
+    assert ours["v_measure_per_seed"] == pytest.approx(theirs, abs=1e-12)
+    assert ours["v_measure"] == pytest.approx(np.mean(theirs), abs=1e-12)
+    assert ours["v_measure_std"] == pytest.approx(np.std(theirs), abs=1e-12)
+    assert 0.3 < ours["v_measure"] <= 1.0 and len(set(theirs)) > 1  # seeds matter, so the test has teeth
+
+
+def test_subsample_is_the_one_mteb_embeds():
+    import mteb
+    from mteb.models.abs_encoder import AbsEncoder
+    from mteb.models.model_meta import ModelMeta
+
+    rows = synthetic_rows(per_label=30)
+    dataset = Dataset("topics", [r["text"] + f" {i}" for i, r in enumerate(rows)], [r["label"] for r in rows], "x", "t")
+    seen: list[str] = []
+
+    class Recorder(AbsEncoder):
+        mteb_model_meta = ModelMeta.create_empty(overwrites={"name": "test/recorder", "embed_dim": 4})
+
+        def encode(self, inputs, **_kwargs):
+            texts = [text for batch in inputs for text in batch["text"]]
+            seen.extend(texts)
+            return np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)
+
+    mteb.evaluate(Recorder(), local_clustering_task(dataset, max_documents=40, seed=42), cache=None)
+    assert seen == subsample(dataset, 40, 42).texts
+    assert mteb_subsample_indices(10, None, 1) == list(range(10))
+    assert mteb_subsample_indices(10, 50, 1) == list(range(10))
+
+
+def test_score_embeddings_rejects_no_seeds():
+    vectors, labels = clustered_matrix(n=30)
+    with pytest.raises(ValueError, match="seed"):
+        score_embeddings(vectors, labels, ())
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and figure
+
+
+def fake_cell(variant: str, prompt: str, pooling: str, task: str, v: float) -> dict:
+    return {
+        "variant": variant,
+        "prompt": {"name": prompt, "template": "{text}"},
+        "pooling": pooling,
+        "layer": "-1",
+        "max_length": 128,
+        "task": {"name": task, "texts": 10, "clusters": 2},
+        "kmeans": {"seeds": [42]},
+        "scores": {"v_measure": v, "v_measure_std": 0.01},
+    }
+
+
+def test_summary_table_average_and_missing_tasks(tmp_path):
+    cells = [
+        fake_cell("m", "none", "mean", "a", 0.2),
+        fake_cell("m", "none", "mean", "b", 0.4),
+        fake_cell("minilm", "none", "mean", "a", 0.5),
+    ]
+    scores, _ = summary_tables(cells)
+    assert list(scores.columns) == ["a", "b", "average"]
+    assert scores.loc[("m", "none", "mean", "-1"), "average"] == pytest.approx(0.3)
+    assert np.isnan(scores.loc[("minilm", "none", "mean", "-1"), "average"])  # not run on every task
+    files = clustering.write_summary(tmp_path, cells)
+    assert Path(files["html"]).is_file() and Path(files["csv"]).is_file()
+    assert ("png" in files) != ("png_error" in files)
+
+
+def test_plots_are_pure_figures():
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from analysis.plots import clustering_bars, clustering_heatmap
+
+    scores = pd.DataFrame({"a": [0.1, 0.2], "average": [0.1, np.nan]}, index=["r1", "r2"])
+    figure = clustering_heatmap(scores, scores * 0.1)
+    assert isinstance(figure, go.Figure) and figure.data[0].z.shape == (2, 2)
+    table = pd.DataFrame({"prompt": ["none", "eol"], "pooling": ["mean", "mean"], "average": [0.2, 0.3]})
+    assert isinstance(clustering_bars(table), go.Figure)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+
+
+def assert_clean_error(capsys, *needles: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_file_without_named_columns(tiny_model_dir, tmp_path, capsys):
+    bad = write_csv(tmp_path / "bad.csv", synthetic_rows(), columns=("sentence", "topic"))
+    assert main(cli(tiny_model_dir, str(bad), tmp_path / "out")) == 2
+    assert_clean_error(capsys, "no column 'text'")
+    assert main(cli(tiny_model_dir, f"{bad}:sentence:category", tmp_path / "out")) == 2
+    assert_clean_error(capsys, "no column 'category'")
+
+
+def test_one_label_and_too_few_texts(tiny_model_dir, tmp_path, capsys):
+    rows = [{"text": f"the dog runs {i}", "label": "animals"} for i in range(6)]
+    one = write_csv(tmp_path / "one.csv", rows)
+    assert main(cli(tiny_model_dir, str(one), tmp_path / "out")) == 2
+    assert_clean_error(capsys, "at least 2")
+    three = write_csv(tmp_path / "three.csv", synthetic_rows(per_label=2))
+    assert main(cli(tiny_model_dir, str(three), tmp_path / "out", "--max-texts", "2")) == 2
+    assert_clean_error(capsys, "fewer texts (2) than clusters")
+
+
+def test_unknown_names(tiny_model_dir, labelled_csv, tmp_path, capsys):
+    assert main(cli(tiny_model_dir, "no-such-task", tmp_path / "out")) == 2
+    assert_clean_error(capsys, "unknown task 'no-such-task'")
+    assert main(cli(tiny_model_dir, "missing.csv", tmp_path / "out")) == 2
+    assert_clean_error(capsys, "no such file")
+    argv = cli(tiny_model_dir, str(labelled_csv), tmp_path / "out")
+    assert main(_with_models(argv, str(tmp_path / "no-model"))) == 2
+    assert_clean_error(capsys, "Unknown model")
+    assert main(_with_models(argv, f"{tiny_model_dir}+{tmp_path}")) == 2
+    assert_clean_error(capsys, "no adapter")
+    argv[argv.index("--poolings") + 1] = "mean,middle"
+    assert main(argv) == 2
+    assert_clean_error(capsys, "unknown pooling 'middle'")
+    assert main([*cli(tiny_model_dir, str(labelled_csv), tmp_path / "out"), "--layers", "99"]) == 2
+    assert_clean_error(capsys, "out of range")
+    assert not cell_files(tmp_path / "out")
+
+
+def test_unreachable_mteb_task_keeps_completed_cells(tiny_model_dir, labelled_csv, tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, f"{labelled_csv},TwentyNewsgroupsClustering.v2", out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot load mteb task 'TwentyNewsgroupsClustering.v2'") and "hub" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert len(cell_files(out)) == 4 and (out / "summary.md").is_file()
+
+
+def test_parse_model_specs(tmp_path):
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "embedding_lens.json").write_text(json.dumps({"base_model": "smollm2-135m"}))
+    assert parse_model_specs(["smollm2-135m", str(adapter)]) == [
+        ModelSpec("smollm2-135m"),
+        ModelSpec("smollm2-135m", str(adapter)),
+    ]
+    (adapter / "embedding_lens.json").unlink()
+    with pytest.raises(GridError, match="base model"):
+        parse_model_specs([str(adapter)])
+    with pytest.raises(GridError, match="no models"):
+        parse_model_specs([" "])
+
+
+def test_run_grid_validates_before_loading(tmp_path):
+    config = GridConfig([ModelSpec("smollm2-135m")], ["no placeholder"], ["mean"], ["-1"], ["trec-coarse"], tmp_path)
+    with pytest.raises(GridError, match="placeholder"):
+        run_grid(config)
