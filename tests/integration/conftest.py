@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def user_cache_root() -> Iterator[str]:
     isolated, user_home = os.environ["EMBEDDING_LENS_HOME"], os.environ["EMBEDDING_LENS_USER_HOME"]
     os.environ["EMBEDDING_LENS_HOME"] = user_home
