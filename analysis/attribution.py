@@ -1,0 +1,309 @@
+"""Integrated-gradients attribution of pooled embeddings to input tokens (captum), base or adapter.
+
+Two quantities, both attributed on the input embeddings (IG on ``inputs_embeds``):
+
+- ``token_shares``: each token's share of the pooled vector, as the attribution of the vector's
+  projection on its own (fixed) direction, i.e. its norm. Baseline ``pad``: every input embedding
+  replaced by the pad token's, so prompt and sink tokens get a share too (comparable with attention
+  over all tokens). A ``zero`` baseline converges slowly: RMSNorm is scale-invariant away from zero
+  and steep near it, so the path's change crowds into its first steps.
+- ``similarity``: which tokens make text A similar to text B. One-sided, in both directions: the
+  cosine of A's pooled vector to B's fixed vector is attributed to A's tokens, and vice versa. A
+  joint attribution would start from two identical all-zero inputs (cosine 1) and so explain
+  dissimilarity. Baseline ``text``: only the text's tokens are replaced by the pad token's
+  embedding, the prompt is kept, so the attribution says what the text contributes.
+
+Completeness: the attributions sum to f(x) - f(baseline) up to the convergence delta, which must
+stay under ``tolerance`` (5%) of that difference; steps double until it does, up to ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from captum.attr import IntegratedGradients
+from jaxtyping import Float
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from analysis.attention import CATEGORIES, RENORMALISED, QueryToken, TextAttention, query_index, token_categories
+from core.capture import capture_attention_rows
+from core.encoder import Encoder
+from core.pooling import Pooling, TokenStates
+
+Baseline = Literal["pad", "text", "zero"]
+BASELINES: tuple[str, ...] = get_args(Baseline)
+
+
+@dataclass
+class Attribution:
+    """Per-token attributions of one scalar ``f`` of one text; ``scores`` sum to ``target - reference``."""
+
+    text: str
+    tokens: list[str]
+    categories: list[str]
+    scores: Float[np.ndarray, " tokens"]
+    target: float  # f(x)
+    reference: float  # f(baseline)
+    delta: float  # convergence delta: (f(x) - f(baseline)) - sum(scores)
+    steps: int
+    quantity: str
+    baseline: Baseline
+
+    @property
+    def relative_delta(self) -> float:
+        return abs(self.delta) / max(abs(self.target - self.reference), 1e-12)
+
+    @property
+    def shares(self) -> Float[np.ndarray, " tokens"]:
+        """|attribution| normalised to sum to 1."""
+        magnitude = np.abs(self.scores)
+        return magnitude / max(float(magnitude.sum()), 1e-12)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "tokens": self.tokens,
+            "categories": self.categories,
+            "scores": np.round(self.scores, 6).tolist(),
+            "shares": np.round(self.shares, 6).tolist(),
+            "target": round(self.target, 6),
+            "reference": round(self.reference, 6),
+            "delta": round(self.delta, 6),
+            "relative_delta": round(self.relative_delta, 6),
+            "steps": self.steps,
+            "quantity": self.quantity,
+            "baseline": self.baseline,
+        }
+
+
+@dataclass
+class SimilarityAttribution:
+    """Cosine of A to B attributed to A's tokens (B fixed) and to B's tokens (A fixed)."""
+
+    cosine: float
+    a: Attribution
+    b: Attribution
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cosine": round(self.cosine, 6), "a": self.a.to_dict(), "b": self.b.to_dict()}
+
+
+class Attributor:
+    """IG on the input embeddings of ``encoder``'s model, pooled as the encoder pools."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        token: QueryToken = "last",
+        n_steps: int = 32,
+        max_steps: int = 256,
+        tolerance: float = 0.05,
+        token_budget: int = 2048,
+    ):
+        if n_steps < 2 or max_steps < n_steps:
+            raise ValueError(f"Need 2 <= n_steps <= max_steps, got n_steps={n_steps}, max_steps={max_steps}.")
+        self.encoder = encoder
+        self.token = token
+        self.n_steps = n_steps
+        self.max_steps = max_steps
+        self.tolerance = tolerance
+        self.token_budget = token_budget
+        self.pooling = Pooling(encoder.pooling, encoder.layer, encoder.attention_layer)
+
+    # ----- model plumbing
+    def _prepare(self, text: str) -> tuple[dict[str, Tensor], list[str], list[str]]:
+        item = self.encoder.prepare([text])[0]
+        query = query_index(item, self.token)
+        batch = self.encoder.collate([item])
+        tokens = [self.encoder.tokenizer.decode([i]) for i in item.input_ids]
+        categories = [CATEGORIES[c] for c in token_categories(item, len(item.input_ids) - 1)]
+        batch["query"] = torch.tensor([query])
+        return batch, tokens, categories
+
+    def _embed(self, batch: dict[str, Tensor]) -> Float[Tensor, "1 seq hidden"]:
+        return self.encoder.loaded.backbone.get_input_embeddings()(batch["input_ids"]).detach()
+
+    def _pooled(self, embeds: Float[Tensor, "n seq hidden"], batch: dict[str, Tensor]) -> Float[Tensor, "n hidden"]:
+        n = embeds.shape[0]
+        backbone = self.encoder.loaded.backbone
+        indices = self.pooling.layer.indices(self.encoder.num_hidden_states)
+        only_last = list(indices) == [self.encoder.num_hidden_states - 1]
+        query = (batch["start"] + batch["length"] - 1).expand(n)
+        capture = (
+            capture_attention_rows(backbone, [self.encoder.attention_layer], query)
+            if self.pooling.mode == "attention"
+            else nullcontext({})
+        )
+        with capture as rows:
+            output = backbone(
+                inputs_embeds=embeds,
+                attention_mask=batch["attention_mask"].expand(n, -1),
+                position_ids=batch["position_ids"].expand(n, -1),
+                output_hidden_states=not only_last,
+            )
+        hidden = {indices[0]: output.last_hidden_state} if only_last else {i: output.hidden_states[i] for i in indices}
+        states = TokenStates(
+            num_hidden_states=self.encoder.num_hidden_states,
+            hidden=hidden,
+            start=batch["start"].expand(n),
+            length=batch["length"].expand(n),
+            eos_index=batch["eos_index"].expand(n),
+            text_mask=batch["text_mask"].expand(n, -1),
+            attention_rows=dict(rows),
+        )
+        return self.pooling(states)
+
+    def pooled(self, text: str, use_adapter: bool) -> Float[Tensor, " hidden"]:
+        """The pooled vector of ``text`` through the embedding path IG differentiates."""
+        batch, _, _ = self._prepare(text)
+        with torch.no_grad(), self.encoder.loaded.adapter_enabled(use_adapter):
+            return self._pooled(self._embed(batch), batch)[0]
+
+    def _reference_embedding(self) -> Float[Tensor, " hidden"]:
+        """The pad token's embedding, or EOS's where the pad row is zero (Llama initialises it so)."""
+        table = self.encoder.loaded.backbone.get_input_embeddings().weight.detach()
+        tokenizer = self.encoder.tokenizer
+        for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+            if token_id is not None and float(table[token_id].norm()) > 0:
+                return table[token_id]
+        return torch.zeros_like(table[0])
+
+    def _baseline(self, embeds: Tensor, batch: dict[str, Tensor], baseline: Baseline) -> Tensor:
+        if baseline == "zero":
+            return torch.zeros_like(embeds)
+        if baseline not in ("pad", "text"):
+            raise ValueError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
+        replace = torch.ones_like(batch["text_mask"]) if baseline == "pad" else batch["text_mask"]
+        replace = replace[..., None].to(embeds.dtype)
+        return embeds * (1 - replace) + self._reference_embedding() * replace
+
+    # ----- integrated gradients
+    def _attribute(
+        self,
+        text: str,
+        scalar: Callable[[Tensor], Tensor],
+        use_adapter: bool,
+        baseline: Baseline,
+        quantity: str,
+        prepared: tuple[dict[str, Tensor], list[str], list[str]] | None = None,
+    ) -> Attribution:
+        batch, tokens, categories = prepared or self._prepare(text)
+        embeds = self._embed(batch)
+        reference_embeds = self._baseline(embeds, batch, baseline)
+
+        def forward(inputs: Tensor) -> Tensor:
+            return scalar(self._pooled(inputs, batch))
+
+        width = embeds.shape[1]
+        internal = max(1, self.token_budget // width)
+        with self.encoder.loaded.adapter_enabled(use_adapter), _frozen(self.encoder.loaded.model):
+            with torch.no_grad():
+                target = float(forward(embeds)[0])
+                reference = float(forward(reference_embeds)[0])
+            ig = IntegratedGradients(forward)
+            steps = self.n_steps
+            while True:
+                with torch.enable_grad():
+                    attributions, delta = ig.attribute(
+                        embeds,
+                        baselines=reference_embeds,
+                        n_steps=steps,
+                        internal_batch_size=internal,
+                        return_convergence_delta=True,
+                    )
+                scores = attributions[0].sum(-1).detach().double().numpy()
+                result = Attribution(
+                    text, tokens, categories, scores, target, reference, float(delta[0]), steps, quantity, baseline
+                )
+                if result.relative_delta <= self.tolerance or steps >= self.max_steps:
+                    break
+                steps = min(steps * 2, self.max_steps)
+        if result.relative_delta > self.tolerance:
+            warnings.warn(
+                f"IG for {quantity} of {text[:40]!r} did not converge: relative delta {result.relative_delta:.3f} > "
+                f"{self.tolerance} at the cap of {self.max_steps} steps; raise max_steps.",
+                stacklevel=3,
+            )
+        return result
+
+    def token_shares(self, text: str, use_adapter: bool, baseline: Baseline = "pad") -> Attribution:
+        """Each token's contribution to the pooled vector's norm (projection on its own fixed direction)."""
+        prepared = self._prepare(text)
+        with torch.no_grad(), self.encoder.loaded.adapter_enabled(use_adapter):
+            vector = self._pooled(self._embed(prepared[0]), prepared[0])[0]
+        direction = (vector / vector.norm().clamp_min(1e-12)).detach()
+        return self._attribute(
+            text, lambda pooled: pooled @ direction, use_adapter, baseline, "norm of the pooled vector", prepared
+        )
+
+    def similarity(
+        self, text_a: str, text_b: str, use_adapter: bool, baseline: Baseline = "text"
+    ) -> SimilarityAttribution:
+        """Cosine of A to B attributed to each text's tokens, the other text's vector held fixed."""
+        vector_a, vector_b = self.pooled(text_a, use_adapter), self.pooled(text_b, use_adapter)
+        cosine = float(torch.nn.functional.cosine_similarity(vector_a, vector_b, dim=0))
+
+        def cosine_to(fixed: Tensor) -> Callable[[Tensor], Tensor]:
+            unit = fixed / fixed.norm().clamp_min(1e-12)
+            return lambda pooled: (pooled @ unit) / pooled.norm(dim=-1).clamp_min(1e-12)
+
+        a = self._attribute(text_a, cosine_to(vector_b), use_adapter, baseline, "cosine to text B")
+        b = self._attribute(text_b, cosine_to(vector_a), use_adapter, baseline, "cosine to text A")
+        return SimilarityAttribution(cosine, a, b)
+
+
+@contextmanager
+def _frozen(model: torch.nn.Module):
+    """Parameters without gradients while attributing: IG needs input gradients only."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def agreement(
+    attention: Sequence[TextAttention],
+    attributions: Sequence[Attribution],
+    layer: int = -1,
+    head: int | None = None,
+) -> dict[str, Any]:
+    """Spearman correlation of attention shares with attribution shares, per text and overall.
+
+    Over the tokens the pooled token sees, sink and special tokens excluded (both measures are
+    renormalised over the remaining tokens first; ranks do not change under that).
+    """
+    if len(attention) != len(attributions):
+        raise ValueError(f"{len(attention)} attention rows but {len(attributions)} attributions.")
+    kept_categories = [CATEGORIES.index(c) for c in RENORMALISED]
+    per_text, pooled_attention, pooled_attribution = [], [], []
+    for item, attribution in zip(attention, attributions, strict=True):
+        keys = len(item.categories)
+        mask = np.isin(item.categories, kept_categories)
+        weights = item.weights(layer, head, renormalise=True)[mask]
+        shares = attribution.shares[:keys][mask]
+        shares = shares / max(float(shares.sum()), 1e-12)
+        rho = float(spearmanr(weights, shares).statistic) if mask.sum() >= 3 else float("nan")
+        per_text.append(rho)
+        pooled_attention.extend(weights)
+        pooled_attribution.extend(shares)
+    finite = [r for r in per_text if np.isfinite(r)]
+    pooled = float(spearmanr(pooled_attention, pooled_attribution).statistic) if len(pooled_attention) >= 3 else None
+    return {
+        "per_text_rho": [round(r, 4) if np.isfinite(r) else None for r in per_text],
+        "mean_rho": round(float(np.mean(finite)), 4) if finite else None,
+        "pooled_rho": round(pooled, 4) if pooled is not None and np.isfinite(pooled) else None,
+        "layer": layer,
+        "head": head,
+    }
