@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -65,14 +64,9 @@ def test_paraphrase_cleaning_and_filters():
     assert paraphrase_verdict(source, "Which money do Australians use?") is None
 
 
-def test_generation_uses_left_padding_and_chat_template(tmp_path):
+def test_generation_uses_left_padding_and_chat_template(tiny_model_dir):
     """A tiny model: batched greedy outputs equal one-by-one outputs (left padding is right)."""
-    from importlib import util
-
-    spec = util.spec_from_file_location("_train_tests", Path(__file__).with_name("test_train.py"))
-    module = util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    folder = module.build_tiny_model(tmp_path / "tiny")
+    folder = tiny_model_dir
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
