@@ -424,7 +424,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole report: capture, statistics, examples, attribution, figures; returns the JSON payload."""
-    from analysis import attention_figures as figures
+    from analysis import plots as figures
     from analysis.attribution import Attributor, agreement
     from core.data import resolve_dataset
     from core.models import load_model

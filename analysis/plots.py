@@ -1,8 +1,14 @@
-"""Plotly figures for the analyses: pure functions, data in, ``go.Figure`` out (no file or model access)."""
+"""Plotly figures for the analyses: pure functions, data in, ``go.Figure`` out (no model access).
+
+``write_figures`` is the one function that touches disk: HTML always, PNG where kaleido can render
+(kaleido 1.x drives a Chrome/Chromium; offline it cannot download one, so it needs Debian's chromium).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,3 +74,171 @@ def clustering_bars(
         figure.add_bar(x=part[outer].astype(str), y=part[value], name=name)
     figure.update_layout(title=title, barmode="group", yaxis_title=value, xaxis_title=outer, legend_title=inner)
     return figure
+
+
+# ----- attention and attribution
+
+CATEGORY_COLORS = {
+    "sink": "#7f7f7f",
+    "special": "#bcbd22",
+    "prompt": "#1f77b4",
+    "content": "#d62728",
+    "function": "#2ca02c",
+    "punct": "#9467bd",
+}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def layer_shift_figure(per_layer: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> go.Figure:
+    """Mean shift per layer and category with its confidence band: ``{category: {mean, ci_low, ci_high}}``."""
+    figure = go.Figure()
+    for category, stats in per_layer.items():
+        color = CATEGORY_COLORS.get(category, "#333333")
+        layers = list(range(len(stats["mean"])))
+        figure.add_trace(
+            go.Scatter(
+                x=layers + layers[::-1],
+                y=list(stats["ci_high"]) + list(stats["ci_low"])[::-1],
+                fill="toself",
+                fillcolor=_rgba(color, 0.15),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=category,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=list(stats["mean"]),
+                mode="lines+markers",
+                name=category,
+                legendgroup=category,
+                line={"color": color},
+            )
+        )
+    figure.add_hline(y=0, line={"color": "black", "width": 1, "dash": "dot"})
+    figure.update_layout(
+        title=title, xaxis_title="layer", yaxis_title="attention share, adapter - base", template="plotly_white"
+    )
+    return figure
+
+
+def head_heatmap_figure(matrix: Sequence[Sequence[float]], title: str, value_label: str = "shift") -> go.Figure:
+    """A layer x head heatmap (rows are layers), centred on zero."""
+    bound = max((abs(v) for row in matrix for v in row), default=1.0) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=[list(row) for row in matrix],
+            colorscale="RdBu",
+            reversescale=True,
+            zmin=-bound,
+            zmax=bound,
+            colorbar={"title": value_label},
+            hovertemplate="layer %{y}, head %{x}: %{z:.4f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=title, xaxis_title="head", yaxis_title="layer", template="plotly_white")
+    return figure
+
+
+def base_shares_figure(shares_per_layer: Mapping[str, Sequence[float]], title: str) -> go.Figure:
+    """Stacked attention shares per layer by category (one setting)."""
+    figure = go.Figure()
+    for category, values in shares_per_layer.items():
+        figure.add_trace(
+            go.Bar(
+                x=list(range(len(values))), y=list(values), name=category, marker_color=CATEGORY_COLORS.get(category)
+            )
+        )
+    figure.update_layout(
+        barmode="stack", title=title, xaxis_title="layer", yaxis_title="attention share", template="plotly_white"
+    )
+    return figure
+
+
+def token_bars_figure(example: Mapping[str, Any], renormalised: bool = False) -> go.Figure:
+    """Per-token attention of the pooled token, base vs adapter (when present), tokens in order."""
+    suffix = "_renormalised" if renormalised else ""
+    labels = [f"{i}:{token}" for i, token in enumerate(example["tokens"])]
+    hover = [
+        f"{token!r} ({category})" for token, category in zip(example["tokens"], example["categories"], strict=True)
+    ]
+    figure = go.Figure()
+    for setting, color in (("base", "#7f7f7f"), ("adapter", "#d62728")):
+        if setting + suffix in example:
+            figure.add_trace(
+                go.Bar(x=labels, y=example[setting + suffix], name=setting, marker_color=color, hovertext=hover)
+            )
+    head = "mean over heads" if example.get("head") is None else f"head {example['head']}"
+    which = ", sink and specials removed" if renormalised else ""
+    figure.update_layout(
+        barmode="group",
+        title=f"{example.get('text', '')!r}: layer {example['layer']}, {head}{which}",
+        xaxis_title="token",
+        yaxis_title="attention of the pooled token",
+        template="plotly_white",
+    )
+    return figure
+
+
+def attribution_bars_figure(attributions: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+    """Per-token attribution shares of one text under several settings: ``{setting: Attribution.to_dict()}``."""
+    figure = go.Figure()
+    for setting, data in attributions.items():
+        labels = [f"{i}:{token}" for i, token in enumerate(data["tokens"])]
+        figure.add_trace(go.Bar(x=labels, y=data["scores"], name=f"{setting} (delta {data['relative_delta']:.1%})"))
+    figure.update_layout(
+        barmode="group", title=title, xaxis_title="token", yaxis_title="IG attribution", template="plotly_white"
+    )
+    return figure
+
+
+def report_figures(report: Mapping[str, Any]) -> dict[str, go.Figure]:
+    """Every figure of an ``analysis.attention`` report, by file stem."""
+    figures: dict[str, go.Figure] = {}
+    figures["base_shares"] = base_shares_figure(report["base"]["shares_per_layer"], "Base: pooled-token attention")
+    shift = report.get("shift")
+    if shift:
+        n = shift["n_texts"]
+        figures["layer_shift"] = layer_shift_figure(
+            shift["per_layer_renormalised"], f"Attention shift per layer (sink removed), 95% CI, n={n}"
+        )
+        figures["layer_shift_raw"] = layer_shift_figure(shift["per_layer_raw"], f"Attention shift per layer, n={n}")
+        figures["head_shift"] = head_heatmap_figure(
+            shift["per_layer_head_focus"]["mean"], f"Shift of {shift['focus']} share by layer and head (sink removed)"
+        )
+    for index, example in enumerate(report.get("examples", [])):
+        figures[f"tokens_{index}"] = token_bars_figure(example)
+        figures[f"tokens_{index}_renormalised"] = token_bars_figure(example, renormalised=True)
+    attribution = report.get("attribution") or {}
+    if attribution:
+        first = {setting: data["token_shares"][0] for setting, data in attribution.items()}
+        figures["attribution_example"] = attribution_bars_figure(first, "IG: tokens' part of the pooled vector's norm")
+        for part in ("a", "b"):
+            pair = {setting: data["similarity"][part] for setting, data in attribution.items()}
+            figures[f"attribution_similarity_{part}"] = attribution_bars_figure(
+                pair, f"IG: text {part.upper()}'s tokens in the cosine to the other text"
+            )
+    return figures
+
+
+def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bool = True) -> dict[str, Any]:
+    """Write each figure as HTML (plotly.min.js written once beside them: opens offline) and PNG where kaleido works."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"html": [], "png": [], "png_error": None}
+    for stem, figure in figures.items():
+        figure.write_html(out / f"{stem}.html", include_plotlyjs="directory")
+        written["html"].append(f"{stem}.html")
+        if png and written["png_error"] is None:
+            try:
+                figure.write_image(out / f"{stem}.png")
+                written["png"].append(f"{stem}.png")
+            except Exception as error:  # kaleido raises several types when Chrome is missing
+                written["png_error"] = " ".join(str(error).split())[:200] or type(error).__name__
+    return written

@@ -1,32 +1,32 @@
 """Embedding Lens workbench: ``streamlit run workbench/app.py``.
 
-Navigation and shared state only; each page lives in ``pages/`` and calls ``core``/``analysis``.
+Navigation and shared state only (``workbench/state.py``); each page lives in ``pages/`` and calls
+``core``/``analysis``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from core.models import DEFAULT_MODEL, PACKAGED
-from core.pooling import POOLING_DESCRIPTIONS
-from core.prompts import PROMPT_DESCRIPTIONS, PROMPTS
+PAGES = Path(__file__).resolve().parents[1] / "pages"
 
-
-def home() -> None:
-    st.title("Embedding Lens")
-    st.write(
-        "Turn small decoder-only language models into text embedders with prompts, pooling and "
-        "contrastive LoRA, and see why they work."
-    )
-    st.subheader("Models")
-    st.table({"name": list(PACKAGED), "model": [p.description for p in PACKAGED.values()]})
-    st.caption(f"Default: {DEFAULT_MODEL}. Any local folder or hub id works too.")
-    st.subheader("Prompts")
-    st.table({"name": list(PROMPTS), "what": list(PROMPT_DESCRIPTIONS.values()), "template": list(PROMPTS.values())})
-    st.subheader("Pooling")
-    st.table({"mode": list(POOLING_DESCRIPTIONS), "what": list(POOLING_DESCRIPTIONS.values())})
-
+# (file, title, icon): one page each, in the order a new user meets them.
+PAGE_FILES = [
+    ("overview.py", "Overview", ":material/home:"),
+    ("embed.py", "Embed & compare", ":material/compare_arrows:"),
+    ("attention.py", "Attention", ":material/visibility:"),
+    ("cluster_explorer.py", "Cluster explorer", ":material/scatter_plot:"),
+    ("clustering_quality.py", "Clustering quality", ":material/leaderboard:"),
+    ("attribution.py", "Attribution", ":material/insights:"),
+    ("adapters.py", "Adapters", ":material/tune:"),
+]
 
 st.set_page_config(page_title="Embedding Lens", layout="wide")
-navigation = st.navigation([st.Page(home, title="Overview", default=True)])
-navigation.run()
+pages = [
+    st.Page(PAGES / name, title=title, icon=icon, default=i == 0)
+    for i, (name, title, icon) in enumerate(PAGE_FILES)
+    if (PAGES / name).is_file()
+]
+st.navigation(pages).run()

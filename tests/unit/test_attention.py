@@ -21,7 +21,7 @@ from analysis.attention import (
     shift_report,
     token_bars,
 )
-from analysis.attention_figures import report_figures
+from analysis.plots import report_figures
 from core.encoder import Encoder
 from core.models import load_model
 
