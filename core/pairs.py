@@ -5,6 +5,8 @@ Every pair is a JSON line ``{"anchor", "positive", "source", "method", ...proven
 - ``paraphrase``: the chat LM (SmolLM2-135M-Instruct by default) rewrites each sentence, greedy and
   batched with left padding; empty outputs, copies, runaway lengths and refusals are dropped.
 - ``augment``: seeded word deletion, word swap and character noise of the same sentence.
+- ``crop``: two disjoint word windows of one longer document (independent cropping, as in
+  Contriever): the positive shares the topic, not the wording, which is what clustering rewards.
 - ``dropout``: the same text twice (SimCSE); the noise must then come from training-time dropout.
   Llama configs have ``attention_dropout=0`` and no hidden dropout, so in this project the LoRA
   dropout is the only noise source: train such pairs with ``--lora-dropout > 0``.
@@ -31,7 +33,7 @@ from typing import Any, Literal, get_args
 from core.data import DataError
 from core.io import atomic_write
 
-Method = Literal["paraphrase", "augment", "dropout", "bible", "file"]
+Method = Literal["paraphrase", "augment", "crop", "dropout", "bible", "file"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 PARAPHRASE_INSTRUCTION = (
@@ -164,6 +166,19 @@ def augment(text: str, rng: random.Random, p_delete: float = 0.1, p_swap: float 
     return " ".join(noisy)
 
 
+def crop(text: str, rng: random.Random, span: int = 32, min_words: int = 12) -> tuple[str, str] | None:
+    """Two disjoint windows of up to ``span`` words, one from each half; None if a half is under ``min_words``."""
+    words = text.split()
+    half = len(words) // 2
+    if half < min_words:
+        return None
+    windows = []
+    for part in (words[:half], words[half:]):
+        start = rng.randrange(max(1, len(part) - span + 1))
+        windows.append(" ".join(part[start : start + span]))
+    return windows[0], windows[1]
+
+
 # ----- paraphrases by the LM
 
 
@@ -283,6 +298,15 @@ def build_pairs(
                     report.dropped["unchanged"] += 1
                     continue
                 pairs.append({"anchor": text, "positive": positive, "source": provenance, "method": "augment",
+                              "seed": seed, "index": index})  # fmt: skip
+        elif method == "crop":
+            rng = random.Random(seed)
+            for index, text in enumerate(texts):
+                views = crop(text, rng)
+                if views is None:
+                    report.dropped["too short to crop"] += 1
+                    continue
+                pairs.append({"anchor": views[0], "positive": views[1], "source": provenance, "method": "crop",
                               "seed": seed, "index": index})  # fmt: skip
         else:
             from core.models import load_model

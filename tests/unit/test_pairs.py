@@ -11,6 +11,7 @@ from core.pairs import (
     augment,
     build_pairs,
     clean_paraphrase,
+    crop,
     generate_paraphrases,
     main,
     paraphrase_verdict,
@@ -104,3 +105,12 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["--source", str(bad), "--method", "file", "--out", str(tmp_path / "o")]) == 2
     assert "line 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_crop_views_are_disjoint_windows_of_one_document():
+    words = [f"w{i}" for i in range(100)]
+    anchor, positive = crop(" ".join(words), random.Random(0), span=20)
+    a, p = anchor.split(), positive.split()
+    assert len(a) == len(p) == 20
+    assert set(a) <= set(words[:50]) and set(p) <= set(words[50:])
+    assert crop("too short to crop twice", random.Random(0)) is None

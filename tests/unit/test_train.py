@@ -397,3 +397,18 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_dir, pair_file,
     ]
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     assert max_diff(lora_weights(tmp_path / "one"), lora_weights(tmp_path / "two")) <= 1e-5
+
+
+def test_lora_on_top_layers_only(tiny_dir, pair_file, tmp_path):
+    """--lora-layers k adapts the top k layers alone (cheaper backward) and is checked against the model."""
+    from transformers import AutoConfig
+
+    n_layers = AutoConfig.from_pretrained(tiny_dir).num_hidden_layers
+    trainer = Trainer(make_config(tiny_dir, pair_file, lora_layers=1, steps=2), tmp_path / "top")
+    trainer.train()
+    trainer.finish()
+    adapted = {int(k.split(".layers.")[1].split(".")[0]) for k in lora_weights(tmp_path / "top")}
+    assert adapted == {n_layers - 1}
+    assert "of the top 1 layers" in (tmp_path / "top" / "README.md").read_text()
+    with pytest.raises(TrainError, match=f"exceeds the model's {n_layers} layers"):
+        Trainer(make_config(tiny_dir, pair_file, lora_layers=n_layers + 1), tmp_path / "too-many")
