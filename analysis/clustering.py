@@ -14,7 +14,7 @@ Scoring equals mteb's ``ClusteringEvaluator`` on the same embeddings: ``MiniBatc
 batch_size=500, n_init="auto", random_state=seed)`` + ``v_measure_score``, repeated over k-means seeds (mean and
 std), plus AMI and ARI. One forward per (model, adapter on/off, prompt, task) serves every pooling and layer.
 Each cell is one JSON under ``OUT/cells/``; a cell whose JSON exists with the same key is skipped, so an
-interrupted run resumes. ``OUT/summary.{md,csv,html}`` hold the table and figure of the run's grid.
+interrupted run resumes. ``OUT/summary.{md,csv,html}`` hold the table and figure of every cell in OUT (a run adds rows).
 
 Subsampling is mteb's (``random.Random(seed).sample(range(n), size)``, seed 42). Sizes and max lengths of the
 local tasks were set so the default preset (SmolLM2 x 4 prompts x 5 poolings x 6 tasks + MiniLM) fits in 30 min
@@ -606,8 +606,34 @@ def run_grid(config: GridConfig) -> GridResult:
     bar.close()
     result.wall_seconds = time.perf_counter() - started
     if result.cells:
-        result.files = write_summary(out, result.cells)
+        result.files = write_summary(out, folder_cells(out, result.cells))
     return result
+
+
+def folder_cells(out: Path, run_cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's cells plus the folder's other cells, so a results folder accumulates runs.
+
+    A stored cell for the same row and task as one of this run's (e.g. made with other settings) is
+    superseded by the run's; among stored cells the newest wins. Rows keep the run's order of first
+    appearance, the folder's other rows follow in file order.
+    """
+
+    def slot(cell: dict[str, Any]) -> tuple[str, ...]:
+        return (cell["variant"], cell["prompt"]["name"], cell["pooling"], str(cell["layer"]), cell["task"]["name"])
+
+    stored: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path in sorted((out / "cells").glob("*/*.json")):
+        try:
+            cell = json.loads(path.read_text())
+            key = slot(cell)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable or foreign file is not a result
+        if key not in stored or cell.get("created", "") > stored[key].get("created", ""):
+            stored[key] = cell
+    chosen = {slot(c): c for c in run_cells}
+    for key, cell in stored.items():
+        chosen.setdefault(key, cell)
+    return list(chosen.values())
 
 
 def _compute_group(

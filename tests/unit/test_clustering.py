@@ -148,6 +148,21 @@ def test_grid_writes_cells_and_summary_then_resumes(tiny_model_dir, labelled_csv
     assert json.loads(missing.read_text())["scores"] == json.loads(before[missing])["scores"]
 
 
+def test_summary_covers_the_folder_and_the_run_supersedes_stored_rows(tiny_model_dir, labelled_csv, tmp_path):
+    """A second run into the same folder adds its rows; a row it recomputes with other settings replaces the old."""
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    second = cli(tiny_model_dir, str(labelled_csv), out, "--kmeans-seeds", "1,2")
+    second[second.index("--prompts") + 1] = "cluster,eol"
+    assert main(second) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["prompt"], r["pooling"]) for r in rows] == [
+        ("cluster", "mean"), ("cluster", "last"), ("eol", "mean"), ("eol", "last"), ("none", "last"), ("none", "mean")
+    ]  # fmt: skip
+    assert len(cell_files(out)) == 8  # the superseded cluster cells stay on disk
+    assert "seeds [1, 2], [42, 43, 44, 45, 46]" in (out / "summary.md").read_text()
+
+
 def test_changed_settings_make_new_cells(tiny_model_dir, labelled_csv, tmp_path, grid_calls):
     out = tmp_path / "grid"
     assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
