@@ -606,8 +606,45 @@ def run_grid(config: GridConfig) -> GridResult:
     bar.close()
     result.wall_seconds = time.perf_counter() - started
     if result.cells:
-        result.files = write_summary(out, folder_cells(out, result.cells))
+        everything = folder_cells(out, result.cells)
+        result.files = write_summary(out, everything)
+        for spec in config.models:
+            if spec.adapter is not None:
+                record_adapter_scores(spec, everything, out)
     return result
+
+
+def record_adapter_scores(spec: ModelSpec, cells: Sequence[dict[str, Any]], out: Path) -> dict[str, Any] | None:
+    """Write into the adapter's card its row (its own prompt, pooling, layer) beside the best base row
+    and the MiniLM baseline, when all three have every task."""
+    from core.prompts import PROMPTS
+    from core.train import record_scores
+
+    meta_path = Path(spec.adapter or "") / "embedding_lens.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    scores, _ = summary_tables(cells)
+    complete = scores.dropna()
+    base_label = Variant(spec, False).label
+    adapter_label = Variant(spec, True).label
+    names = [name for name, template in PROMPTS.items() if template == meta.get("prompt")]
+    own = (adapter_label, names[0] if names else "custom", meta.get("pooling", "last"), str(meta.get("layer", "-1")))
+    base = complete[complete.index.get_level_values("variant") == base_label]
+    baseline = complete[complete.index.get_level_values("variant") == BASELINE_MODEL]
+    if own not in complete.index or base.empty or baseline.empty:
+        return None
+    picked = [("adapter", own), ("best prompt-only base", base["average"].idxmax()), ("MiniLM", baseline.index[0])]
+    tasks = [c for c in scores.columns if c != "average"]
+    rows = [
+        {
+            "label": f"{role}: {key[0]}, prompt {key[1]}, {key[2]} pooling, layer {key[3]}",
+            "scores": {t: round(float(complete.loc[key, t]), 4) for t in tasks},
+            "average": round(float(complete.loc[key, "average"]), 4),
+        }
+        for role, key in picked
+    ]
+    track = {"tasks": tasks, "rows": rows, "results": str(out)}
+    record_scores(spec.adapter, track)
+    return track
 
 
 def folder_cells(out: Path, run_cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

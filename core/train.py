@@ -605,6 +605,19 @@ class Trainer:
         return card
 
 
+def record_scores(adapter_dir: str | Path, local_track: dict[str, Any]) -> None:
+    """Add the adapter's local-track result (and its comparisons) to its card and README, atomically."""
+    folder = Path(adapter_dir)
+    card_path = folder / "card.json"
+    if not card_path.is_file():
+        return  # an adapter not made by core.train has no card to extend
+    card = json.loads(card_path.read_text())
+    card["local_track"] = local_track
+    write_json(card_path, card)
+    with atomic_write(folder / "README.md") as handle:
+        handle.write(render_card(card))
+
+
 def render_card(card: dict[str, Any]) -> str:
     s, run, data = card["settings"], card["run"], card["data"]
     lines = [
@@ -631,6 +644,13 @@ def render_card(card: dict[str, Any]) -> str:
     ]
     if card["best"]:
         lines.append(f"- best dev score: {card['best']}  (adapter in `best/`)")
+    if track := card.get("local_track"):
+        lines += ["", "## Local-track clustering (V-measure, mean over k-means seeds)", ""]
+        lines += ["| row | " + " | ".join(track["tasks"]) + " | average |", "|---" * (len(track["tasks"]) + 2) + "|"]
+        for row in track["rows"]:
+            cells = " | ".join(f"{row['scores'][t]:.4f}" for t in track["tasks"])
+            lines.append(f"| {row['label']} | {cells} | **{row['average']:.4f}** |")
+        lines += ["", f"From `{track['results']}` (`python -m analysis.clustering`)."]
     lines += ["", "All settings: `card.json`; every step: `train_log.jsonl`.", ""]
     return "\n".join(lines)
 

@@ -334,6 +334,47 @@ def test_summary_table_average_and_missing_tasks(tmp_path):
     assert ("png" in files) != ("png_error" in files)
 
 
+def test_adapter_card_gets_its_row_the_best_base_row_and_minilm(tmp_path):
+    from dataclasses import asdict
+
+    from core.prompts import PROMPTS
+    from core.train import TrainConfig, render_card
+
+    adapter = tmp_path / "run1"
+    adapter.mkdir()
+    meta = {"prompt": PROMPTS["eol"], "pooling": "last", "layer": "-1", "steps_done": 1}
+    (adapter / "embedding_lens.json").write_text(json.dumps(meta))
+    settings = {**asdict(TrainConfig()), "base_model": "m"}
+    card = {
+        "settings": settings,
+        "metadata": meta,
+        "data": {"pairs": 2, "file": "p.jsonl", "sha256": "0", "methods": {}, "truncated_texts": 0},
+        "run": {"train_seconds": 1, "pairs_per_s": 1, "peak_rss_mb": 1, "world_size": 1, "precision": "fp32"},
+        "loss": {"first": 1.0, "last": 0.5},
+        "best": None,
+    }
+    (adapter / "card.json").write_text(json.dumps(card))
+    cells = [
+        fake_cell("m", "none", "mean", "a", 0.2), fake_cell("m", "none", "mean", "b", 0.4),
+        fake_cell("m", "eol", "last", "a", 0.3), fake_cell("m", "eol", "last", "b", 0.5),
+        fake_cell("m+run1", "eol", "mean", "a", 0.9), fake_cell("m+run1", "eol", "mean", "b", 0.9),
+        fake_cell("m+run1", "eol", "last", "a", 0.6), fake_cell("m+run1", "eol", "last", "b", 0.6),
+        fake_cell("minilm", "none", "mean", "a", 0.5), fake_cell("minilm", "none", "mean", "b", 0.5),
+    ]  # fmt: skip
+    track = clustering.record_adapter_scores(clustering.ModelSpec("m", str(adapter)), cells, tmp_path)
+    assert [(row["label"].split(":")[0], row["average"]) for row in track["rows"]] == [
+        ("adapter", 0.6), ("best prompt-only base", 0.4), ("MiniLM", 0.5)
+    ]  # fmt: skip: the adapter's own prompt and pooling, not its best row
+    stored = json.loads((adapter / "card.json").read_text())
+    assert stored["local_track"] == track
+    assert "| best prompt-only base: m, prompt eol, last pooling, layer -1 | 0.3000 | 0.5000 | **0.4000** |" in (
+        adapter / "README.md"
+    ).read_text()
+    assert render_card(stored) == (adapter / "README.md").read_text()
+    # Without the baseline on every task there is nothing fair to write.
+    assert clustering.record_adapter_scores(clustering.ModelSpec("m", str(adapter)), cells[:-1], tmp_path) is None
+
+
 def test_plots_are_pure_figures():
     import pandas as pd
     import plotly.graph_objects as go
