@@ -401,7 +401,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.attention", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder; without it only base shares")
-    parser.add_argument("--prompt", default="cluster")
+    parser.add_argument("--prompt", default=None, help="prompt name or template (default: adapter's, else cluster)")
     parser.add_argument("--pooling", default=None, help="pooling for the embeddings (default: adapter's, else last)")
     parser.add_argument("--task", default=DEFAULT_TASK, help="a local task, or a csv/jsonl/... file with a text column")
     parser.add_argument("--split", default="test", choices=["test", "train"])
@@ -417,8 +417,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--bench-n", type=int, default=64, help="texts for the rows-vs-full speed comparison")
     parser.add_argument("--attribution-n", type=int, default=8, help="corpus texts attributed (0 = none)")
-    parser.add_argument("--ig-steps", type=int, default=32)
-    parser.add_argument("--ig-max-steps", type=int, default=256)
+    parser.add_argument("--ig-steps", type=int, default=16, help="IG steps per path segment")
+    parser.add_argument("--ig-max-steps", type=int, default=256, help="cap on IG steps per attribution")
     return parser
 
 
@@ -440,7 +440,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--head {args.head} is out of range: this model has {heads} heads, so use 0..{heads - 1}.")
     pooling = args.pooling or loaded.adapter_metadata.get("pooling") or "last"
     encoder = Encoder(
-        loaded, prompt=args.prompt, pooling=pooling, cache=False, precision="fp32", max_length=args.max_length
+        loaded,
+        prompt=args.prompt or loaded.adapter_metadata.get("prompt") or "cluster",
+        pooling=pooling,
+        cache=False,
+        precision="fp32",
+        max_length=args.max_length,
     )
     token: QueryToken = args.token or ("eos" if encoder.pooling == "eos" else "last")
     has_adapter = loaded.has_adapter

@@ -194,12 +194,21 @@ def state_dict_hash(model: nn.Module) -> str:
 
 
 def adapter_hash(adapter_dir: str | Path) -> str:
+    """SHA-256 of the adapter's weights and its config read as data: peft writes ``target_modules``
+    from a set, so the same adapter saved by two processes differs in list order, not in meaning."""
     digest = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
         path = Path(adapter_dir) / name
-        if path.is_file():
-            digest.update(name.encode())
-            digest.update(path.read_bytes())
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if name.endswith(".json"):
+            config = json.loads(data)
+            if isinstance(config.get("target_modules"), list):
+                config["target_modules"] = sorted(config["target_modules"])
+            data = json.dumps(config, sort_keys=True).encode()
+        digest.update(name.encode())
+        digest.update(data)
     return digest.hexdigest()
 
 

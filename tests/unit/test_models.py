@@ -365,3 +365,17 @@ def test_conversion_finished_by_another_process_meanwhile_is_used(home, tmp_path
 def test_adapter_on_a_bidirectional_encoder_is_refused(tiny_bert_dir, adapter_dir):
     with pytest.raises(ValueError, match=r"decoder \(causal\) models only"):
         load_model(str(tiny_bert_dir), adapter=adapter_dir)
+
+
+def test_adapter_hash_ignores_target_module_order_but_not_weights(tmp_path):
+    """peft writes target_modules from a set: two saves of one adapter differ in order only."""
+    import json
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, modules in ((first, ["q_proj", "v_proj"]), (second, ["v_proj", "q_proj"])):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "target_modules": modules}, indent=2))
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    assert adapter_hash(first) == adapter_hash(second)
+    (second / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert adapter_hash(first) != adapter_hash(second)
