@@ -89,6 +89,7 @@ def make_config(tiny_dir: Path, pair_file: Path, **overrides) -> TrainConfig:
         max_length=64,
         checkpoint_every=0,
         progress=False,
+        precision="fp32",  # the equality tests need it; "auto" would pick bf16 on a CPU with bf16 units
     )
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -365,6 +366,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_dir, pair_file,
         "0.001",
         "--warmup-steps",
         "1",
+        "--precision",
+        "fp32",
         "--no-progress",
         "--checkpoint-every",
         "0",
