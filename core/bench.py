@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens = sum(prepared.length for prepared in encoder.prepare(texts))
     print(f"model {args.model}, {len(texts)} texts, {tokens} tokens, torch threads {torch.get_num_threads()}")
     units = "yes" if cpu_has_bf16() else "no"
-    print(f"CPU bf16 units (AMX / AVX-512 BF16): {units}; engine precision {encoder.precision}")
+    print(f"CPU AMX bf16 units: {units}; engine precision {encoder.precision}")
 
     encoder.encode(texts[:8])  # warm-up for both paths (same weights)
     paper_vectors, paper_seconds = timed(paper_loop, encoder, texts)
