@@ -381,6 +381,21 @@ def token_bars(
     return data
 
 
+def layer_token_matrix(
+    item: TextAttention, head: int | None = None, renormalise: bool = False
+) -> Float[np.ndarray, "layers keys"]:
+    """The pooled token's attention over the keys in every layer (mean over heads unless ``head``)."""
+    return np.stack([item.weights(layer, head, renormalise) for layer in range(item.rows.shape[0])])
+
+
+def role_shares_per_layer(
+    item: TextAttention, head: int | None = None, renormalise: bool = False
+) -> Float[np.ndarray, "layers categories"]:
+    """Attention mass on each category per layer for one text (columns in ``CATEGORIES`` order)."""
+    matrix = layer_token_matrix(item, head, renormalise)
+    return np.stack([matrix[:, item.categories == c].sum(1) for c in range(len(CATEGORIES))], axis=1)
+
+
 def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
     """A seeded sample of ``n`` texts in corpus order (all of them if ``n`` >= their number)."""
     if n < 2:

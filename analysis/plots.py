@@ -242,3 +242,118 @@ def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bo
             except Exception as error:  # kaleido raises several types when Chrome is missing
                 written["png_error"] = " ".join(str(error).split())[:200] or type(error).__name__
     return written
+
+
+# ----- workbench pages
+
+
+def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, diverging: bool = False) -> go.Figure:
+    """A texts x texts matrix (cosines, or a difference of cosines when ``diverging``)."""
+    values = np.asarray(matrix, dtype=float)
+    limit = float(np.abs(values).max()) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(labels),
+            y=list(labels),
+            colorscale="RdBu" if diverging else "Viridis",
+            zmid=0.0 if diverging else None,
+            zmin=-limit if diverging else None,
+            zmax=limit if diverging else None,
+            text=np.vectorize(lambda v: f"{v:.2f}")(values),
+            texttemplate="%{text}",
+            hovertemplate="%{y}<br>%{x}: %{z:.4f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=title, yaxis={"autorange": "reversed"}, height=420, margin={"l": 10, "r": 10, "t": 50})
+    return figure
+
+
+def projection_scatter(
+    points: np.ndarray, texts: Sequence[str], colours: Sequence[str], title: str, colour_title: str = "label"
+) -> go.Figure:
+    """A 2-D projection, one trace per colour group (so the legend filters), the text on hover."""
+    figure = go.Figure()
+    colours = [str(c) for c in colours]
+    short = [t if len(t) <= 160 else t[:159] + "…" for t in texts]
+    for group in sorted(set(colours), key=lambda g: (len(g), g)):
+        index = [i for i, c in enumerate(colours) if c == group]
+        figure.add_scattergl(
+            x=points[index, 0],
+            y=points[index, 1],
+            mode="markers",
+            name=group,
+            marker={"size": 5, "opacity": 0.8},
+            customdata=np.array(index),
+            hovertext=[short[i] for i in index],
+            hovertemplate="%{hovertext}<extra>" + group + "</extra>",
+        )
+    figure.update_layout(
+        title=title, height=520, legend_title=colour_title, dragmode="lasso", margin={"l": 10, "r": 10, "t": 50}
+    )
+    figure.update_xaxes(showticklabels=False)
+    figure.update_yaxes(showticklabels=False)
+    return figure
+
+
+def _coloured_tokens(tokens: Sequence[str], categories: Sequence[str]) -> list[str]:
+    return [
+        f"<span style='color:{CATEGORY_COLORS.get(c, '#000')}'>{i}:{t.strip() or repr(t)}</span>"
+        for i, (t, c) in enumerate(zip(tokens, categories, strict=True))
+    ]
+
+
+def attention_heatmap(
+    matrix: np.ndarray, tokens: Sequence[str], categories: Sequence[str], title: str, diverging: bool = False
+) -> go.Figure:
+    """Layers (rows, last at the top) x tokens (columns, coloured by role) of the pooled token's attention."""
+    values = np.asarray(matrix, dtype=float)
+    limit = float(np.abs(values).max()) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=_coloured_tokens(tokens, categories),
+            y=[f"L{i}" for i in range(values.shape[0])],
+            colorscale="RdBu" if diverging else "Viridis",
+            zmid=0.0 if diverging else None,
+            zmin=-limit if diverging else 0.0,
+            zmax=limit if diverging else None,
+            hovertemplate="%{y} %{x}: %{z:.4f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=title, height=620, margin={"l": 10, "r": 10, "t": 50}, xaxis={"tickangle": -60})
+    return figure
+
+
+def role_shares_figure(shares: np.ndarray, categories: Sequence[str], title: str) -> go.Figure:
+    """Stacked bars: attention mass per role in each layer."""
+    figure = go.Figure()
+    for index, category in enumerate(categories):
+        if np.any(shares[:, index] > 0):
+            figure.add_bar(
+                x=[f"L{i}" for i in range(shares.shape[0])],
+                y=shares[:, index],
+                name=category,
+                marker_color=CATEGORY_COLORS.get(category),
+            )
+    figure.update_layout(
+        title=title, barmode="stack", yaxis_title="attention share", height=360, template="plotly_white"
+    )
+    return figure
+
+
+def training_curve(rows: Sequence[Mapping[str, Any]], title: str) -> go.Figure:
+    """Loss per step (left axis) and learning rate (right axis) from a ``train_log.jsonl``."""
+    steps = [r["step"] for r in rows]
+    figure = go.Figure()
+    figure.add_scatter(x=steps, y=[r["loss"] for r in rows], name="loss", mode="lines")
+    figure.add_scatter(x=steps, y=[r["lr"] for r in rows], name="lr", mode="lines", yaxis="y2", line={"dash": "dot"})
+    figure.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title="InfoNCE loss",
+        yaxis2={"title": "learning rate", "overlaying": "y", "side": "right", "showgrid": False},
+        height=340,
+        template="plotly_white",
+    )
+    return figure

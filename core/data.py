@@ -1037,3 +1037,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+def file_columns(path: str | Path) -> list[str]:
+    """Column names of a user file (for pickers); ValueError with a plain message on any problem."""
+    path = Path(path)
+    if path.suffix.lower() not in USER_FORMATS:
+        raise ValueError(f"unsupported file type {path.suffix or '(none)'!r}; use one of {', '.join(USER_FORMATS)}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path.name} is empty")
+    columns, rows = _read_records(path)
+    if not rows:
+        raise ValueError(f"{path.name} has no rows")
+    return columns
+
+
+def save_upload(name: str, data: bytes, folder: str | Path | None = None) -> Path:
+    """Store uploaded bytes under the cache (content-addressed, suffix kept) so the file readers apply."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    suffix = Path(name).suffix.lower()
+    if suffix not in USER_FORMATS:
+        formats = ", ".join(USER_FORMATS)
+        raise ValueError(f"unsupported file type {suffix or '(none)'!r} for {name}; use one of {formats}")
+    target = Path(folder) if folder is not None else cache_root() / "uploads"
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    if not path.is_file():
+        with atomic_write(path, "wb") as handle:
+            handle.write(data)
+    return path

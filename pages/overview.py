@@ -1,22 +1,73 @@
-"""Overview: what is loaded and what each page answers."""
+"""Overview: the chosen model and adapter with its card, the local-track summary, and what each page answers."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import streamlit as st
 
+from analysis.clustering import BASELINE_MODEL, folder_cells, summary_tables
 from core.models import DEFAULT_MODEL, PACKAGED
 from core.pooling import POOLING_DESCRIPTIONS
 from core.prompts import PROMPT_DESCRIPTIONS, PROMPTS
+from workbench import state
+
+PAGES = {
+    "Embed & compare": "How similar do your texts look to the base model and to the adapter, and what changed?",
+    "Attention": "Where does the pooled token look, per layer and head, and does fine-tuning move it to content words?",
+    "Cluster explorer": "Do a dataset's labels form clusters in embedding space (UMAP), before and after fine-tuning?",
+    "Clustering quality": "Which model x prompt x pooling scores best on the local clustering track (V-measure)?",
+    "Attribution": "Which tokens make two texts similar (integrated gradients), base vs adapter?",
+    "Adapters": "What adapters exist, how were they trained, and can I train a small one now?",
+}
 
 st.title("Embedding Lens")
 st.write(
     "Turn small decoder-only language models into text embedders with prompts, pooling and "
-    "contrastive LoRA, and see why they work."
+    "contrastive LoRA, and see why they work (Roth et al. 2025, arXiv 2507.22729)."
 )
-st.subheader("Models")
-st.table({"name": list(PACKAGED), "model": [p.description for p in PACKAGED.values()]})
-st.caption(f"Default: {DEFAULT_MODEL}. Any local folder or hub id works too.")
-st.subheader("Prompts")
-st.table({"name": list(PROMPTS), "what": list(PROMPT_DESCRIPTIONS.values()), "template": list(PROMPTS.values())})
-st.subheader("Pooling")
-st.table({"mode": list(POOLING_DESCRIPTIONS), "what": list(POOLING_DESCRIPTIONS.values())})
+choice = state.model_choice()
+left, right = st.columns(2)
+with left:
+    st.subheader("Loaded")
+    st.markdown(f"**Model:** `{choice.model}`" + (" (default)" if choice.model == DEFAULT_MODEL else ""))
+    if choice.adapter is None:
+        st.markdown(f"**Adapter:** none. Make one with `{state.TRAIN_COMMAND}`.")
+    else:
+        st.markdown(f"**Adapter:** `{choice.adapter}`")
+        card = Path(choice.adapter) / "card.json"
+        if card.is_file():
+            data = json.loads(card.read_text())
+            meta = data.get("metadata", {})
+            st.markdown(f"prompt `{meta.get('prompt')}`, pooling `{meta.get('pooling')}`, layer `{meta.get('layer')}`")
+            for row in data.get("local_track", {}).get("rows", []):
+                st.markdown(f"- {row['label']}: local-track average **{row['average']:.4f}**")
+            with st.expander("Adapter card"):
+                readme = Path(choice.adapter) / "README.md"
+                st.markdown(readme.read_text() if readme.is_file() else "(no card)")
+with right:
+    st.subheader("What each page answers")
+    for page, question in PAGES.items():
+        st.markdown(f"**{page}**: {question}")
+
+st.subheader("Local clustering track")
+results = state.REPO / "results" / "local-track"
+cells = folder_cells(results, []) if (results / "cells").is_dir() else []
+if cells:
+    scores, _ = summary_tables(cells)
+    table = scores.reset_index().sort_values("average", ascending=False)
+    best = table[table["variant"] != BASELINE_MODEL].head(5)
+    st.dataframe(
+        [*best.to_dict("records"), *table[table["variant"] == BASELINE_MODEL].to_dict("records")],
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption("Top five rows by average V-measure, plus the MiniLM baseline. All rows: Clustering quality.")
+else:
+    st.info("No results yet: `python -m analysis.clustering --preset default --out results/local-track`.")
+
+with st.expander("Models, prompts and pooling modes"):
+    st.table({"name": list(PACKAGED), "model": [p.description for p in PACKAGED.values()]})
+    st.table({"name": list(PROMPTS), "what": list(PROMPT_DESCRIPTIONS.values()), "template": list(PROMPTS.values())})
+    st.table({"mode": list(POOLING_DESCRIPTIONS), "what": list(POOLING_DESCRIPTIONS.values())})

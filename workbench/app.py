@@ -25,8 +25,6 @@ PAGE_FILES = [
 
 st.set_page_config(page_title="Embedding Lens", layout="wide")
 pages = [
-    st.Page(PAGES / name, title=title, icon=icon, default=i == 0)
-    for i, (name, title, icon) in enumerate(PAGE_FILES)
-    if (PAGES / name).is_file()
+    st.Page(PAGES / name, title=title, icon=icon, default=i == 0) for i, (name, title, icon) in enumerate(PAGE_FILES)
 ]
 st.navigation(pages).run()

@@ -77,3 +77,41 @@ def load_encoder(choice: ModelChoice):
     except (ValueError, OSError, RuntimeError) as error:
         st.error(f"Could not load {choice.label}: {error}")
         return None
+
+
+CUSTOM_PROMPT = "custom template..."
+
+
+def embedding_settings(key: str, *, default_prompt: str | None = None, layers: int | None = None):
+    """Prompt (named or custom), pooling and layer widgets; returns (prompt, pooling, layer) or None if invalid."""
+    from core.pooling import POOLING_DESCRIPTIONS, POOLING_MODES
+    from core.prompts import PROMPTS, resolve_prompt
+
+    names = [*PROMPTS, CUSTOM_PROMPT]
+    start = names.index(default_prompt) if default_prompt in names else names.index("eol")
+    columns = st.columns(3)
+    name = columns[0].selectbox("Prompt", names, index=start, key=f"{key}_prompt")
+    prompt = name
+    if name == CUSTOM_PROMPT:
+        prompt = st.text_input("Template with one {text}", 'In one word, "{text}" is about:', key=f"{key}_template")
+        try:
+            resolve_prompt(prompt)
+        except ValueError as error:
+            st.error(f"{error}")
+            return None
+    else:
+        columns[0].caption(f"`{PROMPTS[name]}`")
+    pooling = columns[1].selectbox(
+        "Pooling", POOLING_MODES, index=POOLING_MODES.index("last"), key=f"{key}_pooling",
+        help="; ".join(f"{m}: {d}" for m, d in POOLING_DESCRIPTIONS.items()),
+    )  # fmt: skip
+    layer = columns[2].text_input("Layer", "-1", key=f"{key}_layer", help="an index (-1 = last) or lastK (mean)")
+    return prompt, pooling, layer.strip() or "-1"
+
+
+def adapter_prompt_name(encoder) -> str | None:
+    """The registry name of the prompt the loaded adapter was trained with, if any."""
+    from core.prompts import PROMPTS
+
+    template = encoder.loaded.adapter_metadata.get("prompt")
+    return next((name for name, text in PROMPTS.items() if text == template), None)

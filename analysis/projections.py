@@ -1,0 +1,98 @@
+"""2-D projections of embeddings (UMAP) with a disk cache, and k-means labels for colouring.
+
+The cache key is the SHA-256 of the matrix bytes plus every UMAP parameter, so a revisit of the
+same embeddings is a file read; files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from jaxtyping import Float
+
+from core.io import atomic_write
+from core.paths import cache_root
+
+
+@dataclass(frozen=True)
+class UmapSettings:
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "cosine"
+    seed: int = 42
+
+    def check(self, n_points: int) -> None:
+        if n_points < 4:
+            raise ValueError(f"UMAP needs at least 4 texts, got {n_points}.")
+        if not self.n_neighbors >= 2:
+            raise ValueError(f"n_neighbors must be >= 2, got {self.n_neighbors}.")
+        if not 0.0 <= self.min_dist <= 1.0:
+            raise ValueError(f"min_dist must be in [0, 1], got {self.min_dist}.")
+
+
+def projection_key(vectors: np.ndarray, settings: UmapSettings) -> str:
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    digest = hashlib.sha256(matrix.tobytes())
+    digest.update(json.dumps({"shape": matrix.shape, **asdict(settings)}, sort_keys=True).encode())
+    return digest.hexdigest()[:24]
+
+
+def project_umap(
+    vectors: Float[np.ndarray, "texts hidden"],
+    settings: UmapSettings = UmapSettings(),
+    cache_dir: str | Path | None = None,
+) -> Float[np.ndarray, "texts 2"]:
+    """UMAP to 2-D, served from the disk cache when the same matrix and settings were projected before."""
+    settings.check(len(vectors))
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "projections"
+    path = folder / f"{projection_key(vectors, settings)}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (len(vectors), 2):
+                return cached
+        except (OSError, ValueError):
+            pass  # unreadable: recompute and overwrite
+    import umap  # slow import (numba): only on a cache miss
+
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(settings.n_neighbors, len(vectors) - 1),
+        min_dist=settings.min_dist,
+        metric=settings.metric,
+        random_state=settings.seed,
+        n_jobs=1,  # random_state makes UMAP single-threaded anyway; say so to silence its warning
+    )
+    points = reducer.fit_transform(np.asarray(vectors, dtype=np.float32)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, points, allow_pickle=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return points
+
+
+def kmeans_labels(vectors: np.ndarray, k: int, seed: int = 42) -> np.ndarray:
+    """The clustering track's k-means (MiniBatchKMeans as in mteb's evaluator, raw vectors), for colouring."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    if not 2 <= k <= len(vectors):
+        raise ValueError(f"k={k} clusters needs 2 <= k <= {len(vectors)} (the number of texts).")
+    return MiniBatchKMeans(n_clusters=k, batch_size=500, n_init="auto", random_state=seed).fit_predict(vectors)
+
+
+def subsample(
+    texts: list[str], labels: list[str] | None, n: int, seed: int = 42
+) -> tuple[list[str], list[str] | None]:
+    """A seeded sample of ``n`` texts (mteb's way: ``random.Random(seed).sample``), order kept."""
+    import random
+
+    if n >= len(texts):
+        return texts, labels
+    keep = sorted(random.Random(seed).sample(range(len(texts)), n))
+    return [texts[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)

@@ -1,0 +1,120 @@
+"""Background training runs for the workbench: start ``python -m core.train`` detached, read its progress, stop it.
+
+The job is a plain subprocess (fixed argument list, no shell) writing into its adapter folder:
+``job.json`` (command, pid), ``job.log`` (its output) and the trainer's own ``train_log.jsonl``.
+Stopping sends SIGINT, which the trainer answers with a checkpoint, so ``--resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from core.io import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+JobState = Literal["running", "finished", "failed", "stopped", "unknown"]
+
+
+@dataclass
+class JobStatus:
+    state: JobState
+    steps_done: int
+    steps_total: int | None
+    last: dict[str, Any] | None  # the last train_log row
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.steps_done / self.steps_total) if self.steps_total else 0.0
+
+
+def start_training(out: str | Path, options: list[str], python: str = sys.executable) -> subprocess.Popen:
+    """Launch ``python -m core.train --out OUT OPTIONS`` in the background; refuses a folder already in use."""
+    folder = Path(out)
+    if (folder / "job.json").is_file() and job_status(folder).state == "running":
+        raise ValueError(f"{folder} already has a running job; stop it first or choose another folder")
+    if (folder / "adapter_config.json").is_file() or (folder / "checkpoints").is_dir():
+        raise ValueError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"]
+    log = open(folder / "job.log", "wb")  # noqa: SIM115 - the child owns it for its lifetime
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    write_json(folder / "job.json", {"pid": process.pid, "command": command, "started": time.time()})
+    return process
+
+
+def read_train_log(folder: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``train_log.jsonl``; a line still being written is skipped."""
+    path = Path(folder) / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child we started stays a zombie until reaped
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True  # not our child: it exists, so it runs
+
+
+def _steps_total(command: list[str]) -> int | None:
+    if "--steps" in command:
+        try:
+            return int(command[command.index("--steps") + 1])
+        except (IndexError, ValueError):
+            return None
+    return None
+
+
+def job_status(folder: str | Path) -> JobStatus:
+    folder = Path(folder)
+    rows = read_train_log(folder)
+    job = json.loads((folder / "job.json").read_text()) if (folder / "job.json").is_file() else {}
+    total = _steps_total(job.get("command", []))
+    steps = rows[-1]["step"] if rows else 0
+    last = rows[-1] if rows else None
+    if (folder / "card.json").is_file():
+        return JobStatus("finished", steps, total or steps, last)
+    if job and _alive(int(job["pid"])):
+        return JobStatus("running", steps, total, last)
+    tail = ""
+    if (folder / "job.log").is_file():
+        lines = [x for x in (folder / "job.log").read_text(errors="replace").splitlines() if x.strip()]
+        tail = lines[-1] if lines else ""
+    if job.get("stopped"):
+        return JobStatus("stopped", steps, total, last, tail)
+    if job:
+        return JobStatus("failed", steps, total, last, tail)
+    return JobStatus("unknown", steps, total, last)
+
+
+def stop_training(folder: str | Path) -> None:
+    """Ctrl-C for the job: the trainer writes a checkpoint and exits; ``--resume`` continues it."""
+    folder = Path(folder)
+    job = json.loads((folder / "job.json").read_text())
+    if _alive(int(job["pid"])):
+        os.kill(int(job["pid"]), signal.SIGINT)
+    write_json(folder / "job.json", {**job, "stopped": time.time()})

@@ -1,0 +1,90 @@
+"""Adapters: cards and training curves of LoRA adapters; start a small training run and watch it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from analysis.plots import training_curve
+from core.train_jobs import job_status, read_train_log, start_training, stop_training
+from workbench import state
+
+st.title("Adapters")
+folders = [
+    p
+    for p in sorted(state.ADAPTERS_DIR.glob("*/"))
+    if (p / "train_log.jsonl").is_file() or (p / "adapter_config.json").is_file()
+]
+extra = st.text_input("Another adapter folder", "").strip()
+if extra:
+    if not Path(extra).is_dir():
+        st.error(f"No folder `{extra}`. Make an adapter with `{state.TRAIN_COMMAND}`.")
+    else:
+        folders.append(Path(extra))
+if not folders:
+    st.info(f"No adapters under `{state.ADAPTERS_DIR.name}/` yet. Make one with `{state.TRAIN_COMMAND}` or below.")
+
+for folder in folders:
+    status = job_status(folder)
+    with st.expander(f"{folder.name}: {status.state}", expanded=folder == state.DEFAULT_ADAPTER):
+        if status.state == "running":
+            st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
+        if status.message and status.state in ("failed", "stopped"):
+            st.warning(status.message)
+        readme = folder / "README.md"
+        if readme.is_file():
+            st.markdown(readme.read_text())
+        rows = read_train_log(folder)
+        if rows:
+            st.plotly_chart(training_curve(rows, f"{folder.name}: training"), key=f"curve_{folder.name}")
+
+st.header("Train a small adapter")
+st.caption(
+    "Runs `python -m core.train` in the background on this machine (a step of batch 16 takes ~5 s with "
+    "`--lora-layers 8`). It keeps running if you leave the page; come back to watch it."
+)
+with st.form("train"):
+    left, middle, right = st.columns(3)
+    name = left.text_input("Name (folder under adapters/)", "my-adapter")
+    pairs = middle.text_input("Pairs: `bible` or a pair file (JSONL/TSV)", "bible")
+    prompt = right.text_input("Prompt (name or template)", "eol")
+    a, b, c, d = st.columns(4)
+    steps = a.number_input("Steps", 2, 2000, 20)
+    batch = b.number_input("Batch size (pairs)", 2, 256, 16)
+    layers = c.number_input("LoRA on the top k layers (0 = all)", 0, 64, 8)
+    lr = d.number_input("Learning rate", 1e-6, 1e-2, 3e-4, format="%.0e")
+    submitted = st.form_submit_button("Start training", type="primary")
+if submitted:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        st.error("Name: letters, digits, '.', '_' or '-' only (it becomes a folder).")
+    else:
+        options = ["--pairs", pairs, "--prompt", prompt, "--steps", str(steps), "--batch-size", str(batch)]
+        options += ["--lora-layers", str(layers), "--lr", str(lr), "--checkpoint-every", "10"]
+        try:
+            start_training(state.ADAPTERS_DIR / name, options)
+            st.session_state["watch"] = str(state.ADAPTERS_DIR / name)
+        except (ValueError, OSError) as error:
+            st.error(str(error))
+
+
+@st.fragment(run_every=2)
+def watch(folder: str) -> None:
+    status = job_status(folder)
+    st.subheader(f"{Path(folder).name}: {status.state}")
+    if status.state == "running":
+        st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
+        if st.button("Stop (checkpoint kept; resume with --resume)"):
+            stop_training(folder)
+    elif status.message:
+        st.warning(status.message)
+    rows = read_train_log(folder)
+    if rows:
+        last = rows[-1]
+        st.caption(f"loss {last['loss']:.4f}, {last['pairs_per_s']:.2f} pairs/s, peak RSS {last['peak_rss_mb']} MB")
+        st.plotly_chart(training_curve(rows, "live"), key="live_curve")
+
+
+if "watch" in st.session_state:
+    watch(st.session_state["watch"])
