@@ -273,3 +273,40 @@ class ForwardCounter:
 def forward_counter() -> type[ForwardCounter]:
     """``with forward_counter(module) as counter: ...`` then ``counter.calls`` / ``counter.rows``."""
     return ForwardCounter
+
+
+# ----- page tests (streamlit's AppTest on the tiny model)
+
+PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    folder = tmp_path_factory.mktemp("tiny-adapter")
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def open_page(tiny_model_dir, tiny_adapter_dir) -> Callable[..., Any]:
+    """``open_page("embed.py")`` -> an AppTest of that page on the tiny model (+ adapter unless ``adapter=False``)."""
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.state import NO_ADAPTER
+
+    def make(name: str, adapter: bool = True, timeout: float = 120) -> Any:
+        app = AppTest.from_file(str(PAGES_DIR / name), default_timeout=timeout)
+        app.session_state["model_pick"] = "custom folder or hub id..."
+        app.session_state["model_custom"] = str(tiny_model_dir)
+        app.session_state["adapter_pick"] = NO_ADAPTER
+        app.session_state["adapter_custom"] = str(tiny_adapter_dir) if adapter else ""
+        return app.run()
+
+    return make

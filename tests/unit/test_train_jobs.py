@@ -1,0 +1,64 @@
+"""Background training jobs on the tiny model: start, progress, finish, stop, refusal of a used folder."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from core.train_jobs import job_status, read_train_log, start_training, stop_training
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(scope="module")
+def pair_file(tmp_path_factory):
+    words = ["the", "a", "man", "woman", "dog", "cat", "car", "drives", "runs", "red", "blue", "house", "city"]
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    lines = [json.dumps({"anchor": f"{w} {v} runs", "positive": f"{v} {w} runs"}) for w in words for v in words[:4]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def options(tiny_model_dir, pair_file, steps: int) -> list[str]:
+    return ["--pairs", str(pair_file), "--base-model", str(tiny_model_dir), "--steps", str(steps),
+            "--batch-size", "4", "--lora-r", "2", "--precision", "fp32", "--checkpoint-every", "1"]  # fmt: skip
+
+
+def test_a_job_runs_to_its_adapter_and_reports_progress(tiny_model_dir, pair_file, tmp_path):
+    folder = tmp_path / "run"
+    process = start_training(folder, options(tiny_model_dir, pair_file, 3))
+    assert job_status(folder).state in ("running", "finished")
+    process.wait(timeout=180)
+    status = job_status(folder)
+    assert status.state == "finished", (folder / "job.log").read_text()[-2000:]
+    assert status.steps_done == status.steps_total == 3 and status.fraction == 1.0
+    assert [row["step"] for row in read_train_log(folder)] == [1, 2, 3]
+    assert (folder / "adapter_model.safetensors").is_file()
+    with pytest.raises(ValueError, match="already holds an adapter"):
+        start_training(folder, options(tiny_model_dir, pair_file, 3))
+
+
+def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_file, tmp_path):
+    folder = tmp_path / "long"
+    process = start_training(folder, options(tiny_model_dir, pair_file, 10_000))
+    wait_for(lambda: len(read_train_log(folder)) >= 2)
+    with pytest.raises(ValueError, match="running job"):
+        start_training(folder, options(tiny_model_dir, pair_file, 3))
+    stop_training(folder)
+    process.wait(timeout=120)
+    assert job_status(folder).state == "stopped"
+    assert any((folder / "checkpoints").iterdir())
+
+    broken = tmp_path / "broken"
+    start_training(broken, ["--pairs", str(tmp_path / "missing.jsonl"), "--base-model", str(tiny_model_dir)]).wait(120)
+    status = job_status(broken)
+    assert status.state == "failed" and "missing.jsonl" in status.message
