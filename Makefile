@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test lint bench adapter clean-venv
+.PHONY: install run test lint bench adapter chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,7 +26,13 @@ run: install
 	$(BIN)/python -m core.models prepare smollm2-135m
 	$(BIN)/streamlit run workbench/app.py --server.address 127.0.0.1 --server.headless true
 
-test: install
+# Debian's chromium: the browser test drives it, and plotly's PNG export (kaleido) renders with it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+		(echo "error: Debian's chromium is missing and apt could not install it; run: sudo apt-get install -y chromium" && exit 1)
+
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

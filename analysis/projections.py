@@ -86,9 +86,7 @@ def kmeans_labels(vectors: np.ndarray, k: int, seed: int = 42) -> np.ndarray:
     return MiniBatchKMeans(n_clusters=k, batch_size=500, n_init="auto", random_state=seed).fit_predict(vectors)
 
 
-def subsample(
-    texts: list[str], labels: list[str] | None, n: int, seed: int = 42
-) -> tuple[list[str], list[str] | None]:
+def subsample(texts: list[str], labels: list[str] | None, n: int, seed: int = 42) -> tuple[list[str], list[str] | None]:
     """A seeded sample of ``n`` texts (mteb's way: ``random.Random(seed).sample``), order kept."""
     import random
 
@@ -96,3 +94,42 @@ def subsample(
         return texts, labels
     keep = sorted(random.Random(seed).sample(range(len(texts)), n))
     return [texts[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.projections``: UMAP cold and warm times for N texts of a local task (a benchmark)."""
+    import argparse
+    import tempfile
+    import time
+
+    from core.data import load_task
+    from core.encoder import Encoder
+
+    parser = argparse.ArgumentParser(prog="python -m analysis.projections", description=main.__doc__)
+    parser.add_argument("--task", default="trec-coarse")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--adapter", default=None)
+    args = parser.parse_args(argv)
+    dataset = load_task(args.task, "test")
+    texts, _ = subsample(dataset.texts, dataset.labels, args.n)
+    started = time.perf_counter()
+    vectors = Encoder(args.model, adapter=args.adapter).encode(texts)
+    print(f"embedded {len(texts)} texts of {args.task} in {time.perf_counter() - started:.1f} s (disk cache on)")
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        project_umap(vectors, cache_dir=folder)
+        cold = time.perf_counter() - started
+        started = time.perf_counter()
+        project_umap(vectors, cache_dir=folder)
+        warm = time.perf_counter() - started
+        started = time.perf_counter()
+        project_umap(vectors, UmapSettings(seed=7), cache_dir=folder)
+        second = time.perf_counter() - started
+    print(f"UMAP of {len(texts)} x {vectors.shape[1]}: cold {cold:.1f} s (first call in the process, numba JIT "
+          f"included), another seed {second:.1f} s, warm (disk cache) {warm * 1000:.0f} ms")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

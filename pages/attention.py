@@ -19,7 +19,7 @@ encoder = state.load_encoder(choice)
 if encoder is None:
     st.stop()
 
-source = st.radio("Sentence", ["type one", "pick from a dataset"], horizontal=True)
+source = st.radio("Where the sentence comes from", ["type one", "pick from a dataset"], horizontal=True)
 if source == "type one":
     text = st.text_input("Sentence", PAPER_EXAMPLE).strip()
 else:

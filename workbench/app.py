@@ -10,18 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+from workbench.state import PAGE_FILES
 
-# (file, title, icon): one page each, in the order a new user meets them.
-PAGE_FILES = [
-    ("overview.py", "Overview", ":material/home:"),
-    ("embed.py", "Embed & compare", ":material/compare_arrows:"),
-    ("attention.py", "Attention", ":material/visibility:"),
-    ("cluster_explorer.py", "Cluster explorer", ":material/scatter_plot:"),
-    ("clustering_quality.py", "Clustering quality", ":material/leaderboard:"),
-    ("attribution.py", "Attribution", ":material/insights:"),
-    ("adapters.py", "Adapters", ":material/tune:"),
-]
+PAGES = Path(__file__).resolve().parents[1] / "pages"
 
 st.set_page_config(page_title="Embedding Lens", layout="wide")
 pages = [

@@ -19,6 +19,16 @@ ADAPTERS_DIR = REPO / "adapters"
 # The adapter shipped with the project (issue 4), used out of the box when it exists.
 DEFAULT_ADAPTER = ADAPTERS_DIR / "smollm2-135m-embed"
 NO_ADAPTER = "(none: base model only)"
+# The navigation, (file in pages/, title, icon), in the order a new user meets them; app.py draws it.
+PAGE_FILES = [
+    ("overview.py", "Overview", ":material/home:"),
+    ("embed.py", "Embed & compare", ":material/compare_arrows:"),
+    ("attention.py", "Attention", ":material/visibility:"),
+    ("cluster_explorer.py", "Cluster explorer", ":material/scatter_plot:"),
+    ("clustering_quality.py", "Clustering quality", ":material/leaderboard:"),
+    ("attribution.py", "Attribution", ":material/insights:"),
+    ("adapters.py", "Adapters", ":material/tune:"),
+]
 TRAIN_COMMAND = "make adapter   # or: python -m core.train --pairs PAIRS.jsonl --out adapters/NAME"
 
 
