@@ -49,6 +49,9 @@ def server() -> Iterator[str]:
     command = [sys.executable, "-m", "streamlit", "run", str(REPO / "workbench" / "app.py"), "--server.headless=true",
                "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false"]  # fmt: skip
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for prepare in (["core.models", "prepare", "smollm2-135m"], ["core.data", "prepare"]):  # what the pages read
+        done = subprocess.run([sys.executable, "-m", *prepare], cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
     with open(SHOTS / "streamlit.log", "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
