@@ -48,6 +48,13 @@ except (ValueError, DataError) as error:
     st.error(f"Cannot use this data: {error}")
     st.stop()
 
+if len(texts) < 5:
+    st.error(f"Only {len(texts)} texts with non-empty text: the explorer needs at least 5.")
+    st.stop()
+if labels is not None and len(set(labels)) < 2:
+    st.warning("The label column has a single value: showing k-means clusters only, no V-measure.")
+    labels = None
+
 settings = state.embedding_settings("explore", default_prompt=state.adapter_prompt_name(encoder))
 if settings is None:
     st.stop()
