@@ -248,24 +248,34 @@ def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bo
 
 
 def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, diverging: bool = False) -> go.Figure:
-    """A texts x texts matrix (cosines, or a difference of cosines when ``diverging``)."""
+    """A texts x texts matrix (cosines, or a difference of cosines when ``diverging``); axes are text numbers,
+    the texts themselves on hover."""
     values = np.asarray(matrix, dtype=float)
     limit = float(np.abs(values).max()) or 1.0
+    numbers = [str(i + 1) for i in range(len(labels))]
+    pairs = np.array([[f"{a}<br>{b}" for b in labels] for a in labels], dtype=object)
     figure = go.Figure(
         go.Heatmap(
             z=values,
-            x=list(labels),
-            y=list(labels),
+            x=numbers,
+            y=numbers,
+            customdata=pairs,
             colorscale="RdBu" if diverging else "Viridis",
             zmid=0.0 if diverging else None,
             zmin=-limit if diverging else None,
             zmax=limit if diverging else None,
             text=np.vectorize(lambda v: f"{v:.2f}")(values),
             texttemplate="%{text}",
-            hovertemplate="%{y}<br>%{x}: %{z:.4f}<extra></extra>",
+            hovertemplate="%{customdata}<br>%{z:.4f}<extra></extra>",
         )
     )
-    figure.update_layout(title=title, yaxis={"autorange": "reversed"}, height=420, margin={"l": 10, "r": 10, "t": 50})
+    figure.update_layout(
+        title=title,
+        xaxis={"title": "text", "type": "category"},
+        yaxis={"title": "text", "type": "category", "autorange": "reversed"},
+        height=420,
+        margin={"l": 10, "r": 10, "t": 50},
+    )
     return figure
 
 

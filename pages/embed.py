@@ -41,7 +41,7 @@ except ValueError as error:
     st.error(str(error))
     st.stop()
 similarity = {label: v @ v.T for label, v in vectors.items()}
-labels = [t if len(t) <= 40 else t[:39] + "…" for t in texts]
+labels = [t if len(t) <= 80 else t[:79] + "…" for t in texts]
 columns = st.columns(len(similarity) + (1 if len(similarity) == 2 else 0))
 for column, (label, matrix) in zip(columns, similarity.items(), strict=False):
     column.plotly_chart(similarity_heatmap(matrix, labels, f"{label}: cosine"), key=f"sim_{label}")
@@ -56,3 +56,4 @@ if len(similarity) == 2:
     )
 else:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
+st.markdown("  \n".join(f"**{i + 1}.** {label}" for i, label in enumerate(labels)))
