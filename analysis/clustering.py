@@ -800,7 +800,8 @@ def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
     ]
     frame = pd.DataFrame.from_records(records)
     index = ["variant", "prompt", "pooling", "layer"]
-    tasks = list(dict.fromkeys(frame["task"]))
+    order = list(LOCAL_TASKS)
+    tasks = sorted(dict.fromkeys(frame["task"]), key=lambda t: order.index(t) if t in order else len(order))
     rows = list(dict.fromkeys(map(tuple, frame[index].itertuples(index=False))))
     scores = frame.pivot_table(index=index, columns="task", values="v", aggfunc="first", sort=False)
     stds = frame.pivot_table(index=index, columns="task", values="std", aggfunc="first", sort=False)
