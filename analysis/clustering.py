@@ -828,7 +828,7 @@ def _markdown(scores: Any, stds: Any) -> str:
 
 def write_summary(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
     """summary.md, summary.csv, summary.html (and summary.png where kaleido can render offline)."""
-    from analysis.plots import clustering_heatmap
+    from analysis.plots import clustering_heatmap, png_bytes
     from core.io import atomic_write
 
     scores, stds = summary_tables(cells)
@@ -857,7 +857,7 @@ def write_summary(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
         handle.write(figure.to_html(include_plotlyjs=True, full_html=True))
     files["html"] = str(out / "summary.html")
     try:
-        png = figure.to_image(format="png", scale=1)
+        png = png_bytes(figure)
     except Exception as exc:  # kaleido needs a Chrome binary that an offline machine cannot download
         files["png_error"] = str(exc).strip().splitlines()[0]
     else:

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.browser import configure_png_export
+
 
 def clustering_heatmap(
     scores: pd.DataFrame,
@@ -227,6 +229,12 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, go.Figure]:
     return figures
 
 
+def png_bytes(figure: go.Figure, scale: float = 1) -> bytes:
+    """The figure as PNG, rendered by kaleido in Debian's chromium (see core.browser)."""
+    configure_png_export()
+    return figure.to_image(format="png", scale=scale)
+
+
 def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bool = True) -> dict[str, Any]:
     """Write each figure as HTML (plotly.min.js written once beside them: opens offline) and PNG where kaleido works."""
     out = Path(out_dir)
@@ -237,7 +245,7 @@ def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bo
         written["html"].append(f"{stem}.html")
         if png and written["png_error"] is None:
             try:
-                figure.write_image(out / f"{stem}.png")
+                (out / f"{stem}.png").write_bytes(png_bytes(figure))
                 written["png"].append(f"{stem}.png")
             except Exception as error:  # kaleido raises several types when Chrome is missing
                 written["png_error"] = " ".join(str(error).split())[:200] or type(error).__name__
