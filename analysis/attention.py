@@ -33,6 +33,7 @@ from jaxtyping import Float, Int
 
 from core.capture import CAPTURE_MODES, CaptureMode, capture_attention, check_eager, num_heads, resolve_layers
 from core.encoder import Encoder, PreparedText
+from core.errors import run_cli
 from core.pooling import Pooling
 from core.roles import Role
 
@@ -564,7 +565,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     made = figures.report_figures(report)
     report["figures"] = figures.write_figures(made, out_dir)
     report["speed"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    from core.io import write_json
+    from core.files import write_json
 
     write_json(out_dir / "attention_report.json", report)
     png = (
@@ -601,4 +602,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

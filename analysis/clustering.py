@@ -61,7 +61,8 @@ from analysis.mteb_tasks import (
     subsample,
 )
 from core.data import LOCAL_TASKS, USER_FORMATS, DataError, Dataset, resolve_dataset
-from core.io import write_json
+from core.errors import GridError, run_cli
+from core.files import write_json
 from core.paths import REPO_ROOT
 
 TaskKind = Literal["local", "file", "mteb"]
@@ -111,9 +112,6 @@ PRESETS: dict[str, dict[str, list[str]]] = {
     },
 }
 
-
-class GridError(ValueError):
-    """Bad grid input (model, task, prompt, pooling, layer): the CLI prints it as one line and exits 2."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -829,7 +827,7 @@ def _markdown(scores: Any, stds: Any) -> str:
 def write_summary(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
     """summary.md, summary.csv, summary.html (and summary.png where kaleido can render offline)."""
     from analysis.plots import clustering_heatmap, png_bytes
-    from core.io import atomic_write
+    from core.files import atomic_write
 
     scores, stds = summary_tables(cells)
     files: dict[str, str] = {}
@@ -957,4 +955,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

@@ -11,10 +11,7 @@ from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from core.data import Dataset, content_sha256
-
-
-class TaskUnavailableError(RuntimeError):
-    """An mteb task whose data cannot be loaded here (usually: the hub is unreachable)."""
+from core.errors import TaskUnavailableError
 
 
 def check_clusterable(name: str, labels: Sequence[str] | None, n_texts: int) -> int:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float
 
-from core.io import atomic_write
+from core.errors import run_cli
+from core.files import atomic_write
 from core.paths import cache_root
 
 
@@ -132,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

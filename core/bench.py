@@ -18,6 +18,7 @@ import torch
 
 from core.data import load_task
 from core.encoder import Encoder, cpu_has_bf16
+from core.errors import run_cli
 from core.models import DEFAULT_MODEL
 
 
@@ -118,4 +119,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

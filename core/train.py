@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.io import atomic_write, write_json
+from core.errors import TrainError, run_cli
+from core.files import atomic_write, write_json
 from core.models import DEFAULT_MODEL, ModelNotFoundError, load_model
 from core.pairs import PairFileError, read_pairs
 
@@ -47,9 +48,6 @@ PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
 METADATA = "embedding_lens.json"
 
-
-class TrainError(ValueError):
-    """A training setting or input that cannot work; the message says what to change."""
 
 
 @dataclass
@@ -760,4 +758,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.io import write_json
+from core.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 JobState = Literal["running", "finished", "failed", "stopped", "unknown"]

@@ -1,0 +1,101 @@
+"""The project's errors, and the one runner that turns them into a CLI's exit.
+
+Every problem a user can fix raises a :class:`LensError` subclass whose message names the problem
+and the fix. CLIs and pages catch ``LensError`` alone: anything else is a bug and keeps its
+traceback. Subclasses also derive from the builtin type callers expected before (``ValueError``,
+``RuntimeError``), so ``except ValueError`` around a project call still works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("embedding_lens")
+
+
+class LensError(Exception):
+    """A problem the user can fix; the message says what is wrong and what to do."""
+
+
+class ConfigError(LensError, ValueError):
+    """An unknown or inconsistent setting: prompt, pooling, layer, method, precision, device, ..."""
+
+
+class ModelNotFoundError(LensError, ValueError):
+    """A model name that is neither packaged, nor a folder, nor reachable on a hub."""
+
+
+class AdapterError(LensError, ValueError):
+    """An adapter folder that is missing, incomplete, or made for another base model."""
+
+
+class DataError(LensError):
+    """A dataset or user file that cannot be read as asked."""
+
+
+class DataUnavailableError(DataError):
+    """A packaged dataset that is not on this machine yet (the message names the command that fetches it)."""
+
+
+class ChecksumError(DataError):
+    """A downloaded or cached file whose SHA-256 is not the pinned one."""
+
+
+class PairFileError(LensError, ValueError):
+    """A positive-pairs file that cannot be used for training."""
+
+
+class TrainError(LensError, ValueError):
+    """A training run that cannot start or resume as asked."""
+
+
+class GridError(LensError, ValueError):
+    """A clustering grid specification that cannot run."""
+
+
+class TaskUnavailableError(LensError, RuntimeError):
+    """An mteb task whose data cannot be loaded here (no hub)."""
+
+
+class EagerAttentionError(LensError, RuntimeError):
+    """Attention capture asked of a model that does not run eager attention."""
+
+
+def configure_environment() -> None:
+    """What every entry point (CLI or app) sets before loading models: no hub unless the user allows it.
+
+    The default is offline so a wrong path fails at once instead of with a misleading connection error;
+    ``HF_HUB_OFFLINE=0`` in the environment lets hub ids load where a hub is reachable.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Library code logs to ``embedding_lens.*``; a CLI shows those records on stderr, plainly."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a CLI's ``main``: environment and logging set, ``LensError`` -> ``error: ...`` and exit 2.
+
+    Ctrl-C exits 130 with a line saying so (the commands write atomically and resume, so nothing
+    half-written is left); any other exception is a bug and keeps its traceback.
+    """
+    configure_environment()
+    configure_logging()
+    try:
+        return main(argv)
+    except LensError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was kept; the same command resumes.", file=sys.stderr)
+        return 130
