@@ -431,7 +431,8 @@ class _Models:
         self._encoders: dict[tuple[ModelSpec, int], Any] = {}
 
     def identity(self, spec: ModelSpec, use_adapter: bool) -> dict[str, Any]:
-        from core.models import adapter_hash, folder_weights_hash, resolve_model_path
+        from core.adapters import adapter_hash
+        from core.models import folder_weights_hash, resolve_model_path
 
         if spec in self._loaded:
             return self._loaded[spec].identity(use_adapter)
@@ -615,8 +616,8 @@ def run_grid(config: GridConfig) -> GridResult:
 def record_adapter_scores(spec: ModelSpec, cells: Sequence[dict[str, Any]], out: Path) -> dict[str, Any] | None:
     """Write into the adapter's card its row (its own prompt, pooling, layer) beside the best base row
     and the MiniLM baseline, when all three have every task."""
+    from core.adapters import record_scores
     from core.prompts import PROMPTS
-    from core.train import record_scores
 
     meta_path = Path(spec.adapter or "") / "embedding_lens.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -2,7 +2,9 @@
 
 Packaged GGUF weights are dequantized once into a cached safetensors folder (GGUF loading is
 slow). The cache folder is built under a temporary name and renamed into place only when
-complete, so an interrupted conversion never leaves a folder that later loads.
+complete, so an interrupted conversion never leaves a folder that later loads. Its completion marker
+is :data:`CONVERSION_MARKER`; folders converted before it existed carry ``embedding_lens.json``
+(now the adapter settings' name, see ``core.adapters``) and are migrated, not reconverted.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -23,11 +26,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from core.errors import ModelNotFoundError, run_cli
-from core.files import write_json
+from core.adapters import ADAPTER_METADATA, read_adapter, weight_names
+from core.errors import AdapterError, ModelNotFoundError, run_cli
+from core.files import atomic_write, write_json
 from core.paths import cache_root
 
-MARKER = "embedding_lens.json"  # written last into a converted folder: its presence means "complete"
+# Written last into a converted folder: its presence means "complete".
+CONVERSION_MARKER = ".conversion-complete.json"
+# The marker's name before adapters took it over; a converted folder that has it is complete too.
+LEGACY_CONVERSION_MARKER = ADAPTER_METADATA
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,6 @@ def _package_dir(package: str, pip_hint: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-
 def resolve_model_path(name: str) -> str:
     """A short name -> a local folder (converting once); a folder -> itself; otherwise a hub id."""
     if name in PACKAGED:
@@ -100,7 +106,7 @@ def resolve_model_path(name: str) -> str:
 
 def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> Path:
     target = cache_root() / "models" / name
-    if (target / MARKER).is_file():
+    if _conversion_complete(target):
         return target
     if target.exists():  # a folder without marker is not ours to trust: rebuild it
         shutil.rmtree(target)
@@ -121,7 +127,7 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
         if packaged.kind == "gguf-assembled":
             (staging / packaged.member).unlink()
         write_json(
-            staging / MARKER,
+            staging / CONVERSION_MARKER,
             {
                 "source": f"{packaged.package}/{packaged.member}",
                 "weights_sha256": folder_weights_hash(staging),
@@ -131,13 +137,29 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
         try:
             os.replace(staging, target)
         except OSError:
-            if not (target / MARKER).is_file():
+            if not _conversion_complete(target):
                 raise
             shutil.rmtree(staging)  # another process finished the same conversion first: use its folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _conversion_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a finished conversion.
+
+    A folder converted before :data:`CONVERSION_MARKER` existed gets today's marker (a copy of the old
+    one) and keeps the old file, so an older checkout sharing the cache does not reconvert it either.
+    """
+    if (folder / CONVERSION_MARKER).is_file():
+        return True
+    legacy = folder / LEGACY_CONVERSION_MARKER
+    if legacy.is_file() and (folder / "config.json").is_file():
+        with atomic_write(folder / CONVERSION_MARKER) as handle:
+            handle.write(legacy.read_text())
+        return True
+    return False
 
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
@@ -185,25 +207,6 @@ def state_dict_hash(model: nn.Module) -> str:
     for key, tensor in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def adapter_hash(adapter_dir: str | Path) -> str:
-    """SHA-256 of the adapter's weights and its config read as data: peft writes ``target_modules``
-    from a set, so the same adapter saved by two processes differs in list order, not in meaning."""
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-        path = Path(adapter_dir) / name
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        if name.endswith(".json"):
-            config = json.loads(data)
-            if isinstance(config.get("target_modules"), list):
-                config["target_modules"] = sorted(config["target_modules"])
-            data = json.dumps(config, sort_keys=True).encode()
-        digest.update(name.encode())
-        digest.update(data)
     return digest.hexdigest()
 
 
@@ -301,45 +304,59 @@ def load_model(name: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> 
 
 
 def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
-    """Wrap the model with a peft LoRA adapter (once); base outputs come from disabling it."""
+    """Wrap the model with a peft LoRA adapter (once); base outputs come from disabling it.
+
+    Anything that would leave the adapter's weights unused is an :class:`AdapterError`: a missing
+    folder or weights file, another base model's weights hash, tensors of another shape, or tensor
+    names that match no module of this model (peft itself only warns, and the base vectors would
+    then be labelled with the adapter's hash).
+    """
     from peft import PeftModel
 
-    adapter_dir = Path(adapter).expanduser()
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"No adapter at {adapter_dir} (no adapter_config.json). "
-            f"Train one with: python -m core.train --out {adapter_dir}"
-        )
+    info = read_adapter(adapter)
     if not loaded.is_causal:
-        raise ValueError("Adapters are supported on decoder (causal) models only.")
-    metadata_path = adapter_dir / "embedding_lens.json"
-    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-    base_hash = metadata.get("base_weights_sha256")
-    if base_hash and base_hash != loaded.weights_hash:
-        raise ValueError(
-            f"Adapter {adapter_dir} was trained on base model {metadata.get('base_model')!r} "
-            f"(weights {base_hash[:12]}), not on {loaded.name!r} (weights {loaded.weights_hash[:12]}). "
-            "Load it with the model it was made for."
-        )
+        raise AdapterError("Adapters are supported on decoder (causal) models only.")
+    info.check_base(loaded.name, loaded.weights_hash)
     try:
-        model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
+        with warnings.catch_warnings():  # _check_all_weights_loaded below turns this warning into an error
+            warnings.filterwarnings("ignore", message="Found missing adapter keys", category=UserWarning)
+            model = PeftModel.from_pretrained(loaded.model, str(info.path))
     except (RuntimeError, ValueError, KeyError) as error:
-        raise ValueError(
-            f"Adapter {adapter_dir} does not fit {loaded.name!r} (was it made for another base model?): "
-            f"{str(error).splitlines()[0][:300]}"
+        raise AdapterError(
+            f"Adapter {info.path} does not fit {loaded.name!r} (was it made for another base model"
+            f"{f', {info.base_model!r}' if info.base_model else ''}?): {str(error).splitlines()[0][:300]}"
         ) from None
+    _check_all_weights_loaded(model, info.path, info.weights_file, loaded.name, info.base_model)
     model.eval()
     loaded.model = model
     loaded.backbone = model.get_base_model().get_decoder()
-    loaded.adapter_path = str(adapter_dir)
-    loaded.adapter_hash = adapter_hash(adapter_dir)
-    loaded.adapter_metadata = metadata
+    loaded.adapter_path = str(info.path)
+    loaded.adapter_hash = info.hash
+    loaded.adapter_metadata = info.metadata
+
+
+def _check_all_weights_loaded(model, folder: Path, weights_file: Path, model_name: str, base: str | None) -> None:
+    """Every tensor in the file must land on a LoRA module of the model, and every LoRA module get one."""
+    from peft.utils import get_peft_model_state_dict
+
+    expected = set(get_peft_model_state_dict(model))
+    saved = set(weight_names(weights_file))
+    unmatched, missing = sorted(saved - expected), sorted(expected - saved)
+    if not unmatched and not missing:
+        return
+    model.unload()  # take the injected LoRA layers out again: the caller's model stays the base model
+    made_for = f"{base!r}" if base else "another base model"
+    raise AdapterError(
+        f"Adapter {folder} does not fit {model_name!r}: {len(unmatched)} of its {len(saved)} tensors match no "
+        f"module of the model (e.g. {unmatched[0] if unmatched else '-'}) and {len(missing)} of the model's "
+        f"{len(expected)} LoRA tensors are not in {weights_file.name} (e.g. {missing[0] if missing else '-'}). "
+        f"It was most likely made for {made_for}, not this one: load it with the model it was trained on."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m core.models prepare NAME...``: convert packaged weights now; ``list``: show them."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m core.models", description=main.__doc__)
     parser.add_argument("command", choices=["prepare", "list"])
@@ -349,12 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, packaged in PACKAGED.items():
             print(f"{name:14s} {packaged.description}")
         return 0
-    try:
-        for name in args.names:
-            print(f"{name}: {resolve_model_path(name)}")
-    except ModelNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    for name in args.names:
+        print(f"{name}: {resolve_model_path(name)}")
     return 0
 
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.adapters import write_card, write_metadata
 from core.errors import TrainError, run_cli
 from core.files import atomic_write, write_json
 from core.models import DEFAULT_MODEL, ModelNotFoundError, load_model
@@ -46,8 +47,6 @@ from core.pairs import PairFileError, read_pairs
 PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Settings that may change between an interrupted run and its resumption without changing the result.
 RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
-METADATA = "embedding_lens.json"
-
 
 
 @dataclass
@@ -401,7 +400,7 @@ class Trainer:
 
     def _save_adapter(self, folder: Path) -> None:
         self.peft_model.save_pretrained(str(folder), safe_serialization=True)
-        write_json(folder / METADATA, self.metadata())
+        write_metadata(folder, self.metadata())
 
     def save_checkpoint(self) -> Path | None:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
@@ -594,63 +593,11 @@ class Trainer:
             staging = self.out / ".tmp-final"
             shutil.rmtree(staging, ignore_errors=True)
             self._save_adapter(staging)
-            write_json(staging / "card.json", card)
-            with atomic_write(staging / "README.md") as handle:
-                handle.write(render_card(card))
+            write_card(staging, card)
             for item in staging.iterdir():
                 os.replace(item, self.out / item.name)
             staging.rmdir()
         return card
-
-
-def record_scores(adapter_dir: str | Path, local_track: dict[str, Any]) -> None:
-    """Add the adapter's local-track result (and its comparisons) to its card and README, atomically."""
-    folder = Path(adapter_dir)
-    card_path = folder / "card.json"
-    if not card_path.is_file():
-        return  # an adapter not made by core.train has no card to extend
-    card = json.loads(card_path.read_text())
-    card["local_track"] = local_track
-    write_json(card_path, card)
-    with atomic_write(folder / "README.md") as handle:
-        handle.write(render_card(card))
-
-
-def render_card(card: dict[str, Any]) -> str:
-    s, run, data = card["settings"], card["run"], card["data"]
-    lines = [
-        f"# LoRA embedding adapter for {s['base_model']}",
-        "",
-        "Contrastive LoRA (InfoNCE, in-batch negatives over the whole batch) made by `python -m core.train`.",
-        "",
-        "```python",
-        "from core.encoder import Encoder",
-        f'encoder = Encoder("{s["base_model"]}", adapter="THIS_FOLDER")  # prompt, pooling, layer from the adapter',
-        "```",
-        "",
-        f"- prompt: `{card['metadata']['prompt']}`; pooling `{s['pooling']}`, layer `{s['layer']}`",
-        f"- data: {data['pairs']} pairs from {data['file']} (sha256 {data['sha256']}); methods {data['methods']};"
-        f" {data['truncated_texts']} texts truncated at {s['max_length']} tokens",
-        f"- LoRA r={s['lora_r']}, alpha={s['lora_alpha']}, dropout={s['lora_dropout']}"
-        f" on {', '.join(s['target_modules'])}"
-        + (f" of the top {s['lora_layers']} layers" if s.get("lora_layers") else " of every layer"),
-        f"- {card['metadata']['steps_done']} steps, batch {s['batch_size']}, lr {s['lr']} ({s['warmup_steps']} warm-up,"
-        f" linear decay), temperature {s['temperature']}, margin {s['margin']}, symmetric {s['symmetric']}",
-        f"- loss {card['loss']['first']} -> {card['loss']['last']}",
-        f"- {run['train_seconds']} s, {run['pairs_per_s']} pairs/s, peak RSS {run['peak_rss_mb']} MB, "
-        f"{run['world_size']} process(es), {run['precision']}",
-    ]
-    if card["best"]:
-        lines.append(f"- best dev score: {card['best']}  (adapter in `best/`)")
-    if track := card.get("local_track"):
-        lines += ["", "## Local-track clustering (V-measure, mean over k-means seeds)", ""]
-        lines += ["| row | " + " | ".join(track["tasks"]) + " | average |", "|---" * (len(track["tasks"]) + 2) + "|"]
-        for row in track["rows"]:
-            cells = " | ".join(f"{row['scores'][t]:.4f}" for t in track["tasks"])
-            lines.append(f"| {row['label']} | {cells} | **{row['average']:.4f}** |")
-        lines += ["", f"From `{track['results']}` (`python -m analysis.clustering`)."]
-    lines += ["", "All settings: `card.json`; every step: `train_log.jsonl`.", ""]
-    return "\n".join(lines)
 
 
 def _raise_on_sigterm() -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from core.errors import ConfigError, TrainError
 from core.files import write_json
+from core.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 JobState = Literal["running", "finished", "failed", "stopped", "unknown"]
 
 
@@ -36,17 +38,47 @@ class JobStatus:
         return min(1.0, self.steps_done / self.steps_total) if self.steps_total else 0.0
 
 
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A small training run as the Adapters page asks for it: a folder name and the few settings it shows."""
+
+    name: str
+    pairs: str = "bible"  # "bible" or a pair file (JSONL/TSV)
+    prompt: str = "eol"
+    steps: int = 20
+    batch_size: int = 16
+    lora_layers: int = 8  # LoRA on the top k layers; 0 = all
+    lr: float = 3e-4
+    checkpoint_every: int = 10
+
+    def folder(self, root: str | Path) -> Path:
+        """The adapter folder under ``root``; a name that is not a plain folder name is a :class:`ConfigError`."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.name) or set(self.name) == {"."}:
+            raise ConfigError(
+                f"Adapter name {self.name!r}: use 1-64 letters, digits, '.', '_' or '-' (it becomes a folder)."
+            )
+        return Path(root) / self.name
+
+    def options(self) -> list[str]:
+        """The ``python -m core.train`` options (without ``--out``) this request stands for."""
+        return [
+            "--pairs", self.pairs, "--prompt", self.prompt, "--steps", str(self.steps),
+            "--batch-size", str(self.batch_size), "--lora-layers", str(self.lora_layers), "--lr", str(self.lr),
+            "--checkpoint-every", str(self.checkpoint_every),
+        ]  # fmt: skip
+
+
 def start_training(out: str | Path, options: list[str], python: str = sys.executable) -> subprocess.Popen:
     """Launch ``python -m core.train --out OUT OPTIONS`` in the background; refuses a folder already in use."""
     folder = Path(out)
     if (folder / "job.json").is_file() and job_status(folder).state == "running":
-        raise ValueError(f"{folder} already has a running job; stop it first or choose another folder")
+        raise TrainError(f"{folder} already has a running job; stop it first or choose another folder")
     if (folder / "adapter_config.json").is_file() or (folder / "checkpoints").is_dir():
-        raise ValueError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
+        raise TrainError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
     folder.mkdir(parents=True, exist_ok=True)
     command = [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"]
     log = open(folder / "job.log", "wb")  # noqa: SIM115 - the child owns it for its lifetime
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     write_json(folder / "job.json", {"pid": process.pid, "command": command, "started": time.time()})
     return process

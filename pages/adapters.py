@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import streamlit as st
 
 from analysis.plots import training_curve
-from core.train_jobs import job_status, read_train_log, start_training, stop_training
+from core.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER, list_adapters
+from core.errors import LensError
+from core.train_jobs import TrainingRequest, job_status, read_train_log, start_training, stop_training
 from workbench import state
 
 st.title("Adapters")
-folders = [
-    p
-    for p in sorted(state.ADAPTERS_DIR.glob("*/"))
-    if (p / "train_log.jsonl").is_file() or (p / "adapter_config.json").is_file()
-]
+folders = list_adapters(ADAPTERS_DIR, in_training=True)
 extra = st.text_input("Another adapter folder", "").strip()
 if extra:
     if not Path(extra).is_dir():
@@ -24,11 +21,11 @@ if extra:
     else:
         folders.append(Path(extra))
 if not folders:
-    st.info(f"No adapters under `{state.ADAPTERS_DIR.name}/` yet. Make one with `{state.TRAIN_COMMAND}` or below.")
+    st.info(f"No adapters under `{ADAPTERS_DIR.name}/` yet. Make one with `{state.TRAIN_COMMAND}` or below.")
 
 for folder in folders:
     status = job_status(folder)
-    with st.expander(f"{folder.name}: {status.state}", expanded=folder == state.DEFAULT_ADAPTER):
+    with st.expander(f"{folder.name}: {status.state}", expanded=folder == SHIPPED_ADAPTER):
         if status.state == "running":
             st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
         if status.message and status.state in ("failed", "stopped"):
@@ -57,16 +54,15 @@ with st.form("train"):
     lr = d.number_input("Learning rate", 1e-6, 1e-2, 3e-4, format="%.0e")
     submitted = st.form_submit_button("Start training", type="primary")
 if submitted:
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
-        st.error("Name: letters, digits, '.', '_' or '-' only (it becomes a folder).")
-    else:
-        options = ["--pairs", pairs, "--prompt", prompt, "--steps", str(steps), "--batch-size", str(batch)]
-        options += ["--lora-layers", str(layers), "--lr", str(lr), "--checkpoint-every", "10"]
-        try:
-            start_training(state.ADAPTERS_DIR / name, options)
-            st.session_state["watch"] = str(state.ADAPTERS_DIR / name)
-        except (ValueError, OSError) as error:
-            st.error(str(error))
+    request = TrainingRequest(
+        name, pairs, prompt, steps=int(steps), batch_size=int(batch), lora_layers=int(layers), lr=float(lr)
+    )
+    try:
+        folder = request.folder(ADAPTERS_DIR)
+        start_training(folder, request.options())
+        st.session_state["watch"] = str(folder)
+    except (LensError, OSError) as error:
+        st.error(str(error))
 
 
 @st.fragment(run_every=2)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import streamlit as st
 
 from analysis.clustering import BASELINE_MODEL, folder_cells, summary_tables
+from core.adapters import read_adapter
+from core.errors import AdapterError
 from core.models import DEFAULT_MODEL, PACKAGED
 from core.pooling import POOLING_DESCRIPTIONS
 from core.prompts import PROMPT_DESCRIPTIONS, PROMPTS
@@ -36,16 +35,18 @@ with left:
         st.markdown(f"**Adapter:** none. Make one with `{state.TRAIN_COMMAND}`.")
     else:
         st.markdown(f"**Adapter:** `{choice.adapter}`")
-        card = Path(choice.adapter) / "card.json"
-        if card.is_file():
-            data = json.loads(card.read_text())
-            meta = data.get("metadata", {})
+        try:
+            adapter = read_adapter(choice.adapter)
+        except AdapterError as error:
+            st.warning(str(error))
+            adapter = None
+        if adapter is not None and adapter.card is not None:
+            meta = adapter.metadata
             st.markdown(f"prompt `{meta.get('prompt')}`, pooling `{meta.get('pooling')}`, layer `{meta.get('layer')}`")
-            for row in data.get("local_track", {}).get("rows", []):
-                st.markdown(f"- {row['label']}: local-track average **{row['average']:.4f}**")
+            for label, average in adapter.local_track_rows:
+                st.markdown(f"- {label}: local-track average **{average:.4f}**")
             with st.expander("Adapter card"):
-                readme = Path(choice.adapter) / "README.md"
-                st.markdown(readme.read_text() if readme.is_file() else "(no card)")
+                st.markdown(adapter.readme or "(no card)")
 with right:
     st.subheader("What each page answers")
     for page, question in PAGES.items():

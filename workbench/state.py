@@ -12,12 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.adapters import ADAPTERS_DIR, list_adapters
 from core.models import DEFAULT_MODEL, PACKAGED
 
 REPO = Path(__file__).resolve().parents[1]
-ADAPTERS_DIR = REPO / "adapters"
-# The adapter shipped with the project (issue 4), used out of the box when it exists.
-DEFAULT_ADAPTER = ADAPTERS_DIR / "smollm2-135m-embed"
 NO_ADAPTER = "(none: base model only)"
 # The navigation, (file in pages/, title, icon), in the order a new user meets them; app.py draws it.
 PAGE_FILES = [
@@ -40,14 +38,6 @@ class ModelChoice:
     @property
     def label(self) -> str:
         return f"{self.model} + {Path(self.adapter).name}" if self.adapter else self.model
-
-
-def list_adapters(root: Path = ADAPTERS_DIR) -> list[Path]:
-    """Adapter folders (a peft ``adapter_config.json`` inside) under ``root``, shipped one first."""
-    if not root.is_dir():
-        return []
-    found = sorted(p.parent for p in root.glob("*/adapter_config.json"))
-    return sorted(found, key=lambda p: p != DEFAULT_ADAPTER)
 
 
 def model_choice() -> ModelChoice:

@@ -337,8 +337,9 @@ def test_summary_table_average_and_missing_tasks(tmp_path):
 def test_adapter_card_gets_its_row_the_best_base_row_and_minilm(tmp_path):
     from dataclasses import asdict
 
+    from core.adapters import render_card
     from core.prompts import PROMPTS
-    from core.train import TrainConfig, render_card
+    from core.train import TrainConfig
 
     adapter = tmp_path / "run1"
     adapter.mkdir()

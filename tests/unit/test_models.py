@@ -12,16 +12,19 @@ import pytest
 import torch
 
 import core.models as models_module
+from core.adapters import ADAPTER_METADATA, adapter_hash
 from core.encoder import Encoder
+from core.errors import AdapterError
 from core.models import (
-    MARKER,
+    CONVERSION_MARKER,
+    LEGACY_CONVERSION_MARKER,
     PACKAGED,
     LoadedModel,
     ModelNotFoundError,
     PackagedModel,
     _converted_folder,
     _package_dir,
-    adapter_hash,
+    attach_adapter,
     folder_weights_hash,
     is_causal_config,
     load_model,
@@ -177,7 +180,7 @@ def packaged(member: str = "model.gguf") -> PackagedModel:
 def assert_nothing_left(home: Path, name: str) -> None:
     target = home / "models" / name
     assert not target.exists()
-    assert not (target / MARKER).exists()
+    assert not (target / CONVERSION_MARKER).exists()
     leftovers = list((home / "models").iterdir()) if (home / "models").exists() else []
     assert leftovers == []  # no staging folder either
 
@@ -224,7 +227,7 @@ def test_folder_without_marker_is_rebuilt_and_a_marked_one_trusted(home, tmp_pat
     result = _converted_folder("stale", packaged(), tmp_path)
     assert result == target and len(calls) == 1 and calls[0] == tmp_path / "model.gguf"
     assert not (target / "leftover.bin").exists()
-    marker = json.loads((target / MARKER).read_text())
+    marker = json.loads((target / CONVERSION_MARKER).read_text())
     assert marker["weights_sha256"] == folder_weights_hash(target) == folder_weights_hash(tiny_model_dir)
     assert marker["source"] == "not_installed_pkg/model.gguf"
     assert not (target / "model").exists()
@@ -233,6 +236,23 @@ def test_folder_without_marker_is_rebuilt_and_a_marked_one_trusted(home, tmp_pat
 
     assert _converted_folder("stale", packaged(), tmp_path) == target
     assert len(calls) == 1  # the marked folder is trusted, not rebuilt
+
+
+def test_a_folder_converted_under_the_old_marker_name_is_kept(home, tmp_path, tiny_model_dir, monkeypatch):
+    """Before adapters took ``embedding_lens.json`` over, it was also the conversion marker."""
+    monkeypatch.setattr(models_module, "_convert_gguf", lambda *_: pytest.fail("reconverted a complete folder"))
+    target = Path(shutil.copytree(tiny_model_dir, home / "models" / "old"))
+    old_marker = {"source": "pkg/model.gguf", "weights_sha256": folder_weights_hash(target)}
+    (target / LEGACY_CONVERSION_MARKER).write_text(json.dumps(old_marker))
+
+    assert _converted_folder("old", packaged(), tmp_path) == target
+    assert json.loads((target / CONVERSION_MARKER).read_text()) == old_marker  # migrated
+    assert (target / LEGACY_CONVERSION_MARKER).is_file()  # kept: an older checkout sharing the cache trusts it too
+    assert _converted_folder("old", packaged(), tmp_path) == target
+
+
+def test_the_two_file_names_differ():
+    assert CONVERSION_MARKER != ADAPTER_METADATA == LEGACY_CONVERSION_MARKER
 
 
 # ----- adapters
@@ -320,21 +340,59 @@ def test_adapter_for_other_base_weights_is_refused(tiny_model_dir, adapter_dir, 
     (folder / "embedding_lens.json").write_text(
         json.dumps({"base_model": "another-model", "base_weights_sha256": "f" * 64})
     )
-    with pytest.raises(ValueError, match="was trained on base model 'another-model'"):
+    with pytest.raises(AdapterError, match="was trained on base model 'another-model'"):
         load_model(str(tiny_model_dir), adapter=folder)
 
 
 def test_missing_adapter_folder_names_the_train_command(tiny_model_dir, tmp_path):
     missing = tmp_path / "no-adapter-here"
-    with pytest.raises(FileNotFoundError, match=r"python -m core\.train --out") as info:
+    with pytest.raises(AdapterError, match=r"No adapter folder .*python -m core\.train .*--out") as info:
         load_model(str(tiny_model_dir), adapter=missing)
     assert str(missing) in str(info.value)
 
 
+def test_adapter_without_weights_file_says_so_not_repo_id(tiny_model_dir, adapter_dir, tmp_path):
+    folder = Path(shutil.copytree(adapter_dir, tmp_path / "no-weights"))
+    (folder / "adapter_model.safetensors").unlink()
+    with pytest.raises(AdapterError, match="no weights file") as info:
+        load_model(str(tiny_model_dir), adapter=folder)
+    assert str(folder) in str(info.value) and "repo" not in str(info.value).lower()
+
+
 def test_adapter_for_a_differently_shaped_model_does_not_fit(tiny_model_dir, make_tiny_config, tmp_path):
     other = make_adapter(tmp_path / "wide", make_tiny_config(hidden_size=48, intermediate_size=96))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(AdapterError, match=r"does not fit .*another base model"):
         load_model(str(tiny_model_dir), adapter=other)
+
+
+def rename_tensors(source: Path, folder: Path, old: str, new: str) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, folder)
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    save_file(
+        {key.replace(old, new): value for key, value in weights.items()}, str(folder / "adapter_model.safetensors")
+    )
+    return folder
+
+
+def test_adapter_whose_tensor_names_match_no_module_is_refused(tiny_model_dir, adapter_dir, tmp_path):
+    """peft only warns here, and the model would run with untouched (zero) LoRA weights: the base model."""
+    folder = rename_tensors(adapter_dir, tmp_path / "renamed", "model.layers.", "model.blocks.")
+    (folder / ADAPTER_METADATA).write_text(json.dumps({"base_model": "a-model-with-blocks"}))
+    loaded = load_model(str(tiny_model_dir))
+    with pytest.raises(AdapterError, match=r"12 of its 12 tensors match no module") as info:
+        attach_adapter(loaded, folder)
+    message = str(info.value)
+    assert str(folder) in message and "'a-model-with-blocks'" in message and "model.blocks." in message
+    assert not loaded.has_adapter
+    assert not any("lora_" in name for name, _ in loaded.model.named_parameters())  # the base model, untouched
+
+
+def test_adapter_missing_some_tensors_is_refused(tiny_model_dir, adapter_dir, tmp_path):
+    folder = rename_tensors(adapter_dir, tmp_path / "partial", "layers.2.", "layers.7.")  # the tiny model has 3
+    with pytest.raises(AdapterError, match=r"4 of its 12 tensors match no module .* 4 of the model.s 12 LoRA tensors"):
+        load_model(str(tiny_model_dir), adapter=folder)
 
 
 def test_adapter_with_a_loaded_model_is_refused(tiny_loaded, adapter_dir):
@@ -354,28 +412,14 @@ def test_conversion_finished_by_another_process_meanwhile_is_used(home, tmp_path
         shutil.copytree(tiny_model_dir, out_dir)
         # Meanwhile another process (the app, a second CLI) completes the same conversion.
         shutil.copytree(tiny_model_dir, target)
-        (target / MARKER).write_text(json.dumps({"weights_sha256": folder_weights_hash(target)}))
+        (target / CONVERSION_MARKER).write_text(json.dumps({"weights_sha256": folder_weights_hash(target)}))
 
     monkeypatch.setattr(models_module, "_convert_gguf", convert_while_another_process_finishes)
     assert _converted_folder("raced", packaged(), tmp_path) == target
-    assert (target / MARKER).is_file()
+    assert (target / CONVERSION_MARKER).is_file()
     assert [p.name for p in (home / "models").iterdir()] == ["raced"]
 
 
 def test_adapter_on_a_bidirectional_encoder_is_refused(tiny_bert_dir, adapter_dir):
     with pytest.raises(ValueError, match=r"decoder \(causal\) models only"):
         load_model(str(tiny_bert_dir), adapter=adapter_dir)
-
-
-def test_adapter_hash_ignores_target_module_order_but_not_weights(tmp_path):
-    """peft writes target_modules from a set: two saves of one adapter differ in order only."""
-    import json
-
-    first, second = tmp_path / "a", tmp_path / "b"
-    for folder, modules in ((first, ["q_proj", "v_proj"]), (second, ["v_proj", "q_proj"])):
-        folder.mkdir()
-        (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "target_modules": modules}, indent=2))
-        (folder / "adapter_model.safetensors").write_bytes(b"weights")
-    assert adapter_hash(first) == adapter_hash(second)
-    (second / "adapter_model.safetensors").write_bytes(b"other weights")
-    assert adapter_hash(first) != adapter_hash(second)

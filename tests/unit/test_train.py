@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.adapters import ADAPTER_METADATA, read_adapter, render_card
 from core.pairs import PairFileError
 from core.train import TrainConfig, Trainer, TrainError, info_nce, main
 
@@ -188,15 +189,18 @@ def test_output_is_a_plain_peft_folder_with_metadata_and_card(trained, tiny_dir)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_dir)), str(out))
     assert max_diff(lora_weights(out), {k: v for k, v in lora_weights(out).items()}) == 0
     assert any("lora_A" in n for n, _ in model.named_parameters())
-    meta = json.loads((out / "embedding_lens.json").read_text())
+    adapter = read_adapter(out)
+    meta = json.loads((out / ADAPTER_METADATA).read_text())
+    assert adapter.metadata == meta
     for key in ("base_model", "base_weights_sha256", "prompt", "pooling", "layer", "max_length", "training"):
         assert key in meta
-    assert meta["base_weights_sha256"] == trainer.loaded.weights_hash
+    assert adapter.base_weights_sha256 == trainer.loaded.weights_hash
     assert meta["prompt"] == 'This sentence: "{text}" belongs to the following cluster:'
-    card = json.loads((out / "card.json").read_text())
+    card = adapter.card
+    assert card is not None and card["metadata"] == meta
     assert card["run"]["pairs_per_s"] > 0 and card["run"]["peak_rss_mb"] > 0
     assert card["data"]["pairs"] == 40 and card["data"]["sha256"]
-    assert "LoRA r=4" in (out / "README.md").read_text()
+    assert adapter.readme == render_card(card) and "LoRA r=4" in adapter.readme
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
     assert all({"loss", "lr", "pairs_per_s"} <= row.keys() for row in log)

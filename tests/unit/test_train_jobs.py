@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from core.train_jobs import job_status, read_train_log, start_training, stop_training
+from core.errors import ConfigError, TrainError
+from core.train import _parser
+from core.train_jobs import TrainingRequest, job_status, read_train_log, start_training, stop_training
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -43,7 +45,7 @@ def test_a_job_runs_to_its_adapter_and_reports_progress(tiny_model_dir, pair_fil
     assert status.steps_done == status.steps_total == 3 and status.fraction == 1.0
     assert [row["step"] for row in read_train_log(folder)] == [1, 2, 3]
     assert (folder / "adapter_model.safetensors").is_file()
-    with pytest.raises(ValueError, match="already holds an adapter"):
+    with pytest.raises(TrainError, match="already holds an adapter"):
         start_training(folder, options(tiny_model_dir, pair_file, 3))
 
 
@@ -51,7 +53,7 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     folder = tmp_path / "long"
     process = start_training(folder, options(tiny_model_dir, pair_file, 10_000))
     wait_for(lambda: len(read_train_log(folder)) >= 2)
-    with pytest.raises(ValueError, match="running job"):
+    with pytest.raises(TrainError, match="running job"):
         start_training(folder, options(tiny_model_dir, pair_file, 3))
     stop_training(folder)
     process.wait(timeout=120)
@@ -62,3 +64,25 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     start_training(broken, ["--pairs", str(tmp_path / "missing.jsonl"), "--base-model", str(tiny_model_dir)]).wait(120)
     status = job_status(broken)
     assert status.state == "failed" and "missing.jsonl" in status.message
+
+
+# ----- the Adapters page's request
+
+
+def test_a_request_becomes_train_options_the_trainer_parses_back():
+    request = TrainingRequest("my-adapter", pairs="p.jsonl", prompt="cluster", steps=30, batch_size=8, lora_layers=4)
+    options = request.options()
+    assert options == [
+        "--pairs", "p.jsonl", "--prompt", "cluster", "--steps", "30", "--batch-size", "8",
+        "--lora-layers", "4", "--lr", "0.0003", "--checkpoint-every", "10",
+    ]  # fmt: skip
+    args = _parser().parse_args(["--out", "x", *options])
+    assert (args.pairs, args.prompt, args.steps, args.batch_size, args.lora_layers) == ("p.jsonl", "cluster", 30, 8, 4)
+    assert (args.lr, args.checkpoint_every) == (3e-4, 10)
+
+
+def test_a_request_names_a_folder_under_the_root_and_refuses_paths(tmp_path):
+    assert TrainingRequest("run_1.v2").folder(tmp_path) == tmp_path / "run_1.v2"
+    for bad in ("", "../escape", "a/b", "..", ".", "with space", "x" * 65):
+        with pytest.raises(ConfigError, match="letters, digits"):
+            TrainingRequest(bad).folder(tmp_path)

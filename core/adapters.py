@@ -1,0 +1,237 @@
+"""LoRA adapter folders: what they hold, and the one place that reads, lists, describes and hashes them.
+
+An adapter folder is a plain peft folder plus files this project writes:
+
+- ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``): peft's own files;
+- ``embedding_lens.json`` (:data:`ADAPTER_METADATA`): the settings the adapter was trained with (base
+  model name and weights hash, prompt, pooling, layer, max length, training config, steps). The encoder
+  applies them when it loads the adapter, and :func:`core.models.attach_adapter` refuses another base;
+- ``card.json`` and ``README.md``: the card (settings, data provenance, run, loss, local-track scores);
+- while training: ``train_log.jsonl``, ``checkpoints/``, ``job.json``/``job.log``.
+
+Converted model folders carry a different file (``core.models.CONVERSION_MARKER``): before, both meanings
+shared ``embedding_lens.json``; the name now means adapter settings only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from core.errors import AdapterError
+from core.files import atomic_write, write_json
+from core.paths import REPO_ROOT
+
+ADAPTER_CONFIG = "adapter_config.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_METADATA = "embedding_lens.json"
+CARD = "card.json"
+CARD_README = "README.md"
+TRAIN_LOG = "train_log.jsonl"
+ADAPTERS_DIR = REPO_ROOT / "adapters"
+# The adapter shipped with the project, used out of the box when it exists.
+SHIPPED_ADAPTER = ADAPTERS_DIR / "smollm2-135m-embed"
+MAKE_ONE = "python -m core.train --pairs PAIRS.jsonl --out"
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """One adapter folder as read from disk: peft config, weights file, training metadata and card."""
+
+    path: Path
+    config: dict[str, Any]
+    weights_file: Path
+    metadata: dict[str, Any] = field(default_factory=dict)  # empty for an adapter not made by core.train
+    card: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def base_model(self) -> str | None:
+        """The base model's name as training knew it (or peft's path of it for a foreign adapter)."""
+        return self.metadata.get("base_model") or self.config.get("base_model_name_or_path")
+
+    @property
+    def base_weights_sha256(self) -> str | None:
+        return self.metadata.get("base_weights_sha256")
+
+    @cached_property
+    def hash(self) -> str:
+        return adapter_hash(self.path)
+
+    @property
+    def readme(self) -> str | None:
+        path = self.path / CARD_README
+        return path.read_text() if path.is_file() else None
+
+    @property
+    def local_track_rows(self) -> list[tuple[str, float]]:
+        """(row label, local-track average) pairs recorded in the card by ``analysis.clustering``."""
+        rows = ((self.card or {}).get("local_track") or {}).get("rows", [])
+        return [(row["label"], float(row["average"])) for row in rows]
+
+    def check_base(self, model_name: str, weights_sha256: str) -> None:
+        """Refuse a base model whose weights differ from the ones the adapter was trained on."""
+        expected = self.base_weights_sha256
+        if expected and expected != weights_sha256:
+            raise AdapterError(
+                f"Adapter {self.path} was trained on base model {self.base_model!r} (weights {expected[:12]}), "
+                f"not on {model_name!r} (weights {weights_sha256[:12]}). Load it with the model it was made for."
+            )
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise AdapterError(f"Cannot read the {what} {path}: {error}. Restore it or retrain the adapter.") from None
+    if not isinstance(data, dict):
+        raise AdapterError(f"The {what} {path} is not a JSON object. Restore it or retrain the adapter.")
+    return data
+
+
+def read_adapter(path: str | Path) -> AdapterInfo:
+    """Read an adapter folder; a missing folder, config or weights file is an :class:`AdapterError`."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise AdapterError(f"No adapter folder {folder}. Train one with: {MAKE_ONE} {folder}")
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise AdapterError(
+            f"{folder} is not an adapter folder (no {ADAPTER_CONFIG}); a training run may still be going or "
+            f"have stopped early (resume it with --resume). Train one with: {MAKE_ONE} {folder}"
+        )
+    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise AdapterError(
+            f"Adapter {folder} has {ADAPTER_CONFIG} but no weights file ({' or '.join(WEIGHT_FILES)}); "
+            "it was copied incompletely or its save was interrupted. Copy the weights file too, or retrain it."
+        )
+    return AdapterInfo(
+        path=folder,
+        config=_read_json(folder / ADAPTER_CONFIG, "peft adapter config"),
+        weights_file=weights,
+        metadata=read_metadata(folder),
+        card=read_card(folder),
+    )
+
+
+def weight_names(weights_file: Path) -> list[str]:
+    """The tensor names stored in an adapter's weights file (the safetensors header alone is read)."""
+    if weights_file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights_file), framework="pt") as handle:
+            return list(handle.keys())
+    import torch
+
+    return list(torch.load(weights_file, map_location="cpu", weights_only=True))
+
+
+def list_adapters(root: str | Path = ADAPTERS_DIR, *, in_training: bool = False) -> list[Path]:
+    """Adapter folders under ``root``, the shipped one first, then by name.
+
+    ``in_training=True`` also lists folders with only a training log yet (a run going on or stopped).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in sorted(root.iterdir())
+        if p.is_dir() and ((p / ADAPTER_CONFIG).is_file() or (in_training and (p / TRAIN_LOG).is_file()))
+    ]
+    return sorted(found, key=lambda p: p != SHIPPED_ADAPTER)
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    """The settings the adapter was trained with; ``{}`` for an adapter not made by ``core.train``."""
+    path = Path(folder) / ADAPTER_METADATA
+    return _read_json(path, "adapter settings") if path.is_file() else {}
+
+
+def write_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
+    write_json(Path(folder) / ADAPTER_METADATA, metadata)
+
+
+def read_card(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / CARD
+    return _read_json(path, "adapter card") if path.is_file() else None
+
+
+def write_card(folder: str | Path, card: dict[str, Any]) -> None:
+    """Write ``card.json`` and its rendering ``README.md``, each atomically."""
+    folder = Path(folder)
+    write_json(folder / CARD, card)
+    with atomic_write(folder / CARD_README) as handle:
+        handle.write(render_card(card))
+
+
+def record_scores(adapter_dir: str | Path, local_track: dict[str, Any]) -> None:
+    """Add the adapter's local-track result (and its comparisons) to its card and README, atomically."""
+    card = read_card(adapter_dir)
+    if card is None:
+        return  # an adapter not made by core.train has no card to extend
+    card["local_track"] = local_track
+    write_card(adapter_dir, card)
+
+
+def render_card(card: dict[str, Any]) -> str:
+    s, run, data = card["settings"], card["run"], card["data"]
+    lines = [
+        f"# LoRA embedding adapter for {s['base_model']}",
+        "",
+        "Contrastive LoRA (InfoNCE, in-batch negatives over the whole batch) made by `python -m core.train`.",
+        "",
+        "```python",
+        "from core.encoder import Encoder",
+        f'encoder = Encoder("{s["base_model"]}", adapter="THIS_FOLDER")  # prompt, pooling, layer from the adapter',
+        "```",
+        "",
+        f"- prompt: `{card['metadata']['prompt']}`; pooling `{s['pooling']}`, layer `{s['layer']}`",
+        f"- data: {data['pairs']} pairs from {data['file']} (sha256 {data['sha256']}); methods {data['methods']};"
+        f" {data['truncated_texts']} texts truncated at {s['max_length']} tokens",
+        f"- LoRA r={s['lora_r']}, alpha={s['lora_alpha']}, dropout={s['lora_dropout']}"
+        f" on {', '.join(s['target_modules'])}"
+        + (f" of the top {s['lora_layers']} layers" if s.get("lora_layers") else " of every layer"),
+        f"- {card['metadata']['steps_done']} steps, batch {s['batch_size']}, lr {s['lr']} ({s['warmup_steps']} warm-up,"
+        f" linear decay), temperature {s['temperature']}, margin {s['margin']}, symmetric {s['symmetric']}",
+        f"- loss {card['loss']['first']} -> {card['loss']['last']}",
+        f"- {run['train_seconds']} s, {run['pairs_per_s']} pairs/s, peak RSS {run['peak_rss_mb']} MB, "
+        f"{run['world_size']} process(es), {run['precision']}",
+    ]
+    if card["best"]:
+        lines.append(f"- best dev score: {card['best']}  (adapter in `best/`)")
+    if track := card.get("local_track"):
+        lines += ["", "## Local-track clustering (V-measure, mean over k-means seeds)", ""]
+        lines += ["| row | " + " | ".join(track["tasks"]) + " | average |", "|---" * (len(track["tasks"]) + 2) + "|"]
+        for row in track["rows"]:
+            cells = " | ".join(f"{row['scores'][t]:.4f}" for t in track["tasks"])
+            lines.append(f"| {row['label']} | {cells} | **{row['average']:.4f}** |")
+        lines += ["", f"From `{track['results']}` (`python -m analysis.clustering`)."]
+    lines += ["", "All settings: `card.json`; every step: `train_log.jsonl`.", ""]
+    return "\n".join(lines)
+
+
+def adapter_hash(adapter_dir: str | Path) -> str:
+    """SHA-256 of the adapter's weights and its config read as data: peft writes ``target_modules``
+    from a set, so the same adapter saved by two processes differs in list order, not in meaning."""
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, *WEIGHT_FILES):
+        path = Path(adapter_dir) / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if name.endswith(".json"):
+            config = json.loads(data)
+            if isinstance(config.get("target_modules"), list):
+                config["target_modules"] = sorted(config["target_modules"])
+            data = json.dumps(config, sort_keys=True).encode()
+        digest.update(name.encode())
+        digest.update(data)
+    return digest.hexdigest()
