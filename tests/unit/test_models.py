@@ -423,3 +423,23 @@ def test_conversion_finished_by_another_process_meanwhile_is_used(home, tmp_path
 def test_adapter_on_a_bidirectional_encoder_is_refused(tiny_bert_dir, adapter_dir):
     with pytest.raises(ValueError, match=r"decoder \(causal\) models only"):
         load_model(str(tiny_bert_dir), adapter=adapter_dir)
+
+
+@pytest.mark.parametrize("case", ["renamed", "wide", "missing"])
+def test_embed_cli_says_error_for_an_adapter_that_does_not_fit(
+    case, tiny_model_dir, adapter_dir, make_tiny_config, tmp_path, capsys
+):
+    from core.embed import main
+    from core.errors import run_cli
+
+    adapter = {
+        "renamed": lambda: rename_tensors(adapter_dir, tmp_path / "renamed", "model.layers.", "model.blocks."),
+        "wide": lambda: make_adapter(tmp_path / "wide", make_tiny_config(hidden_size=48, intermediate_size=96)),
+        "missing": lambda: tmp_path / "missing",
+    }[case]()
+    (tmp_path / "in.txt").write_text("a red dog\n")
+    argv = ["--model", str(tiny_model_dir), "--adapter", str(adapter), "--input", str(tmp_path / "in.txt")]
+    assert run_cli(main, [*argv, "--output", str(tmp_path / "out.npy"), "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and str(adapter) in err
+    assert not (tmp_path / "out.npy").exists()
