@@ -79,12 +79,12 @@ def project_umap(
 
 
 def subsample(texts: list[str], labels: list[str] | None, n: int, seed: int = 42) -> tuple[list[str], list[str] | None]:
-    """A seeded sample of ``n`` texts (mteb's way: ``random.Random(seed).sample``), order kept."""
-    import random
+    """The texts mteb's seeded sample picks (``analysis.clustering.sampling``), in their original order."""
+    from analysis.clustering.sampling import mteb_subsample_indices
 
     if n >= len(texts):
         return texts, labels
-    keep = sorted(random.Random(seed).sample(range(len(texts)), n))
+    keep = sorted(mteb_subsample_indices(len(texts), n, seed))
     return [texts[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
 
 
