@@ -1,4 +1,4 @@
-"""2-D projections of embeddings (UMAP) with a disk cache, and k-means labels for colouring.
+"""2-D projections of embeddings (UMAP) with a disk cache (k-means labels for colouring: ``core.metrics``).
 
 The cache key is the SHA-256 of the matrix bytes plus every UMAP parameter, so a revisit of the
 same embeddings is a file read; files are written atomically.
@@ -78,22 +78,13 @@ def project_umap(
     return points
 
 
-def kmeans_labels(vectors: np.ndarray, k: int, seed: int = 42) -> np.ndarray:
-    """The clustering track's k-means (MiniBatchKMeans as in mteb's evaluator, raw vectors), for colouring."""
-    from sklearn.cluster import MiniBatchKMeans
-
-    if not 2 <= k <= len(vectors):
-        raise ValueError(f"k={k} clusters needs 2 <= k <= {len(vectors)} (the number of texts).")
-    return MiniBatchKMeans(n_clusters=k, batch_size=500, n_init="auto", random_state=seed).fit_predict(vectors)
-
-
 def subsample(texts: list[str], labels: list[str] | None, n: int, seed: int = 42) -> tuple[list[str], list[str] | None]:
-    """A seeded sample of ``n`` texts (mteb's way: ``random.Random(seed).sample``), order kept."""
-    import random
+    """The texts mteb's seeded sample picks (``analysis.clustering.sampling``), in their original order."""
+    from analysis.clustering.sampling import mteb_subsample_indices
 
     if n >= len(texts):
         return texts, labels
-    keep = sorted(random.Random(seed).sample(range(len(texts)), n))
+    keep = sorted(mteb_subsample_indices(len(texts), n, seed))
     return [texts[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
 
 

@@ -19,8 +19,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from jaxtyping import Float
-from mteb.models.abs_encoder import AbsEncoder
-from mteb.models.model_meta import ModelMeta
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -90,11 +88,11 @@ def validate_texts(texts: Sequence[Any]) -> list[str]:
     return texts
 
 
-class Encoder(AbsEncoder):
+class Encoder:
     """Embeds texts with a decoder LM (or an encoder baseline), with or without a LoRA adapter.
 
     ``prompt``, ``pooling`` and ``layer`` set defaults that each ``encode`` call may override; the
-    defaults are what mteb gets, since it calls ``encode`` with a DataLoader and task metadata.
+    defaults are what mteb gets through ``analysis.clustering.mteb_encoder.MtebEncoder`` (core loads no mteb).
     """
 
     def __init__(
@@ -144,16 +142,6 @@ class Encoder(AbsEncoder):
             self.cache = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
         self.use_adapter = self.loaded.has_adapter
         self.last_truncated = 0
-        self.mteb_model_meta = ModelMeta.create_empty(
-            overwrites={
-                "name": f"embedding-lens/{Path(self.loaded.name).name}",
-                "revision": self.loaded.weights_hash[:12],
-                "embed_dim": self.dim,
-                "max_tokens": max_length,
-                "similarity_fn_name": "cosine",
-                "framework": ["PyTorch"],
-            }
-        )
 
     # ----- properties
     @property
@@ -389,9 +377,9 @@ class Encoder(AbsEncoder):
         bar.close()
         return out
 
-    def encode(  # type: ignore[override]
+    def encode(
         self,
-        inputs: Sequence[str] | Any,
+        texts: Sequence[str],
         *,
         prompt: str | PromptTemplate | None = None,
         pooling: PoolingMode | None = None,
@@ -399,17 +387,9 @@ class Encoder(AbsEncoder):
         normalize: bool = False,
         use_adapter: bool | None = None,
         show_progress: bool = False,
-        **mteb_kwargs: Any,
     ) -> Float[np.ndarray, "texts hidden"]:
-        """Embed texts: float32 array ``(len(texts), dim)``; L2-normalised if ``normalize``.
-
-        Also mteb's encoder protocol: ``inputs`` may be a DataLoader of ``{"text": [...]}`` batches,
-        with ``task_metadata``/``hf_split``/... keywords, which the default settings serve.
-        """
-        unknown = sorted(set(mteb_kwargs) - MTEB_KEYWORDS)
-        if unknown:
-            raise TypeError(f"encode() got unexpected keyword(s) {', '.join(unknown)}.")
-        texts = _texts_from_mteb(inputs) if _is_dataloader(inputs) else validate_texts(inputs)
+        """Embed texts: float32 array ``(len(texts), dim)``; L2-normalised if ``normalize``."""
+        texts = validate_texts(texts)
         combo = (pooling or self.pooling, self.layer if layer is None else layer)
         vectors = next(
             iter(
@@ -421,18 +401,3 @@ class Encoder(AbsEncoder):
         if normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
-
-
-# What mteb passes to encode(); batch_size is accepted and ignored, since batches follow a token budget.
-MTEB_KEYWORDS = frozenset({"task_metadata", "hf_split", "hf_subset", "prompt_type", "batch_size"})
-
-
-def _is_dataloader(inputs: Any) -> bool:
-    return isinstance(inputs, torch.utils.data.DataLoader)
-
-
-def _texts_from_mteb(inputs: Any) -> list[str]:
-    texts: list[str] = []
-    for batch in inputs:
-        texts.extend(batch["text"])
-    return validate_texts(texts)

@@ -6,10 +6,10 @@ import time
 
 import streamlit as st
 
-from analysis.clustering import score_embeddings
 from analysis.plots import projection_scatter
-from analysis.projections import UmapSettings, kmeans_labels, project_umap, subsample
+from analysis.projections import UmapSettings, project_umap, subsample
 from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, save_upload
+from core.metrics import kmeans_labels, score_embeddings
 from workbench import state
 
 st.title("Cluster explorer")

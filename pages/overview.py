@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.clustering import BASELINE_MODEL, folder_cells, summary_tables
+from analysis.clustering import folder_cells, summary_tables, top_rows
 from core.adapters import read_adapter
 from core.errors import AdapterError
 from core.models import DEFAULT_MODEL, PACKAGED
@@ -56,14 +56,7 @@ st.subheader("Local clustering track")
 results = state.REPO / "results" / "local-track"
 cells = folder_cells(results, []) if (results / "cells").is_dir() else []
 if cells:
-    scores, _ = summary_tables(cells)
-    table = scores.reset_index().sort_values("average", ascending=False)
-    best = table[table["variant"] != BASELINE_MODEL].head(5)
-    st.dataframe(
-        [*best.to_dict("records"), *table[table["variant"] == BASELINE_MODEL].to_dict("records")],
-        hide_index=True,
-        width="stretch",
-    )
+    st.dataframe(top_rows(summary_tables(cells)[0], 5), hide_index=True, width="stretch")
     st.caption("Top five rows by average V-measure, plus the MiniLM baseline. All rows: Clustering quality.")
 else:
     st.info("No results yet: `python -m analysis.clustering --preset default --out results/local-track`.")

@@ -77,12 +77,13 @@ def test_gemma3_loads_and_embeds():
 def test_mteb_evaluate_accepts_the_encoder(smollm2):
     import mteb
 
-    from analysis.mteb_tasks import local_clustering_task
+    from analysis.clustering.mteb_encoder import MtebEncoder
+    from analysis.clustering.mteb_tasks import local_clustering_task
 
     trec = load_task("trec-coarse")
     small = Dataset(trec.name, trec.texts[:120], trec.labels[:120], trec.sha256, trec.source)
     encoder = Encoder(smollm2, prompt="cluster", pooling="last", precision="fp32", cache=False)
-    result = mteb.evaluate(encoder, local_clustering_task(small), cache=None)
+    result = mteb.evaluate(MtebEncoder(encoder), local_clustering_task(small), cache=None)
     score = result.task_results[0].get_score()
     assert 0.0 < score < 1.0
 

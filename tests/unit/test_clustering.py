@@ -15,15 +15,24 @@ from analysis.clustering import (
     GridConfig,
     GridError,
     ModelSpec,
-    main,
+    mteb_subsample_indices,
     parse_model_specs,
     run_grid,
     score_embeddings,
+    subsample,
     summary_tables,
 )
-from analysis.mteb_tasks import local_clustering_task, mteb_subsample_indices, subsample
+from analysis.clustering.__main__ import main as grid_main
+from analysis.clustering.mteb_tasks import local_clustering_task
 from core.data import Dataset, content_sha256
 from core.encoder import Encoder
+from core.errors import run_cli
+
+
+def main(argv: list[str]) -> int:
+    """The CLI as ``python -m analysis.clustering`` runs it: errors become ``error: ...`` and exit 2."""
+    return run_cli(grid_main, argv)
+
 
 TOPICS = {
     "animals": ["dog", "cat", "horse", "bird", "cow", "sheep"],
@@ -157,8 +166,13 @@ def test_summary_covers_the_folder_and_the_run_supersedes_stored_rows(tiny_model
     assert main(second) == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["prompt"], r["pooling"]) for r in rows] == [
-        ("cluster", "mean"), ("cluster", "last"), ("eol", "mean"), ("eol", "last"), ("none", "last"), ("none", "mean")
-    ]  # fmt: skip
+        ("none", "mean"),
+        ("none", "last"),
+        ("eol", "mean"),
+        ("eol", "last"),
+        ("cluster", "mean"),
+        ("cluster", "last"),
+    ]  # fmt: skip: the canonical order (prompts and poolings as registered), not the runs' order
     assert len(cell_files(out)) == 8  # the superseded cluster cells stay on disk
     assert "seeds [1, 2], [42, 43, 44, 45, 46]" in (out / "summary.md").read_text()
 
@@ -208,9 +222,11 @@ def _with_models(argv: list[str], models: str) -> list[str]:
 
 
 def test_mteb_task_name_runs_through_mteb_task_data(tiny_model_dir, labelled_csv, tmp_path, monkeypatch):
+    from analysis.clustering import mteb_tasks
+
     rows = synthetic_rows()
     dataset = Dataset("topics", [r["text"] for r in rows], [r["label"] for r in rows], "x", "test")
-    monkeypatch.setattr(clustering, "get_mteb_clustering_task", lambda name: local_clustering_task(dataset))
+    monkeypatch.setattr(mteb_tasks, "get_mteb_clustering_task", lambda name: local_clustering_task(dataset))
     out = tmp_path / "grid"
     assert main(cli(tiny_model_dir, "FakeClustering.v2", out)) == 0
     cell = json.loads(cell_files(out)[0].read_text())
@@ -334,10 +350,9 @@ def test_summary_table_average_and_missing_tasks(tmp_path):
     assert ("png" in files) != ("png_error" in files)
 
 
-def test_adapter_card_gets_its_row_the_best_base_row_and_minilm(tmp_path):
+def make_card_adapter(tmp_path: Path) -> Path:
     from dataclasses import asdict
 
-    from core.adapters import render_card
     from core.prompts import PROMPTS
     from core.train import TrainConfig
 
@@ -355,25 +370,91 @@ def test_adapter_card_gets_its_row_the_best_base_row_and_minilm(tmp_path):
         "best": None,
     }
     (adapter / "card.json").write_text(json.dumps(card))
-    cells = [
-        fake_cell("m", "none", "mean", "a", 0.2), fake_cell("m", "none", "mean", "b", 0.4),
-        fake_cell("m", "eol", "last", "a", 0.3), fake_cell("m", "eol", "last", "b", 0.5),
-        fake_cell("m+run1", "eol", "mean", "a", 0.9), fake_cell("m+run1", "eol", "mean", "b", 0.9),
-        fake_cell("m+run1", "eol", "last", "a", 0.6), fake_cell("m+run1", "eol", "last", "b", 0.6),
-        fake_cell("minilm", "none", "mean", "a", 0.5), fake_cell("minilm", "none", "mean", "b", 0.5),
+    return adapter
+
+
+def track_cells(tasks: tuple[str, ...]) -> list[dict]:
+    rows = [
+        ("m", "none", "mean", 0.4), ("m", "eol", "last", 0.3), ("m+run1", "eol", "mean", 0.9),
+        ("m+run1", "eol", "last", 0.6), ("minilm", "none", "mean", 0.5),
     ]  # fmt: skip
+    cells = []
+    for i, task in enumerate(tasks):
+        for variant, prompt, pooling, v in rows:
+            cell = fake_cell(variant, prompt, pooling, task, v + (0.01 if i == 0 and variant == "m" else 0.0))
+            cell["created"], cell["git_commit"] = f"2026-01-0{1 + i % 9}T00:00:00+00:00", f"commit{i}"
+            cells.append(cell)
+    return cells
+
+
+def test_adapter_card_gets_its_row_the_best_base_row_and_minilm(tmp_path):
+    from core.adapters import render_card
+    from core.data import LOCAL_TASKS
+
+    adapter = make_card_adapter(tmp_path)
+    cells = track_cells(tuple(LOCAL_TASKS))
     track = clustering.record_adapter_scores(clustering.ModelSpec("m", str(adapter)), cells, tmp_path)
     assert [(row["label"].split(":")[0], row["average"]) for row in track["rows"]] == [
-        ("adapter", 0.6), ("best prompt-only base", 0.4), ("MiniLM", 0.5)
+        ("adapter", 0.6),
+        ("best prompt-only base", round(0.4 + 0.01 / 6, 4)),
+        ("MiniLM", 0.5),
     ]  # fmt: skip: the adapter's own prompt and pooling, not its best row
+    assert (track["track"], track["tasks"], track["date"], track["commit"]) == (
+        "local",
+        list(LOCAL_TASKS),
+        "2026-01-06",
+        "commit5",
+    )
     stored = json.loads((adapter / "card.json").read_text())
     assert stored["local_track"] == track
-    assert "| best prompt-only base: m, prompt eol, last pooling, layer -1 | 0.3000 | 0.5000 | **0.4000** |" in (
-        adapter / "README.md"
-    ).read_text()
+    assert (
+        "| best prompt-only base: m, prompt none, mean pooling, layer -1 | 0.4100 | 0.4000 |"
+        in (adapter / "README.md").read_text()
+    )
     assert render_card(stored) == (adapter / "README.md").read_text()
     # Without the baseline on every task there is nothing fair to write.
     assert clustering.record_adapter_scores(clustering.ModelSpec("m", str(adapter)), cells[:-1], tmp_path) is None
+
+
+def test_only_a_full_track_touches_the_card(tmp_path):
+    from core.data import LOCAL_TASKS
+
+    adapter = make_card_adapter(tmp_path)
+    before = (adapter / "card.json").read_bytes()
+    spec = clustering.ModelSpec("m", str(adapter))
+    # Five of six local tasks, or other tasks: the card stays as it was.
+    assert clustering.record_adapter_scores(spec, track_cells(tuple(LOCAL_TASKS)[:5]), tmp_path) is None
+    assert clustering.record_adapter_scores(spec, track_cells(("my", "other")), tmp_path) is None
+    assert (adapter / "card.json").read_bytes() == before and not (adapter / "README.md").exists()
+    # Which runs may write: the full track at its own budgets, however it is spelt.
+    assert clustering.card_track(["local"]) == "local"
+    assert clustering.card_track(list(reversed(LOCAL_TASKS))) == "local"
+    assert clustering.card_track([*LOCAL_TASKS, "my.csv:text:label"]) is None
+    assert clustering.card_track(["my.csv:text:label"]) is None
+    assert clustering.card_track(list(LOCAL_TASKS)[:5]) is None
+    assert clustering.card_track(["local"], max_texts=50) is None
+    assert clustering.card_track(["local"], max_length=64) is None
+
+
+def test_a_custom_task_grid_leaves_the_adapter_card_alone(tiny_model_dir, labelled_csv, tmp_path, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+
+    from analysis.clustering import runner
+    from core.models import load_model
+
+    recorded: list[str] = []
+    real = runner.record_adapter_scores
+    monkeypatch.setattr(runner, "record_adapter_scores", lambda *a, **k: recorded.append(a[-1]) or real(*a, **k))
+
+    adapter_dir = make_card_adapter(tmp_path)
+    loaded = load_model(str(tiny_model_dir))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(loaded.model, lora).save_pretrained(adapter_dir)
+    before = {name: (adapter_dir / name).read_bytes() for name in ("card.json", "README.md")}
+    argv = _with_models(cli(tiny_model_dir, str(labelled_csv), tmp_path / "grid"), f"{tiny_model_dir}+{adapter_dir}")
+    assert main(argv) == 0
+    assert recorded == []  # not even asked: a CSV is no track
+    assert {name: (adapter_dir / name).read_bytes() for name in before} == before
 
 
 def test_plots_are_pure_figures():

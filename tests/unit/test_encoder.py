@@ -1,5 +1,5 @@
 """The encoder on a tiny fp32 Llama: batch independence, pooling by hand, agreement with
-sentence-transformers, attention pooling, truncation, bad input and the mteb protocol."""
+sentence-transformers, attention pooling, truncation and bad input (mteb protocol: test_mteb_encoder)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from core.capture import capture_attention_rows
 from core.encoder import Encoder, validate_texts
@@ -409,19 +408,7 @@ def test_constructor_defaults_apply_and_calls_override_them(tiny_encoder_factory
     assert max_abs_diff(default, encoder.encode(sample_texts, prompt="none")) > 1e-3
 
 
-# ----- mteb protocol
-
-
-def test_mteb_dataloader_call_returns_the_plain_vectors(tiny_encoder, sample_texts):
-    loader = DataLoader(
-        [{"text": text} for text in sample_texts],
-        batch_size=3,
-        collate_fn=lambda rows: {"text": [row["text"] for row in rows]},
-    )
-    via_mteb = tiny_encoder.encode(loader, task_metadata=None, hf_split="test", hf_subset="default")
-    plain = tiny_encoder.encode(sample_texts)
-    assert via_mteb.dtype == np.float32 and via_mteb.shape == plain.shape
-    assert max_abs_diff(via_mteb, plain) == 0.0
+# ----- keywords
 
 
 def test_a_plain_list_with_an_extra_keyword_is_encoded_or_named(tiny_encoder, sample_texts):
@@ -436,18 +423,6 @@ def test_a_plain_list_with_an_extra_keyword_is_encoded_or_named(tiny_encoder, sa
 def test_a_misspelt_keyword_is_named(tiny_encoder, sample_texts):
     with pytest.raises(TypeError, match="normalise"):
         tiny_encoder.encode(sample_texts, normalise=True)
-
-
-def test_mteb_dataloader_with_a_blank_text_names_it(tiny_encoder):
-    loader = DataLoader([{"text": "a"}, {"text": " "}], batch_size=1, collate_fn=lambda r: {"text": [r[0]["text"]]})
-    with pytest.raises(ValueError, match="Text 1"):
-        tiny_encoder.encode(loader, task_metadata=None, hf_split="test", hf_subset="default")
-
-
-def test_mteb_model_meta_describes_the_model(tiny_encoder):
-    meta = tiny_encoder.mteb_model_meta
-    assert meta.embed_dim == 32 and meta.max_tokens == 512
-    assert meta.revision == tiny_encoder.loaded.weights_hash[:12]
 
 
 # ----- a bidirectional encoder (no EOS, no last-token modes)

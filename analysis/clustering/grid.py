@@ -1,0 +1,253 @@
+"""The grid as asked for: model/adapter specs, task specs with their budgets, presets and the checked config.
+
+Everything here fails with a GridError (naming the bad value and the valid choices) before any model loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from analysis.clustering.sampling import check_clusterable, subsample
+from core.adapters import read_metadata
+from core.data import LOCAL_TASKS, USER_FORMATS, DataError, Dataset, resolve_dataset
+from core.errors import GridError
+from core.metrics import DEFAULT_KMEANS_SEEDS
+
+TaskKind = Literal["local", "file", "mteb"]
+
+SUBSAMPLE_SEED = 42
+DEFAULT_MAX_LENGTH = 512
+BASELINE_MODEL = "minilm"
+BASELINE_POOLING = "mean"
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """How much of a task the grid embeds: an mteb-style sample of ``size`` texts (None: all), cut to ``max_length``."""
+
+    size: int | None
+    max_length: int
+
+
+# Measured and explained in the package docstring.
+TASK_BUDGETS: dict[str, TaskBudget] = {
+    "20ng-s2s": TaskBudget(1200, 128),
+    "20ng-p2p": TaskBudget(256, 256),
+    "r8": TaskBudget(384, 256),
+    "r52": TaskBudget(384, 256),
+    "trec-coarse": TaskBudget(None, 128),
+    "trec-fine": TaskBudget(None, 128),
+}
+
+PRESETS: dict[str, dict[str, list[str]]] = {
+    "default": {
+        "models": ["smollm2-135m"],
+        "prompts": ["none", "eol", "cluster", "summarize"],
+        "poolings": ["mean", "last", "eos", "weighted", "text_mean"],
+        "layers": ["-1"],
+        "tasks": list(LOCAL_TASKS),
+    },
+    "smoke": {
+        "models": ["smollm2-135m"],
+        "prompts": ["none", "cluster"],
+        "poolings": ["mean", "last"],
+        "layers": ["-1"],
+        "tasks": ["trec-coarse"],
+    },
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model, optionally with a LoRA adapter; with an adapter it yields a base row and an adapter row."""
+
+    name: str
+    adapter: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.adapter is None else f"{self.name}+{self.adapter}"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row source: a model with its adapter on or off."""
+
+    model: ModelSpec
+    use_adapter: bool
+
+    @property
+    def label(self) -> str:
+        if self.use_adapter and self.model.adapter is not None:
+            return f"{Path(self.model.name).name}+{Path(self.model.adapter).name}"
+        return Path(self.model.name).name
+
+
+def parse_model_specs(items: Sequence[str]) -> list[ModelSpec]:
+    """``NAME``, ``NAME+ADAPTER_DIR`` or ``ADAPTER_DIR`` (base model from its adapter settings)."""
+    specs: list[ModelSpec] = []
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        adapter: str | None = None
+        if "+" in item:
+            item, adapter = (part.strip() for part in item.split("+", 1))
+        elif (Path(item) / "adapter_config.json").is_file():
+            adapter, meta = item, read_metadata(item)
+            if not meta.get("base_model"):
+                raise GridError(f"adapter {item} does not name its base model; write it as MODEL+{item}")
+            item = str(meta["base_model"])
+        if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+            raise GridError(f"no adapter at {adapter} (no adapter_config.json)")
+        specs.append(ModelSpec(item, adapter))
+    if not specs:
+        raise GridError("no models given")
+    return list(dict.fromkeys(specs))
+
+
+def variants(models: Sequence[ModelSpec], baseline: bool) -> list[Variant]:
+    """The rows' sources: each model's base, its adapter where it has one, and the MiniLM baseline."""
+    out: list[Variant] = []
+    for spec in models:
+        out.append(Variant(spec, False))
+        if spec.adapter is not None:
+            out.append(Variant(spec, True))
+    if baseline and not any(v.model.name == BASELINE_MODEL and not v.use_adapter for v in out):
+        out.append(Variant(ModelSpec(BASELINE_MODEL), False))
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class TaskPlan:
+    """A task as named on the command line; ``load`` gives its full labelled Dataset."""
+
+    spec: str
+    kind: TaskKind
+    name: str
+    budget: TaskBudget
+    load: Callable[[], Dataset]
+
+
+def expand_task_specs(items: Sequence[str]) -> list[str]:
+    """``local`` becomes the six local tasks; duplicates and blanks go."""
+    out: list[str] = []
+    for raw in items:
+        item = raw.strip()
+        if item == "local":
+            out.extend(LOCAL_TASKS)
+        elif item:
+            out.append(item)
+    if not out:
+        raise GridError("no tasks given")
+    return list(dict.fromkeys(out))
+
+
+def _looks_like_file(spec: str) -> bool:
+    head = spec.split(":", 1)[0]
+    return Path(spec).is_file() or Path(head).suffix.lower() in USER_FORMATS or "/" in spec
+
+
+def plan_task(spec: str, max_texts: int | None = None, max_length: int | None = None) -> TaskPlan:
+    """Check a task name or file now; local and file data are loaded now, mteb data only when run."""
+    if spec in LOCAL_TASKS:
+        kind: TaskKind = "local"
+        budget = TASK_BUDGETS.get(spec, TaskBudget(None, DEFAULT_MAX_LENGTH))
+    elif _looks_like_file(spec):
+        kind, budget = "file", TaskBudget(None, DEFAULT_MAX_LENGTH)
+    else:
+        kind, budget = "mteb", TaskBudget(None, DEFAULT_MAX_LENGTH)
+    if max_texts is not None:
+        budget = replace(budget, size=max_texts if budget.size is None else min(budget.size, max_texts))
+    if max_length is not None:
+        budget = replace(budget, max_length=max_length)
+    if kind != "mteb":
+        try:
+            dataset = resolve_dataset(spec)
+        except (DataError, ValueError, OSError) as exc:
+            raise GridError(f"task {spec}: {exc}") from None
+        plan = TaskPlan(spec, kind, dataset.name, budget, lambda: dataset)
+        check_task_data(plan, dataset)
+        return plan
+    from analysis.clustering.mteb_tasks import get_mteb_clustering_task, mteb_task_dataset  # imports mteb
+
+    try:
+        task = get_mteb_clustering_task(spec)
+    except (KeyError, ValueError) as exc:
+        raise GridError(
+            f"unknown task {spec!r}: not a local task ({', '.join(LOCAL_TASKS)}), not a file "
+            f"({'/'.join(USER_FORMATS)}), and mteb says: {exc}"
+        ) from None
+
+    def load() -> Dataset:
+        data = mteb_task_dataset(task)
+        if plan.budget.size is None:  # mteb's own cap for this task, as its evaluation would embed
+            fraction = getattr(task, "max_fraction_of_documents_to_embed", None)
+            if getattr(task, "max_document_to_embed", None) is not None:
+                plan.budget = replace(plan.budget, size=int(task.max_document_to_embed))
+            elif fraction is not None:
+                plan.budget = replace(plan.budget, size=max(2, int(fraction * len(data))))
+        return data
+
+    plan = TaskPlan(spec, "mteb", spec, budget, load)
+    return plan
+
+
+def check_task_data(plan: TaskPlan, dataset: Dataset) -> Dataset:
+    """The sample the grid embeds; GridError unless it has labels, >= 2 clusters and enough texts."""
+    try:
+        check_clusterable(dataset.name, dataset.labels, len(dataset))
+        sample = subsample(dataset, plan.budget.size, SUBSAMPLE_SEED)
+        # Against the full task's labels: a sample smaller than the number of clusters is not that task.
+        check_clusterable(f"{dataset.name} (sample of {len(sample)})", dataset.labels, len(sample))
+        check_clusterable(f"{dataset.name} (sample of {len(sample)})", sample.labels, len(sample))
+    except ValueError as exc:
+        raise GridError(f"task {plan.spec}: {exc}") from None
+    return sample
+
+
+@dataclass
+class GridConfig:
+    models: list[ModelSpec]
+    prompts: list[str]
+    poolings: list[str]
+    layers: list[str]
+    tasks: list[str]
+    out: Path
+    kmeans_seeds: tuple[int, ...] = DEFAULT_KMEANS_SEEDS
+    max_texts: int | None = None
+    max_length: int | None = None
+    precision: str = "auto"
+    normalize: bool = False
+    baseline: bool = True
+    cache: bool = True
+    progress: bool = True
+
+
+def validate_grid(config: GridConfig) -> None:
+    """GridError for an unknown prompt, pooling or layer, no seeds, an empty axis or too small a sample."""
+    from core.pooling import POOLING_MODES, LayerChoice
+    from core.prompts import resolve_prompt
+
+    for prompt in config.prompts:
+        try:
+            resolve_prompt(prompt)
+        except (TypeError, ValueError) as exc:
+            raise GridError(str(exc)) from None
+    for pooling in config.poolings:
+        if pooling not in POOLING_MODES:
+            raise GridError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLING_MODES)}")
+    for layer in config.layers:
+        try:
+            LayerChoice.parse(layer)
+        except ValueError as exc:
+            raise GridError(str(exc)) from None
+    if not config.kmeans_seeds:
+        raise GridError("at least one k-means seed is needed")
+    if not (config.prompts and config.poolings and config.layers):
+        raise GridError("prompts, poolings and layers must each name at least one value")
+    if config.max_texts is not None and config.max_texts < 2:
+        raise GridError("--max-texts must be at least 2")

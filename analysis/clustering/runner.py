@@ -1,0 +1,306 @@
+"""Running the grid: one forward per (variant, task, prompt) serves every pooling and layer; each cell is
+scored and written as soon as it is done, and a stored cell with the same key is skipped."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.clustering.card import card_track, record_adapter_scores
+from analysis.clustering.grid import (
+    BASELINE_POOLING,
+    GridConfig,
+    ModelSpec,
+    TaskPlan,
+    Variant,
+    check_task_data,
+    expand_task_specs,
+    plan_task,
+    validate_grid,
+    variants,
+)
+from analysis.clustering.provenance import git_state, package_versions
+from analysis.clustering.store import cell_id, cell_key, cell_path, folder_cells, read_cell
+from analysis.clustering.summary import write_summary
+from core.data import Dataset
+from core.errors import GridError, TaskUnavailableError
+from core.files import write_json
+from core.metrics import KMEANS_BATCH_SIZE, score_embeddings
+
+
+@dataclass
+class GridResult:
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    computed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    # task -> [texts, encode seconds, tokens] over groups that ran a forward
+    throughput: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0, 0.0]))
+    files: dict[str, str] = field(default_factory=dict)
+
+
+class _Models:
+    """Loads each model once, on first need; identity (hashes) without loading where the weights are a folder."""
+
+    def __init__(self, precision: str, cache: bool):
+        self.precision = precision
+        self.cache = cache
+        self._loaded: dict[ModelSpec, Any] = {}
+        self._encoders: dict[tuple[ModelSpec, int], Any] = {}
+
+    def identity(self, spec: ModelSpec, use_adapter: bool) -> dict[str, Any]:
+        from core.adapters import adapter_hash
+        from core.models import folder_weights_hash, resolve_model_path
+
+        if spec in self._loaded:
+            return self._loaded[spec].identity(use_adapter)
+        path = resolve_model_path(spec.name)
+        if not Path(path).is_dir():  # a hub id: its hash needs the weights
+            return self.loaded(spec).identity(use_adapter)
+        return {
+            "model": spec.name,
+            "weights_sha256": folder_weights_hash(path),
+            "adapter_sha256": adapter_hash(Path(spec.adapter).expanduser()) if use_adapter and spec.adapter else None,
+        }
+
+    def loaded(self, spec: ModelSpec) -> Any:
+        from core.models import load_model
+
+        if spec not in self._loaded:
+            self._loaded, self._encoders = {}, {}  # one model in memory at a time
+            self._loaded[spec] = load_model(spec.name, spec.adapter)
+        return self._loaded[spec]
+
+    def encoder(self, spec: ModelSpec, max_length: int) -> Any:
+        from core.encoder import Encoder
+
+        loaded = self.loaded(spec)
+        if (spec, max_length) not in self._encoders:
+            self._encoders[(spec, max_length)] = Encoder(
+                loaded,
+                prompt="none",
+                pooling="mean",
+                layer=-1,
+                precision=self.precision,  # type: ignore[arg-type]
+                max_length=max_length,
+                cache=self.cache,
+            )
+        return self._encoders[(spec, max_length)]
+
+    def is_causal(self, spec: ModelSpec) -> bool:
+        from core.models import resolve_model_path
+
+        if spec in self._loaded:
+            return bool(self._loaded[spec].is_causal)
+        from transformers import AutoConfig
+
+        from core.models import is_causal_config
+
+        return is_causal_config(AutoConfig.from_pretrained(resolve_model_path(spec.name)))
+
+
+def run_grid(config: GridConfig) -> GridResult:
+    """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored."""
+    from tqdm.auto import tqdm
+
+    from core.encoder import resolve_precision
+    from core.models import ModelNotFoundError
+    from core.pooling import LayerChoice
+    from core.prompts import resolve_prompt
+
+    started = time.perf_counter()
+    validate_grid(config)
+    plans = [plan_task(spec, config.max_texts, config.max_length) for spec in expand_task_specs(config.tasks)]
+    row_sources = variants(config.models, config.baseline)
+    precision = resolve_precision(config.precision)  # type: ignore[arg-type]
+    layers = [str(LayerChoice.parse(layer)) for layer in config.layers]
+    prompts = [resolve_prompt(p) for p in dict.fromkeys(config.prompts)]
+    poolings = list(dict.fromkeys(config.poolings))
+    models = _Models(precision, config.cache)
+    result = GridResult()
+    versions, git = package_versions(), git_state()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    try:
+        causal = {spec: models.is_causal(spec) for spec in {v.model for v in row_sources}}
+    except (ModelNotFoundError, OSError, ValueError) as exc:
+        raise GridError(str(exc).splitlines()[0]) from None
+    groups = [
+        (v, plan, p) for v in row_sources for plan in plans for p in (prompts if causal[v.model] else prompts[:1])
+    ]
+    bar = tqdm(total=len(groups), desc="clustering grid", unit="group", disable=not config.progress)
+    samples: dict[str, Dataset | None] = {}
+    for variant, plan, prompt in groups:
+        bar.set_postfix_str(f"{variant.label} | {plan.name} | {prompt.name}")
+        if plan.spec not in samples:
+            try:
+                samples[plan.spec] = check_task_data(plan, plan.load())
+            except (TaskUnavailableError, GridError) as exc:
+                samples[plan.spec] = None
+                result.errors.append(str(exc))
+        sample = samples[plan.spec]
+        if sample is None:
+            bar.update(1)
+            continue
+        is_causal = causal[variant.model]
+        if not is_causal:
+            prompt = resolve_prompt("none")  # a bidirectional encoder gets the text alone
+        combos = [(pool, layer) for pool in poolings for layer in layers] if is_causal else [(BASELINE_POOLING, "-1")]
+        try:
+            identity = models.identity(variant.model, variant.use_adapter)
+        except (ModelNotFoundError, OSError, ValueError) as exc:
+            raise GridError(str(exc).splitlines()[0]) from None
+        todo: list[tuple[str, str, dict[str, Any], Path]] = []
+        for pooling, layer in combos:
+            key = cell_key(
+                identity,
+                prompt.template,
+                pooling,
+                layer,
+                -1,
+                precision,
+                plan.budget.max_length,
+                sample,
+                plan.budget,
+                config.kmeans_seeds,
+                config.normalize,
+            )
+            path = cell_path(out, plan.name, variant.label, prompt.name, pooling, layer, key)
+            stored = read_cell(path, key)
+            if stored is not None:
+                result.cells.append(stored)
+                result.skipped += 1
+            else:
+                todo.append((pooling, layer, key, path))
+        if todo:
+            try:
+                cells = _compute_group(models, variant, plan, sample, prompt, todo, config, precision, versions, git)
+            except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+                # Bad model/adapter/layer for this model; cells scored so far are already on disk.
+                raise GridError(f"{variant.label} on {plan.name}: {str(exc).splitlines()[0]}") from None
+            result.cells.extend(cells)
+            result.computed += len(cells)
+            timing = cells[0]["timing"]
+            if timing["forward_batches"]:
+                stats = result.throughput[plan.name]
+                stats[0] += timing["texts"]
+                stats[1] += timing["encode_seconds"]
+                stats[2] += timing["tokens"]
+        bar.update(1)
+    bar.close()
+    result.wall_seconds = time.perf_counter() - started
+    if result.cells:
+        everything = folder_cells(out, result.cells)
+        result.files = write_summary(out, everything)
+        track = card_track(config.tasks, config.max_texts, config.max_length)
+        for spec in config.models:
+            if spec.adapter is not None and track is not None:
+                record_adapter_scores(spec, everything, out, track)
+    return result
+
+
+def _compute_group(
+    models: _Models,
+    variant: Variant,
+    plan: TaskPlan,
+    sample: Dataset,
+    prompt: Any,
+    todo: list[tuple[str, str, dict[str, Any], Path]],
+    config: GridConfig,
+    precision: str,
+    versions: dict[str, str | None],
+    git: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One forward for every missing (pooling, layer) of this (variant, task, prompt); one JSON per cell."""
+    encoder = models.encoder(variant.model, plan.budget.max_length)
+    prepared = encoder.prepare(sample.texts, prompt=prompt)
+    tokens = sum(len(item.input_ids) for item in prepared)
+    truncated = sum(item.truncated for item in prepared)
+    calls = [0]
+    hook = encoder.loaded.backbone.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation is recorded per cell instead
+            begin = time.perf_counter()
+            grid = encoder.encode_grid(
+                sample.texts,
+                [(pooling, layer) for pooling, layer, _, _ in todo],
+                prompt=prompt,
+                use_adapter=variant.use_adapter if variant.model.adapter is not None else None,
+                show_progress=config.progress,
+            )
+            encode_seconds = time.perf_counter() - begin
+    finally:
+        hook.remove()
+    timing_shared = {
+        "texts": len(sample),
+        "tokens": tokens,
+        "truncated": truncated,
+        "encode_seconds": round(encode_seconds, 3),
+        "texts_per_second": round(len(sample) / encode_seconds, 2) if encode_seconds > 0 else None,
+        "tokens_per_second": round(tokens / encode_seconds, 1) if encode_seconds > 0 else None,
+        "forward_batches": calls[0],
+        "from_cache": calls[0] == 0,
+        "cells_sharing_forward": len(todo),
+    }
+    cells = []
+    for pooling, layer, key, path in todo:
+        vectors = grid[(pooling, layer)]
+        if config.normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        begin = time.perf_counter()
+        scores = score_embeddings(vectors, sample.labels or [], config.kmeans_seeds)
+        score_seconds = time.perf_counter() - begin
+        cell = {
+            "cell_id": cell_id(key),
+            "key": key,
+            "variant": variant.label,
+            "model": variant.model.name,
+            "model_path": encoder.loaded.path,
+            "weights_sha256": key["weights_sha256"],
+            "adapter": variant.model.adapter if variant.use_adapter else None,
+            "adapter_sha256": key["adapter_sha256"],
+            "use_adapter": variant.use_adapter,
+            "prompt": {"name": prompt.name, "template": prompt.template},
+            "pooling": pooling,
+            "layer": layer,
+            "precision": precision,
+            "max_length": plan.budget.max_length,
+            "normalize": config.normalize,
+            "task": {
+                "name": plan.name,
+                "spec": plan.spec,
+                "kind": plan.kind,
+                "source": sample.source,
+                "dataset_sha256": key["dataset_sha256"],
+                "sample_sha256": sample.sha256,
+                "subsample_size": plan.budget.size,
+                "subsample_seed": key["subsample_seed"],
+                "texts": len(sample),
+                "clusters": len(set(sample.labels or [])),
+            },
+            "kmeans": {
+                "seeds": list(config.kmeans_seeds),
+                "batch_size": KMEANS_BATCH_SIZE,
+                "n_init": "auto",
+                "algorithm": "sklearn MiniBatchKMeans, as mteb ClusteringEvaluator",
+            },
+            "scores": scores,
+            "timing": {**timing_shared, "score_seconds": round(score_seconds, 3)},
+            "versions": versions,
+            "git_commit": git["commit"],
+            "git_dirty": git["dirty"],
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json(path, cell)
+        cells.append(cell)
+    return cells

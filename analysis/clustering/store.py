@@ -1,0 +1,105 @@
+"""Cells on disk: one JSON per (row, task) under ``OUT/cells/TASK/``, named and keyed by what determines its scores.
+
+A cell whose JSON exists with the same key is not recomputed, so an interrupted run resumes; a results folder
+accumulates runs (``folder_cells``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analysis.clustering.grid import SUBSAMPLE_SEED, TaskBudget
+from core.data import Dataset
+from core.metrics import KMEANS_BATCH_SIZE
+
+# Bump when scoring changes, so cells scored the old way are redone.
+SCORING_VERSION = 1
+
+
+def cell_key(
+    identity: dict[str, Any],
+    prompt_template: str,
+    pooling: str,
+    layer: str,
+    attention_layer: int | None,
+    precision: str,
+    max_length: int,
+    dataset: Dataset,
+    budget: TaskBudget,
+    seeds: Sequence[int],
+    normalize: bool,
+) -> dict[str, Any]:
+    """Everything that determines a cell's scores."""
+    from core.encoder import ENGINE_VERSION
+
+    return {
+        **identity,
+        "engine": ENGINE_VERSION,
+        "scoring": SCORING_VERSION,
+        "prompt": prompt_template,
+        "pooling": pooling,
+        "layer": layer,
+        "attention_layer": attention_layer if pooling == "attention" else None,
+        "precision": precision,
+        "max_length": max_length,
+        "dataset_sha256": dataset.sha256,
+        "subsample_size": budget.size,
+        "subsample_seed": SUBSAMPLE_SEED if budget.size is not None else None,
+        "kmeans_seeds": list(seeds),
+        "kmeans_batch_size": KMEANS_BATCH_SIZE,
+        "normalize": normalize,
+    }
+
+
+def cell_id(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:60]
+
+
+def cell_path(out: Path, task: str, variant: str, prompt: str, pooling: str, layer: str, key: dict[str, Any]) -> Path:
+    name = f"{_slug(variant)}__{_slug(prompt)}__{pooling}__L{_slug(layer)}__{cell_id(key)}.json"
+    return out / "cells" / _slug(task) / name
+
+
+def read_cell(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored cell if it is complete and made with this key; None means: compute it."""
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cell, dict) or cell.get("key") != key or "scores" not in cell:
+        return None
+    return cell
+
+
+def folder_cells(out: Path, run_cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's cells plus the folder's other cells, so a results folder accumulates runs.
+
+    A stored cell for the same row and task as one of this run's (e.g. made with other settings) is
+    superseded by the run's; among stored cells the newest wins. Summaries order rows themselves
+    (``summary.summary_tables``), so the order here does not matter.
+    """
+
+    def slot(cell: dict[str, Any]) -> tuple[str, ...]:
+        return (cell["variant"], cell["prompt"]["name"], cell["pooling"], str(cell["layer"]), cell["task"]["name"])
+
+    stored: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path in sorted((out / "cells").glob("*/*.json")):
+        try:
+            cell = json.loads(path.read_text())
+            key = slot(cell)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable or foreign file is not a result
+        if key not in stored or cell.get("created", "") > stored[key].get("created", ""):
+            stored[key] = cell
+    chosen = {slot(c): c for c in run_cells}
+    for key, cell in stored.items():
+        chosen.setdefault(key, cell)
+    return list(chosen.values())

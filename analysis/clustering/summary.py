@@ -1,0 +1,184 @@
+"""Tables of a results folder's cells: rows = variant x prompt x pooling x layer, columns = tasks + average.
+
+Rows and tasks have one canonical order whatever order the cells were read in (tasks: the local track's
+order, then others by name; rows: variant by name, prompts and poolings in their registries' order, layers
+by index), so a summary regenerates identically from its cells. The pages' filtering, re-averaging and
+top-rows selection live here too, so they are tested without a page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analysis.clustering.grid import BASELINE_MODEL
+from core.data import LOCAL_TASKS
+
+INDEX = ["variant", "prompt", "pooling", "layer"]
+
+
+def row_label(cell: dict[str, Any]) -> str:
+    return f"{cell['variant']} | {cell['prompt']['name']} | {cell['pooling']} | L{cell['layer']}"
+
+
+def task_order(tasks: Sequence[str]) -> list[str]:
+    """The local track's tasks in its order, then any other task by name."""
+    order = list(LOCAL_TASKS)
+    return sorted(dict.fromkeys(tasks), key=lambda t: (order.index(t), "") if t in order else (len(order), t))
+
+
+def _row_key(row: tuple[str, str, str, str]) -> tuple[Any, ...]:
+    from core.pooling import POOLING_MODES
+    from core.prompts import PROMPTS
+
+    variant, prompt, pooling, layer = row
+    prompts, poolings = list(PROMPTS), list(POOLING_MODES)
+    prompt_rank = (prompts.index(prompt), "") if prompt in prompts else (len(prompts), prompt)
+    pooling_rank = (poolings.index(pooling), "") if pooling in poolings else (len(poolings), pooling)
+    try:
+        layer_rank: tuple[int, int, str] = (0, int(layer), "")
+    except ValueError:
+        layer_rank = (1, 0, layer)
+    return (variant, prompt_rank, pooling_rank, layer_rank)
+
+
+def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+    """(scores, stds) DataFrames: rows = variant x prompt x pooling x layer, columns = tasks + ``average``.
+
+    The average is over the row's tasks; it is NaN when a row lacks a task the others have.
+    """
+    import pandas as pd
+
+    records = [
+        {
+            "variant": c["variant"],
+            "prompt": c["prompt"]["name"],
+            "pooling": c["pooling"],
+            "layer": str(c["layer"]),
+            "task": c["task"]["name"],
+            "v": c["scores"]["v_measure"],
+            "std": c["scores"]["v_measure_std"],
+        }
+        for c in cells
+    ]
+    frame = pd.DataFrame.from_records(records)
+    tasks = task_order(frame["task"])
+    rows = sorted(dict.fromkeys(map(tuple, frame[INDEX].itertuples(index=False))), key=_row_key)
+    scores = frame.pivot_table(index=INDEX, columns="task", values="v", aggfunc="first", sort=False)
+    stds = frame.pivot_table(index=INDEX, columns="task", values="std", aggfunc="first", sort=False)
+    scores = scores.reindex(index=pd.MultiIndex.from_tuples(rows, names=INDEX), columns=tasks)
+    stds = stds.reindex(index=scores.index, columns=tasks)
+    scores["average"] = scores[tasks].mean(axis=1, skipna=False)
+    return scores, stds
+
+
+def task_columns(scores: Any) -> list[str]:
+    return [c for c in scores.columns if c != "average"]
+
+
+def flat_index(frame: Any) -> Any:
+    """A copy whose (variant, prompt, pooling, layer) index is one ``a | b | c | d`` label per row, for figures."""
+    flat = frame.copy()
+    flat.index = [" | ".join(map(str, row)) for row in frame.index]
+    return flat
+
+
+def filter_rows(
+    scores: Any,
+    variants: Sequence[str] = (),
+    prompts: Sequence[str] = (),
+    poolings: Sequence[str] = (),
+    tasks: Sequence[str] = (),
+) -> Any:
+    """The table a reader asked for: rows matching every non-empty filter plus the MiniLM baseline (always kept),
+    the chosen tasks (all if none), the average over those tasks, sorted by it, best first. A flat DataFrame."""
+    table = scores.reset_index()
+    shown = list(tasks) or task_columns(scores)
+    chosen = table["variant"] == table["variant"]
+    for column, values in (("variant", variants), ("prompt", prompts), ("pooling", poolings)):
+        if values:
+            chosen &= table[column].isin(list(values))
+    view = table[(table["variant"] == BASELINE_MODEL) | chosen].copy()
+    view["average"] = view[shown].mean(axis=1, skipna=False)
+    return view[[*INDEX, *shown, "average"]].sort_values("average", ascending=False, kind="stable")
+
+
+def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:
+    """(scores, stds) of a ``filter_rows`` view's rows and tasks, one flat label per row, for the heatmap."""
+    shown = [c for c in view.columns if c not in (*INDEX, "average")]
+    heat = flat_index(view.set_index(INDEX)[shown])
+    spread = flat_index(stds[shown]).reindex(heat.index)
+    return heat, spread
+
+
+def top_rows(scores: Any, n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` best non-baseline rows by average, then the MiniLM baseline row(s): records for a table."""
+    table = scores.reset_index().sort_values("average", ascending=False, kind="stable")
+    best = table[table["variant"] != BASELINE_MODEL].head(n)
+    return [*best.to_dict("records"), *table[table["variant"] == BASELINE_MODEL].to_dict("records")]
+
+
+def markdown_table(scores: Any, stds: Any) -> str:
+    tasks = task_columns(scores)
+    head = [*["model", "prompt", "pooling", "layer"], *tasks, "average"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in scores.index:
+        values = []
+        for task in tasks:
+            v, s = scores.loc[row, task], stds.loc[row, task]
+            values.append("" if math.isnan(v) else f"{v:.4f} ± {s:.4f}")
+        avg = scores.loc[row, "average"]
+        values.append("" if math.isnan(avg) else f"**{avg:.4f}**")
+        lines.append("| " + " | ".join([*map(str, row), *values]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_note(cells: Sequence[dict[str, Any]]) -> str:
+    """The line above the table: k-means seeds and each task's texts, clusters and max length."""
+    sizes = {c["task"]["name"]: (c["task"]["texts"], c["task"]["clusters"], c["max_length"]) for c in cells}
+    seeds = sorted({tuple(c["kmeans"]["seeds"]) for c in cells})
+    return (
+        "V-measure mean ± std over k-means seeds "
+        + ", ".join(str(list(s)) for s in seeds)
+        + "; tasks (texts, clusters, max_length): "
+        + ", ".join(f"{t} ({sizes[t][0]}, {sizes[t][1]}, {sizes[t][2]})" for t in task_order(list(sizes)))
+    )
+
+
+def write_tables(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """summary.md and summary.csv: what regenerates identically from the cells."""
+    from core.files import atomic_write
+
+    scores, stds = summary_tables(cells)
+    with atomic_write(out / "summary.md") as handle:
+        handle.write(f"# Clustering grid\n\n{summary_note(cells)}\n\n{markdown_table(scores, stds)}")
+    csv = scores.join(stds.add_suffix("_std")).reset_index()
+    with atomic_write(out / "summary.csv") as handle:
+        csv.to_csv(handle, index=False, float_format="%.6f")
+    return {"markdown": str(out / "summary.md"), "csv": str(out / "summary.csv")}
+
+
+def write_summary(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """summary.md, summary.csv, summary.html (and summary.png where a browser can render it)."""
+    from analysis.plots import clustering_heatmap, png_bytes
+    from core.files import atomic_write
+
+    files = write_tables(out, cells)
+    scores, stds = summary_tables(cells)
+    figure = clustering_heatmap(
+        flat_index(scores), flat_index(stds), title="Clustering V-measure (mean over k-means seeds)"
+    )
+    with atomic_write(out / "summary.html") as handle:
+        handle.write(figure.to_html(include_plotlyjs=True, full_html=True))
+    files["html"] = str(out / "summary.html")
+    try:
+        png = png_bytes(figure)
+    except Exception as exc:  # the PNG needs a browser that an offline machine may lack
+        files["png_error"] = str(exc).strip().splitlines()[0]
+    else:
+        with atomic_write(out / "summary.png", "wb") as handle:
+            handle.write(png)
+        files["png"] = str(out / "summary.png")
+    return files

@@ -1,0 +1,87 @@
+"""Summary tables: one order whatever order the cells come in, the pages' views, and the committed summary."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from analysis.clustering import filter_rows, folder_cells, heatmap_frames, summary_tables, top_rows
+from analysis.clustering.summary import write_tables
+from core.paths import REPO_ROOT
+
+LOCAL_TRACK = REPO_ROOT / "results" / "local-track"
+
+
+def cell(variant: str, prompt: str, pooling: str, task: str, v: float, texts: int = 10) -> dict:
+    return {
+        "variant": variant,
+        "prompt": {"name": prompt, "template": "{text}"},
+        "pooling": pooling,
+        "layer": "-1",
+        "max_length": 128,
+        "task": {"name": task, "texts": texts, "clusters": 2},
+        "kmeans": {"seeds": [42]},
+        "scores": {"v_measure": v, "v_measure_std": 0.01},
+    }
+
+
+CELLS = [
+    cell(variant, prompt, pooling, task, v)
+    for variant, prompt, pooling, v in [
+        ("m", "none", "mean", 0.2),
+        ("m", "eol", "last", 0.6),
+        ("m", "none", "last", 0.3),
+        ("m+a", "eol", "last", 0.7),
+        ("minilm", "none", "mean", 0.4),
+    ]
+    for task in ("r8", "20ng-s2s", "zzz")
+]
+
+
+def test_rows_and_tasks_have_one_order_whatever_the_cells_order(tmp_path):
+    shuffled = list(CELLS)
+    random.Random(3).shuffle(shuffled)
+    scores, _ = summary_tables(CELLS)
+    assert list(scores.columns) == ["20ng-s2s", "r8", "zzz", "average"]  # the local track's order, then by name
+    assert list(scores.index) == [
+        ("m", "none", "mean", "-1"),
+        ("m", "none", "last", "-1"),
+        ("m", "eol", "last", "-1"),
+        ("m+a", "eol", "last", "-1"),
+        ("minilm", "none", "mean", "-1"),
+    ]  # variant by name; prompts and poolings in their registries' order
+    for folder, cells in (("a", CELLS), ("b", shuffled)):
+        (tmp_path / folder).mkdir()
+        write_tables(tmp_path / folder, cells)
+    for name in ("summary.md", "summary.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_filter_rows_keeps_the_baseline_and_reaverages_over_the_shown_tasks():
+    scores, stds = summary_tables([*CELLS, cell("m", "eol", "last", "r8", 0.6)])
+    view = filter_rows(scores, prompts=["eol"], tasks=["r8"])
+    assert list(view["variant"]) == ["m+a", "m", "minilm"]  # sorted by the re-averaged column, best first
+    assert list(view.columns) == ["variant", "prompt", "pooling", "layer", "r8", "average"]
+    assert list(view["average"]) == pytest.approx([0.7, 0.6, 0.4])
+    assert len(filter_rows(scores)) == len(scores)
+    heat, spread = heatmap_frames(view, stds)
+    assert list(heat.index) == ["m+a | eol | last | -1", "m | eol | last | -1", "minilm | none | mean | -1"]
+    assert list(heat.columns) == ["r8"] and list(spread.index) == list(heat.index)
+
+
+def test_top_rows_are_the_best_non_baseline_rows_then_the_baseline():
+    scores, _ = summary_tables(CELLS)
+    rows = top_rows(scores, 2)
+    assert [(r["variant"], r["prompt"], r["pooling"]) for r in rows] == [
+        ("m+a", "eol", "last"),
+        ("m", "eol", "last"),
+        ("minilm", "none", "mean"),
+    ]
+
+
+@pytest.mark.skipif(not (LOCAL_TRACK / "cells").is_dir(), reason="no committed local-track cells")
+def test_the_committed_local_track_summary_regenerates_identically(tmp_path):
+    write_tables(tmp_path, folder_cells(LOCAL_TRACK, []))
+    for name in ("summary.md", "summary.csv"):
+        assert (tmp_path / name).read_text() == (LOCAL_TRACK / name).read_text(), name
