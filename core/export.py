@@ -146,14 +146,20 @@ def check_settings(encoder, method: str) -> None:
         )
 
 
-def needs_custom_module(encoder, keep_adapter: bool) -> bool:
-    """True unless stock Transformer + Pooling reproduce the settings exactly."""
-    return (
-        keep_adapter
-        or bool(encoder.prompt.suffix)
-        or encoder.pooling not in STOCK_POOLINGS
-        or str(encoder.layer) not in ("-1", str(encoder.num_hidden_states - 1))
-    )
+def custom_module_reasons(encoder, keep_adapter: bool) -> list[str]:
+    """Why stock Transformer + Pooling cannot reproduce these settings; empty when they can."""
+    reasons = []
+    if keep_adapter:
+        reasons.append("the LoRA adapter is kept as a peft adapter (stock modules find its base only by absolute path)")
+    if encoder.prompt.suffix:
+        reasons.append(f"the prompt has text after {{text}} ({encoder.prompt.suffix!r}): stock prompts are prefixes")
+    if encoder.pooling not in STOCK_POOLINGS:
+        reasons.append(f"{encoder.pooling} pooling has no stock equivalent")
+    if str(encoder.layer) not in ("-1", str(encoder.num_hidden_states - 1)):
+        reasons.append(f"layer {encoder.layer} is not the final layer")
+    if encoder.pooling == "eos":
+        reasons.append("EOS pooling reads an EOS token appended after the wrapped text")
+    return reasons
 
 
 def export(
@@ -182,7 +188,8 @@ def export(
     if merge and not has_adapter:
         raise ConfigError(f"--merge needs an adapter, and {source!r} is a model; drop --merge.")
     keep_adapter = has_adapter and not merge
-    custom = needs_custom_module(encoder, keep_adapter)
+    reasons = custom_module_reasons(encoder, keep_adapter)
+    custom = bool(reasons)
     settings = ExportSettings(
         model=loaded.name,
         adapter=str(Path(source).expanduser()) if has_adapter else None,
@@ -221,13 +228,20 @@ def export(
             "probe_texts": len(PROBE_TEXTS),
         }
         write_json(staging / MANIFEST, manifest)
-        (staging / "README.md").write_text(model_card(settings, manifest, metadata, card, custom))
+        (staging / "README.md").write_text(model_card(settings, manifest, metadata, card, reasons))
+        _make_shareable(staging)
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return ExportReport(str(out), "custom" if custom else "stock", settings, min_cosine, files)
+
+
+def _make_shareable(folder: Path) -> None:
+    """Temporary folders and atomic writes are private (0700/0600); a model folder is for others to read."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _replace(staging: Path, out: Path) -> None:
@@ -367,8 +381,9 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def model_card(settings: ExportSettings, manifest: dict, metadata: dict, card: dict, custom: bool) -> str:
+def model_card(settings: ExportSettings, manifest: dict, metadata: dict, card: dict, reasons: list[str]) -> str:
     """The folder's README: what it embeds with, how it was made, and what it scored."""
+    custom = bool(reasons)
     lines = [
         "---",
         "library_name: sentence-transformers",
@@ -412,11 +427,13 @@ def model_card(settings: ExportSettings, manifest: dict, metadata: dict, card: d
     ]
     if custom:
         lines += [
-            "**Remote code.** The stock sentence-transformers modules cannot express these settings (a suffix",
-            "template, an appended EOS, a chosen layer, these poolings, or a kept peft adapter), so the folder",
-            "ships a small custom module, `embedding_lens_module.py` (class `LensEmbedder`, configured by",
-            "`embedding_lens_config.json`). Load it with `trust_remote_code=True`; read the file first. It",
-            "wraps each text in the prompt itself and never applies the tokenizer's chat template.",
+            "**Remote code.** The stock sentence-transformers modules cannot express these settings:",
+            "",
+            *[f"- {reason}" for reason in reasons],
+            "",
+            "so the folder ships a small custom module, `embedding_lens_module.py` (class `LensEmbedder`,",
+            "configured by `embedding_lens_config.json`). Load it with `trust_remote_code=True`; read the file",
+            "first. It wraps each text in the prompt itself and never applies the tokenizer's chat template.",
             "",
         ]
     else:

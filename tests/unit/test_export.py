@@ -129,6 +129,7 @@ def test_adapter_export_kept_or_merged(lens_adapter, tiny_model_dir, tmp_path, m
     assert cosines(vectors, base).min() < 0.9999  # the adapter is really in there
     card = (out / "README.md").read_text()
     assert "adapter row" in card and "Training recipe" in card and "sha256" in card
+    assert ("the LoRA adapter is kept as a peft adapter" in card) != merge  # the card says why remote code
 
 
 def test_kept_adapter_loads_with_plain_peft_on_automodel(lens_adapter, tmp_path):
