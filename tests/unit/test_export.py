@@ -208,3 +208,12 @@ def test_cli_reports_errors_and_exit_codes(tiny_model_dir, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     assert run_cli(main, [str(tiny_model_dir), "--out", str(tmp_path / "ok"), "--max-length", "24"]) == 0
     assert "min cosine" in capsys.readouterr().out
+
+
+def test_bidirectional_encoder_exports_with_stock_modules(tiny_bert_dir, tmp_path):
+    out = tmp_path / "bert"
+    report = export(str(tiny_bert_dir), out, pooling="mean", max_length=24)
+    assert report.kind == "stock"
+    _model, vectors = st_vectors(out, trust_remote_code=False)
+    reference = workbench_vectors(str(tiny_bert_dir), pooling="mean", max_length=24)
+    assert cosines(vectors, reference).min() >= 0.99999
