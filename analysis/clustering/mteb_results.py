@@ -1,0 +1,117 @@
+"""Grid cells as mteb results: one ``TaskResult`` per cell, in the folder layout mteb's ``ResultCache`` reads.
+
+Each workbench row (model, adapter, prompt, pooling, layer) becomes one mteb model, named
+``embedding-lens/<variant>__<prompt>__<pooling>__L<layer>``, with the adapter's (or the weights')
+hash as revision. mteb's own writer (``ResultCache.save_to_cache``) lays them out as
+``<out>/results/<model name as path>/<revision>/<task>.json`` beside a ``model_meta.json``, so::
+
+    mteb.ResultCache("DIR").load_results(include_remote=False)
+
+lists the workbench's rows beside published models' results copied into the same cache.
+
+``python -m analysis.clustering.mteb_results results/local-track --out DIR`` converts a whole results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mteb import ResultCache, TaskResult
+from mteb.models import ModelMeta
+from mteb.models.model_meta import ScoringFunction
+
+from core.errors import GridError, run_cli
+
+log = logging.getLogger(__name__)
+
+MODEL_PREFIX = "embedding-lens"
+SPLIT = "test"
+SCORE_KEYS = ("v_measure", "v_measure_std", "ami", "ami_std", "ari", "ari_std")
+
+
+def cell_model_name(cell: dict[str, Any]) -> str:
+    prompt = cell["prompt"]["name"] if isinstance(cell["prompt"], dict) else str(cell["prompt"])
+    return f"{MODEL_PREFIX}/{cell['variant']}__{prompt}__{cell['pooling']}__L{cell['layer']}"
+
+
+def cell_model_meta(cell: dict[str, Any]) -> ModelMeta:
+    """The row's mteb model: name from its settings, revision from the weights it ran (adapter hash first)."""
+    revision = (cell.get("adapter_sha256") or cell["weights_sha256"])[:12]
+    template = cell["prompt"]["template"] if isinstance(cell["prompt"], dict) else str(cell["prompt"])
+    return ModelMeta.create_empty(
+        overwrites={
+            "name": cell_model_name(cell),
+            "revision": revision,
+            "max_tokens": cell.get("max_length"),
+            "similarity_fn_name": ScoringFunction.COSINE,
+            "framework": ["PyTorch"],
+            "open_weights": True,
+            "adapted_from": cell["model"],
+            "reference": f"embedding-lens cell {cell['cell_id']} (prompt {template!r})",
+        }
+    )
+
+
+def cell_task_result(cell: dict[str, Any]) -> TaskResult:
+    """One cell's clustering scores as an mteb ``TaskResult`` (main score: V-measure, as mteb's clustering tasks)."""
+    scores = {key: cell["scores"][key] for key in SCORE_KEYS if key in cell["scores"]}
+    if "v_measure" not in scores:
+        raise GridError(f"Cell {cell.get('cell_id')} has no v_measure score; re-run its grid to rewrite it.")
+    timing = cell.get("timing") or {}
+    seconds = float(timing.get("encode_seconds", 0.0)) + float(timing.get("score_seconds", 0.0))
+    created = cell.get("created")
+    return TaskResult(
+        dataset_revision=cell["task"].get("dataset_sha256") or cell["key"]["dataset_sha256"],
+        task_name=cell["task"]["name"],
+        mteb_version=(cell.get("versions") or {}).get("mteb"),
+        scores={
+            SPLIT: [{"hf_subset": "default", "languages": ["eng-Latn"], "main_score": scores["v_measure"], **scores}]
+        },
+        evaluation_time=seconds or None,
+        date=datetime.datetime.fromisoformat(created) if created else None,
+    )
+
+
+def write_cell(cell: dict[str, Any], out: str | Path) -> Path:
+    """Write one grid cell into the mteb result cache at ``out``; returns the task result's path."""
+    cache = ResultCache(out)
+    meta = cell_model_meta(cell)
+    result = cell_task_result(cell)
+    cache.save_to_cache(result, meta, encode_kwargs={"prompt": meta.reference, "max_length": cell.get("max_length")})
+    return cache.get_task_result_path(task_name=result.task_name, model_name=meta)
+
+
+def read_cells(results_dir: str | Path) -> list[dict[str, Any]]:
+    """The cells of a grid results folder (``<dir>/cells/<task>/<cell>.json``)."""
+    folder = Path(results_dir)
+    paths = sorted((folder / "cells").glob("*/*.json"))
+    if not paths:
+        raise GridError(f"No grid cells under {folder}/cells; pass a results folder such as results/local-track.")
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def convert_results(results_dir: str | Path, out: str | Path) -> list[Path]:
+    """Write every cell of ``results_dir`` into the mteb result cache at ``out``."""
+    return [write_cell(cell, out) for cell in read_cells(results_dir)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Convert a grid results folder into mteb's result-cache layout."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.clustering.mteb_results", description=main.__doc__)
+    parser.add_argument("results", help="a grid results folder, e.g. results/local-track")
+    parser.add_argument("--out", required=True, help="the mteb cache folder to write (results/ is created in it)")
+    args = parser.parse_args(argv)
+    paths = convert_results(args.results, args.out)
+    models = {path.parent.parent.name for path in paths}
+    print(f"wrote {len(paths)} task results for {len(models)} rows under {Path(args.out) / 'results'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
