@@ -44,6 +44,10 @@ class ChecksumError(DataError):
     """A downloaded or cached file whose SHA-256 is not the pinned one."""
 
 
+class UserFileError(DataError, ValueError):
+    """A user's file or upload that cannot be read as asked: missing, empty, wrong type or encoding, no such column."""
+
+
 class PairFileError(LensError, ValueError):
     """A positive-pairs file that cannot be used for training."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from core.data import DataError
+from core.data import DataError, sample_items
 from core.errors import PairFileError, run_cli
 from core.files import atomic_write
 
@@ -52,7 +52,6 @@ _LEAD_IN = re.compile(
     r"(sentence|paraphrase|version|rewrite)( is| was)?(\s*:|( rephrased| rewritten| paraphrased)( to| as)\s*:?))\s*",
     re.IGNORECASE,
 )
-
 
 
 @dataclass
@@ -131,10 +130,7 @@ def load_source_texts(source: str, n: int | None, seed: int = 0) -> tuple[list[s
         provenance = str(path)
         if not texts:
             raise ValueError(f"{path} has no non-empty lines")
-    texts = list(dict.fromkeys(texts))
-    if n is not None and n < len(texts):
-        texts = [texts[i] for i in sorted(random.Random(seed).sample(range(len(texts)), n))]
-    return texts, provenance
+    return sample_items(list(dict.fromkeys(texts)), n, seed), provenance
 
 
 # ----- augmentation
@@ -279,10 +275,7 @@ def build_pairs(
             pairs.append({"anchor": anchor, "positive": positive, "source": "bible", "method": "bible",
                           "anchor_version": "kjv", "positive_version": "web"})  # fmt: skip
     elif method == "file":
-        rows = read_pairs(source)
-        if n is not None and n < len(rows):
-            rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), n))]
-        for row in rows:
+        for row in sample_items(read_pairs(source), n, seed):
             pairs.append({**row, "source": row.get("source", str(source)), "method": row.get("method", "file")})
     else:
         texts, provenance = load_source_texts(source, n, seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -70,6 +71,18 @@ def test_bible_pairs(prepared):
     )
     assert not any("Psalm " in web and "A Psalm by David" in web for _, web in pairs)
     assert len(D.load_bible_pairs(data_dir, limit=100)) == 100
+
+
+def test_mteb_subsamples_are_the_ones_the_committed_local_track_scored(prepared):
+    data_dir, _ = prepared
+    samples = {}
+    for path in sorted((REPO_ROOT / "results" / "local-track" / "cells").glob("*/*.json")):
+        task = json.loads(path.read_text(encoding="utf-8"))["task"]
+        samples[task["name"]] = (task["subsample_size"], task["subsample_seed"], task["sample_sha256"])
+    assert set(samples) == set(D.LOCAL_TASKS)
+    for name, (size, seed, sha256) in samples.items():
+        sample = D.mteb_subsample(D.load_task(name, data_dir=data_dir), size, 42 if seed is None else seed)
+        assert (len(sample), sample.sha256) == (size or len(sample), sha256), name
 
 
 def test_cli_list_and_show(prepared):
