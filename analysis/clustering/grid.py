@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from analysis.clustering.sampling import check_clusterable, subsample
+from analysis.clustering.sampling import check_clusterable
 from core.adapters import read_metadata
-from core.data import LOCAL_TASKS, USER_FORMATS, DataError, Dataset, resolve_dataset
+from core.data import LOCAL_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
 from core.errors import GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS
 
@@ -200,7 +200,7 @@ def check_task_data(plan: TaskPlan, dataset: Dataset) -> Dataset:
     """The sample the grid embeds; GridError unless it has labels, >= 2 clusters and enough texts."""
     try:
         check_clusterable(dataset.name, dataset.labels, len(dataset))
-        sample = subsample(dataset, plan.budget.size, SUBSAMPLE_SEED)
+        sample = mteb_subsample(dataset, plan.budget.size, SUBSAMPLE_SEED)
         # Against the full task's labels: a sample smaller than the number of clusters is not that task.
         check_clusterable(f"{dataset.name} (sample of {len(sample)})", dataset.labels, len(sample))
         check_clusterable(f"{dataset.name} (sample of {len(sample)})", sample.labels, len(sample))

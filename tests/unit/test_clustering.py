@@ -15,16 +15,14 @@ from analysis.clustering import (
     GridConfig,
     GridError,
     ModelSpec,
-    mteb_subsample_indices,
     parse_model_specs,
     run_grid,
     score_embeddings,
-    subsample,
     summary_tables,
 )
 from analysis.clustering.__main__ import main as grid_main
 from analysis.clustering.mteb_tasks import local_clustering_task
-from core.data import Dataset, content_sha256
+from core.data import Dataset, content_sha256, mteb_subsample, mteb_subsample_indices
 from core.encoder import Encoder
 from core.errors import run_cli
 
@@ -307,7 +305,7 @@ def test_subsample_is_the_one_mteb_embeds():
             return np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)
 
     mteb.evaluate(Recorder(), local_clustering_task(dataset, max_documents=40, seed=42), cache=None)
-    assert seen == subsample(dataset, 40, 42).texts
+    assert seen == mteb_subsample(dataset, 40, 42).texts
     assert mteb_subsample_indices(10, None, 1) == list(range(10))
     assert mteb_subsample_indices(10, 50, 1) == list(range(10))
 

@@ -1,11 +1,11 @@
-"""UMAP projections: shape, disk cache, keys; seeded subsamples (k-means labels: test_metrics)."""
+"""UMAP projections: shape, disk cache, keys (k-means labels: test_metrics; seeded samples: data/test_sampling)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.projections import UmapSettings, project_umap, projection_key, subsample
+from analysis.projections import UmapSettings, project_umap, projection_key
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,3 @@ def test_bad_settings_and_too_few_points_are_clear_errors(blobs, tmp_path):
         project_umap(blobs[:3], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="min_dist"):
         project_umap(blobs, UmapSettings(min_dist=2.0), cache_dir=tmp_path)
-
-
-def test_subsample_is_seeded():
-    texts, labels = [f"t{i}" for i in range(50)], [str(i % 3) for i in range(50)]
-    a, la = subsample(texts, labels, 10, seed=1)
-    assert (a, la) == subsample(texts, labels, 10, seed=1) and len(a) == 10
-    assert a == sorted(a, key=lambda t: int(t[1:])) and all(la[i] == str(int(a[i][1:]) % 3) for i in range(10))
-    assert subsample(texts, None, 100) == (texts, None)
