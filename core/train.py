@@ -49,7 +49,6 @@ RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
 METADATA = "embedding_lens.json"
 
 
-
 @dataclass
 class TrainConfig:
     """Every setting of a run; saved in checkpoints, the adapter metadata and the card."""
@@ -191,7 +190,6 @@ class Trainer:
         self.loaded = load_model(config.base_model)
         self._attach_lora()
         from core.encoder import Encoder
-        from core.pooling import Pooling
 
         self.encoder = Encoder(
             self.loaded,
@@ -202,9 +200,7 @@ class Trainer:
             max_length=config.max_length,
             cache=False,
         )
-        self.pooler = Pooling(self.encoder.pooling, self.encoder.layer, self.encoder.attention_layer)
-        self.hidden_indices = self.pooler.layer.indices(self.encoder.num_hidden_states)
-        self.attention_layers = [self.encoder.attention_layer] if config.pooling == "attention" else []
+        self.plan = self.encoder.plan()
         self.anchors = self.encoder.prepare([p["anchor"] for p in self.pairs])
         self.positives = self.encoder.prepare([p["positive"] for p in self.pairs])
         self.truncated = sum(item.truncated for item in self.anchors + self.positives)
@@ -298,8 +294,8 @@ class Trainer:
 
     # ----- forward and step
     def embed(self, items: Sequence[Any]) -> Tensor:
-        states = self.encoder.forward(self.encoder.collate(items), self.hidden_indices, self.attention_layers)
-        return self.pooler(states)
+        states = self.encoder.forward(self.encoder.collate(items), self.plan)
+        return self.plan.poolings[0](states)
 
     def loss_of(self, reps: Tensor) -> Tensor:
         half = reps.shape[0] // 2
