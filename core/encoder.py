@@ -169,6 +169,39 @@ class Encoder(AbsEncoder):
             }
         )
 
+    # ----- properties
+    @property
+    def dim(self) -> int:
+        return self.loaded.hidden_size
+
+    @property
+    def num_hidden_states(self) -> int:
+        return self.loaded.num_layers + 1
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    def _check_pooling(self, pooling: str) -> PoolingMode:
+        valid = POOLING_MODES if self.loaded.is_causal else ENCODER_POOLING_MODES
+        if pooling not in valid:
+            kind = "decoder" if self.loaded.is_causal else "bidirectional encoder"
+            raise ConfigError(f"Unknown pooling {pooling!r} for a {kind}; choose one of: {', '.join(valid)}.")
+        return pooling  # type: ignore[return-value]
+
+    def plan(self, combos: Sequence[tuple[str, int | str | LayerChoice]] | None = None) -> PoolingPlan:
+        """The poolings for ``combos`` of (mode, layer), and what one forward must keep to serve them all.
+
+        ``None`` plans the encoder's own pooling and layer. Modes and layers are validated for this model.
+        """
+        combos = [(self.pooling, self.layer)] if combos is None else combos
+        poolings = tuple(Pooling(self._check_pooling(mode), layer, self.attention_layer) for mode, layer in combos)
+        hidden = sorted({i for p in poolings for i in p.layer.indices(self.num_hidden_states)})
+        layers = self.loaded.num_layers
+        attention = sorted({p.attention_layer % layers for p in poolings if p.mode == "attention"})
+        return PoolingPlan(poolings, tuple(hidden), tuple(attention))
+
+    # ----- settings
     def _configure(
         self,
         *,
@@ -235,38 +268,6 @@ class Encoder(AbsEncoder):
         )
         other.last_truncated = 0
         return other
-
-    # ----- properties
-    @property
-    def dim(self) -> int:
-        return self.loaded.hidden_size
-
-    @property
-    def num_hidden_states(self) -> int:
-        return self.loaded.num_layers + 1
-
-    @property
-    def tokenizer(self):
-        return self.loaded.tokenizer
-
-    def _check_pooling(self, pooling: str) -> PoolingMode:
-        valid = POOLING_MODES if self.loaded.is_causal else ENCODER_POOLING_MODES
-        if pooling not in valid:
-            kind = "decoder" if self.loaded.is_causal else "bidirectional encoder"
-            raise ConfigError(f"Unknown pooling {pooling!r} for a {kind}; choose one of: {', '.join(valid)}.")
-        return pooling  # type: ignore[return-value]
-
-    def plan(self, combos: Sequence[tuple[str, int | str | LayerChoice]] | None = None) -> PoolingPlan:
-        """The poolings for ``combos`` of (mode, layer), and what one forward must keep to serve them all.
-
-        ``None`` plans the encoder's own pooling and layer. Modes and layers are validated for this model.
-        """
-        combos = [(self.pooling, self.layer)] if combos is None else combos
-        poolings = tuple(Pooling(self._check_pooling(mode), layer, self.attention_layer) for mode, layer in combos)
-        hidden = sorted({i for p in poolings for i in p.layer.indices(self.num_hidden_states)})
-        layers = self.loaded.num_layers
-        attention = sorted({p.attention_layer % layers for p in poolings if p.mode == "attention"})
-        return PoolingPlan(poolings, tuple(hidden), tuple(attention))
 
     # ----- tokenization
     def prepare(self, texts: Sequence[str], prompt: str | PromptTemplate | None = None) -> list[PreparedText]:
