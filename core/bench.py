@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from core.data import load_task
 from core.encoder import Encoder, cpu_has_bf16
 from core.errors import run_cli
+from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL
 
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 else f"engine at {engine_rate * flops_per_token / peak:.1%} of it"
             )
         )
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
     return 0
 
 

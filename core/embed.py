@@ -19,7 +19,7 @@ from core.encoder import Encoder
 from core.errors import run_cli
 from core.files import atomic_write, write_json
 from core.models import DEFAULT_MODEL, ModelNotFoundError
-from core.pooling import POOLING_MODES, Pooling
+from core.pooling import POOLING_MODES
 from core.prompts import PROMPTS
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         args.output.with_suffix(".json"),
         {
-            **encoder.settings(encoder.prompt, Pooling(encoder.pooling, encoder.layer), use_adapter=not args.base),
+            **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
             "input": str(args.input),
             "texts": len(texts),
             "truncated": encoder.last_truncated,

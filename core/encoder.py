@@ -8,8 +8,9 @@ positions are explicit, so padding side and batch-mates do not matter.
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from core.cache import EmbeddingCache, settings_key
 from core.capture import capture_attention_rows
+from core.errors import ConfigError
 from core.models import DEFAULT_MODEL, LoadedModel, load_model
 from core.pooling import (
     ENCODER_POOLING_MODES,
@@ -58,7 +60,7 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: Precision) -> Literal["fp32", "bf16"]:
     if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"Unknown precision {precision!r}; choose auto, fp32 or bf16.")
+        raise ConfigError(f"Unknown precision {precision!r}; choose auto, fp32 or bf16.")
     if precision == "auto":
         return "bf16" if cpu_has_bf16() else "fp32"
     return precision
@@ -76,6 +78,19 @@ class PreparedText:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class PoolingPlan:
+    """What one forward must keep so that each of ``poolings`` can read its states.
+
+    ``hidden_indices`` are non-negative indices into the hidden states (0 = embeddings) and
+    ``attention_layers`` the 0-based decoder layers whose last-token attention row is captured.
+    """
+
+    poolings: tuple[Pooling, ...]
+    hidden_indices: tuple[int, ...]
+    attention_layers: tuple[int, ...]
+
+
 def validate_texts(texts: Sequence[Any]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("encode() takes a list of texts, not a single string: wrap it as [text].")
@@ -84,7 +99,7 @@ def validate_texts(texts: Sequence[Any]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"Text {index} is a {type(text).__name__}, not a string: {text!r:.80}")
         if not text.strip():
-            raise ValueError(f"Text {index} is empty or whitespace only; remove it or give it content.")
+            raise ConfigError(f"Text {index} is empty or whitespace only; remove it or give it content.")
     return texts
 
 
@@ -114,26 +129,25 @@ class Encoder:
         if prompt is not None:
             resolve_prompt(prompt)  # fail before the slow model load
         if pooling is not None and pooling not in POOLING_MODES:
-            raise ValueError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
+            raise ConfigError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
         if isinstance(model, LoadedModel) and adapter is not None:
-            raise ValueError("Pass the adapter to load_model() when passing a LoadedModel.")
+            raise ConfigError("Pass the adapter to load_model() when passing a LoadedModel.")
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
         # An adapter records the prompt, pooling, layer and max length it was trained with: they are the
         # defaults, so inference matches training unless the caller overrides them.
         trained = self.loaded.adapter_metadata
-        self.prompt = resolve_prompt(prompt if prompt is not None else trained.get("prompt", "none"))
-        self.pooling = self._check_pooling(pooling if pooling is not None else trained.get("pooling", "mean"))
-        self.layer = LayerChoice.parse(layer if layer is not None else trained.get("layer", -1))
-        self.layer.indices(self.num_hidden_states)
-        self.attention_layer = attention_layer
-        self.precision = resolve_precision(precision)
         max_length = max_length if max_length is not None else int(trained.get("max_length", 512))
-        if max_length < 4:
-            raise ValueError(f"max_length={max_length} is too small; use at least 4 tokens.")
-        self.max_length = max_length
-        self.batch_tokens = batch_tokens
-        self.max_batch_size = max_batch_size
-        self.padding_side = padding_side
+        self._configure(
+            prompt=prompt if prompt is not None else trained.get("prompt", "none"),
+            pooling=pooling if pooling is not None else trained.get("pooling", "mean"),
+            layer=layer if layer is not None else trained.get("layer", -1),
+            attention_layer=attention_layer,
+            precision=precision,
+            max_length=max_length,
+            batch_tokens=batch_tokens,
+            max_batch_size=max_batch_size,
+            padding_side=padding_side,
+        )
         if cache is True:
             self.cache: EmbeddingCache | None = EmbeddingCache()
         elif cache is False:
@@ -160,8 +174,88 @@ class Encoder:
         valid = POOLING_MODES if self.loaded.is_causal else ENCODER_POOLING_MODES
         if pooling not in valid:
             kind = "decoder" if self.loaded.is_causal else "bidirectional encoder"
-            raise ValueError(f"Unknown pooling {pooling!r} for a {kind}; choose one of: {', '.join(valid)}.")
+            raise ConfigError(f"Unknown pooling {pooling!r} for a {kind}; choose one of: {', '.join(valid)}.")
         return pooling  # type: ignore[return-value]
+
+    def plan(self, combos: Sequence[tuple[str, int | str | LayerChoice]] | None = None) -> PoolingPlan:
+        """The poolings for ``combos`` of (mode, layer), and what one forward must keep to serve them all.
+
+        ``None`` plans the encoder's own pooling and layer. Modes and layers are validated for this model.
+        """
+        combos = [(self.pooling, self.layer)] if combos is None else combos
+        poolings = tuple(Pooling(self._check_pooling(mode), layer, self.attention_layer) for mode, layer in combos)
+        hidden = sorted({i for p in poolings for i in p.layer.indices(self.num_hidden_states)})
+        layers = self.loaded.num_layers
+        attention = sorted({p.attention_layer % layers for p in poolings if p.mode == "attention"})
+        return PoolingPlan(poolings, tuple(hidden), tuple(attention))
+
+    # ----- settings
+    def _configure(
+        self,
+        *,
+        prompt: str | PromptTemplate,
+        pooling: str,
+        layer: int | str | LayerChoice,
+        attention_layer: int,
+        precision: Precision,
+        max_length: int,
+        batch_tokens: int,
+        max_batch_size: int,
+        padding_side: PaddingSide,
+    ) -> None:
+        """Validate and set every setting but the model and cache (shared by ``__init__`` and ``with_settings``)."""
+        self.prompt = resolve_prompt(prompt)
+        self.pooling = self._check_pooling(pooling)
+        self.layer = LayerChoice.parse(layer)
+        self.layer.indices(self.num_hidden_states)
+        layers = self.loaded.num_layers
+        if not -layers <= attention_layer < layers:
+            raise ConfigError(
+                f"Attention layer {attention_layer} is out of range: this model has {layers} layers, so use "
+                f"0..{layers - 1} or -{layers}..-1."
+            )
+        self.attention_layer = attention_layer
+        self.precision = resolve_precision(precision)
+        if max_length < 4:
+            raise ConfigError(f"max_length={max_length} is too small; use at least 4 tokens.")
+        self.max_length = max_length
+        if padding_side not in ("right", "left"):
+            raise ConfigError(f"Unknown padding side {padding_side!r}; choose right or left.")
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.padding_side = padding_side
+
+    def with_settings(
+        self,
+        *,
+        prompt: str | PromptTemplate | None = None,
+        pooling: PoolingMode | None = None,
+        layer: int | str | LayerChoice | None = None,
+        attention_layer: int | None = None,
+        precision: Precision | None = None,
+        max_length: int | None = None,
+        batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
+        padding_side: PaddingSide | None = None,
+    ) -> Encoder:
+        """A new encoder with some settings changed that shares this one's loaded model and cache (no reload).
+
+        Settings left ``None`` keep this encoder's values; invalid ones raise ``ConfigError`` as in ``__init__``.
+        """
+        other = copy.copy(self)
+        other._configure(
+            prompt=self.prompt if prompt is None else prompt,
+            pooling=self.pooling if pooling is None else pooling,
+            layer=self.layer if layer is None else layer,
+            attention_layer=self.attention_layer if attention_layer is None else attention_layer,
+            precision=self.precision if precision is None else precision,
+            max_length=self.max_length if max_length is None else max_length,
+            batch_tokens=self.batch_tokens if batch_tokens is None else batch_tokens,
+            max_batch_size=self.max_batch_size if max_batch_size is None else max_batch_size,
+            padding_side=self.padding_side if padding_side is None else padding_side,
+        )
+        other.last_truncated = 0
+        return other
 
     # ----- tokenization
     def prepare(self, texts: Sequence[str], prompt: str | PromptTemplate | None = None) -> list[PreparedText]:
@@ -188,7 +282,7 @@ class Encoder:
             text_offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
             keep = len(text_offsets) - (total - self.max_length) if keep is None else keep - 1
             if keep < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"The prompt {template.template!r} leaves no room for text within max_length={self.max_length} "
                     "tokens; raise max_length or shorten the template."
                 )
@@ -259,22 +353,34 @@ class Encoder:
     def forward(
         self,
         batch: dict[str, Tensor],
-        hidden_indices: Iterable[int] = (-1,),
-        attention_layers: Sequence[int] = (),
+        plan: PoolingPlan | None = None,
+        inputs_embeds: Float[Tensor, "batch seq hidden"] | None = None,
     ) -> TokenStates:
-        """One forward of the backbone; keeps the requested hidden states and attention rows.
+        """One forward of the backbone; keeps the hidden states and attention rows ``plan`` needs.
 
-        Runs with whatever grad mode the caller set (training calls it with gradients on).
+        ``plan`` defaults to the encoder's own pooling. ``inputs_embeds`` replaces the embedding lookup of
+        ``batch["input_ids"]`` (integrated gradients differentiate with respect to them). Runs with whatever
+        grad mode the caller set (training calls it with gradients on).
         """
-        wanted = sorted({i % self.num_hidden_states for i in hidden_indices})
+        plan = plan if plan is not None else self.plan()
+        wanted = list(plan.hidden_indices)
         only_last = wanted == [self.num_hidden_states - 1]
         query = batch["start"] + batch["length"] - 1
         capture = (
-            capture_attention_rows(self.loaded.backbone, attention_layers, query)
-            if attention_layers
+            capture_attention_rows(self.loaded.backbone, plan.attention_layers, query)
+            if plan.attention_layers
             else nullcontext({})
         )
-        model_inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+        model_inputs = {key: batch[key] for key in ("attention_mask", "position_ids")}
+        if inputs_embeds is None:
+            model_inputs["input_ids"] = batch["input_ids"]
+        elif tuple(inputs_embeds.shape[:2]) != tuple(batch["input_ids"].shape):
+            raise ValueError(
+                f"inputs_embeds of shape {tuple(inputs_embeds.shape)} do not match the batch's "
+                f"{tuple(batch['input_ids'].shape)} token ids."
+            )
+        else:
+            model_inputs["inputs_embeds"] = inputs_embeds
         with capture as rows, self.autocast():
             output = self.loaded.backbone(**model_inputs, output_hidden_states=not only_last)
         if only_last:
@@ -320,11 +426,8 @@ class Encoder:
         texts = validate_texts(texts)
         template = resolve_prompt(prompt) if prompt is not None else self.prompt
         use_adapter = self.use_adapter if use_adapter is None else use_adapter
-        poolings = []
-        for mode, layer in combos:
-            pooling = Pooling(self._check_pooling(mode), layer, self.attention_layer)
-            pooling.layer.indices(self.num_hidden_states)  # validates the layer early
-            poolings.append(pooling)
+        plan = self.plan(combos)  # validates every mode and layer before any work
+        poolings = plan.poolings
         results = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in poolings}
         keys = {(p.mode, str(p.layer)): settings_key(self.settings(template, p, use_adapter)) for p in poolings}
         missing: set[int] = set(range(len(texts)))
@@ -338,7 +441,7 @@ class Encoder:
         self.last_truncated = 0
         if missing:
             todo = sorted(missing)
-            computed = self._compute([texts[i] for i in todo], template, poolings, use_adapter, show_progress)
+            computed = self._compute([texts[i] for i in todo], template, plan, use_adapter, show_progress)
             for combo, vectors in computed.items():
                 results[combo][todo] = vectors
                 if self.cache is not None:
@@ -349,7 +452,7 @@ class Encoder:
         self,
         texts: list[str],
         template: PromptTemplate,
-        poolings: list[Pooling],
+        plan: PoolingPlan,
         use_adapter: bool,
         show_progress: bool,
     ) -> dict[tuple[str, str], np.ndarray]:
@@ -361,17 +464,15 @@ class Encoder:
                 "were truncated before wrapping.",
                 stacklevel=3,
             )
-        hidden_indices = {i for p in poolings for i in p.layer.indices(self.num_hidden_states)}
-        attention_layers = sorted({p.attention_layer for p in poolings if p.mode == "attention"})
-        out = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in poolings}
+        out = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings}
         groups = self.batches(prepared)
         total_tokens = sum(len(item.input_ids) for item in prepared)
         bar = tqdm(total=total_tokens, unit="tok", desc="embedding", disable=not show_progress, leave=False)
         with torch.inference_mode(), self.loaded.adapter_enabled(use_adapter):
             for group in groups:
                 batch = self.collate([prepared[i] for i in group])
-                states = self.forward(batch, hidden_indices, attention_layers)
-                for pooling in poolings:
+                states = self.forward(batch, plan)
+                for pooling in plan.poolings:
                     out[(pooling.mode, str(pooling.layer))][group] = pooling(states).numpy()
                 bar.update(sum(len(prepared[i].input_ids) for i in group))
         bar.close()

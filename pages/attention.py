@@ -1,19 +1,18 @@
-"""Attention: where the pooled token looks, token x layer, base and adapter side by side."""
+"""Attention: where the query token looks, token x layer, base and adapter side by side."""
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
-from analysis.attention import CATEGORIES, PAPER_EXAMPLE, capture_corpus, layer_token_matrix, role_shares_per_layer
+from analysis.attention import PAPER_EXAMPLE, attention_view
+from analysis.categories import CATEGORIES
 from analysis.plots import attention_heatmap, role_shares_figure
-from core.capture import EagerAttentionError, num_heads
+from core.capture import num_heads
 from core.data import LOCAL_TASKS, load_task
-from core.encoder import Encoder
+from core.errors import LensError
 from workbench import state
 
-st.title("Attention of the pooled token")
+st.title("Attention of the query token")
 choice = state.model_choice()
 encoder = state.load_encoder(choice)
 if encoder is None:
@@ -32,7 +31,7 @@ if not text:
     st.warning("Enter a sentence.")
 if settings is None or not text:
     st.stop()
-prompt, pooling, _ = settings
+prompt, pooling, layer = settings
 heads = num_heads(encoder.loaded.backbone)
 left, right = st.columns(2)
 head_choice = left.selectbox("Heads", ["mean over heads", *[f"head {h}" for h in range(heads)]])
@@ -40,36 +39,33 @@ head = None if head_choice == "mean over heads" else int(head_choice.split()[1])
 renormalise = right.toggle("Leave out the sink (position 0) and specials, renormalise", value=True)
 
 try:
-    view = Encoder(encoder.loaded, prompt=prompt, pooling=pooling, cache=False, precision=encoder.precision)
-    started = time.perf_counter()
-    sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-    captured = {label: capture_corpus(view, [text], use_adapter=flag).items[0] for label, flag in sides}
-    seconds = time.perf_counter() - started
-except (ValueError, EagerAttentionError) as error:
+    view = attention_view(encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer), text, head, renormalise)
+except LensError as error:
     st.error(str(error))
     st.stop()
 
-first = next(iter(captured.values()))
-categories = [CATEGORIES[c] for c in first.categories]
-matrices = {label: layer_token_matrix(item, head, renormalise) for label, item in captured.items()}
-columns = st.columns(3 if len(matrices) == 2 else 1)
-for column, (label, matrix) in zip(columns, matrices.items(), strict=False):
-    column.plotly_chart(attention_heatmap(matrix, first.tokens, categories, label), key=f"att_{label}")
-if len(matrices) == 2:
-    difference = matrices["adapter"] - matrices["base"]
-    columns[2].plotly_chart(
-        attention_heatmap(difference, first.tokens, categories, "adapter − base", diverging=True), key="att_diff"
-    )
-else:
+st.subheader(view.title)
+DIFFERENCE = "adapter − base"
+matrices = dict(view.matrices)
+if view.difference is not None:
+    matrices[DIFFERENCE] = view.difference
+columns = st.columns(len(matrices))
+for column, (label, matrix) in zip(columns, matrices.items(), strict=True):
+    figure = attention_heatmap(matrix, view.tokens, view.categories, label, diverging=label == DIFFERENCE)
+    for row in view.pooled_layers:  # outline the layers whose outputs the chosen Layer pools
+        figure.add_hrect(y0=row - 0.5, y1=row + 0.5, line_color="black", line_width=1, fillcolor="rgba(0,0,0,0)")
+    column.plotly_chart(figure, key=f"att_{label}")
+if view.difference is None:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
+pooled = ", ".join(f"L{row}" for row in view.pooled_layers) or "none (layer 0 pools the input embeddings)"
 st.caption(
-    f"{len(first.tokens)} tokens, {len(matrices)} forward pass(es) with hooks in {seconds:.2f} s. Token colours: "
-    + ", ".join(f"{c}" for c in CATEGORIES)
+    f"Outlined: the layers whose outputs the chosen Layer pools ({pooled}). "
+    f"{len(view.tokens)} tokens, {len(view.matrices)} forward pass(es) with hooks in {view.seconds:.2f} s. "
+    "Token colours: " + ", ".join(CATEGORIES)
     + " (grey sink, olive special, blue prompt, red content, green function, purple punctuation)."
-)
-columns = st.columns(len(captured))
-for column, (label, item) in zip(columns, captured.items(), strict=True):
-    shares = role_shares_per_layer(item, head, renormalise)
+)  # fmt: skip
+columns = st.columns(len(view.role_shares))
+for column, (label, shares) in zip(columns, view.role_shares.items(), strict=True):
     column.plotly_chart(
         role_shares_figure(shares, CATEGORIES, f"{label}: attention share by role"), key=f"roles_{label}"
     )

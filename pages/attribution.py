@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
-from analysis.attribution import Attributor
+from analysis.attribution import compare_similarity
 from analysis.plots import attribution_bars_figure
-from core.encoder import Encoder
+from core.errors import LensError
 from workbench import state
 
 st.title("Attribution of a similarity")
@@ -37,28 +35,22 @@ if not st.button("Attribute", type="primary"):
     st.caption("Each attribution runs 16-256 forward and backward passes: a few seconds to a minute on a CPU.")
     st.stop()
 try:
-    view = Encoder(encoder.loaded, prompt=prompt, pooling=pooling, layer=layer, cache=False, precision="fp32")
-    attributor = Attributor(view, max_steps=max_steps)
-    sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-    results = {}
-    started = time.perf_counter()
+    view = encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer, precision="fp32")
     with st.spinner("Integrated gradients..."):
-        for label, use_adapter in sides:
-            results[label] = attributor.similarity(text_a, text_b, use_adapter=use_adapter)
-    seconds = time.perf_counter() - started
-except ValueError as error:
+        comparison = compare_similarity(view, text_a, text_b, max_steps=max_steps)
+except LensError as error:
     st.error(str(error))
     st.stop()
-columns = st.columns(len(results))
-for column, (label, result) in zip(columns, results.items(), strict=True):
+columns = st.columns(len(comparison.results))
+for column, (label, result) in zip(columns, comparison.results.items(), strict=True):
     column.metric(f"cosine ({label})", f"{result.cosine:.4f}")
     column.caption(
         f"convergence delta: A {result.a.relative_delta:.2%} ({result.a.steps} steps), "
         f"B {result.b.relative_delta:.2%} ({result.b.steps} steps)"
     )
 for side, name in (("a", "A"), ("b", "B")):
-    data = {label: getattr(result, side).to_dict() for label, result in results.items()}
-    st.plotly_chart(attribution_bars_figure(data, f"Text {name}: token attributions to the cosine"), key=f"ig_{side}")
-st.caption(f"{seconds:.1f} s. Bars sum to the cosine's change from the baseline, up to the delta shown.")
-if len(results) == 1:
+    figure = attribution_bars_figure(comparison.bars(side), f"Text {name}: token attributions to the cosine")
+    st.plotly_chart(figure, key=f"ig_{side}")
+st.caption(f"{comparison.seconds:.1f} s. Bars sum to the cosine's change from the baseline, up to the delta shown.")
+if len(comparison.results) == 1:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")

@@ -53,6 +53,13 @@ def test_attention_page_heatmaps_and_head_choice(open_page):
     heads = next(s for s in app.selectbox if s.label == "Heads")
     heads.set_value("head 1").run()
     assert not app.exception and len(charts(app)) == 5
+    assert app.subheader[0].value == "Attention of the last token (the pooled token)"
+    app.selectbox(key="attention_pooling").set_value("mean").run()
+    assert "last token (mean pooling reads every token" in app.subheader[0].value
+    app.text_input(key="attention_layer").set_value("last2").run()
+    assert not app.exception and any("(L1, L2)" in c.value for c in app.caption)  # the pooled layers, outlined
+    app.text_input(key="attention_layer").set_value("abc").run()
+    assert not app.exception and "Bad layer 'abc'" in app.error[0].value and not charts(app)
 
 
 def test_attribution_page_runs_ig_on_click(open_page):
