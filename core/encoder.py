@@ -9,11 +9,11 @@ positions are explicit, so padding side and batch-mates do not matter.
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,14 @@ from tqdm.auto import tqdm
 
 from core.cache import EmbeddingCache, settings_key
 from core.capture import capture_attention_rows
+from core.device import (
+    FP16_MIN_COSINE,
+    Precision,
+    ResolvedPrecision,
+    autocast,
+    resolve_device,
+    resolve_precision,
+)
 from core.errors import ConfigError
 from core.models import DEFAULT_MODEL, LoadedModel, load_model
 from core.pooling import (
@@ -38,32 +46,17 @@ from core.pooling import (
 from core.prompts import PromptTemplate, resolve_prompt
 from core.roles import TEXT_ROLES, Role, token_roles
 
-Precision = Literal["auto", "fp32", "bf16"]
 PaddingSide = Literal["right", "left"]
+logger = logging.getLogger(__name__)
 # Bump when a change alters vectors for the same settings, so stale cache entries are not served.
 ENGINE_VERSION = 1
-
-
-@cache
-def cpu_has_bf16() -> bool:
-    """True where the CPU has AMX bf16 tiles, the units that make bf16 faster than fp32.
-
-    AVX-512 BF16 alone is not enough: on such a 2-core Xeon, core.bench measured bf16 matmul at half
-    the fp32 rate (0.16 vs 0.32 TFLOP/s) and the engine at 488 vs 878 tokens/s.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
-
-
-def resolve_precision(precision: Precision) -> Literal["fp32", "bf16"]:
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"Unknown precision {precision!r}; choose auto, fp32 or bf16.")
-    if precision == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    return precision
+# Texts the fp16 check embeds in fp16 and fp32 (precision auto on a GPU without bf16).
+FP16_PROBE_TEXTS = (
+    "A short sentence.",
+    "The committee postponed its decision on the new budget until the next quarterly meeting.",
+    "what is the boiling point of water at high altitude",
+    "Stocks fell sharply on Monday after the central bank raised interest rates by half a point.",
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +118,7 @@ class Encoder:
         max_batch_size: int = 64,
         cache: bool | str | Path | EmbeddingCache = True,
         padding_side: PaddingSide = "right",
+        device: str | torch.device | None = None,
     ):
         if prompt is not None:
             resolve_prompt(prompt)  # fail before the slow model load
@@ -132,7 +126,14 @@ class Encoder:
             raise ConfigError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
         if isinstance(model, LoadedModel) and adapter is not None:
             raise ConfigError("Pass the adapter to load_model() when passing a LoadedModel.")
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, adapter)
+        # ``device=None``: where a passed LoadedModel already is, else auto (CUDA, then MPS, then CPU).
+        target = resolve_device(device) if device is not None or not isinstance(model, LoadedModel) else None
+        if isinstance(model, LoadedModel):
+            if target is not None and target != model.device:
+                model.to(target)
+            self.loaded = model
+        else:
+            self.loaded = load_model(model, adapter, device=target)
         # An adapter records the prompt, pooling, layer and max length it was trained with: they are the
         # defaults, so inference matches training unless the caller overrides them.
         trained = self.loaded.adapter_metadata
@@ -165,6 +166,10 @@ class Encoder:
     @property
     def num_hidden_states(self) -> int:
         return self.loaded.num_layers + 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
 
     @property
     def tokenizer(self):
@@ -215,7 +220,9 @@ class Encoder:
                 f"0..{layers - 1} or -{layers}..-1."
             )
         self.attention_layer = attention_layer
-        self.precision = resolve_precision(precision)
+        self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
+        if precision == "auto" and self.precision == "fp16" and not self._fp16_keeps_cosine():
+            self.precision = "fp32"
         if max_length < 4:
             raise ConfigError(f"max_length={max_length} is too small; use at least 4 tokens.")
         self.max_length = max_length
@@ -346,9 +353,33 @@ class Encoder:
         }
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.device, self.precision)
+
+    def _fp16_keeps_cosine(self) -> bool:
+        """Whether fp16 keeps every probe vector within cosine :data:`FP16_MIN_COSINE` of fp32 (checked once per
+        model, device, prompt and pooling: precision ``auto`` on a GPU without bf16)."""
+        key = (self.device.type, self.prompt.template, self.pooling, str(self.layer))
+        verdicts = self.loaded.__dict__.setdefault("_fp16_verdicts", {})
+        if key not in verdicts:
+            cosine = self.precision_agreement("fp16", list(FP16_PROBE_TEXTS))
+            verdicts[key] = cosine >= FP16_MIN_COSINE
+            logger.info("fp16 probe on %s: min cosine %.5f to fp32 -> %s", self.device, cosine,
+                        "fp16" if verdicts[key] else "fp32")
+        return verdicts[key]
+
+    def precision_agreement(self, precision: ResolvedPrecision, texts: Sequence[str]) -> float:
+        """The smallest cosine between ``texts``' vectors in ``precision`` and in fp32 (no cache)."""
+        vectors = {}
+        for name in ("fp32", precision):
+            probe = copy.copy(self)
+            probe.precision, probe.cache = name, None
+            vectors[name] = probe.encode(list(texts), normalize=True)
+        return float((vectors["fp32"] * vectors[precision]).sum(1).min())
+
+    def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``batch``'s tensors on the model's device (a no-op where they already are)."""
+        device = self.device
+        return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
     def forward(
         self,
@@ -363,6 +394,7 @@ class Encoder:
         grad mode the caller set (training calls it with gradients on).
         """
         plan = plan if plan is not None else self.plan()
+        batch = self.to_device(batch)
         wanted = list(plan.hidden_indices)
         only_last = wanted == [self.num_hidden_states - 1]
         query = batch["start"] + batch["length"] - 1
@@ -371,7 +403,8 @@ class Encoder:
             if plan.attention_layers
             else nullcontext({})
         )
-        model_inputs = {key: batch[key] for key in ("attention_mask", "position_ids")}
+        model_inputs: dict[str, Any] = {key: batch[key] for key in ("attention_mask", "position_ids")}
+        model_inputs["use_cache"] = False  # one forward, no generation: a key/value cache is only memory
         if inputs_embeds is None:
             model_inputs["input_ids"] = batch["input_ids"]
         elif tuple(inputs_embeds.shape[:2]) != tuple(batch["input_ids"].shape):
@@ -408,6 +441,8 @@ class Encoder:
             "attention_layer": pooling.attention_layer if pooling.mode == "attention" else None,
             "max_length": self.max_length,
             "precision": self.precision,
+            # CPU keys stay as before this setting existed, so existing cache entries keep serving.
+            **({"device": self.device.type} if self.device.type != "cpu" else {}),
         }
 
     def encode_grid(
@@ -423,29 +458,89 @@ class Encoder:
 
         Returns ``{(pooling, str(layer)): float32 array (len(texts), dim)}``, not normalised.
         """
+        use_adapter = self.use_adapter if use_adapter is None else use_adapter
+        return self.encode_variants(texts, combos, (use_adapter,), prompt=prompt, show_progress=show_progress)[
+            use_adapter
+        ]
+
+    def encode_grid_pair(
+        self,
+        texts: Sequence[str],
+        combos: Sequence[tuple[PoolingMode, int | str]],
+        *,
+        prompt: str | PromptTemplate | None = None,
+        show_progress: bool = False,
+    ) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], np.ndarray]]:
+        """``encode_grid`` with the base weights and with the adapter, sharing the layers below the adapter."""
+        both = self.encode_variants(texts, combos, (False, True), prompt=prompt, show_progress=show_progress)
+        return both[False], both[True]
+
+    def encode_pair(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | PromptTemplate | None = None,
+        pooling: PoolingMode | None = None,
+        layer: int | str | None = None,
+        normalize: bool = False,
+        show_progress: bool = False,
+    ) -> tuple[Float[np.ndarray, "texts hidden"], Float[np.ndarray, "texts hidden"]]:
+        """(base, adapter) vectors of ``texts``, equal to two ``encode`` calls but cheaper: the decoder
+        layers below the adapter's lowest LoRA layer run once per batch (see ``forward_pair``)."""
+        combo = (pooling or self.pooling, self.layer if layer is None else layer)
+        base, tuned = self.encode_grid_pair(texts, [combo], prompt=prompt, show_progress=show_progress)
+        pair = next(iter(base.values())), next(iter(tuned.values()))
+        if normalize:
+            pair = tuple(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in pair)
+        return pair  # type: ignore[return-value]
+
+    def encode_variants(
+        self,
+        texts: Sequence[str],
+        combos: Sequence[tuple[PoolingMode, int | str]],
+        variants: Sequence[bool],
+        *,
+        prompt: str | PromptTemplate | None = None,
+        show_progress: bool = False,
+    ) -> dict[bool, dict[tuple[str, str], np.ndarray]]:
+        """``{use_adapter: encode_grid result}`` for each of ``variants`` (base ``False``, adapter ``True``).
+
+        Cached vectors are served from the cache; the rest run one forward per batch, or one shared-trunk
+        pair forward when both variants are asked for.
+        """
         texts = validate_texts(texts)
         template = resolve_prompt(prompt) if prompt is not None else self.prompt
-        use_adapter = self.use_adapter if use_adapter is None else use_adapter
+        variants = tuple(dict.fromkeys(variants))
+        if True in variants and not self.loaded.has_adapter:
+            raise ConfigError("Adapter vectors need an adapter: load the model with adapter=PATH (or --adapter).")
         plan = self.plan(combos)  # validates every mode and layer before any work
         poolings = plan.poolings
-        results = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in poolings}
-        keys = {(p.mode, str(p.layer)): settings_key(self.settings(template, p, use_adapter)) for p in poolings}
+        results = {
+            variant: {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in poolings}
+            for variant in variants
+        }
+        keys = {
+            (variant, (p.mode, str(p.layer))): settings_key(self.settings(template, p, variant))
+            for variant in variants
+            for p in poolings
+        }
         missing: set[int] = set(range(len(texts)))
         if self.cache is not None and texts:
             missing = set()
-            for combo, key in keys.items():
+            for (variant, combo), key in keys.items():
                 found = self.cache.get_many(key, texts)
                 for index, vector in found.items():
-                    results[combo][index] = vector
+                    results[variant][combo][index] = vector
                 missing.update(set(range(len(texts))) - set(found))
         self.last_truncated = 0
         if missing:
             todo = sorted(missing)
-            computed = self._compute([texts[i] for i in todo], template, plan, use_adapter, show_progress)
-            for combo, vectors in computed.items():
-                results[combo][todo] = vectors
-                if self.cache is not None:
-                    self.cache.put_many(keys[combo], [texts[i] for i in todo], vectors)
+            computed = self._compute([texts[i] for i in todo], template, plan, variants, show_progress)
+            for variant, by_combo in computed.items():
+                for combo, vectors in by_combo.items():
+                    results[variant][combo][todo] = vectors
+                    if self.cache is not None:
+                        self.cache.put_many(keys[(variant, combo)], [texts[i] for i in todo], vectors)
         return results
 
     def _compute(
@@ -453,30 +548,113 @@ class Encoder:
         texts: list[str],
         template: PromptTemplate,
         plan: PoolingPlan,
-        use_adapter: bool,
+        variants: Sequence[bool],
         show_progress: bool,
-    ) -> dict[tuple[str, str], np.ndarray]:
+    ) -> dict[bool, dict[tuple[str, str], np.ndarray]]:
         prepared = [self._prepare_one(text, template) for text in texts]
         self.last_truncated = sum(item.truncated for item in prepared)
         if self.last_truncated:
             warnings.warn(
                 f"{self.last_truncated} of {len(texts)} texts exceeded max_length={self.max_length} tokens and "
                 "were truncated before wrapping.",
-                stacklevel=3,
+                stacklevel=4,
             )
-        out = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings}
+        out = {
+            variant: {
+                (p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings
+            }
+            for variant in variants
+        }
         groups = self.batches(prepared)
         total_tokens = sum(len(item.input_ids) for item in prepared)
         bar = tqdm(total=total_tokens, unit="tok", desc="embedding", disable=not show_progress, leave=False)
-        with torch.inference_mode(), self.loaded.adapter_enabled(use_adapter):
+        pair = len(variants) == 2
+        with torch.inference_mode(), nullcontext() if pair else self.loaded.adapter_enabled(variants[0]):
             for group in groups:
                 batch = self.collate([prepared[i] for i in group])
-                states = self.forward(batch, plan)
-                for pooling in plan.poolings:
-                    out[(pooling.mode, str(pooling.layer))][group] = pooling(states).numpy()
+                if pair:
+                    base, tuned = self.forward_pair(batch, plan)
+                    states = {False: base, True: tuned}
+                else:
+                    states = {variants[0]: self.forward(batch, plan)}
+                for variant, variant_states in states.items():
+                    for pooling in plan.poolings:
+                        out[variant][(pooling.mode, str(pooling.layer))][group] = (
+                            pooling(variant_states).cpu().numpy()
+                        )
                 bar.update(sum(len(prepared[i].input_ids) for i in group))
         bar.close()
         return out
+
+    # ----- base and adapter from one trunk
+    def forward_pair(self, batch: dict[str, Tensor], plan: PoolingPlan | None = None) -> tuple[TokenStates, TokenStates]:
+        """(base, adapter) token states of ``batch``, running the layers the adapter leaves untouched once.
+
+        The base forward runs whole, with pre-hooks recording what each upper decoder layer is called with
+        (hidden states, mask, rotary embeddings, per-layer kwargs); the upper layers then run again from the
+        same input with the adapter on, and the final norm. Equal to two separate forwards: the lower layers'
+        weights and inputs are the same in both.
+        """
+        plan = plan if plan is not None else self.plan()
+        loaded = self.loaded
+        shared = loaded.adapter_free_layers
+        if shared == 0:  # the adapter touches the bottom layer or the embeddings: nothing to share
+            with loaded.adapter_enabled(False):
+                base = self.forward(batch, plan)
+            with loaded.adapter_enabled(True):
+                return base, self.forward(batch, plan)
+        layers = loaded.backbone.layers
+        count = loaded.num_layers
+        calls: dict[int, tuple[tuple, dict]] = {}
+
+        def recorder(index: int):
+            def hook(_module, args: tuple, kwargs: dict) -> None:
+                calls[index] = (args, kwargs)
+
+            return hook
+
+        handles = [layers[i].register_forward_pre_hook(recorder(i), with_kwargs=True) for i in range(shared, count)]
+        try:
+            with loaded.adapter_enabled(False):
+                base = self.forward(batch, plan)
+        finally:
+            for handle in handles:
+                handle.remove()
+        wanted = set(plan.hidden_indices)
+        hidden_states = {i: base.hidden[i] for i in wanted if i <= shared}
+        upper_attention = [layer for layer in plan.attention_layers if layer >= shared]
+        capture = (
+            capture_attention_rows(loaded.backbone, upper_attention, base.start + base.length - 1)
+            if upper_attention
+            else nullcontext({})
+        )
+        args, kwargs = calls[shared]
+        hidden = args[0] if args else kwargs["hidden_states"]
+        with loaded.adapter_enabled(True), capture as rows, self.autocast():
+            for index in range(shared, count):
+                args, kwargs = calls[index]
+                if "past_key_values" in kwargs:  # the base pass's cache holds its keys: do not append to it
+                    kwargs = {**kwargs, "past_key_values": None, "use_cache": False}
+                if args:
+                    output = layers[index](hidden, *args[1:], **kwargs)
+                else:
+                    output = layers[index](**{**kwargs, "hidden_states": hidden})
+                hidden = output[0] if isinstance(output, tuple) else output
+                if index + 1 in wanted and index + 1 < count:
+                    hidden_states[index + 1] = hidden.float()
+            if count in wanted:
+                hidden_states[count] = loaded.backbone.norm(hidden).float()
+        attention = {layer: row for layer, row in base.attention_rows.items() if layer < shared}
+        tuned = TokenStates(
+            num_hidden_states=base.num_hidden_states,
+            hidden=hidden_states,
+            start=base.start,
+            length=base.length,
+            eos_index=base.eos_index,
+            text_mask=base.text_mask,
+            attention_rows={**attention, **dict(rows)},
+        )
+        return base, tuned
 
     def encode(
         self,

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -248,6 +249,39 @@ class LoadedModel:
     def has_adapter(self) -> bool:
         return self.adapter_path is not None
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> LoadedModel:
+        """Move the weights (adapter included) to ``device`` (``auto``, ``cpu``, ``cuda:N``, ``mps``)."""
+        from core.device import resolve_device
+
+        self.model.to(resolve_device(device))
+        return self
+
+    @property
+    def adapter_free_layers(self) -> int:
+        """How many bottom decoder layers no adapter module touches: base and adapter share their states.
+
+        0 without an adapter, or where the adapter changes the embeddings, the bottom layer, or a module
+        outside the decoder layers.
+        """
+        if not self.has_adapter:
+            return 0
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils import ModulesToSaveWrapper
+
+        lowest = self.num_layers
+        for name, module in self.model.named_modules():
+            if not isinstance(module, BaseTunerLayer | ModulesToSaveWrapper):
+                continue
+            match = re.search(r"\.layers\.(\d+)\.", name)
+            if match is None:
+                return 0
+            lowest = min(lowest, int(match.group(1)))
+        return lowest
+
     @contextmanager
     def adapter_enabled(self, enabled: bool) -> Iterator[None]:
         """Run the adapter (``True``) or the base weights (``False``) on the same model."""
@@ -264,8 +298,14 @@ class LoadedModel:
         }
 
 
-def load_model(name: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> LoadedModel:
-    """Load a model by short name, folder or hub id, and attach a LoRA adapter folder if given."""
+def load_model(
+    name: str = DEFAULT_MODEL, adapter: str | Path | None = None, *, device: str | torch.device | None = "auto"
+) -> LoadedModel:
+    """Load a model by short name, folder or hub id, attach a LoRA adapter folder if given, and put it on
+    ``device`` (``auto`` = CUDA, then MPS, then CPU; see ``core.device.resolve_device``)."""
+    from core.device import resolve_device
+
+    target = resolve_device(device)  # an absent device fails before the slow load
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -300,6 +340,8 @@ def load_model(name: str = DEFAULT_MODEL, adapter: str | Path | None = None) -> 
     )
     if adapter is not None:
         attach_adapter(loaded, adapter)
+    if target.type != "cpu":
+        loaded.to(target)
     return loaded
 
 

@@ -1,0 +1,91 @@
+"""Base and adapter vectors from one shared trunk equal two separate passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_LAYERS
+
+
+def _adapter(model_dir: Path, folder: Path, layers: list[int] | None, seed: int = 5) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        layers_to_transform=layers,
+        init_lora_weights=False,
+    )
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def top_layer_encoder(tiny_model_dir, tmp_path_factory):
+    from core.encoder import Encoder
+
+    folder = _adapter(tiny_model_dir, tmp_path_factory.mktemp("top-adapter"), [TINY_LAYERS - 1])
+    return Encoder(str(tiny_model_dir), folder, precision="fp32", cache=False, prompt="eol", pooling="last")
+
+
+def test_adapter_free_layers(top_layer_encoder, tiny_model_dir, tiny_adapter_dir, tiny_loaded):
+    from core.models import load_model
+
+    assert top_layer_encoder.loaded.adapter_free_layers == TINY_LAYERS - 1
+    assert load_model(str(tiny_model_dir), tiny_adapter_dir).adapter_free_layers == 0  # every layer
+    assert tiny_loaded.adapter_free_layers == 0  # no adapter
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_pair_equals_two_passes(top_layer_encoder, sample_texts, padding_side):
+    encoder = top_layer_encoder.with_settings(padding_side=padding_side)
+    combos = [("last", -1), ("mean", -1), ("mean", "last2"), ("eos", 1), ("attention", -1), ("weighted", -2)]
+    base, tuned = encoder.encode_grid_pair(sample_texts, combos)
+    alone_base = encoder.encode_grid(sample_texts, combos, use_adapter=False)
+    alone_tuned = encoder.encode_grid(sample_texts, combos, use_adapter=True)
+    for combo in alone_base:
+        np.testing.assert_allclose(base[combo], alone_base[combo], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(tuned[combo], alone_tuned[combo], atol=1e-5, rtol=0)
+    # The adapter changes the top layer's output, so the pair did not return base twice.
+    assert np.abs(tuned[("last", "-1")] - base[("last", "-1")]).max() > 1e-3
+    np.testing.assert_array_equal(tuned[("eos", "1")], base[("eos", "1")])  # below the adapter: shared
+
+
+def test_pair_runs_the_lower_layers_once(top_layer_encoder, sample_texts, forward_counter):
+    layers = top_layer_encoder.loaded.backbone.layers
+    with forward_counter(layers[0]) as bottom, forward_counter(layers[-1]) as top:
+        top_layer_encoder.encode_pair(sample_texts)
+    batches = len(top_layer_encoder.batches(top_layer_encoder.prepare(sample_texts)))
+    assert (bottom.calls, top.calls) == (batches, 2 * batches)
+
+
+def test_pair_with_adapter_everywhere_falls_back_to_two_passes(tiny_encoder_factory, tiny_adapter_dir, sample_texts):
+    encoder = tiny_encoder_factory(adapter=tiny_adapter_dir)
+    base, tuned = encoder.encode_pair(sample_texts, normalize=True)
+    np.testing.assert_allclose(base, encoder.encode(sample_texts, use_adapter=False, normalize=True), atol=1e-6)
+    np.testing.assert_allclose(tuned, encoder.encode(sample_texts, use_adapter=True, normalize=True), atol=1e-6)
+
+
+def test_pair_needs_an_adapter(tiny_encoder, sample_texts):
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="need an adapter"):
+        tiny_encoder.encode_pair(sample_texts)
+
+
+def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
+    from core.encoder import Encoder
+
+    folder = _adapter(tiny_model_dir, tmp_path / "adapter", [TINY_LAYERS - 1])
+    encoder = Encoder(str(tiny_model_dir), folder, precision="fp32", cache=tmp_path / "cache.sqlite")
+    base, tuned = encoder.encode_pair(sample_texts)
+    np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=False), base)
+    np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=True), tuned)
