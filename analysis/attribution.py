@@ -137,7 +137,7 @@ class Attributor:
         tokens = [self.encoder.tokenizer.decode([i]) for i in item.input_ids]
         categories = [CATEGORIES[c] for c in token_categories(item, len(item.input_ids) - 1)]
         batch["query"] = torch.tensor([query])
-        return batch, tokens, categories
+        return self.encoder.to_device(batch), tokens, categories
 
     def _embed(self, batch: dict[str, Tensor]) -> Float[Tensor, "1 seq hidden"]:
         return self.encoder.loaded.backbone.get_input_embeddings()(batch["input_ids"]).detach()
@@ -234,7 +234,7 @@ class Attributor:
                     pending += [(middle, b), (a, middle)]
                 else:
                     done.append((scores_ab, delta_ab))
-            scores = torch.stack([sc for sc, _ in done]).sum(0).numpy()
+            scores = torch.stack([sc for sc, _ in done]).sum(0).cpu().numpy()
             delta = (target - reference) - float(scores.sum())
             result = Attribution(text, tokens, categories, scores, target, reference, delta, steps, quantity, baseline)
         if result.relative_delta > self.tolerance:

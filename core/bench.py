@@ -4,22 +4,35 @@
 to the longest, all hidden states returned, fp32, mean pooling; (b) this engine on the same
 texts. Prints tokens/s of both, their ratio, cosine agreement, throughput against the measured
 matrix-multiply peak, and peak RSS.
+
+``--pair`` times base + adapter vectors as two passes and as one shared-trunk pair (``Encoder.encode_pair``)
+and prints the ratio; ``--processes N`` times ``core.embed`` on the texts in 1 and in N processes (torchrun,
+gloo on CPU) and prints tokens/s of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.data import load_task
-from core.encoder import Encoder, cpu_has_bf16
+from core.device import DEVICE_CHOICES, PRECISIONS, cpu_has_bf16
+from core.encoder import Encoder
 from core.errors import run_cli
 from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL
+from core.paths import REPO_ROOT
+
+SHIPPED_ADAPTER = REPO_ROOT / "adapters" / "smollm2-135m-embed"
 
 
 def benchmark_texts(n: int, seed: int = 0) -> list[str]:
@@ -80,11 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--texts", type=int, default=256)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument(
+        "--pair", nargs="?", const=str(SHIPPED_ADAPTER), help="time base+adapter both ways (default: shipped adapter)"
+    )
+    parser.add_argument("--processes", type=int, help="time core.embed in 1 and in N processes (torchrun)")
     args = parser.parse_args(argv)
+    if args.pair:
+        return bench_pair(args)
+    if args.processes:
+        return bench_processes(args)
 
     texts = benchmark_texts(args.texts)
-    encoder = Encoder(args.model, precision=args.precision, cache=False)
+    encoder = Encoder(args.model, precision=args.precision, cache=False, device=args.device)
     tokens = sum(prepared.length for prepared in encoder.prepare(texts))
     print(f"model {args.model}, {len(texts)} texts, {tokens} tokens, torch threads {torch.get_num_threads()}")
     units = "yes" if cpu_has_bf16() else "no"
@@ -115,6 +137,67 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
+    return 0
+
+
+def bench_pair(args: argparse.Namespace) -> int:
+    """Base + adapter: two full passes against one pass that shares the layers below the adapter."""
+    texts = benchmark_texts(args.texts)
+    encoder = Encoder(args.model, args.pair, precision=args.precision, cache=False, device=args.device)
+    loaded = encoder.loaded
+    shared, layers = loaded.adapter_free_layers, loaded.num_layers
+    print(f"model {args.model} + {args.pair}: adapter on layers {shared}..{layers - 1} of {layers}")
+    print(f"{len(texts)} texts, {encoder.precision} on {encoder.device}, torch threads {torch.get_num_threads()}")
+    encoder.encode_pair(texts[:8])  # warm-up
+    start = time.perf_counter()
+    base = encoder.encode(texts, use_adapter=False)
+    tuned = encoder.encode(texts, use_adapter=True)
+    two = time.perf_counter() - start
+    (pair_base, pair_tuned), one = timed(encoder.encode_pair, texts)
+    difference = max(np.abs(pair_base - base).max(), np.abs(pair_tuned - tuned).max())
+    print(f"two passes     : {two:7.1f} s")
+    print(f"shared trunk   : {one:7.1f} s (expected ratio (L+k)/L = {(layers + layers - shared) / layers:.2f} passes)")
+    print(f"speed-up       : {two / one:7.2f}x; max |difference| {difference:.2e}")
+    return 0
+
+
+def bench_processes(args: argparse.Namespace) -> int:
+    """``core.embed`` on the benchmark texts in one process and in ``--processes`` (torchrun), same settings."""
+    texts = benchmark_texts(args.texts)
+    encoder = Encoder(args.model, precision=args.precision, cache=False, device=args.device)
+    tokens = sum(len(item.input_ids) for item in encoder.prepare(texts))
+    outputs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "texts.txt"
+        source.write_text("\n".join(" ".join(text.split()) for text in texts) + "\n")
+        for processes in (1, args.processes):
+            output = Path(folder) / f"out-{processes}.npy"
+            launcher = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nproc_per_node={processes}",
+                "--master_port=0",
+            ]
+            command = [*launcher, "-m", "core.embed", "--model", args.model, "--input", str(source)]
+            command += [
+                "--output",
+                str(output),
+                "--no-cache",
+                "--precision",
+                encoder.precision,
+                "--device",
+                args.device,
+            ]
+            command += ["--chunk-size", str(max(1, len(texts) // (4 * processes)))]
+            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+            start = time.perf_counter()
+            subprocess.run(command, check=True, env=env, cwd=REPO_ROOT, capture_output=True)
+            seconds = time.perf_counter() - start
+            outputs[processes] = np.load(output)
+            print(f"{processes} process(es): {tokens / seconds:8.0f} tokens/s ({seconds:.1f} s wall, loads included)")
+    difference = np.abs(outputs[1] - outputs[args.processes]).max()
+    print(f"max |difference| 1 vs {args.processes} processes: {difference:.2e}")
     return 0
 
 

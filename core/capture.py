@@ -46,14 +46,38 @@ def num_heads(backbone: nn.Module) -> int:
     return int(backbone.config.num_attention_heads)
 
 
+def _implementation(backbone: nn.Module) -> str | None:
+    return getattr(getattr(backbone, "config", None), "_attn_implementation", None)
+
+
 def check_eager(backbone: nn.Module) -> None:
-    """Fail early, naming the fix, when attention weights will not be returned."""
-    implementation = getattr(getattr(backbone, "config", None), "_attn_implementation", None)
-    if implementation not in (None, "eager"):
+    """Fail early, naming the fix, when attention weights will not be returned: the model neither runs eager
+    attention nor can switch to it for a capture (``eager_attention``)."""
+    implementation = _implementation(backbone)
+    if implementation not in (None, "eager") and not hasattr(backbone, "set_attn_implementation"):
         raise EagerAttentionError(
             f"The model runs {implementation!r} attention, which returns no attention weights; load it with "
             "attn_implementation='eager' (core.models.load_model does) to capture attention."
         )
+
+
+@contextmanager
+def eager_attention(backbone: nn.Module) -> Iterator[None]:
+    """Run eager attention (which returns the weights) for the duration, then the model's own again.
+
+    Models load with SDPA, faster where nothing is captured; both give the same states within float
+    rounding (``tests/unit/test_capture.py`` checks 1e-5 on the tiny model).
+    """
+    check_eager(backbone)
+    before = _implementation(backbone)
+    if before in (None, "eager"):
+        yield
+        return
+    backbone.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        backbone.set_attn_implementation(before)
 
 
 def resolve_layers(backbone: nn.Module, layers: Sequence[int] | None) -> list[int]:
@@ -117,7 +141,8 @@ def capture_attention(
 
         handles.append(modules[index].register_forward_hook(hook))
     try:
-        yield captured
+        with eager_attention(backbone):
+            yield captured
     finally:
         for handle in handles:
             handle.remove()
@@ -146,7 +171,8 @@ def capture_attention_rows(
 
         handles.append(modules[index].register_forward_hook(hook))
     try:
-        yield rows
+        with eager_attention(backbone):
+            yield rows
     finally:
         for handle in handles:
             handle.remove()

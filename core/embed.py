@@ -1,41 +1,28 @@
-"""``python -m core.embed``: embed a file of texts into a .npy matrix.
+"""``python -m core.embed``: embed a file of texts into a .npy matrix, in chunks, resumably, on any device.
 
-Input: ``.txt`` (one text per line), ``.csv``/``.tsv``/``.jsonl``/``.json``/``.parquet`` (a text
-column, ``--text-column``). Output: float32 ``(n, dim)`` written atomically, plus a sidecar JSON
-with the settings that produced it.
+Input: ``.txt`` (one text per line), ``.csv``/``.tsv``/``.jsonl``/``.parquet`` (a text column,
+``--text-column``), read one chunk at a time (``.json`` is read whole). Output: float32 ``(n, dim)``
+assembled from per-chunk shards and written atomically, plus a sidecar JSON with the settings that
+produced it. A killed run, rerun with the same command, embeds only the missing chunks. Under
+``torchrun --nproc_per_node=N -m core.embed ...`` the chunks are split across the processes and rank 0
+assembles them in input order.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from core.data import DataError, load_user_file
+from core.device import DEVICE_CHOICES, PRECISIONS
+from core.distributed import close_distributed, dist_info, init_distributed
 from core.encoder import Encoder
 from core.errors import run_cli
-from core.files import atomic_write, write_json
-from core.models import DEFAULT_MODEL, ModelNotFoundError
+from core.files import write_json
+from core.models import DEFAULT_MODEL
 from core.pooling import POOLING_MODES
 from core.prompts import PROMPTS
-
-
-def read_texts(path: Path, text_column: str) -> list[str]:
-    if not path.is_file():
-        raise ValueError(f"Input file {path} does not exist.")
-    if path.suffix == ".txt":
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); convert it to UTF-8.") from None
-        texts = [line for line in lines if line.strip()]
-        if not texts:
-            raise ValueError(f"{path} has no non-empty lines.")
-        return texts
-    return load_user_file(path, text_column=text_column, label_column=None).texts
+from core.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,17 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pooling", choices=POOLING_MODES, help="default: mean, or the adapter's")
     parser.add_argument("--layer", help="hidden-state index (-1 = last) or lastK for a mean (default: -1)")
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument(
+        "--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (auto: CUDA, then MPS, then CPU)"
+    )
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--output", required=True, type=Path, help="a .npy file")
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_TEXTS, help="texts per chunk (memory is bounded by one chunk)"
+    )
     args = parser.parse_args(argv)
     if args.output.suffix != ".npy":
         parser.error(f"--output must end in .npy, got {args.output}")
+    init_distributed()
     try:
-        texts = read_texts(args.input, args.text_column)
+        rank, world = dist_info()
         encoder = Encoder(
             args.model,
             args.adapter,
@@ -69,30 +63,39 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             max_length=args.max_length,
             cache=not args.no_cache,
+            device=args.device,
         )
         started = time.perf_counter()
-        vectors = encoder.encode(
-            texts, normalize=args.normalize, use_adapter=False if args.base else None, show_progress=True
+        result = embed_stream(
+            encoder,
+            args.input,
+            args.output,
+            text_column=args.text_column,
+            chunk_size=args.chunk_size,
+            normalize=args.normalize,
+            use_adapter=False if args.base else None,
+            show_progress=True,
         )
         seconds = time.perf_counter() - started
-    except (ValueError, TypeError, FileNotFoundError, DataError, ModelNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    with atomic_write(args.output, "wb") as handle:
-        np.save(handle, vectors)
+    finally:
+        close_distributed()
+    if rank != 0 or result.shape is None:
+        return 0
     write_json(
         args.output.with_suffix(".json"),
         {
             **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
             "input": str(args.input),
-            "texts": len(texts),
-            "truncated": encoder.last_truncated,
+            "texts": result.shape[0],
+            "truncated": result.truncated,
             "normalized": args.normalize,
-            "shape": list(vectors.shape),
+            "shape": list(result.shape),
             "seconds": round(seconds, 2),
+            "processes": world,
+            "device": str(encoder.device),
         },
     )
-    print(f"wrote {args.output} {vectors.shape} in {seconds:.1f} s")
+    print(f"wrote {args.output} {result.shape} in {seconds:.1f} s ({world} process(es), {encoder.device})")
     return 0
 
 

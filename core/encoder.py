@@ -363,8 +363,12 @@ class Encoder:
         if key not in verdicts:
             cosine = self.precision_agreement("fp16", list(FP16_PROBE_TEXTS))
             verdicts[key] = cosine >= FP16_MIN_COSINE
-            logger.info("fp16 probe on %s: min cosine %.5f to fp32 -> %s", self.device, cosine,
-                        "fp16" if verdicts[key] else "fp32")
+            logger.info(
+                "fp16 probe on %s: min cosine %.5f to fp32 -> %s",
+                self.device,
+                cosine,
+                "fp16" if verdicts[key] else "fp32",
+            )
         return verdicts[key]
 
     def precision_agreement(self, precision: ResolvedPrecision, texts: Sequence[str]) -> float:
@@ -560,9 +564,7 @@ class Encoder:
                 stacklevel=4,
             )
         out = {
-            variant: {
-                (p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings
-            }
+            variant: {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings}
             for variant in variants
         }
         groups = self.batches(prepared)
@@ -579,15 +581,15 @@ class Encoder:
                     states = {variants[0]: self.forward(batch, plan)}
                 for variant, variant_states in states.items():
                     for pooling in plan.poolings:
-                        out[variant][(pooling.mode, str(pooling.layer))][group] = (
-                            pooling(variant_states).cpu().numpy()
-                        )
+                        out[variant][(pooling.mode, str(pooling.layer))][group] = pooling(variant_states).cpu().numpy()
                 bar.update(sum(len(prepared[i].input_ids) for i in group))
         bar.close()
         return out
 
     # ----- base and adapter from one trunk
-    def forward_pair(self, batch: dict[str, Tensor], plan: PoolingPlan | None = None) -> tuple[TokenStates, TokenStates]:
+    def forward_pair(
+        self, batch: dict[str, Tensor], plan: PoolingPlan | None = None
+    ) -> tuple[TokenStates, TokenStates]:
         """(base, adapter) token states of ``batch``, running the layers the adapter leaves untouched once.
 
         The base forward runs whole, with pre-hooks recording what each upper decoder layer is called with

@@ -323,10 +323,10 @@ def load_model(
     if not tokenizer.is_fast:
         raise ModelNotFoundError(f"{name!r} has no fast tokenizer; token offsets (roles, truncation) need one.")
     causal = is_causal_config(config)
-    # Eager attention: the attention modules then return their weights, which capture and
-    # attention pooling read; at these sequence lengths it costs little against the MLPs.
+    # SDPA attention: faster than eager (core.bench); core.capture switches to eager only while it
+    # captures attention weights (attention pooling, the attention report), which SDPA does not return.
     loader = AutoModelForCausalLM if causal else AutoModel
-    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     model.eval()
     weights = folder_weights_hash(path) if Path(path).is_dir() else state_dict_hash(model)
     loaded = LoadedModel(

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from core.adapters import write_card, write_metadata
 from core.data import load_task, sample_dataset, sample_items
+from core.distributed import dist_info, init_distributed
 from core.errors import TrainError, run_cli
 from core.files import atomic_write, write_json
 from core.measure import peak_rss_mb
@@ -47,7 +48,8 @@ from core.pairs import PairFileError, read_pairs
 
 PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Settings that may change between an interrupted run and its resumption without changing the result.
-RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
+RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress", "device"})
+
 
 @dataclass
 class TrainConfig:
@@ -79,6 +81,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     precision: str = "auto"
+    device: str = (
+        "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; under torchrun cuda = the rank's GPU
+    )
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     eval_task: str | None = None  # a labelled local task, e.g. trec-coarse: keeps the best checkpoint
@@ -142,16 +147,7 @@ def resolve_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
     return resolved
 
 
-
 # ----- distributed
-
-
-def dist_info() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def gather_with_grad(tensor: Tensor) -> Tensor:
@@ -184,7 +180,7 @@ class Trainer:
         self.pairs, self.pair_provenance = self._load_pairs()
         if len(self.pairs) < config.batch_size:
             raise TrainError(f"only {len(self.pairs)} pairs for a batch of {config.batch_size}; lower --batch-size")
-        self.loaded = load_model(config.base_model)
+        self.loaded = load_model(config.base_model, device=config.device)
         self._attach_lora()
         from core.encoder import Encoder
 
@@ -203,6 +199,8 @@ class Trainer:
         self.truncated = sum(item.truncated for item in self.anchors + self.positives)
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        # fp16 gradients underflow without loss scaling; in bf16/fp32 the scaler is off (a pass-through).
+        self.scaler = torch.amp.GradScaler(self.encoder.device.type, enabled=self.encoder.precision == "fp16")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -307,12 +305,12 @@ class Trainer:
         micro = self.config.micro_batch_size or len(items)
         if micro >= len(items):
             loss = self.loss_of(self.embed(items))
-            loss.backward()
+            self.scaler.scale(loss).backward()
             return float(loss.detach())
         # Longest first: micro-batches of similar lengths waste little on padding.
         order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
         chunks = [order[j : j + micro] for j in range(0, len(order), micro)]
-        rng_states, cached = [], torch.zeros(len(items), self.encoder.dim)
+        rng_states, cached = [], torch.zeros(len(items), self.encoder.dim, device=self.encoder.device)
         with torch.no_grad():
             for chunk in chunks:
                 rng_states.append(torch.get_rng_state())
@@ -320,7 +318,7 @@ class Trainer:
         end_state = torch.get_rng_state()
         cached.requires_grad_(True)
         loss = self.loss_of(cached)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         grads = cached.grad
         assert grads is not None
         for chunk, state in zip(chunks, rng_states, strict=True):
@@ -344,10 +342,12 @@ class Trainer:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= self.world
+        self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skips the step where fp16 gradients overflowed
+        self.scaler.update()
         self.scheduler.step()
         self.step += 1
         self.losses.append(loss)
@@ -647,14 +647,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _init_distributed() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m core.train``; also under ``torchrun --nproc_per_node=N -m core.train``."""
     from core.data import DataError
@@ -663,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer: Trainer | None = None
     try:
         config = config_from_args(args)
-        _init_distributed()
+        init_distributed()
         trainer = Trainer(config, args.out, resume=getattr(args, "resume", False))
         if trainer.is_main:
             print(

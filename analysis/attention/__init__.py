@@ -96,7 +96,7 @@ def capture_corpus(
             query = batch["start"] + torch.tensor([queries[i] for i in group])
             with capture_attention(backbone, layer_list, mode, query) as captured:
                 states = encoder.forward(batch, plan)
-            embeddings[group] = plan.poolings[0](states).numpy()
+            embeddings[group] = plan.poolings[0](states).cpu().numpy()
             for row, index in enumerate(group):
                 start, q = int(batch["start"][row]), queries[index]
                 keys = slice(start, start + q + 1)

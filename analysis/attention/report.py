@@ -48,6 +48,7 @@ class AttentionReportConfig:
     adapter: str | None = None  # LoRA adapter folder; without it only base shares
     prompt: str | None = None  # prompt name or template (default: the adapter's, else cluster)
     pooling: str | None = None  # pooling for the embeddings (default: the adapter's, else last)
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     task: str = DEFAULT_TASK  # a local task, or a csv/jsonl/... file with a text column
     split: Literal["test", "train"] = "test"
     n: int = 500
@@ -73,11 +74,10 @@ def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
     return sample_items(texts, n, seed)
 
 
-
 def run_report(config: AttentionReportConfig) -> dict[str, Any]:
     """The whole report: capture, statistics, examples, attribution, figures; returns the JSON payload."""
     out_dir = Path(config.out)
-    loaded = load_model(config.model, config.adapter)
+    loaded = load_model(config.model, config.adapter, device=config.device)
     check_eager(loaded.backbone)
     layers = len(resolve_layers(loaded.backbone, None))
     heads = num_heads(loaded.backbone)
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--task", default=defaults.task, help="a local task, or a csv/jsonl/... file with a text column"
     )
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--split", default=defaults.split, choices=["test", "train"])
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--seed", type=int, default=defaults.seed)

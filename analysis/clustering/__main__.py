@@ -36,6 +36,7 @@ def build_config(args: argparse.Namespace) -> GridConfig:
         max_texts=args.max_texts,
         max_length=args.max_length,
         precision=args.precision,
+        device=args.device,
         normalize=args.normalize,
         baseline=not args.no_baseline,
         cache=not args.no_cache,
@@ -63,7 +64,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kmeans-seeds", help=f"comma-separated k-means seeds (default {DEFAULT_KMEANS_SEEDS})")
     parser.add_argument("--max-texts", type=int, help="cap every task's sample at this many texts")
     parser.add_argument("--max-length", type=int, help="max tokens per text for every task (default: per task)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise vectors before k-means")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the MiniLM baseline row")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")

@@ -226,6 +226,7 @@ class GridConfig:
     max_texts: int | None = None
     max_length: int | None = None
     precision: str = "auto"
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     normalize: bool = False
     baseline: bool = True
     cache: bool = True

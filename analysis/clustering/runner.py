@@ -50,8 +50,9 @@ class GridResult:
 class _Models:
     """Loads each model once, on first need; identity (hashes) without loading where the weights are a folder."""
 
-    def __init__(self, precision: str, cache: bool):
+    def __init__(self, precision: str, cache: bool, device: Any = "cpu"):
         self.precision = precision
+        self.device = device
         self.cache = cache
         self._loaded: dict[ModelSpec, Any] = {}
         self._encoders: dict[tuple[ModelSpec, int], Any] = {}
@@ -76,7 +77,7 @@ class _Models:
 
         if spec not in self._loaded:
             self._loaded, self._encoders = {}, {}  # one model in memory at a time
-            self._loaded[spec] = load_model(spec.name, spec.adapter)
+            self._loaded[spec] = load_model(spec.name, spec.adapter, device=self.device)
         return self._loaded[spec]
 
     def encoder(self, spec: ModelSpec, max_length: int) -> Any:
@@ -111,7 +112,7 @@ def run_grid(config: GridConfig) -> GridResult:
     """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored."""
     from tqdm.auto import tqdm
 
-    from core.encoder import resolve_precision
+    from core.device import resolve_device, resolve_precision
     from core.models import ModelNotFoundError
     from core.pooling import LayerChoice
     from core.prompts import resolve_prompt
@@ -120,11 +121,12 @@ def run_grid(config: GridConfig) -> GridResult:
     validate_grid(config)
     plans = [plan_task(spec, config.max_texts, config.max_length) for spec in expand_task_specs(config.tasks)]
     row_sources = variants(config.models, config.baseline)
-    precision = resolve_precision(config.precision)  # type: ignore[arg-type]
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
     layers = [str(LayerChoice.parse(layer)) for layer in config.layers]
     prompts = [resolve_prompt(p) for p in dict.fromkeys(config.prompts)]
     poolings = list(dict.fromkeys(config.poolings))
-    models = _Models(precision, config.cache)
+    models = _Models(precision, config.cache, device)
     result = GridResult()
     versions, git = package_versions(), git_state()
     out = Path(config.out)

@@ -80,12 +80,33 @@ def test_mode_and_query_checks(tiny_encoder):
         pass
 
 
-def test_model_without_eager_attention_is_refused_with_the_fix(tiny_model_dir):
+def test_sdpa_model_switches_to_eager_only_while_capturing(tiny_model_dir, sample_texts):
+    from core.encoder import Encoder
+
     loaded = load_model(str(tiny_model_dir))
-    loaded.backbone.config._attn_implementation = "sdpa"
+    assert loaded.backbone.config._attn_implementation == "sdpa"
+    encoder = Encoder(loaded, precision="fp32", cache=False)
+    prepared = encoder.prepare(sample_texts)
+    batch = encoder.collate(prepared)
+    with torch.inference_mode():
+        fast = encoder.forward(batch, encoder.plan([("mean", -1), ("last", 1)]))
+        with capture_attention(loaded.backbone, None, "full") as maps:
+            assert loaded.backbone.config._attn_implementation == "eager"
+            eager = encoder.forward(batch, encoder.plan([("mean", -1), ("last", 1)]))
+    assert loaded.backbone.config._attn_implementation == "sdpa"
+    assert len(maps) == loaded.num_layers
+    for index in fast.hidden:
+        torch.testing.assert_close(fast.hidden[index], eager.hidden[index], atol=1e-5, rtol=0)
+
+
+def test_model_that_cannot_run_eager_attention_is_refused_with_the_fix(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir))
+    frozen = torch.nn.Module()  # no set_attn_implementation: cannot switch
+    frozen.config = loaded.backbone.config
+    frozen.layers = loaded.backbone.layers
     with pytest.raises(EagerAttentionError, match="attn_implementation='eager'"):
-        check_eager(loaded.backbone)
-    with pytest.raises(EagerAttentionError, match="'sdpa' attention"), capture_attention(loaded.backbone, None, "full"):
+        check_eager(frozen)
+    with pytest.raises(EagerAttentionError, match="'sdpa' attention"), capture_attention(frozen, None, "full"):
         pass
 
 

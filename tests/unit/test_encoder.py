@@ -430,8 +430,8 @@ def test_unknown_prompt_name_raises(tiny_encoder, tiny_encoder_factory):
 
 
 def test_unknown_precision_raises(tiny_encoder_factory):
-    with pytest.raises(ValueError, match="Unknown precision 'fp16'"):
-        tiny_encoder_factory(precision="fp16")
+    with pytest.raises(ValueError, match="Unknown precision 'int8'"):
+        tiny_encoder_factory(precision="int8")
 
 
 # ----- output

@@ -1,0 +1,351 @@
+"""Corpora beyond memory: read texts in chunks, embed each chunk into a shard, assemble the ``.npy`` at the end.
+
+- Input (``.txt`` lines, ``.csv``/``.tsv``, ``.jsonl``, ``.parquet``) is read one chunk at a time; ``.json``
+  (one document) is read whole. Rows with empty text are dropped, as ``core.data.load_user_file`` does.
+- Each chunk's vectors go to ``OUTPUT.parts/chunk-NNNNNN.npy`` with a JSON record of the run key (every
+  setting that changes a vector, the chunk size), the chunk's text digest and the shard's SHA-256. A rerun
+  keeps a shard only if all of these match, so a killed run resumes where it stopped, and a shard from
+  another model, adapter, prompt, pooling, precision or input (or a corrupt one) is redone, never mixed in.
+- Under ``torchrun --nproc_per_node=N`` chunk ``i`` belongs to rank ``i % N``; rank 0 waits for all ranks
+  and assembles the shards in input order into the output, written atomically (a memory-mapped temporary
+  file renamed into place), then removes the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from core.cache import settings_key
+from core.data.user_files import USER_FORMATS, _cell
+from core.distributed import barrier, dist_info
+from core.encoder import Encoder
+from core.errors import UserFileError
+from core.files import atomic_write, write_json
+
+logger = logging.getLogger(__name__)
+
+STREAM_FORMATS = (".txt", *USER_FORMATS)
+DEFAULT_CHUNK_TEXTS = 2048
+SHARD_VERSION = 1
+
+
+# ----- reading in chunks
+
+
+def iter_text_chunks(
+    path: str | Path, text_column: str = "text", chunk_size: int = DEFAULT_CHUNK_TEXTS
+) -> Iterator[list[str]]:
+    """Lists of at most ``chunk_size`` non-empty texts, in file order; at most one chunk (plus the reader's
+    buffer) in memory. Problems with the file are :class:`UserFileError` naming the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserFileError(f"Input file {path} does not exist; pass an existing .txt, .csv, .jsonl or .parquet file.")
+    if path.suffix.lower() not in STREAM_FORMATS:
+        raise UserFileError(
+            f"unsupported file type {path.suffix or '(none)'!r} for {path}; use one of {', '.join(STREAM_FORMATS)}"
+        )
+    if chunk_size < 1:
+        raise UserFileError(f"chunk size {chunk_size} must be at least 1 text")
+    chunk: list[str] = []
+    seen = 0
+    for text in _iter_texts(path, text_column):
+        seen += 1
+        chunk.append(text)
+        if len(chunk) == chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+    if not seen:
+        raise UserFileError(
+            f"{path} has no non-empty texts" + ("" if path.suffix == ".txt" else f" in column {text_column!r}")
+        )
+
+
+def _iter_texts(path: Path, text_column: str) -> Iterator[str]:
+    ext = path.suffix.lower()
+    if ext == ".txt":
+        yield from _iter_txt(path)
+    elif ext in (".csv", ".tsv"):
+        yield from _iter_csv(path, text_column, "\t" if ext == ".tsv" else ",")
+    elif ext == ".jsonl":
+        yield from _iter_jsonl(path, text_column)
+    elif ext == ".parquet":
+        yield from _iter_parquet(path, text_column)
+    else:  # .json is one document: read whole
+        from core.data import load_user_file
+
+        yield from load_user_file(path, text_column=text_column, label_column=None).texts
+
+
+def _iter_txt(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as handle:
+        try:
+            for raw in handle:
+                for line in raw.splitlines():
+                    if line.strip():
+                        yield line
+        except UnicodeDecodeError as error:
+            raise UserFileError(
+                f"{path} is not UTF-8 text (byte {error.start} of a block); convert it to UTF-8."
+            ) from None
+
+
+def _missing_column(path: Path, column: str, columns: list[str]) -> UserFileError:
+    return UserFileError(
+        f"{path} has no column {column!r}; its columns are: {', '.join(map(str, columns))}. Pass --text-column NAME."
+    )
+
+
+def _iter_csv(path: Path, column: str, sep: str) -> Iterator[str]:
+    import pandas as pd
+
+    try:
+        reader = pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, chunksize=4096, encoding="utf-8-sig"
+        )
+        for frame in reader:
+            if column not in frame.columns:
+                raise _missing_column(path, column, list(frame.columns))
+            for value in frame[column]:
+                if text := _cell(value):
+                    yield text
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, UserFileError):
+            raise
+        raise UserFileError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _iter_jsonl(path: Path, column: str) -> Iterator[str]:
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UserFileError(f"{path}, line {lineno}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise UserFileError(f"{path}, line {lineno}: expected a JSON object per line")
+            if text := _cell(row.get(column)):
+                yield text
+
+
+def _iter_parquet(path: Path, column: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise UserFileError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from None
+    if column not in parquet.schema_arrow.names:
+        raise _missing_column(path, column, parquet.schema_arrow.names)
+    for batch in parquet.iter_batches(batch_size=4096, columns=[column]):
+        for value in batch.column(0).to_pylist():
+            if text := _cell(value):
+                yield text
+
+
+# ----- shards
+
+
+def texts_digest(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardStore:
+    """The shards of one output: ``OUTPUT.parts/chunk-NNNNNN.{npy,json}``, valid only for ``run_key``."""
+
+    folder: Path
+    run_key: str
+
+    def paths(self, index: int) -> tuple[Path, Path]:
+        stem = self.folder / f"chunk-{index:06d}"
+        return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+    def record(self, index: int) -> dict | None:
+        """The shard's record if the shard is complete and belongs to this run, else ``None``."""
+        vectors, meta = self.paths(index)
+        if not (vectors.is_file() and meta.is_file()):
+            return None
+        try:
+            record = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            record.get("version") != SHARD_VERSION
+            or record.get("run_key") != self.run_key
+            or record.get("index") != index
+        ):
+            return None
+        return record
+
+    def valid(self, index: int, digest: str, check_bytes: bool = False) -> bool:
+        record = self.record(index)
+        if record is None or record.get("texts_sha256") != digest:
+            return False
+        return not check_bytes or file_sha256(self.paths(index)[0]) == record.get("npy_sha256")
+
+    def write(self, index: int, digest: str, vectors: np.ndarray, truncated: int) -> None:
+        """Vectors first, record last: a shard without its record (a kill in between) is redone."""
+        path, meta = self.paths(index)
+        meta.unlink(missing_ok=True)
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
+        write_json(
+            meta,
+            {
+                "version": SHARD_VERSION,
+                "run_key": self.run_key,
+                "index": index,
+                "texts_sha256": digest,
+                "rows": int(vectors.shape[0]),
+                "truncated": truncated,
+                "npy_sha256": file_sha256(path),
+            },
+        )
+
+    def load(self, index: int) -> np.ndarray:
+        """A shard's vectors after checking its bytes against its record (a corrupt shard is a DataError)."""
+        from core.errors import DataError
+
+        path, _meta = self.paths(index)
+        record = self.record(index)
+        if record is None or file_sha256(path) != record["npy_sha256"]:
+            raise DataError(f"shard {path} is missing or corrupt; rerun the same command to redo it.")
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape[0] != record["rows"]:
+            raise DataError(
+                f"shard {path} has {vectors.shape[0]} rows, its record says {record['rows']}; rerun to redo it."
+            )
+        return vectors
+
+
+@dataclass
+class StreamResult:
+    chunks: int
+    computed_chunks: int  # by this process, in this run
+    truncated: int  # texts cut to max_length, over all chunks (rank 0)
+    seconds: float
+    shape: tuple[int, int] | None  # the assembled output's shape (rank 0), None on other ranks
+
+
+def embed_stream(
+    encoder: Encoder,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    text_column: str = "text",
+    chunk_size: int = DEFAULT_CHUNK_TEXTS,
+    normalize: bool = False,
+    use_adapter: bool | None = None,
+    show_progress: bool = False,
+) -> StreamResult:
+    """Embed ``input_path`` chunk by chunk into ``output`` (``.npy``), resuming from valid shards.
+
+    Under torchrun each rank embeds its chunks; rank 0 assembles. Memory is bounded by one chunk.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    rank, world = dist_info()
+    use_adapter = encoder.use_adapter if use_adapter is None else use_adapter
+    settings = encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter)
+    run_key = settings_key({**settings, "normalize": normalize, "chunk_size": chunk_size, "shards": SHARD_VERSION})
+    store = ShardStore(output.with_name(output.name + ".parts"), run_key)
+    store.folder.mkdir(parents=True, exist_ok=True)
+
+    # First pass: which of this rank's chunks are missing (reads the input once more, one chunk at a time).
+    digests: list[str] = []
+    todo: list[int] = []
+    todo_texts = 0
+    for index, chunk in enumerate(iter_text_chunks(input_path, text_column, chunk_size)):
+        digests.append(texts_digest(chunk))
+        if index % world == rank and not store.valid(index, digests[-1], check_bytes=True):
+            todo.append(index)
+            todo_texts += len(chunk)
+    mine = len(range(rank, len(digests), world))
+    if len(todo) < mine:
+        logger.info("rank %d resumes: %d of its %d chunks already embedded", rank, mine - len(todo), mine)
+
+    bar = tqdm(
+        total=todo_texts,
+        unit="text",
+        desc=f"embedding (rank {rank})" if world > 1 else "embedding",
+        disable=not show_progress or rank != 0,
+        smoothing=0.1,
+    )
+    todo_set = set(todo)
+    for index, chunk in enumerate(iter_text_chunks(input_path, text_column, chunk_size)):
+        if index not in todo_set:
+            continue
+        vectors = encoder.encode(chunk, normalize=normalize, use_adapter=use_adapter)
+        store.write(index, digests[index], vectors, encoder.last_truncated)
+        bar.update(len(chunk))
+    bar.close()
+    barrier()
+
+    shape = None
+    truncated = 0
+    if rank == 0:
+        shape, truncated = assemble(store, len(digests), output, encoder.dim)
+    barrier()
+    return StreamResult(
+        chunks=len(digests),
+        computed_chunks=len(todo),
+        truncated=truncated,
+        seconds=time.perf_counter() - started,
+        shape=shape,
+    )
+
+
+def assemble(store: ShardStore, chunks: int, output: Path, dim: int) -> tuple[tuple[int, int], int]:
+    """Copy the shards in order into ``output`` through a memory-mapped temporary file renamed into place;
+    then remove the shards. Returns the shape and the number of truncated texts."""
+    records = [store.record(index) for index in range(chunks)]
+    missing = [index for index, record in enumerate(records) if record is None]
+    if missing:
+        from core.errors import DataError
+
+        raise DataError(f"{len(missing)} shard(s) missing (e.g. chunk {missing[0]}); rerun the same command.")
+    rows = sum(int(record["rows"]) for record in records)  # type: ignore[index]
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+        offset = 0
+        for index in range(chunks):
+            vectors = store.load(index)
+            matrix[offset : offset + len(vectors)] = vectors
+            offset += len(vectors)
+        matrix.flush()
+        del matrix
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(store.folder, ignore_errors=True)
+    return (rows, dim), sum(int(record["truncated"]) for record in records)  # type: ignore[index]
