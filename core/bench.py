@@ -176,8 +176,8 @@ def bench_processes(args: argparse.Namespace) -> int:
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
+                "--standalone",
                 f"--nproc_per_node={processes}",
-                "--master_port=0",
             ]
             command = [*launcher, "-m", "core.embed", "--model", args.model, "--input", str(source)]
             command += [

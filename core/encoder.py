@@ -516,7 +516,7 @@ class Encoder:
         template = resolve_prompt(prompt) if prompt is not None else self.prompt
         variants = tuple(dict.fromkeys(variants))
         if True in variants and not self.loaded.has_adapter:
-            raise ConfigError("Adapter vectors need an adapter: load the model with adapter=PATH (or --adapter).")
+            raise ConfigError("No adapter is attached to this model; load one with adapter=PATH (or --adapter).")
         plan = self.plan(combos)  # validates every mode and layer before any work
         poolings = plan.poolings
         results = {

@@ -55,7 +55,8 @@ def test_capturing_does_not_change_the_vectors(tiny_encoder_factory, sample_text
     _, _, query = _batch(encoder, sample_texts)
     with capture_attention(encoder.loaded.backbone, None, mode, query):
         captured = encoder.encode(sample_texts)
-    np.testing.assert_array_equal(captured, plain)
+    # The capture runs eager attention, the plain encode SDPA: equal up to float rounding.
+    np.testing.assert_allclose(captured, plain, atol=1e-5, rtol=0)
 
 
 def test_layer_out_of_range_names_the_valid_range(tiny_encoder):

@@ -32,8 +32,10 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def hand_forward(encoder: Encoder, text: str, prompt: str = "none"):
     """The prepared text and the plain backbone's output on it alone (no padding, default positions)."""
+    from core.capture import eager_attention
+
     item = encoder.prepare([text], prompt=prompt)[0]
-    with torch.inference_mode():
+    with torch.inference_mode(), eager_attention(encoder.loaded.backbone):  # SDPA returns no attention weights
         output = encoder.loaded.backbone(
             input_ids=torch.tensor([item.input_ids]), output_hidden_states=True, output_attentions=True
         )

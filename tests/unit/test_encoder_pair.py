@@ -77,7 +77,7 @@ def test_pair_with_adapter_everywhere_falls_back_to_two_passes(tiny_encoder_fact
 def test_pair_needs_an_adapter(tiny_encoder, sample_texts):
     from core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="need an adapter"):
+    with pytest.raises(ConfigError, match="No adapter is attached"):
         tiny_encoder.encode_pair(sample_texts)
 
 

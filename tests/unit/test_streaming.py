@@ -142,7 +142,7 @@ def test_two_processes_equal_one(tiny_model_dir, tiny_encoder, tmp_path, corpus)
     source = _write_inputs(tmp_path / "in", corpus)["jsonl"]
     output = tmp_path / "two.npy"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command += ["-m", "core.embed", "--model", str(tiny_model_dir), "--input", str(source), "--output", str(output)]
     command += ["--no-cache", "--precision", "fp32", "--device", "cpu", "--chunk-size", "3"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
