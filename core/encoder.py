@@ -220,9 +220,6 @@ class Encoder:
                 f"0..{layers - 1} or -{layers}..-1."
             )
         self.attention_layer = attention_layer
-        self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
-        if precision == "auto" and self.precision == "fp16" and not self._fp16_keeps_cosine():
-            self.precision = "fp32"
         if max_length < 4:
             raise ConfigError(f"max_length={max_length} is too small; use at least 4 tokens.")
         self.max_length = max_length
@@ -231,6 +228,10 @@ class Encoder:
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.padding_side = padding_side
+        # Last: the fp16 check embeds probe texts with every other setting in place.
+        self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
+        if precision == "auto" and self.precision == "fp16" and not self._fp16_keeps_cosine():
+            self.precision = "fp32"
 
     def with_settings(
         self,
@@ -359,7 +360,7 @@ class Encoder:
         """Whether fp16 keeps every probe vector within cosine :data:`FP16_MIN_COSINE` of fp32 (checked once per
         model, device, prompt and pooling: precision ``auto`` on a GPU without bf16)."""
         key = (self.device.type, self.prompt.template, self.pooling, str(self.layer))
-        verdicts = self.loaded.__dict__.setdefault("_fp16_verdicts", {})
+        verdicts = self.loaded.fp16_verdicts
         if key not in verdicts:
             cosine = self.precision_agreement("fp16", list(FP16_PROBE_TEXTS))
             verdicts[key] = cosine >= FP16_MIN_COSINE
@@ -377,7 +378,7 @@ class Encoder:
         for name in ("fp32", precision):
             probe = copy.copy(self)
             probe.precision, probe.cache = name, None
-            vectors[name] = probe.encode(list(texts), normalize=True)
+            vectors[name] = probe.encode(list(texts), normalize=True, use_adapter=self.loaded.has_adapter)
         return float((vectors["fp32"] * vectors[precision]).sum(1).min())
 
     def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

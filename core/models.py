@@ -236,6 +236,8 @@ class LoadedModel:
     adapter_path: str | None = None
     adapter_hash: str | None = None
     adapter_metadata: dict = field(default_factory=dict)
+    # (device type, prompt, pooling, layer) -> whether fp16 kept cosine >= 0.999 to fp32 (core.encoder)
+    fp16_verdicts: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:

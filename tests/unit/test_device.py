@@ -81,3 +81,18 @@ def test_fp16_probe_measures_agreement(tiny_encoder):
 def test_cache_key_of_cpu_vectors_has_no_device(tiny_encoder):
     settings = tiny_encoder.settings(tiny_encoder.prompt, tiny_encoder.plan().poolings[0], False)
     assert "device" not in settings
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.99, "fp16"), (1.01, "fp32")])
+def test_auto_fp16_is_kept_only_where_the_probe_agrees(tiny_loaded, monkeypatch, threshold, expected):
+    """Precision auto on a GPU without bf16 resolves to fp16, then the probe decides (simulated on the CPU)."""
+    import core.encoder as encoder_module
+    from core.encoder import Encoder
+
+    monkeypatch.setattr(encoder_module, "resolve_precision", lambda precision, device: "fp16")
+    monkeypatch.setattr(encoder_module, "FP16_MIN_COSINE", threshold)
+    tiny_loaded.fp16_verdicts.clear()
+    try:
+        assert Encoder(tiny_loaded, precision="auto", cache=False).precision == expected
+    finally:
+        tiny_loaded.fp16_verdicts.clear()
