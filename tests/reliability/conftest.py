@@ -67,10 +67,10 @@ _HERE = Path(__file__).parent
 _STATE: dict[str, set[str]] = {"run": set(), "passed": set()}
 
 
-def pytest_collection_modifyitems(session, config, items) -> None:
+def pytest_collection_finish(session) -> None:
     _STATE["run"] = {
         item.nodeid
-        for item in items
+        for item in session.items
         if _HERE in item.path.parents and "case" in getattr(getattr(item, "callspec", None), "params", {})
     }
 

@@ -137,22 +137,24 @@ RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.ui
     refused(
         "unknown-model",
         "`--model no-such-model`",
-        "`error: ...` naming the model and the packaged names",
-        r"no-such-model",
+        "`error: Unknown model 'no-such-model': not a packaged model (smollm2-135m, ...), not an existing folder, "
+        "and not a hub id ...`",
+        r"Unknown model 'no-such-model': not a packaged model \(smollm2-135m",
         args=("--model", "no-such-model"),
     ),
     refused(
         "unknown-prompt",
         "`--prompt nonsense` (neither a prompt name nor a template)",
-        "`error: ...` listing the prompt names",
-        r"error: .*nonsense",
+        "`error: Unknown prompt 'nonsense': not a registered name (none, eol, ...) and, as a template, it lacks "
+        "the {text} placeholder. Example: ...`",
+        r"Unknown prompt 'nonsense': not a registered name .* lacks the \{text\} placeholder",
         args=("--prompt", "nonsense"),
     ),
     refused(
         "template-no-text",
-        "`--prompt 'Summarize:'` (a template without {text})",
-        "`error: ...` saying a template needs one {text}",
-        r"error: .*\{text\}",
+        "`--prompt 'Summarize: this'` (a template without {text})",
+        "the same `error: Unknown prompt ...: ... lacks the {text} placeholder. Example: ...`",
+        r"Unknown prompt 'Summarize: this'.*lacks the \{text\} placeholder",
         args=("--prompt", "Summarize: this"),
     ),
     refused(
@@ -172,8 +174,8 @@ RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.ui
     refused(
         "layer-out-of-range",
         "`--layer 99` on a 3-layer model",
-        "`error: ...` naming the layer and the model's range",
-        r"error: .*99",
+        "`error: Layer 99 is out of range: this model has 3 layers, so use 0..3 (0 = embeddings) or -4..-1.`",
+        r"Layer 99 is out of range: this model has 3 layers, so use 0\.\.3",
         args=("--layer", "99"),
     ),
     refused(
@@ -186,8 +188,8 @@ RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.ui
     refused(
         "missing-adapter",
         "`--adapter` naming a folder that does not exist",
-        "`error: ...` naming the adapter folder",
-        r"error: .*no-such-adapter",
+        "`error: No adapter at no-such-adapter (no adapter_config.json). Train one with: python -m core.train ...`",
+        r"No adapter at no-such-adapter \(no adapter_config\.json\)",
         args=("--adapter", "no-such-adapter"),
     ),
 )
