@@ -15,9 +15,35 @@ import numpy as np
 import pytest
 
 from core.cache import EmbeddingCache
-from tests.conftest import english_like_sentences
 from tests.reliability.cases import Case, cases
 from tests.reliability.conftest import CACHE_TIMEOUT_S
+
+
+def english_like_sentences(count: int, seed: int) -> list[str]:
+    """Distinct short sentences (tests/conftest.py is pytest's, so not imported here)."""
+    rng = np.random.default_rng(seed)
+    words = [
+        "the",
+        "a",
+        "red",
+        "old",
+        "dog",
+        "cat",
+        "man",
+        "woman",
+        "runs",
+        "reads",
+        "sees",
+        "in",
+        "near",
+        "garden",
+        "river",
+        "book",
+        "city",
+        "quickly",
+    ]
+    return [f"{i}: " + " ".join(rng.choice(words, size=int(rng.integers(5, 14)))) + "." for i in range(count)]
+
 
 SENTENCES = english_like_sentences(40, seed=5)
 
