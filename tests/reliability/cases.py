@@ -1,7 +1,8 @@
 """A reliability case: one row of the README's table, input -> what the user sees -> what is kept.
 
 Each test in this folder is parametrized by the cases it checks (``@cases(...)``), so the table is
-generated from the same objects the tests assert against: ``python -m tests.reliability.table``.
+generated from the same objects the tests assert against (read from the marks,
+module by module in file order): ``python -m tests.reliability.table``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-REGISTRY: list[Case] = []
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,5 @@ class Case:
 
 
 def cases(*rows: Case):
-    """Parametrize a test over ``rows`` (as ``case``) and register them for the table."""
-    REGISTRY.extend(rows)
+    """Parametrize a test over ``rows`` (as ``case``): the table reads them back from the mark."""
     return pytest.mark.parametrize("case", rows, ids=[row.id for row in rows])

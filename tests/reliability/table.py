@@ -10,7 +10,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-from tests.reliability.cases import REGISTRY, Case
+from tests.reliability.cases import Case
 
 HERE = Path(__file__).parent
 README = HERE.parents[1] / "README.md"
@@ -19,10 +19,15 @@ AREAS = {"storage": "Storage", "concurrency": "Concurrency", "interrupt": "Inter
 
 
 def all_cases() -> list[Case]:
-    for module in sorted(HERE.glob("test_*.py")):
-        importlib.import_module(f"tests.reliability.{module.stem}")
-    unique = {case.id: case for case in REGISTRY}
-    return sorted(unique.values(), key=lambda case: list(AREAS).index(case.area))
+    """The cases of every test module here, in file and definition order, grouped by area."""
+    found: list[Case] = []
+    for path in sorted(HERE.glob("test_*.py")):
+        module = importlib.import_module(f"tests.reliability.{path.stem}")
+        for test in vars(module).values():
+            for mark in getattr(test, "pytestmark", []):
+                if mark.name == "parametrize" and mark.args[0] == "case":
+                    found.extend(mark.args[1])
+    return sorted(found, key=lambda case: list(AREAS).index(case.area))
 
 
 def markdown() -> str:
