@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from core.data import DataError, load_user_file
 from core.encoder import Encoder
-from core.errors import run_cli
+from core.errors import ConfigError, run_cli
 from core.files import atomic_write, write_json
 from core.models import DEFAULT_MODEL, ModelNotFoundError
 from core.pooling import POOLING_MODES
@@ -36,6 +37,22 @@ def read_texts(path: Path, text_column: str) -> list[str]:
             raise ValueError(f"{path} has no non-empty lines.")
         return texts
     return load_user_file(path, text_column=text_column, label_column=None).texts
+
+
+def check_output(output: Path) -> None:
+    """Fail before the work if the vectors could not be written after it (a missing folder is created)."""
+    folder = output.parent
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; name a .npy file inside it, e.g. {output / 'vectors.npy'}.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write --output {output}: the folder {folder} cannot be created or written "
+            f"({error.strerror or error}); choose a writable folder or fix its permissions."
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output.suffix != ".npy":
         parser.error(f"--output must end in .npy, got {args.output}")
+    check_output(args.output)
     try:
         texts = read_texts(args.input, args.text_column)
         encoder = Encoder(

@@ -438,14 +438,28 @@ class Encoder:
                 for index, vector in found.items():
                     results[combo][index] = vector
                 missing.update(set(range(len(texts))) - set(found))
-        self.last_truncated = 0
+        # Cached texts were truncated too if they are long: count them by tokenizing alone (cheap), skipping
+        # texts too short to reach max_length (a token covers at least one byte; 8 spare for special tokens).
+        truncated = sum(
+            self._prepare_one(texts[i], template).truncated
+            for i in set(range(len(texts))) - missing
+            if len(template.wrap(texts[i]).string.encode()) + 8 > self.max_length
+        )
         if missing:
             todo = sorted(missing)
             computed = self._compute([texts[i] for i in todo], template, plan, use_adapter, show_progress)
+            truncated += self.last_truncated
             for combo, vectors in computed.items():
                 results[combo][todo] = vectors
                 if self.cache is not None:
                     self.cache.put_many(keys[combo], [texts[i] for i in todo], vectors)
+        self.last_truncated = truncated
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(texts)} texts exceeded max_length={self.max_length} tokens and "
+                "were truncated before wrapping.",
+                stacklevel=3,
+            )
         return results
 
     def _compute(
@@ -458,12 +472,6 @@ class Encoder:
     ) -> dict[tuple[str, str], np.ndarray]:
         prepared = [self._prepare_one(text, template) for text in texts]
         self.last_truncated = sum(item.truncated for item in prepared)
-        if self.last_truncated:
-            warnings.warn(
-                f"{self.last_truncated} of {len(texts)} texts exceeded max_length={self.max_length} tokens and "
-                "were truncated before wrapping.",
-                stacklevel=3,
-            )
         out = {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings}
         groups = self.batches(prepared)
         total_tokens = sum(len(item.input_ids) for item in prepared)
