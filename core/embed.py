@@ -8,33 +8,32 @@ with the settings that produced it.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from core.data import DataError, load_user_file
+from core.data import load_user_file
 from core.encoder import Encoder
-from core.errors import ConfigError, run_cli
+from core.errors import ConfigError, UserFileError, run_cli
 from core.files import atomic_write, write_json
-from core.models import DEFAULT_MODEL, ModelNotFoundError
+from core.models import DEFAULT_MODEL
 from core.pooling import POOLING_MODES
 from core.prompts import PROMPTS
 
 
 def read_texts(path: Path, text_column: str) -> list[str]:
     if not path.is_file():
-        raise ValueError(f"Input file {path} does not exist.")
+        raise UserFileError(f"Input file {path} does not exist; check the --input path.")
     if path.suffix == ".txt":
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); convert it to UTF-8.") from None
+            raise UserFileError(f"{path} is not UTF-8 text (byte {error.start}); convert it to UTF-8.") from None
         texts = [line for line in lines if line.strip()]
         if not texts:
-            raise ValueError(f"{path} has no non-empty lines.")
+            raise UserFileError(f"{path} has no non-empty lines; give it one text per line.")
         return texts
     return load_user_file(path, text_column=text_column, label_column=None).texts
 
@@ -76,26 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.suffix != ".npy":
         parser.error(f"--output must end in .npy, got {args.output}")
     check_output(args.output)
-    try:
-        texts = read_texts(args.input, args.text_column)
-        encoder = Encoder(
-            args.model,
-            args.adapter,
-            prompt=args.prompt,
-            pooling=args.pooling,
-            layer=args.layer,
-            precision=args.precision,
-            max_length=args.max_length,
-            cache=not args.no_cache,
-        )
-        started = time.perf_counter()
-        vectors = encoder.encode(
-            texts, normalize=args.normalize, use_adapter=False if args.base else None, show_progress=True
-        )
-        seconds = time.perf_counter() - started
-    except (ValueError, TypeError, FileNotFoundError, DataError, ModelNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    texts = read_texts(args.input, args.text_column)
+    encoder = Encoder(
+        args.model,
+        args.adapter,
+        prompt=args.prompt,
+        pooling=args.pooling,
+        layer=args.layer,
+        precision=args.precision,
+        max_length=args.max_length,
+        cache=not args.no_cache,
+    )
+    started = time.perf_counter()
+    vectors = encoder.encode(
+        texts, normalize=args.normalize, use_adapter=False if args.base else None, show_progress=True
+    )
+    seconds = time.perf_counter() - started
     with atomic_write(args.output, "wb") as handle:
         np.save(handle, vectors)
     write_json(
