@@ -8,6 +8,8 @@ positions are explicit, so padding side and batch-mates do not matter.
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -26,6 +28,19 @@ from tqdm.auto import tqdm
 
 from core.cache import EmbeddingCache, settings_key
 from core.capture import capture_attention_rows
+from core.errors import ConfigError
+from core.methods import (
+    PLAIN,
+    Ensemble,
+    Method,
+    Template,
+    backbone_hooks,
+    check_method_for_model,
+    method_template,
+    parse_method,
+    placeholder_index,
+    pooled_span,
+)
 from core.models import DEFAULT_MODEL, LoadedModel, load_model
 from core.pooling import (
     ENCODER_POOLING_MODES,
@@ -35,7 +50,7 @@ from core.pooling import (
     PoolingMode,
     TokenStates,
 )
-from core.prompts import PromptTemplate, resolve_prompt
+from core.prompts import PLACEHOLDER, PromptTemplate
 from core.roles import TEXT_ROLES, Role, token_roles
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -76,6 +91,9 @@ class PreparedText:
     eos_index: int
     wrapped: str
     truncated: bool
+    # Method hook points (core.methods): the pooled token range [start, end), the TP placeholder's position.
+    pooled: tuple[int, int] | None = None  # None: the whole wrapped text
+    placeholder_index: int = -1
 
 
 def validate_texts(texts: Sequence[Any]) -> list[str]:
@@ -112,9 +130,11 @@ class Encoder(AbsEncoder):
         max_batch_size: int = 64,
         cache: bool | str | Path | EmbeddingCache = True,
         padding_side: PaddingSide = "right",
+        method: str | Method = "plain",
     ):
+        method = parse_method(method)
         if prompt is not None:
-            resolve_prompt(prompt)  # fail before the slow model load
+            method_template(method, prompt, prompt)  # fail before the slow model load
         if pooling is not None and pooling not in POOLING_MODES:
             raise ValueError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
         if isinstance(model, LoadedModel) and adapter is not None:
@@ -123,7 +143,9 @@ class Encoder(AbsEncoder):
         # An adapter records the prompt, pooling, layer and max length it was trained with: they are the
         # defaults, so inference matches training unless the caller overrides them.
         trained = self.loaded.adapter_metadata
-        self.prompt = resolve_prompt(prompt if prompt is not None else trained.get("prompt", "none"))
+        self.method = check_method_for_model(method, self.loaded.num_layers, self.loaded.is_causal)
+        # None for an ensemble, whose prompts are in the method.
+        self.prompt = method_template(self.method, prompt, trained.get("prompt", "none"))
         self.pooling = self._check_pooling(pooling if pooling is not None else trained.get("pooling", "mean"))
         self.layer = LayerChoice.parse(layer if layer is not None else trained.get("layer", -1))
         self.layer.indices(self.num_hidden_states)
@@ -144,6 +166,8 @@ class Encoder(AbsEncoder):
             self.cache = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
         self.use_adapter = self.loaded.has_adapter
         self.last_truncated = 0
+        if self.prompt is not None and not isinstance(self.prompt, PromptTemplate):
+            self.prepare(["check"])  # a TP placeholder the tokenizer splits fails here, not mid-run
         self.mteb_model_meta = ModelMeta.create_empty(
             overwrites={
                 "name": f"embedding-lens/{Path(self.loaded.name).name}",
@@ -176,12 +200,21 @@ class Encoder(AbsEncoder):
         return pooling  # type: ignore[return-value]
 
     # ----- tokenization
-    def prepare(self, texts: Sequence[str], prompt: str | PromptTemplate | None = None) -> list[PreparedText]:
+    def template(self, prompt: str | Template | None = None) -> Template:
+        """The template texts are wrapped with: ``prompt`` checked against the method, or the default."""
+        template = method_template(self.method, prompt, self.prompt) if prompt is not None else self.prompt
+        if template is None:
+            raise ConfigError(
+                f"The {self.method.spec} method has several prompts: give one with prompt=... to prepare texts."
+            )
+        return template
+
+    def prepare(self, texts: Sequence[str], prompt: str | Template | None = None) -> list[PreparedText]:
         """Wrap and tokenize; over-long texts are cut before wrapping so the template's end survives."""
-        template = resolve_prompt(prompt) if prompt is not None else self.prompt
+        template = self.template(prompt)
         return [self._prepare_one(text, template) for text in validate_texts(texts)]
 
-    def _prepare_one(self, text: str, template: PromptTemplate) -> PreparedText:
+    def _prepare_one(self, text: str, template: Template) -> PreparedText:
         tokenizer = self.tokenizer
         eos = tokenizer.eos_token_id if self.loaded.is_causal else None
         truncated = False
@@ -198,7 +231,8 @@ class Encoder(AbsEncoder):
                 break
             # Cut the text at a token boundary and retry; the loop ends since ``keep`` shrinks.
             text_offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-            keep = len(text_offsets) - (total - self.max_length) if keep is None else keep - 1
+            copies = template.template.count(PLACEHOLDER)  # echo gives the text twice: cut half as many tokens
+            keep = len(text_offsets) - math.ceil((total - self.max_length) / copies) if keep is None else keep - 1
             if keep < 1:
                 raise ValueError(
                     f"The prompt {template.template!r} leaves no room for text within max_length={self.max_length} "
@@ -212,6 +246,8 @@ class Encoder(AbsEncoder):
             [bool(flag) for flag in encoding["special_tokens_mask"]],
             wrapped.text_start,
             wrapped.text_end,
+            first_copy=wrapped.first_copy,
+            placeholder=wrapped.placeholder,
         )
         if appended:
             ids.append(eos)
@@ -221,7 +257,16 @@ class Encoder(AbsEncoder):
         else:
             eos_index = len(ids) - 1 if eos is not None else -1
             length = len(ids)
-        return PreparedText(tuple(ids), tuple(roles), length, eos_index, wrapped.string, truncated)
+        return PreparedText(
+            tuple(ids),
+            tuple(roles),
+            length,
+            eos_index,
+            wrapped.string,
+            truncated,
+            pooled=pooled_span(roles, length),
+            placeholder_index=placeholder_index(roles, template),
+        )
 
     # ----- batching and forward
     def batches(self, prepared: Sequence[PreparedText]) -> list[list[int]]:
@@ -252,6 +297,7 @@ class Encoder(AbsEncoder):
             text_mask[row, offset : offset + len(item.roles)] = torch.tensor([r in TEXT_ROLES for r in item.roles])
             start[row] = offset
         eos_index = torch.tensor([item.eos_index for item in items])
+        pooled = torch.tensor([item.pooled or (0, item.length) for item in items])
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -261,6 +307,10 @@ class Encoder(AbsEncoder):
             "length": torch.tensor([item.length for item in items]),
             "eos_index": torch.where(eos_index >= 0, eos_index + start, eos_index),
             "text_mask": text_mask,
+            # Method hook points (core.methods): the pooled span, absolute; the TP placeholder's position.
+            "pooled_start": start + pooled[:, 0],
+            "pooled_length": pooled[:, 1] - pooled[:, 0],
+            "placeholder": start + torch.tensor([item.placeholder_index for item in items]),
         }
 
     def autocast(self):
@@ -287,7 +337,7 @@ class Encoder(AbsEncoder):
             else nullcontext({})
         )
         model_inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
-        with capture as rows, self.autocast():
+        with capture as rows, self.autocast(), backbone_hooks(self.method, self.loaded.backbone, batch):
             output = self.loaded.backbone(**model_inputs, output_hidden_states=not only_last)
         if only_last:
             hidden = {wanted[0]: output.last_hidden_state.float()}
@@ -301,15 +351,18 @@ class Encoder(AbsEncoder):
             eos_index=batch["eos_index"],
             text_mask=batch["text_mask"],
             attention_rows=dict(rows),
+            pooled_start=batch.get("pooled_start"),
+            pooled_length=batch.get("pooled_length"),
         )
 
     # ----- encoding
-    def settings(self, prompt: PromptTemplate, pooling: Pooling, use_adapter: bool) -> dict[str, object]:
+    def settings(self, prompt: Template | None, pooling: Pooling, use_adapter: bool) -> dict[str, object]:
         """Everything but the text that determines a vector: the embedding cache's key."""
         return {
             **self.loaded.identity(use_adapter),
             "engine": ENGINE_VERSION,
-            "prompt": prompt.template,
+            "prompt": prompt.template if prompt is not None else None,
+            **self.method.settings(),
             **pooling.get_config_dict(),
             "attention_layer": pooling.attention_layer if pooling.mode == "attention" else None,
             "max_length": self.max_length,
@@ -330,7 +383,9 @@ class Encoder(AbsEncoder):
         Returns ``{(pooling, str(layer)): float32 array (len(texts), dim)}``, not normalised.
         """
         texts = validate_texts(texts)
-        template = resolve_prompt(prompt) if prompt is not None else self.prompt
+        if isinstance(self.method, Ensemble):  # method hook point: one plain pass per prompt, averaged
+            return self._encode_ensemble(texts, combos, prompt, use_adapter, show_progress)
+        template = self.template(prompt)
         use_adapter = self.use_adapter if use_adapter is None else use_adapter
         poolings = []
         for mode, layer in combos:
@@ -357,10 +412,32 @@ class Encoder(AbsEncoder):
                     self.cache.put_many(keys[combo], [texts[i] for i in todo], vectors)
         return results
 
+    def _encode_ensemble(
+        self,
+        texts: list[str],
+        combos: Sequence[tuple[PoolingMode, int | str]],
+        prompt: str | PromptTemplate | None,
+        use_adapter: bool | None,
+        show_progress: bool,
+    ) -> dict[tuple[str, str], np.ndarray]:
+        method = self.method
+        assert isinstance(method, Ensemble)
+        method_template(method, prompt, prompt)  # an explicit prompt is an error: the method has them
+        plain = copy.copy(self)  # shares the loaded model and the cache; each prompt's vectors cached as plain
+        plain.method = PLAIN
+        grids, truncated = [], 0
+        for template in method.templates():
+            grids.append(
+                plain.encode_grid(texts, combos, prompt=template, use_adapter=use_adapter, show_progress=show_progress)
+            )
+            truncated = max(truncated, plain.last_truncated)
+        self.last_truncated = truncated
+        return method.average(grids)
+
     def _compute(
         self,
         texts: list[str],
-        template: PromptTemplate,
+        template: Template,
         poolings: list[Pooling],
         use_adapter: bool,
         show_progress: bool,
