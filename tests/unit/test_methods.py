@@ -329,3 +329,15 @@ def test_embed_cli_takes_a_method_and_an_ensembles_prompts(tiny_model_dir, tmp_p
     assert json.loads(output.with_suffix(".json").read_text())["method_spec"] == "ensemble:eol+summarize"
     assert embed_main([*common, "--method", "ensemble", "--prompts", "eol"]) == 2
     assert "at least two prompts" in capsys.readouterr().err
+
+
+def test_bench_times_the_methods_and_prints_tp_overhead(tiny_model_dir, sample_texts, capsys):
+    from core.bench import method_speeds
+
+    method_speeds(str(tiny_model_dir), sample_texts, "fp32", "tp:1-3", rounds=1)
+    out = capsys.readouterr().out
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines()}
+    assert {"plain (eol)", "echo", "tp 1-1 (no hooks)", "tp 1-3"} <= set(lines)
+    tokens = {name: int(lines[name].split(":")[1].split()[0]) for name in ("tp 1-1 (no hooks)", "tp 1-3")}
+    assert tokens["tp 1-1 (no hooks)"] == tokens["tp 1-3"]  # equal tokens: the difference is the hooks
+    assert "token prepending overhead at equal tokens" in out
