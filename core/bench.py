@@ -100,15 +100,17 @@ def method_speeds(model: str, texts: list[str], precision: str, tp_spec: str, ro
     best = dict.fromkeys(runs, float("inf"))
     for encoder in runs.values():
         encoder.encode(texts[:8])  # warm-up
-    for _ in range(rounds):
+    print(f"model {model}, {len(texts)} texts, torch threads {torch.get_num_threads()}", flush=True)
+    names = list(runs)
+    for round_ in range(1, rounds + 1):
         for name, encoder in runs.items():
             best[name] = min(best[name], timed(encoder.encode, texts)[1])
-    print(f"model {model}, {len(texts)} texts, best of {rounds} rounds, torch threads {torch.get_num_threads()}")
-    for name in runs:
-        print(f"{name:24s}: {tokens[name]:7d} tokens, {tokens[name] / best[name]:8.0f} tokens/s ({best[name]:.2f} s)")
-    names = list(runs)
-    overhead = best[names[3]] / best[names[2]] - 1
-    print(f"token prepending overhead at equal tokens: {overhead:+.1%} (target < 10%)")
+        print(f"after round {round_} of {rounds} (best times so far):", flush=True)
+        for name in names:
+            rate = tokens[name] / best[name]
+            print(f"{name:24s}: {tokens[name]:7d} tokens, {rate:8.0f} tokens/s ({best[name]:.2f} s)", flush=True)
+        overhead = best[names[3]] / best[names[2]] - 1
+        print(f"token prepending overhead at equal tokens: {overhead:+.1%} (target < 10%)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
