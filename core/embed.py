@@ -18,6 +18,7 @@ from core.data import load_user_file
 from core.encoder import Encoder
 from core.errors import ConfigError, UserFileError, run_cli
 from core.files import atomic_write, write_json
+from core.methods import METHOD_KINDS, Ensemble, Method, parse_method
 from core.models import DEFAULT_MODEL
 from core.pooling import POOLING_MODES
 from core.prompts import PROMPTS
@@ -54,6 +55,15 @@ def check_output(output: Path) -> None:
         ) from None
 
 
+def method_from_args(method: str, prompts: str | None) -> Method:
+    """``--method`` (a spec such as ``tp:1-6``) and, for ``ensemble``, ``--prompts a,b,c``."""
+    if prompts is not None:
+        if method.strip().lower() != "ensemble":
+            raise ConfigError(f"--prompts lists an ensemble's prompts: use it with --method ensemble, not {method!r}.")
+        return Ensemble(tuple(prompt.strip() for prompt in prompts.split(",") if prompt.strip()))
+    return parse_method(method)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.embed", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name, local folder or hub id")
@@ -64,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pooling", choices=POOLING_MODES, help="default: mean, or the adapter's")
     parser.add_argument("--layer", help="hidden-state index (-1 = last) or lastK for a mean (default: -1)")
+    parser.add_argument(
+        "--method",
+        default="plain",
+        help=f"one of {', '.join(METHOD_KINDS)}; tp:START-EXIT sets token prepending's layers (default: plain)",
+    )
+    parser.add_argument("--prompts", help="with --method ensemble: prompt names or templates, comma-separated")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
@@ -75,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.suffix != ".npy":
         parser.error(f"--output must end in .npy, got {args.output}")
     check_output(args.output)
+    method = method_from_args(args.method, args.prompts)
     texts = read_texts(args.input, args.text_column)
     encoder = Encoder(
         args.model,
@@ -85,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
         max_length=args.max_length,
         cache=not args.no_cache,
+        method=method,
     )
     started = time.perf_counter()
     vectors = encoder.encode(
@@ -97,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.with_suffix(".json"),
         {
             **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
+            "method_spec": encoder.method.spec,
             "input": str(args.input),
             "texts": len(texts),
             "truncated": encoder.last_truncated,

@@ -62,11 +62,14 @@ class PromptTemplate:
 
 @dataclass(frozen=True)
 class WrappedText:
-    """A prompt-wrapped text and the half-open character span ``[text_start, text_end)`` of the text."""
+    """A prompt-wrapped text and the half-open character span ``[text_start, text_end)`` of the text
+    (the pooled copy under echo); methods (core.methods) add the first copy's span or the placeholder's."""
 
     string: str
     text_start: int
     text_end: int
+    first_copy: tuple[int, int] | None = None
+    placeholder: tuple[int, int] | None = None
 
 
 def resolve_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
