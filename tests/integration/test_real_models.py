@@ -9,6 +9,7 @@ from sentence_transformers import SentenceTransformer, models
 from core.data import Dataset, load_task
 from core.embed import main as embed_main
 from core.encoder import Encoder, cpu_has_bf16
+from core.errors import run_cli
 from core.models import load_model, resolve_model_path
 
 pytestmark = pytest.mark.integration
@@ -97,5 +98,5 @@ def test_embed_cli_writes_matrix_and_settings(tmp_path, capsys):
     vectors = np.load(output)
     assert vectors.shape == (2, 576) and vectors.dtype == np.float32
     assert '"mode": "last"' in (tmp_path / "out.json").read_text()
-    assert embed_main(["--prompt", "no placeholder", "--input", str(source), "--output", str(output)]) == 2
+    assert run_cli(embed_main, ["--prompt", "no placeholder", "--input", str(source), "--output", str(output)]) == 2
     assert "placeholder" in capsys.readouterr().err

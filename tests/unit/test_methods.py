@@ -13,7 +13,7 @@ import torch
 from core.capture import decoder_layers
 from core.embed import main as embed_main
 from core.encoder import Encoder
-from core.errors import ConfigError
+from core.errors import ConfigError, run_cli
 from core.methods import (
     ECHO_TEMPLATE,
     METAEOL,
@@ -327,7 +327,7 @@ def test_embed_cli_takes_a_method_and_an_ensembles_prompts(tiny_model_dir, tmp_p
     assert (sidecar["method_spec"], sidecar["tp_exit"]) == ("tp:1-2", 2)
     assert embed_main([*common, "--method", "ensemble", "--prompts", "eol,summarize", "--pooling", "last"]) == 0
     assert json.loads(output.with_suffix(".json").read_text())["method_spec"] == "ensemble:eol+summarize"
-    assert embed_main([*common, "--method", "ensemble", "--prompts", "eol"]) == 2
+    assert run_cli(embed_main, [*common, "--method", "ensemble", "--prompts", "eol"]) == 2
     assert "at least two prompts" in capsys.readouterr().err
 
 
