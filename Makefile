@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test lint bench adapter chromium clean-venv
+.PHONY: install run test test-unit lint bench adapter chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ chromium:
 test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The fast loop while coding: unit tests only (tiny models built from a config), no real models, no browser.
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -q -m "not integration"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
