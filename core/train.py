@@ -282,6 +282,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state(states["numpy"])
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def interrupts_held() -> Iterator[None]:
     """SIGINT/SIGTERM inside the block take effect at its end, as a ``KeyboardInterrupt``.
@@ -298,12 +301,9 @@ def interrupts_held() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
     if received:
         raise KeyboardInterrupt
-
-
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # ----- the trainer
@@ -329,7 +329,7 @@ class Trainer:
         self.pairs, self.pair_provenance = self._load_pairs()
         # Everything a user can get wrong is checked before the model loads (seconds to minutes).
         self.checkpoint = self._checkpoint_to_resume() if resume else None
-        if not resume and self.is_main and (self.out / "checkpoints").is_dir() and any(self.out.glob("checkpoints/*")):
+        if not resume and self.is_main and any(self.out.glob("checkpoints/*")):
             raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
         self._check_out()
         self.loaded = load_model(config.base_model)
