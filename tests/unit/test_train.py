@@ -416,6 +416,10 @@ def test_bad_inputs_fail_with_clear_messages(tiny_dir, pair_file, tmp_path):
     bad.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a"\n')
     with pytest.raises(PairFileError, match="line 2"):
         Trainer(make_config(tiny_dir, bad), tmp_path / "d")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(TrainError, match=r"cannot create --out .*choose a writable folder"):
+        Trainer(make_config(tiny_dir, pair_file), not_a_folder / "out")
     same = tmp_path / "same.jsonl"
     views = [{"anchor": f"the cat {w}", "positive": f"the cat {w}", "method": "dropout"} for w in WORDS]
     same.write_text("".join(json.dumps(row) + "\n" for row in views))
