@@ -1,8 +1,7 @@
 """Reliability cases of training (issue 16): interruptions and bad resumes of ``python -m core.train``.
 
 Each test is one row of the README's reliability table (its ``Case``). The runs use the tiny Llama of
-tests/conftest.py in subprocesses (one thread each, so
-weights compare bit for bit across processes).
+tests/conftest.py in subprocesses (one thread each, so weights compare bit for bit across processes).
 """
 
 from __future__ import annotations
