@@ -31,7 +31,6 @@ AttentionRows = Float[Tensor, "batch heads seq"] | Float[Tensor, "batch heads qu
 AttentionMaps = Float[Tensor, "batch heads seq seq"]
 
 
-
 def attention_modules(backbone: nn.Module) -> list[nn.Module]:
     """The self-attention module of each decoder layer, in layer order."""
     layers = getattr(backbone, "layers", None)

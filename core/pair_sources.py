@@ -25,6 +25,7 @@ from typing import Any
 from core.data.transfer import NpmSpec, NpmStore, PackageSpec, TransferStore
 from core.data.wheels import WheelSpec, WheelStore
 from core.errors import DataError
+from core.pair_guard import normalise_text
 
 INSPIRATIONAL_QUOTES = NpmSpec(
     "inspirational-quotes", "2.0.1", "c7beda673e9d1a85b98e177241894926f9d69ec169a88570c359fa1a9f4ebdb6"
@@ -162,12 +163,17 @@ def source_store() -> TransferStore:
 
 
 def load_pair_source(name: str, store: TransferStore | None = None) -> tuple[list[str], dict[str, Any]]:
-    """The deduplicated sentences of one source, in package order, and its provenance record."""
+    """The sentences of one source (first copy of each normalised text, in package order) and its record."""
     if name not in PAIR_SOURCES:
         raise DataError(f"unknown pair source {name!r}; choose one of: {', '.join(PAIR_SOURCES)}")
     source = PAIR_SOURCES[name]
     store = store if store is not None else source_store()
-    texts = list(dict.fromkeys(source.parser({source.member: store.read(source.package, source.member)})))
+    parsed = source.parser({source.member: store.read(source.package, source.member)})
+    # One copy per normalised text: the quotes repeat some with other punctuation or case.
+    first: dict[str, str] = {}
+    for text in parsed:
+        first.setdefault(normalise_text(text), text)
+    texts = list(first.values())
     if not texts:
         raise DataError(f"pair source {name}: no sentences in {source.package.requirement}")
     return texts, source.record(len(texts))
