@@ -150,3 +150,17 @@ def test_a_plain_only_table_has_no_method_column_and_filters_as_plain(methods):
     assert list(scores.index.names) == ["variant", "prompt", "pooling", "layer"]
     assert len(filter_rows(scores, methods=methods)) == 3
     assert list(filter_rows(scores, methods=["echo"])["variant"]) == [BASELINE_MODEL]
+
+
+def test_mteb_model_names_tell_methods_apart_and_keep_plain_names():
+    from analysis.clustering.mteb_results import cell_model_name
+
+    plain, old = METHOD_CELLS[6], METHOD_CELLS[4]  # a plain cell with and without the method field
+    assert cell_model_name(plain) == "embedding-lens/m__none__mean__L-1"
+    assert cell_model_name(old) == "embedding-lens/m__eol__last__L-1"
+    names = {cell_model_name({**METHOD_CELLS[0], "method": spec}) for spec in ("tp:1-2", "tp:1-3", "echo")}
+    assert names == {
+        "embedding-lens/m__tp-1-2__last__L-1",
+        "embedding-lens/m__tp-1-3__last__L-1",
+        "embedding-lens/m__echo__last__L-1",
+    }
