@@ -164,3 +164,27 @@ def test_mteb_model_names_tell_methods_apart_and_keep_plain_names():
         "embedding-lens/m__tp-1-3__last__L-1",
         "embedding-lens/m__echo__last__L-1",
     }
+
+
+def test_the_adapter_card_compares_plain_rows_when_methods_are_present(tmp_path):
+    from analysis.clustering import ModelSpec, record_adapter_scores
+    from core.data import LOCAL_TASKS
+    from tests.unit.test_clustering import make_card_adapter, track_cells
+
+    adapter = make_card_adapter(tmp_path)
+    cells = track_cells(tuple(LOCAL_TASKS))
+    echo_rows = [
+        {**c, "method": "echo", "prompt": {"name": "echo", "template": "{text} {text}"}, "scores": {**c["scores"]}}
+        for c in cells
+        if c["variant"] == "m" and c["prompt"]["name"] == "none"
+    ]
+    for row in echo_rows:
+        row["scores"]["v_measure"] = 0.95  # better than every plain row: still not a prompt-only base row
+    track = record_adapter_scores(ModelSpec("m", str(adapter)), [*cells, *echo_rows], tmp_path)
+    assert track is not None
+    assert [(row["label"].split(":")[0], row["average"]) for row in track["rows"]] == [
+        ("adapter", 0.6),
+        ("best prompt-only base", round(0.4 + 0.01 / 6, 4)),
+        ("MiniLM", 0.5),
+    ]
+    assert track["rows"][1]["label"] == "best prompt-only base: m, prompt none, mean pooling, layer -1"
