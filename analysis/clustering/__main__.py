@@ -40,6 +40,7 @@ def build_config(args: argparse.Namespace) -> GridConfig:
         baseline=not args.no_baseline,
         cache=not args.no_cache,
         progress=not args.quiet,
+        methods=_split(args.methods) or ["plain"],
     )
 
 
@@ -56,6 +57,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", help="comma-separated: NAME, NAME+ADAPTER_DIR, or ADAPTER_DIR")
     parser.add_argument("--prompts", help="comma-separated prompt names (none, eol, cluster, summarize, ...)")
     parser.add_argument("--template", action="append", help="a custom prompt template with one {text} (repeatable)")
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods (default plain): plain, echo, tp or tp:START-EXIT, metaeol, "
+        "ensemble:P1+P2 (prompts joined by '+'); --prompts apply to plain, the others bring their own templates",
+    )
     parser.add_argument("--poolings", help="comma-separated: mean, last, eos, weighted, attention, text_mean")
     parser.add_argument("--layers", help="comma-separated layers: -1, 0, 12, last4 ...")
     parser.add_argument("--tasks", help="comma-separated: local, a local task, PATH[:TEXT[:LABEL]], or an mteb task")
