@@ -1,0 +1,72 @@
+"""Shared page parts: the header naming the model choice, truncation notes and download buttons."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from core.browser import find_chromium
+from workbench.state import ModelChoice
+
+
+def header(title: str, choice: ModelChoice | None = None) -> None:
+    """The page title, and the model choice it shows (the same on every page: the sidebar's)."""
+    st.title(title)
+    if choice is not None:
+        adapter = choice.adapter or "none (base model only)"
+        length = f"{choice.max_length} tokens" if choice.max_length else "the adapter's (or 512)"
+        st.caption(f"Model **{choice.model}** · adapter **{adapter}** · max length {length}")
+
+
+def truncation_note(encoder: Any, texts: Sequence[str], prompt: str) -> int:
+    """Warn in the page how many texts the encoder cuts at its max length (counted by tokenizing, cache or not)."""
+    cut = sum(item.truncated for item in encoder.prepare(texts, prompt))
+    if cut:
+        st.warning(
+            f"{cut} of {len(texts)} texts are longer than {encoder.max_length} tokens (prompt included) and were "
+            "cut. Raise *Max length* in the sidebar to keep more of each text."
+        )
+    return cut
+
+
+def file_stem(*parts: Any) -> str:
+    """A file name from the view's settings, e.g. ``embed_base_eol_last_L-1``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(str(p) for p in parts if p not in (None, ""))).strip("-")[:120]
+
+
+def figure_downloads(figure: Any, stem: str, key: str) -> None:
+    """HTML (opens offline) always; PNG where Debian's chromium exists. Both are made on click, not per rerun."""
+    left, right = st.columns(2)
+    html = lambda: figure.to_html(include_plotlyjs=True)  # noqa: E731
+    left.download_button("HTML", html, f"{stem}.html", "text/html", key=f"{key}_html", on_click="ignore")
+    if find_chromium():
+        from analysis.plots import png_bytes
+
+        png = lambda: png_bytes(figure, scale=2)  # noqa: E731
+        right.download_button("PNG", png, f"{stem}.png", "image/png", key=f"{key}_png", on_click="ignore")
+
+
+def table_download(table: Any, stem: str, key: str, label: str = "CSV") -> None:
+    """A DataFrame (or a dict of columns) as CSV."""
+    import pandas as pd
+
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+    st.download_button(label, frame.to_csv(index=False), f"{stem}.csv", "text/csv", key=key, on_click="ignore")
+
+
+def array_download(array: np.ndarray, stem: str, key: str, label: str = "NPY") -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array))
+    st.download_button(label, buffer.getvalue(), f"{stem}.npy", "application/octet-stream", key=key, on_click="ignore")
+
+
+def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
+    """Several downloads side by side: (kind, args) with kind in figure/table/array."""
+    for column, (kind, args) in zip(st.columns(len(items)), items, strict=True):
+        with column:
+            {"figure": figure_downloads, "table": table_download, "array": array_download}[kind](*args)
