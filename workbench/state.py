@@ -39,12 +39,20 @@ TRAIN_COMMAND = "make adapter   # or: python -m core.train --pairs PAIRS.jsonl -
 KEEP = "keep:"  # prefix of the session keys that hold widget values between pages (never cleaned up)
 
 
-def kept(key: str, default: Any, *, options: Sequence[Any] | None = None, url: str | None = None) -> dict[str, Any]:
+def kept(
+    key: str,
+    default: Any,
+    *,
+    options: Sequence[Any] | None = None,
+    bounds: tuple[float, float] | None = None,
+    url: str | None = None,
+) -> dict[str, Any]:
     """Widget arguments that make widget ``key`` keep its value across pages and reruns.
 
     Streamlit drops a widget's state on a page that does not draw it, so the value also lives under
     ``keep:KEY`` (a plain session key); it is put back into the widget's key before the widget is drawn.
-    With ``url``, the value is also a query parameter of that name: a bookmarked URL restores it.
+    ``options``/``bounds``: a kept value no longer allowed (another task, a smaller file) falls back to the
+    default / is clamped. With ``url``, the value is also a query parameter of that name: a bookmarked URL restores it.
     Pass the result as ``**kept(...)`` and give the widget no ``value``/``index`` of its own.
     """
     store = KEEP + key
@@ -56,6 +64,8 @@ def kept(key: str, default: Any, *, options: Sequence[Any] | None = None, url: s
     value = st.session_state[store]
     if options is not None and value not in options:
         value = default if default in options else options[0]
+    if bounds is not None:
+        value = type(default)(min(max(value, bounds[0]), bounds[1]))
     st.session_state[key] = value
     if url:
         st.query_params[url] = str(value)

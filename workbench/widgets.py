@@ -24,8 +24,15 @@ def header(title: str, choice: ModelChoice | None = None) -> None:
 
 
 def truncation_note(encoder: Any, texts: Sequence[str], prompt: str) -> int:
-    """Warn in the page how many texts the encoder cuts at its max length (counted by tokenizing, cache or not)."""
-    cut = sum(item.truncated for item in encoder.prepare(texts, prompt))
+    """Warn in the page how many texts the encoder cuts at its max length (counted by tokenizing, cache or not).
+
+    A max length that leaves no room for text stops the page with that error.
+    """
+    try:
+        cut = sum(item.truncated for item in encoder.prepare(texts, prompt))
+    except ValueError as error:
+        st.error(str(error))
+        st.stop()
     if cut:
         st.warning(
             f"{cut} of {len(texts)} texts are longer than {encoder.max_length} tokens (prompt included) and were "
@@ -70,3 +77,59 @@ def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
     for column, (kind, args) in zip(st.columns(len(items)), items, strict=True):
         with column:
             {"figure": figure_downloads, "table": table_download, "array": array_download}[kind](*args)
+
+
+def pick_dataset(key: str, default_task: str = "trec-coarse"):
+    """A local task or an uploaded file, then a seeded sample whose size never exceeds the texts there are.
+
+    Returns the sampled :class:`core.data.Dataset` (labels None when no label column), or stops the page with
+    an error or a hint.
+    """
+    from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, sample_dataset, save_upload
+    from workbench.state import kept
+
+    source = st.radio("Data", ["local task", "upload a file"], horizontal=True, **kept(f"{key}_source", "local task"))
+    try:
+        if source == "local task":
+            tasks = list(LOCAL_TASKS)
+            task = st.selectbox(
+                "Task (test split)", tasks, **kept(f"{key}_task", default_task, options=tasks, url="task")
+            )
+            full = load_task(task, "test")
+        else:
+            upload = st.file_uploader(
+                "CSV, TSV, JSONL, JSON or parquet (max 20 MB)", type=["csv", "tsv", "jsonl", "json", "parquet"]
+            )
+            if upload is None:
+                st.info("Upload a file with a text column and, optionally, a label column.")
+                st.stop()
+            path = save_upload(upload.name, upload.getvalue())
+            columns = file_columns(path)
+            left, right = st.columns(2)
+            text_column = left.selectbox(
+                "Text column", columns, index=columns.index("text") if "text" in columns else 0
+            )
+            label_options = ["(none)", *columns]
+            label_column = right.selectbox(
+                "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
+            )
+            full = load_user_file(path, text_column, None if label_column == "(none)" else label_column)
+    except (ValueError, DataError) as error:
+        st.error(f"Cannot use this data: {error}")
+        st.stop()
+    if len(full) <= 100:
+        st.caption(f"All {len(full)} texts are used.")
+        return full
+    top = min(2000, len(full))
+    size = st.slider(
+        f"Texts (seeded sample of {len(full)})", 100, top, step=50,
+        **kept(f"{key}_size", min(1000, top), bounds=(100, top), url="size"),
+    )  # fmt: skip
+    return sample_dataset(full, min(int(size), len(full)))
+
+
+def selected_points(chart_key: str) -> list[int]:
+    """Text indices (the traces' customdata) selected in the plotly chart ``chart_key`` on the last run."""
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    return [int(np.ravel(p["customdata"])[0]) for p in points if "customdata" in p]

@@ -96,3 +96,86 @@ def test_adapters_page_refuses_bad_run_names(open_page, name):
     form_name.set_value(name)
     app.button[0].click().run()
     assert not app.exception and "letters, digits" in app.error[0].value
+
+
+@pytest.fixture
+def prepared_tasks(monkeypatch):
+    """The user's prepared local tasks, read-only, inside the tests' own home (skip when not prepared)."""
+    import os
+    from pathlib import Path
+
+    from core.paths import cache_root
+
+    data = Path(os.environ["EMBEDDING_LENS_USER_HOME"]) / "data" / "trec-coarse"
+    if not data.is_dir():
+        pytest.skip("local tasks not prepared: python -m core.data prepare")
+    link = cache_root() / "data"
+    if not link.exists():
+        link.symlink_to(data.parent, target_is_directory=True)
+
+
+def test_model_choice_and_page_inputs_hold_across_pages(tiny_model_dir):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.test_app import APP
+    from workbench.state import NO_ADAPTER
+
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.selectbox(key="model_pick").set_value("custom folder or hub id...").run()
+    app.text_input(key="model_custom").set_value(str(tiny_model_dir)).run()
+    app.selectbox(key="adapter_pick").set_value(NO_ADAPTER).run()
+    app.number_input(key="max_length").set_value(96).run()
+    app.switch_page("../pages/embed.py").run()
+    assert not app.exception
+    app.text_area(key="embed_texts").set_value("a cat sleeps\na dog barks").run()
+    app.text_area(key="embed_labels").set_value("").run()
+    app.switch_page("../pages/clustering_quality.py").run()  # a page without the sidebar choice
+    app.switch_page("../pages/embed.py").run()
+    assert not app.exception and not app.error
+    assert app.text_area(key="embed_texts").value == "a cat sleeps\na dog barks"
+    assert app.selectbox(key="adapter_pick").value == NO_ADAPTER
+    assert app.text_input(key="model_custom").value == str(tiny_model_dir)
+    assert app.number_input(key="max_length").value == 96
+    header = app.caption[0].value
+    assert str(tiny_model_dir) in header and "none (base model only)" in header and "96 tokens" in header
+    assert app.query_params["max_length"] == "96" and app.query_params["adapter"] == NO_ADAPTER
+
+
+def test_a_bookmarked_url_restores_the_choice():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.test_app import APP
+    from workbench.state import NO_ADAPTER
+
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params.update({"max_length": "128", "adapter": NO_ADAPTER, "model": "no-such-model"})
+    app.run()
+    assert not app.exception
+    assert app.number_input(key="max_length").value == 128 and app.selectbox(key="adapter_pick").value == NO_ADAPTER
+    assert app.selectbox(key="model_pick").value == "smollm2-135m"  # an unknown name falls back to the default
+
+
+def test_embed_page_answers_within_versus_between_labels_and_counts_truncation(open_page):
+    app = open_page("embed.py")
+    assert [m.label for m in app.metric] == ["within − between label (base)", "within − between label (adapter)"]
+    assert not app.warning
+    app.number_input(key="max_length").set_value(4).run()
+    assert not app.exception and "leaves no room for text" in app.error[0].value
+    app.number_input(key="max_length").set_value(32).run()
+    app.text_area(key="embed_texts").set_value("a cat\n" + "a very long sentence about many things " * 4).run()
+    app.text_area(key="embed_labels").set_value("").run()
+    assert not app.exception and not app.metric
+    assert any("1 of 2 texts are longer than 32 tokens" in w.value for w in app.warning)
+
+
+def test_cluster_explorer_embeds_a_small_sample_and_scores_with_spread(open_page, prepared_tasks):
+    app = open_page("cluster_explorer.py")
+    assert not app.exception
+    if app.button:  # the default sample waits for a click
+        app.slider(key="explore_size").set_value(100).run()
+    assert not app.exception and not app.error
+    assert len(charts(app)) == 2
+    assert any("100 texts shown" in c.value for c in app.caption)
+    assert all("±" in m.value for m in app.metric) and len(app.metric) == 2
+    app.radio(key="explore_colour").set_value("k-means").run()
+    assert not app.exception and len(charts(app)) == 2
