@@ -62,11 +62,14 @@ def clustering_bars(
     *,
     value: str = "average",
     title: str = "Average V-measure",
+    baseline: float | None = None,
+    baseline_name: str = "MiniLM baseline",
 ) -> go.Figure:
     """Grouped bars of one column (default: the average over tasks), e.g. pooling within prompt.
 
     ``scores``: one row per grid row, with the ``group_by`` columns and ``value``; a ``variant`` column,
-    when present, becomes one bar trace per variant and pooling.
+    when present, becomes one bar trace per variant and pooling. Bars and groups keep the rows' order.
+    ``baseline``: a dashed horizontal line at that value, named ``baseline_name``.
     """
     outer, inner = group_by
     figure = go.Figure()
@@ -74,7 +77,18 @@ def clustering_bars(
     for keys, part in scores.groupby(series, sort=False):
         name = " / ".join(str(k) for k in (keys if isinstance(keys, tuple) else (keys,)))
         figure.add_bar(x=part[outer].astype(str), y=part[value], name=name)
-    figure.update_layout(title=title, barmode="group", yaxis_title=value, xaxis_title=outer, legend_title=inner)
+    if baseline is not None and not np.isnan(baseline):
+        figure.add_hline(
+            y=baseline, line_dash="dash", line_color="#444", annotation_text=f"{baseline_name} {baseline:.3f}"
+        )
+    figure.update_layout(
+        title=title,
+        barmode="group",
+        yaxis_title=value,
+        xaxis_title=outer,
+        xaxis={"categoryorder": "array", "categoryarray": list(dict.fromkeys(scores[outer].astype(str)))},
+        legend_title=" / ".join(series),
+    )
     return figure
 
 

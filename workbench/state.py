@@ -62,7 +62,9 @@ def kept(
             value = _from_url(st.query_params[url], default)
         st.session_state[store] = value
     value = st.session_state[store]
-    if options is not None and value not in options:
+    if options is not None and isinstance(value, list):  # a multiselect keeps the choices still offered
+        value = [v for v in value if v in options]
+    elif options is not None and value not in options:
         value = default if default in options else options[0]
     if bounds is not None:
         value = type(default)(min(max(value, bounds[0]), bounds[1]))

@@ -68,10 +68,19 @@ def test_clustering_quality_filters_keep_the_baseline(open_page):
     app = open_page("clustering_quality.py", adapter=False)
     assert not app.exception and not app.error
     everything = len(app.dataframe[0].value)
+    first = app.dataframe[0].value
+    assert first[first["role"] == "adapter"]["vs base"].notna().all() and (first["role"] == "adapter").any()
+    assert "MiniLM baseline" in charts(app)[0].proto.spec  # the baseline line on the bar chart
     app.multiselect(key="q_prompts").set_value(["cluster"]).run()
     rows = app.dataframe[0].value
     assert not app.exception and len(rows) < everything
     assert set(rows["prompt"]) == {"cluster", "none"} and "minilm" in set(rows["variant"])
+    roles = dict(zip(rows["variant"], rows["role"], strict=True))
+    assert roles["minilm"] == "baseline"
+    app.selectbox(key="q_sort").set_value("r8").run()
+    app.toggle(key="q_ascending").set_value(True).run()
+    rows = app.dataframe[0].value
+    assert not app.exception and list(rows["r8"]) == sorted(rows["r8"])
 
 
 def test_clustering_quality_without_results_says_how_to_make_them(open_page, tmp_path):
