@@ -188,3 +188,28 @@ def test_cluster_explorer_embeds_a_small_sample_and_scores_with_spread(open_page
     assert all("±" in m.value for m in app.metric) and len(app.metric) == 2
     app.radio(key="explore_colour").set_value("k-means").run()
     assert not app.exception and len(charts(app)) == 2
+
+
+def test_adapters_page_offers_resume_and_keeps_the_watched_run_in_the_url(tiny_model_dir):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PAGES_DIR
+    from workbench.state import TRAINED_DIR
+
+    folder = TRAINED_DIR / "stopped-run"
+    (folder / "checkpoints" / "step-2").mkdir(parents=True)
+    row = {"step": 2, "loss": 1.5, "pairs_per_s": 3.0, "peak_rss_mb": 100, "lr": 1e-4}
+    (folder / "train_log.jsonl").write_text(json.dumps(row) + "\n")
+    command = ["python", "-m", "core.train", "--out", str(folder), "--steps", "10"]
+    (folder / "job.json").write_text(json.dumps({"pid": 2**22 + 7, "command": command, "stopped": 1.0}))
+    app = AppTest.from_file(str(PAGES_DIR / "adapters.py"), default_timeout=60)
+    app.query_params["watch"] = str(folder)  # a reload of the page that watched this run
+    app.run()
+    assert not app.exception
+    assert any(e.label == "stopped-run: stopped" for e in app.expander)
+    assert any(b.label == "Resume from the last checkpoint" for b in app.button)
+    assert any(h.value == "stopped-run: stopped" for h in app.subheader)  # the live view, back after the reload
+    output = next(t for t in app.text_input if t.label.startswith("Output folder"))
+    assert output.value == str(TRAINED_DIR)

@@ -193,6 +193,17 @@ def pick(label: str, option: str) -> Callable:
     return act
 
 
+def in_turn(*acts: Callable) -> Callable:
+    """Several acts one after the other, each waited for (a button that reruns, then controls it reveals)."""
+
+    def act(page) -> None:
+        for one in acts:
+            one(page)
+            wait_idle(page)
+
+    return act
+
+
 def toggle_expander(name_start: str) -> Callable:
     return lambda page: page.locator('[data-testid="stExpander"] summary', has_text=name_start).first.click()
 
@@ -202,7 +213,9 @@ CONTROLS: dict[str, Control] = {
     "overview.py": Control(toggle_expander("Models, prompts and pooling modes"), rerun=False),
     "embed.py": Control(type_into("Layer", "last4"), says=r"Mean off-diagonal cosine: [^.]+\.\d+, [^.]+\.\d+"),
     "attention.py": Control(type_into("Sentence", SENTENCE_40_TOKENS), says=r"\d+ tokens, \d+ forward .*? in [\d.]+ s"),
-    "cluster_explorer.py": Control(click_text("UMAP and colouring", "k-means"), says=r"UMAP [\d.]+ s"),
+    "cluster_explorer.py": Control(
+        in_turn(click_button("Embed and project"), click_text("UMAP and colouring", "k-means")), says=r"UMAP [\d.]+ s"
+    ),
     "clustering_quality.py": Control(pick("Pooling", "mean"), says=r"\d+ rows of \d+"),
     "attribution.py": Control(click_button("Attribute"), says=r"^[\d.]+ s\. Bars"),
     "adapters.py": Control(type_into("Another adapter folder", str(SHOTS)), says=r"browser: \w+"),  # an empty folder
@@ -287,3 +300,34 @@ def test_every_page_paints_and_its_control_works(server, browser_page, capsys):
         print(f"\n{report}\nscreenshots and timings: {SHOTS}")
     slow = [r.title for r in rows if r.warm[1] > WARM_SANITY_SECONDS]
     assert not slow, f"warm pages over {WARM_SANITY_SECONDS} s: {slow}"
+
+
+# ----- scenarios: state that must hold
+
+
+def selectbox_text(page, label: str) -> str:
+    return page.locator('[data-testid="stSelectbox"]', has_text=label).first.inner_text()
+
+
+def nav_to(page, title: str, heading: str | None = None) -> None:
+    """Navigate like a user: the sidebar's link (same session), not a new URL (a new session)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.locator('[data-testid="stMainBlockContainer"] h1', has_text=heading or title).first.wait_for()
+    wait_idle(page)
+
+
+def test_model_choice_holds_after_navigation(server, browser_page):
+    page = browser_page
+    open_page(page, server)
+    pick("Base model", "gemma3-270m")(page)
+    wait_idle(page)
+    pick("LoRA adapter", "(none: base model only)")(page)
+    wait_idle(page)
+    for title, heading in (("Clustering quality", None), ("Adapters", None), ("Overview", "Embedding Lens")):
+        nav_to(page, title, heading)  # pages that load no model
+    assert "gemma3-270m" in selectbox_text(page, "Base model")
+    assert "none: base model only" in selectbox_text(page, "LoRA adapter")
+    header = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stCaptionContainer"]').first.inner_text()
+    assert "gemma3-270m" in header and "none (base model only)" in header
+    assert not problems(page), problems(page)
+    screenshot(page, SHOTS / "scenario_model_choice.png")
