@@ -370,24 +370,45 @@ def _coloured_tokens(tokens: Sequence[str], categories: Sequence[str]) -> list[s
 
 
 def attention_heatmap(
-    matrix: np.ndarray, tokens: Sequence[str], categories: Sequence[str], title: str, diverging: bool = False
+    matrix: np.ndarray,
+    tokens: Sequence[str],
+    categories: Sequence[str],
+    title: str,
+    diverging: bool = False,
+    outlined: Sequence[int] = (),
 ) -> go.Figure:
-    """Layers (rows, last at the top) x tokens (columns, coloured by role) of the pooled token's attention."""
+    """The pooled token's attention, ``matrix`` = layers x tokens, drawn transposed: tokens are the rows, in
+    reading order, each one labelled (``index:token``, coloured by role) however many there are; layers are
+    the columns. ``outlined``: layers boxed (e.g. those the chosen Layer pools)."""
     values = np.asarray(matrix, dtype=float)
+    n_layers, n_tokens = values.shape
     limit = float(np.abs(values).max()) or 1.0
+    plain = [f"{i}:{t.strip() or repr(t)}" for i, t in enumerate(tokens)]
     figure = go.Figure(
         go.Heatmap(
-            z=values,
-            x=_coloured_tokens(tokens, categories),
-            y=[f"L{i}" for i in range(values.shape[0])],
+            z=values.T,
+            x=list(range(n_layers)),
+            y=list(range(n_tokens)),
+            customdata=np.array([[label] * n_layers for label in plain], dtype=object),
             colorscale="RdBu" if diverging else "Viridis",
             zmid=0.0 if diverging else None,
             zmin=-limit if diverging else 0.0,
             zmax=limit if diverging else None,
-            hovertemplate="%{y} %{x}: %{z:.4f}<extra></extra>",
+            hovertemplate="L%{x} %{customdata}: %{z:.4f}<extra></extra>",
+            colorbar={"title": "Δ attention" if diverging else "attention"},
         )
     )
-    figure.update_layout(title=title, height=620, margin={"l": 10, "r": 10, "t": 50}, xaxis={"tickangle": -60})
+    figure.update_yaxes(
+        tickmode="array", tickvals=list(range(n_tokens)), ticktext=_coloured_tokens(tokens, categories),
+        autorange="reversed", tickfont={"size": 11}, title="token",
+    )  # fmt: skip
+    figure.update_xaxes(
+        tickmode="array", tickvals=list(range(n_layers)), ticktext=[f"L{i}" for i in range(n_layers)],
+        tickangle=-90, tickfont={"size": 9}, title="layer",
+    )  # fmt: skip
+    for layer in outlined:
+        figure.add_vrect(x0=layer - 0.5, x1=layer + 0.5, line_color="black", line_width=1.5, fillcolor="rgba(0,0,0,0)")
+    figure.update_layout(title=title, height=max(360, 20 * n_tokens + 150), margin={"l": 10, "r": 10, "t": 50})
     return figure
 
 
