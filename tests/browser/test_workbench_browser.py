@@ -331,3 +331,20 @@ def test_model_choice_holds_after_navigation(server, browser_page):
     assert "gemma3-270m" in header and "none (base model only)" in header
     assert not problems(page), problems(page)
     screenshot(page, SHOTS / "scenario_model_choice.png")
+
+
+def test_attention_heatmap_labels_every_token(server, browser_page):
+    page = browser_page
+    from workbench.state import PAGE_FILES
+
+    index = next(i for i, (name, *_rest) in enumerate(PAGE_FILES) if name == "attention.py")
+    open_page(page, f"{server}/{url_path(index, 'attention.py')}")
+    type_into("Sentence", "a man is driving a car")(page)
+    wait_idle(page)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    labels = chart.locator(".yaxislayer-above .ytick text").all_inner_texts()
+    for word in ("man", "driving", "car"):
+        assert any(re.search(rf"\d+:\s*{word}$", label) for label in labels), (word, labels)
+    assert not problems(page), problems(page)
+    screenshot(page, SHOTS / "scenario_attention_labels.png")
