@@ -22,9 +22,10 @@ with ``n_steps`` per segment, halving the segments that miss their share of the 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -35,10 +36,17 @@ from jaxtyping import Float
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from analysis.attention import CATEGORIES, RENORMALISED, QueryToken, TextAttention, query_index, token_categories
-from core.capture import capture_attention_rows
+from analysis.categories import (
+    CATEGORIES,
+    RENORMALISED,
+    QueryToken,
+    TextAttention,
+    query_index,
+    sides,
+    token_categories,
+)
 from core.encoder import Encoder
-from core.pooling import Pooling, TokenStates
+from core.errors import ConfigError
 
 Baseline = Literal["pad", "text", "zero"]
 BASELINES: tuple[str, ...] = get_args(Baseline)
@@ -112,14 +120,14 @@ class Attributor:
         token_budget: int = 2048,
     ):
         if n_steps < 2 or max_steps < n_steps:
-            raise ValueError(f"Need 2 <= n_steps <= max_steps, got n_steps={n_steps}, max_steps={max_steps}.")
+            raise ConfigError(f"Need 2 <= n_steps <= max_steps, got n_steps={n_steps}, max_steps={max_steps}.")
         self.encoder = encoder
         self.token = token
         self.n_steps = n_steps
         self.max_steps = max_steps
         self.tolerance = tolerance
         self.token_budget = token_budget
-        self.pooling = Pooling(encoder.pooling, encoder.layer, encoder.attention_layer)
+        self.plan = encoder.plan()
 
     # ----- model plumbing
     def _prepare(self, text: str) -> tuple[dict[str, Tensor], list[str], list[str]]:
@@ -135,34 +143,11 @@ class Attributor:
         return self.encoder.loaded.backbone.get_input_embeddings()(batch["input_ids"]).detach()
 
     def _pooled(self, embeds: Float[Tensor, "n seq hidden"], batch: dict[str, Tensor]) -> Float[Tensor, "n hidden"]:
+        """The encoder's pooled vectors for ``n`` input-embedding points of the one text in ``batch``."""
         n = embeds.shape[0]
-        backbone = self.encoder.loaded.backbone
-        indices = self.pooling.layer.indices(self.encoder.num_hidden_states)
-        only_last = list(indices) == [self.encoder.num_hidden_states - 1]
-        query = (batch["start"] + batch["length"] - 1).expand(n)
-        capture = (
-            capture_attention_rows(backbone, [self.encoder.attention_layer], query)
-            if self.pooling.mode == "attention"
-            else nullcontext({})
-        )
-        with capture as rows:
-            output = backbone(
-                inputs_embeds=embeds,
-                attention_mask=batch["attention_mask"].expand(n, -1),
-                position_ids=batch["position_ids"].expand(n, -1),
-                output_hidden_states=not only_last,
-            )
-        hidden = {indices[0]: output.last_hidden_state} if only_last else {i: output.hidden_states[i] for i in indices}
-        states = TokenStates(
-            num_hidden_states=self.encoder.num_hidden_states,
-            hidden=hidden,
-            start=batch["start"].expand(n),
-            length=batch["length"].expand(n),
-            eos_index=batch["eos_index"].expand(n),
-            text_mask=batch["text_mask"].expand(n, -1),
-            attention_rows=dict(rows),
-        )
-        return self.pooling(states)
+        repeated = {key: value.expand(n, *value.shape[1:]) for key, value in batch.items()}
+        states = self.encoder.forward(repeated, self.plan, inputs_embeds=embeds)
+        return self.plan.poolings[0](states)
 
     def pooled(self, text: str, use_adapter: bool) -> Float[Tensor, " hidden"]:
         """The pooled vector of ``text`` through the embedding path IG differentiates."""
@@ -183,7 +168,7 @@ class Attributor:
         if baseline == "zero":
             return torch.zeros_like(embeds)
         if baseline not in ("pad", "text"):
-            raise ValueError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
+            raise ConfigError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
         replace = torch.ones_like(batch["text_mask"]) if baseline == "pad" else batch["text_mask"].clone()
         # The sink (position 0) keeps its own embedding: moving it moves the sink itself, and the path
         # then turns chaotic where attention leaves the old sink for a new one (measured on SmolLM2:
@@ -311,7 +296,7 @@ def agreement(
     renormalised over the remaining tokens first; ranks do not change under that).
     """
     if len(attention) != len(attributions):
-        raise ValueError(f"{len(attention)} attention rows but {len(attributions)} attributions.")
+        raise ConfigError(f"{len(attention)} attention rows but {len(attributions)} attributions.")
     kept_categories = [CATEGORIES.index(c) for c in RENORMALISED]
     per_text, pooled_attention, pooled_attribution = [], [], []
     for item, attribution in zip(attention, attributions, strict=True):
@@ -333,3 +318,26 @@ def agreement(
         "layer": layer,
         "head": head,
     }
+
+
+@dataclass
+class SimilarityComparison:
+    """``Attributor.similarity`` of one pair for each setting compared (label -> result)."""
+
+    results: dict[str, SimilarityAttribution]
+    seconds: float
+
+    def bars(self, side: Literal["a", "b"]) -> dict[str, dict[str, Any]]:
+        """One text's attributions per setting, as ``analysis.plots.attribution_bars_figure`` draws them."""
+        return {label: getattr(result, side).to_dict() for label, result in self.results.items()}
+
+
+def compare_similarity(encoder: Encoder, text_a: str, text_b: str, max_steps: int = 256) -> SimilarityComparison:
+    """Which tokens make ``text_a`` and ``text_b`` similar, for the base (and the adapter where loaded)."""
+    attributor = Attributor(encoder, max_steps=max_steps)
+    started = time.perf_counter()
+    results = {
+        label: attributor.similarity(text_a, text_b, use_adapter=use_adapter)
+        for label, use_adapter in sides(encoder.loaded.has_adapter).items()
+    }
+    return SimilarityComparison(results, time.perf_counter() - started)

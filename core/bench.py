@@ -4,13 +4,16 @@
 to the longest, all hidden states returned, fp32, mean pooling; (b) this engine on the same
 texts. Prints tokens/s of both, their ratio, cosine agreement, throughput against the measured
 matrix-multiply peak, and peak RSS.
+
+``--methods``: tokens/s of the training-free methods (core.methods) on the same texts instead: plain
+PromptEOL, echo (twice the tokens), and token prepending against itself with an empty layer range, which
+runs exactly the same tokens without the hooks, so the difference is the hooks' cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import resource
 import time
 
 import numpy as np
@@ -18,8 +21,10 @@ import torch
 
 from core.data import load_task
 from core.encoder import Encoder, cpu_has_bf16
-from core.errors import run_cli
-from core.models import DEFAULT_MODEL
+from core.errors import ConfigError, run_cli
+from core.measure import peak_rss_mb
+from core.methods import TokenPrepending, parse_method
+from core.models import DEFAULT_MODEL, load_model
 
 
 def benchmark_texts(n: int, seed: int = 0) -> list[str]:
@@ -76,14 +81,62 @@ def timed(fn, *args) -> tuple[np.ndarray, float]:
     return result, time.perf_counter() - start
 
 
+def method_speeds(model: str, texts: list[str], precision: str, tp_spec: str, rounds: int) -> None:
+    """Prints tokens/s per method (best of ``rounds`` interleaved runs: the machine is shared) and TP's overhead."""
+    loaded = load_model(model)
+    tp = parse_method(tp_spec)
+    if not isinstance(tp, TokenPrepending):
+        raise ConfigError(f"--tp takes a token-prepending spec such as tp:1-6, not {tp_spec!r}.")
+    tp = tp.for_model(loaded.num_layers)
+    runs = {
+        "plain (eol)": Encoder(loaded, prompt="eol", pooling="last", precision=precision, cache=False),
+        "echo": Encoder(loaded, method="echo", pooling="mean", precision=precision, cache=False),
+        f"tp {tp.start}-{tp.start} (no hooks)": Encoder(
+            loaded, method=TokenPrepending(tp.start, tp.start), pooling="last", precision=precision, cache=False
+        ),
+        f"tp {tp.start}-{tp.exit}": Encoder(loaded, method=tp, pooling="last", precision=precision, cache=False),
+    }
+    tokens = {name: sum(len(item.input_ids) for item in encoder.prepare(texts)) for name, encoder in runs.items()}
+    best = dict.fromkeys(runs, float("inf"))
+    for encoder in runs.values():
+        encoder.encode(texts[:8])  # warm-up
+    print(f"model {model}, {len(texts)} texts, torch threads {torch.get_num_threads()}", flush=True)
+    names = list(runs)
+    cpu = dict.fromkeys(runs, float("inf"))  # CPU seconds: less disturbed than wall time by other processes
+    for round_ in range(1, rounds + 1):
+        for name, encoder in runs.items():
+            started = time.process_time()
+            best[name] = min(best[name], timed(encoder.encode, texts)[1])
+            cpu[name] = min(cpu[name], time.process_time() - started)
+        print(f"after round {round_} of {rounds} (best times so far):", flush=True)
+        for name in names:
+            rate = tokens[name] / best[name]
+            print(
+                f"{name:24s}: {tokens[name]:7d} tokens, {rate:8.0f} tokens/s ({best[name]:.2f} s wall, "
+                f"{cpu[name]:.2f} s CPU)",
+                flush=True,
+            )
+        wall, cpu_overhead = best[names[3]] / best[names[2]] - 1, cpu[names[3]] / cpu[names[2]] - 1
+        print(
+            f"token prepending overhead at equal tokens: {cpu_overhead:+.1%} CPU time, {wall:+.1%} wall (target < 10%)",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--methods", action="store_true", help="time plain, echo and token prepending instead")
+    parser.add_argument("--tp", default="tp", help="with --methods: the token-prepending spec timed (default: tp)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --methods: interleaved rounds, best kept")
     args = parser.parse_args(argv)
 
     texts = benchmark_texts(args.texts)
+    if args.methods:
+        method_speeds(args.model, texts, args.precision, args.tp, args.rounds)
+        return 0
     encoder = Encoder(args.model, precision=args.precision, cache=False)
     tokens = sum(prepared.length for prepared in encoder.prepare(texts))
     print(f"model {args.model}, {len(texts)} texts, {tokens} tokens, torch threads {torch.get_num_threads()}")
@@ -114,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 else f"engine at {engine_rate * flops_per_token / peak:.1%} of it"
             )
         )
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
     return 0
 
 

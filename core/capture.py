@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from core.errors import EagerAttentionError
+from core.errors import ConfigError, EagerAttentionError
 
 CaptureMode = Literal["rows", "full"]
 CAPTURE_MODES: tuple[str, ...] = get_args(CaptureMode)
@@ -31,16 +31,20 @@ AttentionRows = Float[Tensor, "batch heads seq"] | Float[Tensor, "batch heads qu
 AttentionMaps = Float[Tensor, "batch heads seq seq"]
 
 
+def decoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a Llama-style backbone (Llama, Qwen, Gemma, Mistral, SmolLM), in order."""
+    layers = getattr(backbone, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not all(hasattr(layer, "self_attn") for layer in layers):
+        raise ConfigError(
+            f"{type(backbone).__name__} has no decoder layers with a 'self_attn' module; attention capture (and "
+            "token prepending) supports Llama-style decoders (Llama, Qwen, Gemma, Mistral, SmolLM)."
+        )
+    return layers
+
 
 def attention_modules(backbone: nn.Module) -> list[nn.Module]:
     """The self-attention module of each decoder layer, in layer order."""
-    layers = getattr(backbone, "layers", None)
-    if layers is None or not all(hasattr(layer, "self_attn") for layer in layers):
-        raise ValueError(
-            f"{type(backbone).__name__} has no decoder layers with a 'self_attn' module; attention capture "
-            "supports Llama-style decoders (Llama, Qwen, Gemma, Mistral, SmolLM)."
-        )
-    return [layer.self_attn for layer in layers]
+    return [layer.self_attn for layer in decoder_layers(backbone)]
 
 
 def num_heads(backbone: nn.Module) -> int:
@@ -65,7 +69,7 @@ def resolve_layers(backbone: nn.Module, layers: Sequence[int] | None) -> list[in
     resolved = []
     for layer in layers:
         if not -count <= layer < count:
-            raise ValueError(
+            raise ConfigError(
                 f"Attention layer {layer} is out of range: use 0..{count - 1} or -{count}..-1 "
                 f"(this model has {count} layers)."
             )
@@ -102,9 +106,9 @@ def capture_attention(
     Run one forward per context: a second forward overwrites the first's entries.
     """
     if mode not in CAPTURE_MODES:
-        raise ValueError(f"Unknown capture mode {mode!r}; choose one of: {', '.join(CAPTURE_MODES)}.")
+        raise ConfigError(f"Unknown capture mode {mode!r}; choose one of: {', '.join(CAPTURE_MODES)}.")
     if mode == "rows" and query_positions is None:
-        raise ValueError("Row capture needs query_positions (the pooled token of each text).")
+        raise ConfigError("Row capture needs query_positions (the pooled token of each text).")
     modules = attention_modules(backbone)
     check_eager(backbone)
     captured: dict[int, Tensor] = {}

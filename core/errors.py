@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-log = logging.getLogger("embedding_lens")
+# Library modules log to ``logging.getLogger(__name__)``: these are the project packages' loggers.
+PROJECT_LOGGERS = ("core", "analysis", "workbench")
 
 
 class LensError(Exception):
@@ -78,13 +79,27 @@ def configure_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each record (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
-    """Library code logs to ``embedding_lens.*``; a CLI shows those records on stderr, plainly."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-    log.setLevel(level)
+    """Library code logs to its module's logger; a CLI shows the project's records on stderr, plainly."""
+    for name in PROJECT_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(handler, _CurrentStderr) for handler in log.handlers):
+            handler = _CurrentStderr()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+        log.setLevel(level)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from core.errors import ConfigError
+
 PoolingMode = Literal["mean", "last", "eos", "weighted", "attention", "text_mean"]
 POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
 POOLING_DESCRIPTIONS: dict[str, str] = {
@@ -51,17 +53,17 @@ class LayerChoice:
             match = re.fullmatch(r"last-?(\d+)", text)
             if match and int(match.group(1)) >= 1:
                 return cls(last_k=int(match.group(1)))
-        raise ValueError(f"Bad layer {spec!r}: use an index such as -1, 0 or 12, or 'lastK' (mean of last K).")
+        raise ConfigError(f"Bad layer {spec!r}: use an index such as -1, 0 or 12, or 'lastK' (mean of last K).")
 
     def indices(self, num_hidden_states: int) -> tuple[int, ...]:
         """Non-negative indices into ``hidden_states`` (length = layers + 1); validated."""
         n = num_hidden_states
         if self.last_k is not None:
             if self.last_k > n - 1:
-                raise ValueError(f"Layer 'last{self.last_k}' asks for more layers than the model has ({n - 1}).")
+                raise ConfigError(f"Layer 'last{self.last_k}' asks for more layers than the model has ({n - 1}).")
             return tuple(range(n - self.last_k, n))
         if not -n <= self.index < n:
-            raise ValueError(
+            raise ConfigError(
                 f"Layer {self.index} is out of range: this model has {n - 1} layers, so use "
                 f"0..{n - 1} (0 = embeddings) or -{n}..-1."
             )
@@ -79,6 +81,8 @@ class TokenStates:
     wrapped text (BOS included, appended EOS excluded); ``eos_index`` is the appended EOS's
     position (``-1`` where none was appended); ``text_mask`` marks tokens of the user's text;
     ``attention_rows`` maps a decoder layer (0-based) to the last token's attention, mean over heads.
+    ``pooled_start``/``pooled_length`` narrow what ``mean``, ``last`` and ``weighted`` read (echo's
+    second copy, core.methods); ``None`` means the whole wrapped text.
     """
 
     num_hidden_states: int
@@ -88,10 +92,20 @@ class TokenStates:
     eos_index: Int[Tensor, " batch"]
     text_mask: Bool[Tensor, "batch seq"]
     attention_rows: dict[int, Float[Tensor, "batch seq"]]
+    pooled_start: Int[Tensor, " batch"] | None = None
+    pooled_length: Int[Tensor, " batch"] | None = None
+
+    def pooled_span(self) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
+        """First pooled position and pooled token count per text."""
+        if self.pooled_start is None or self.pooled_length is None:
+            return self.start, self.length
+        return self.pooled_start, self.pooled_length
 
     def sequence_mask(self) -> Bool[Tensor, "batch seq"]:
+        """The pooled tokens: the wrapped text (appended EOS excluded), or the method's pooled span."""
+        start, length = self.pooled_span()
         positions = torch.arange(self.text_mask.shape[1], device=self.text_mask.device)
-        return (positions >= self.start[:, None]) & (positions < (self.start + self.length)[:, None])
+        return (positions >= start[:, None]) & (positions < (start + length)[:, None])
 
 
 class Pooling(nn.Module):
@@ -100,7 +114,7 @@ class Pooling(nn.Module):
     def __init__(self, mode: PoolingMode = "mean", layer: int | str | LayerChoice = -1, attention_layer: int = -1):
         super().__init__()
         if mode not in POOLING_MODES:
-            raise ValueError(f"Unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}.")
+            raise ConfigError(f"Unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}.")
         self.mode = mode
         self.layer = LayerChoice.parse(layer)
         self.attention_layer = attention_layer
@@ -127,11 +141,12 @@ def pool(
 ) -> Float[Tensor, "batch hidden"]:
     """Pool ``hidden`` (already the chosen layer or layer mean) in ``mode``."""
     batch = torch.arange(hidden.shape[0], device=hidden.device)
+    start, length = states.pooled_span()
     if mode == "last":
-        return hidden[batch, states.start + states.length - 1]
+        return hidden[batch, start + length - 1]
     if mode == "eos":
         if bool((states.eos_index < 0).any()):
-            raise ValueError("EOS pooling needs an EOS token, and this tokenizer defines none.")
+            raise ConfigError("EOS pooling needs an EOS token, and this tokenizer defines none.")
         return hidden[batch, states.eos_index]
     if mode == "mean":
         weights = states.sequence_mask().to(hidden.dtype)
@@ -140,13 +155,13 @@ def pool(
     elif mode == "weighted":
         # SGPT's position weights: the i-th token of the sequence (1-based) weighs i.
         positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)
-        weights = (positions[None, :] - states.start[:, None].to(hidden.dtype)) * states.sequence_mask()
+        weights = (positions[None, :] - start[:, None].to(hidden.dtype)) * states.sequence_mask()
     elif mode == "attention":
         layer = attention_layer % (states.num_hidden_states - 1)
         if layer not in states.attention_rows:
-            raise ValueError(f"Attention pooling needs the attention row of layer {attention_layer}; none captured.")
+            raise ConfigError(f"Attention pooling needs the attention row of layer {attention_layer}; none captured.")
         weights = states.attention_rows[layer].to(hidden.dtype) * states.text_mask
     else:
-        raise ValueError(f"Unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}.")
+        raise ConfigError(f"Unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}.")
     weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(hidden.dtype).tiny)
     return torch.einsum("bs,bsh->bh", weights, hidden)

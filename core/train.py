@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import sys
@@ -42,13 +41,13 @@ from core.adapters import write_card, write_metadata
 from core.data import load_task, sample_dataset, sample_items
 from core.errors import TrainError, run_cli
 from core.files import atomic_write, write_json
+from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL, ModelNotFoundError, load_model
 from core.pairs import PairFileError, read_pairs
 
 PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Settings that may change between an interrupted run and its resumption without changing the result.
 RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
-
 
 @dataclass
 class TrainConfig:
@@ -143,9 +142,6 @@ def resolve_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
     return resolved
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
 
 # ----- distributed
 
@@ -191,7 +187,6 @@ class Trainer:
         self.loaded = load_model(config.base_model)
         self._attach_lora()
         from core.encoder import Encoder
-        from core.pooling import Pooling
 
         self.encoder = Encoder(
             self.loaded,
@@ -202,9 +197,7 @@ class Trainer:
             max_length=config.max_length,
             cache=False,
         )
-        self.pooler = Pooling(self.encoder.pooling, self.encoder.layer, self.encoder.attention_layer)
-        self.hidden_indices = self.pooler.layer.indices(self.encoder.num_hidden_states)
-        self.attention_layers = [self.encoder.attention_layer] if config.pooling == "attention" else []
+        self.plan = self.encoder.plan()
         self.anchors = self.encoder.prepare([p["anchor"] for p in self.pairs])
         self.positives = self.encoder.prepare([p["positive"] for p in self.pairs])
         self.truncated = sum(item.truncated for item in self.anchors + self.positives)
@@ -297,8 +290,8 @@ class Trainer:
 
     # ----- forward and step
     def embed(self, items: Sequence[Any]) -> Tensor:
-        states = self.encoder.forward(self.encoder.collate(items), self.hidden_indices, self.attention_layers)
-        return self.pooler(states)
+        states = self.encoder.forward(self.encoder.collate(items), self.plan)
+        return self.plan.poolings[0](states)
 
     def loss_of(self, reps: Tensor) -> Tensor:
         half = reps.shape[0] // 2

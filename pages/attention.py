@@ -1,75 +1,90 @@
-"""Attention: where the pooled token looks, token x layer, base and adapter side by side."""
+"""Attention: where the query token looks, token x layer, base and adapter side by side."""
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
-from analysis.attention import CATEGORIES, PAPER_EXAMPLE, capture_corpus, layer_token_matrix, role_shares_per_layer
+from analysis.attention import PAPER_EXAMPLE, attention_view
+from analysis.categories import CATEGORIES
 from analysis.plots import attention_heatmap, role_shares_figure
-from core.capture import EagerAttentionError, num_heads
+from core.capture import num_heads
 from core.data import LOCAL_TASKS, load_task
-from core.encoder import Encoder
-from workbench import state
+from core.errors import LensError
+from workbench import state, widgets
 
-st.title("Attention of the pooled token")
+MEAN_HEADS = "mean over heads"
+
 choice = state.model_choice()
+widgets.header("Attention of the query token", choice)
 encoder = state.load_encoder(choice)
 if encoder is None:
     st.stop()
 
-source = st.radio("Where the sentence comes from", ["type one", "pick from a dataset"], horizontal=True)
+sources = ["type one", "pick from a dataset"]
+source = st.radio(
+    "Where the sentence comes from", sources, horizontal=True, **state.kept("att_source", sources[0], options=sources)
+)
 if source == "type one":
-    text = st.text_input("Sentence", PAPER_EXAMPLE).strip()
+    text = st.text_input("Sentence", **state.kept("att_sentence", PAPER_EXAMPLE, url="sentence")).strip()
 else:
     left, right = st.columns([1, 3])
-    task = left.selectbox("Task (test split)", list(LOCAL_TASKS), index=list(LOCAL_TASKS).index("trec-fine"))
+    tasks = list(LOCAL_TASKS)
+    task = left.selectbox("Task (test split)", tasks, **state.kept("att_task", "trec-fine", options=tasks))
     texts = load_task(task, "test").texts[:200]
-    text = right.selectbox("Text", texts)
+    text = right.selectbox("Text", texts, **state.kept("att_text", texts[0], options=texts))
 settings = state.embedding_settings("attention", default_prompt=state.adapter_prompt_name(encoder))
 if not text:
     st.warning("Enter a sentence.")
 if settings is None or not text:
     st.stop()
-prompt, pooling, _ = settings
-heads = num_heads(encoder.loaded.backbone)
+prompt, pooling, layer = settings
+heads = [MEAN_HEADS, *[f"head {h}" for h in range(num_heads(encoder.loaded.backbone))]]
 left, right = st.columns(2)
-head_choice = left.selectbox("Heads", ["mean over heads", *[f"head {h}" for h in range(heads)]])
-head = None if head_choice == "mean over heads" else int(head_choice.split()[1])
-renormalise = right.toggle("Leave out the sink (position 0) and specials, renormalise", value=True)
+head_choice = left.selectbox("Heads", heads, **state.kept("att_heads", MEAN_HEADS, options=heads))
+head = None if head_choice == MEAN_HEADS else int(head_choice.split()[1])
+renormalise = right.toggle(
+    "Leave out the sink (position 0) and specials, renormalise", **state.kept("att_renormalise", True)
+)
+widgets.truncation_note(encoder, [text], prompt)
 
 try:
-    view = Encoder(encoder.loaded, prompt=prompt, pooling=pooling, cache=False, precision=encoder.precision)
-    started = time.perf_counter()
-    sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-    captured = {label: capture_corpus(view, [text], use_adapter=flag).items[0] for label, flag in sides}
-    seconds = time.perf_counter() - started
-except (ValueError, EagerAttentionError) as error:
+    view = attention_view(encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer), text, head, renormalise)
+except LensError as error:
     st.error(str(error))
     st.stop()
 
-first = next(iter(captured.values()))
-categories = [CATEGORIES[c] for c in first.categories]
-matrices = {label: layer_token_matrix(item, head, renormalise) for label, item in captured.items()}
-columns = st.columns(3 if len(matrices) == 2 else 1)
-for column, (label, matrix) in zip(columns, matrices.items(), strict=False):
-    column.plotly_chart(attention_heatmap(matrix, first.tokens, categories, label), key=f"att_{label}")
-if len(matrices) == 2:
-    difference = matrices["adapter"] - matrices["base"]
-    columns[2].plotly_chart(
-        attention_heatmap(difference, first.tokens, categories, "adapter − base", diverging=True), key="att_diff"
-    )
-else:
+st.subheader(view.title)
+DIFFERENCE = "adapter − base"
+matrices = dict(view.matrices)
+if view.difference is not None:
+    matrices[DIFFERENCE] = view.difference
+stem = widgets.file_stem("attention", choice.model, prompt[:20], pooling, f"L{layer}", head_choice.replace(" ", ""))
+for column, (label, matrix) in zip(st.columns(len(matrices)), matrices.items(), strict=True):
+    with column:
+        figure = attention_heatmap(
+            matrix, view.tokens, view.categories, label, diverging=label == DIFFERENCE, outlined=view.pooled_layers
+        )
+        st.plotly_chart(figure, key=f"att_{label}")
+        name = "difference" if label == DIFFERENCE else label
+        rows = {"layer": [f"L{i}" for i in range(len(matrix))]}
+        rows |= {f"{i}:{token.strip()}": matrix[:, i] for i, token in enumerate(view.tokens)}
+        widgets.downloads_row(
+            [
+                ("figure", (figure, f"{stem}_{name}", f"dl_att_{name}")),
+                ("table", (rows, f"{stem}_{name}_rows", f"csv_att_{name}", "rows CSV")),
+            ]
+        )
+if view.difference is None:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
+pooled = ", ".join(f"L{row}" for row in view.pooled_layers) or "none (layer 0 pools the input embeddings)"
 st.caption(
-    f"{len(first.tokens)} tokens, {len(matrices)} forward pass(es) with hooks in {seconds:.2f} s. Token colours: "
-    + ", ".join(f"{c}" for c in CATEGORIES)
+    f"Outlined: the layers whose outputs the chosen Layer pools ({pooled}). "
+    f"{len(view.tokens)} tokens, {len(view.matrices)} forward pass(es) with hooks in {view.seconds:.2f} s. "
+    "Token colours: " + ", ".join(CATEGORIES)
     + " (grey sink, olive special, blue prompt, red content, green function, purple punctuation)."
-)
-columns = st.columns(len(captured))
-for column, (label, item) in zip(columns, captured.items(), strict=True):
-    shares = role_shares_per_layer(item, head, renormalise)
-    column.plotly_chart(
-        role_shares_figure(shares, CATEGORIES, f"{label}: attention share by role"), key=f"roles_{label}"
-    )
+)  # fmt: skip
+for column, (label, shares) in zip(st.columns(len(view.role_shares)), view.role_shares.items(), strict=True):
+    with column:
+        figure = role_shares_figure(shares, CATEGORIES, f"{label}: attention share by role")
+        st.plotly_chart(figure, key=f"roles_{label}")
+        widgets.figure_downloads(figure, f"{stem}_{label}_roles", f"dl_roles_{label}")

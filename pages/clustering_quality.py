@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.clustering import BASELINE_MODEL, filter_rows, folder_cells, heatmap_frames, quality_view, summary_tables
+from analysis.clustering.summary import task_columns
 from analysis.plots import clustering_bars, clustering_heatmap
 from workbench import widgets
 from workbench.state import REPO, kept
@@ -22,7 +23,7 @@ if not cells:
     )
     st.stop()
 scores, stds = summary_tables(cells)
-tasks = [c for c in scores.columns if c != "average"]
+tasks = task_columns(scores)
 index = scores.index
 
 

@@ -39,7 +39,7 @@ Modules: ``grid`` (specs, presets, budgets), ``sampling`` and ``mteb_tasks`` (wh
 
 from __future__ import annotations
 
-from analysis.clustering.card import TRACKS, card_track, record_adapter_scores
+from analysis.clustering.card import TRACKS, card_tracks, record_adapter_scores
 from analysis.clustering.grid import (
     BASELINE_MODEL,
     BASELINE_POOLING,
@@ -82,7 +82,7 @@ __all__ = [
     "TaskBudget",
     "TaskPlan",
     "Variant",
-    "card_track",
+    "card_tracks",
     "check_clusterable",
     "filter_rows",
     "folder_cells",

@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from analysis.clustering.grid import BASELINE_MODEL, ModelSpec, Variant, expand_task_specs
-from analysis.clustering.summary import summary_tables
-from core.data import LOCAL_TASKS
+from analysis.clustering.summary import summary_tables, task_columns
+from core.data import LOCAL_TASKS, TRANSFER_TASKS
 
-# The task sets whose scores an adapter card holds, as the card key ``{name}_track``; the transfer track joins here.
-TRACKS: dict[str, tuple[str, ...]] = {"local": tuple(LOCAL_TASKS)}
+# The task sets whose scores an adapter card holds, as the card key ``{name}_track``.
+TRACKS: dict[str, tuple[str, ...]] = {"local": tuple(LOCAL_TASKS), "transfer": tuple(TRANSFER_TASKS)}
 
 
-def card_track(tasks: Sequence[str], max_texts: int | None = None, max_length: int | None = None) -> str | None:
-    """The track a run's tasks are (exactly one track's tasks at their own budgets), else None: no card update."""
+def card_tracks(tasks: Sequence[str], max_texts: int | None = None, max_length: int | None = None) -> list[str]:
+    """The tracks a run covers whole (every task, at its own budget): only those scores may enter a card."""
     if max_texts is not None or max_length is not None:
-        return None  # a capped sample or other max length is not the track as published
+        return []  # a capped sample or other max length is not the track as published
     names = set(expand_task_specs(tasks))
-    return next((track for track, track_tasks in TRACKS.items() if names == set(track_tasks)), None)
+    return [track for track, track_tasks in TRACKS.items() if set(track_tasks) <= names]
 
 
 def record_adapter_scores(
@@ -41,7 +41,7 @@ def record_adapter_scores(
         return None
     meta = read_metadata(spec.adapter) if spec.adapter else {}
     scores, _ = summary_tables(cells)
-    tasks = [c for c in scores.columns if c != "average"]
+    tasks = task_columns(scores)
     if set(tasks) != set(track_tasks):
         return None
     complete = scores.dropna()

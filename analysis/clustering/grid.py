@@ -12,11 +12,11 @@ from typing import Literal
 
 from analysis.clustering.sampling import check_clusterable
 from core.adapters import read_metadata
-from core.data import LOCAL_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
+from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
 from core.errors import GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS
 
-TaskKind = Literal["local", "file", "mteb"]
+TaskKind = Literal["local", "transfer", "file", "mteb"]
 
 SUBSAMPLE_SEED = 42
 DEFAULT_MAX_LENGTH = 512
@@ -133,12 +133,14 @@ class TaskPlan:
 
 
 def expand_task_specs(items: Sequence[str]) -> list[str]:
-    """``local`` becomes the six local tasks; duplicates and blanks go."""
+    """``local`` becomes the six local tasks, ``transfer`` the transfer track's sets; duplicates and blanks go."""
     out: list[str] = []
     for raw in items:
         item = raw.strip()
         if item == "local":
             out.extend(LOCAL_TASKS)
+        elif item == "transfer":
+            out.extend(TRANSFER_TASKS)
         elif item:
             out.append(item)
     if not out:
@@ -156,6 +158,8 @@ def plan_task(spec: str, max_texts: int | None = None, max_length: int | None = 
     if spec in LOCAL_TASKS:
         kind: TaskKind = "local"
         budget = TASK_BUDGETS.get(spec, TaskBudget(None, DEFAULT_MAX_LENGTH))
+    elif spec in TRANSFER_TASKS:  # already seeded samples of 1,000-2,000 short texts: embedded whole
+        kind, budget = "transfer", TaskBudget(None, DEFAULT_MAX_LENGTH)
     elif _looks_like_file(spec):
         kind, budget = "file", TaskBudget(None, DEFAULT_MAX_LENGTH)
     else:
@@ -178,7 +182,8 @@ def plan_task(spec: str, max_texts: int | None = None, max_length: int | None = 
         task = get_mteb_clustering_task(spec)
     except (KeyError, ValueError) as exc:
         raise GridError(
-            f"unknown task {spec!r}: not a local task ({', '.join(LOCAL_TASKS)}), not a file "
+            f"unknown task {spec!r}: not a local or transfer task ({', '.join([*LOCAL_TASKS, *TRANSFER_TASKS])}), "
+            "not a file "
             f"({'/'.join(USER_FORMATS)}), and mteb says: {exc}"
         ) from None
 

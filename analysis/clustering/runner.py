@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.clustering.card import card_track, record_adapter_scores
+from analysis.clustering.card import card_tracks, record_adapter_scores
 from analysis.clustering.grid import (
     BASELINE_POOLING,
     GridConfig,
@@ -201,10 +201,10 @@ def run_grid(config: GridConfig) -> GridResult:
     if result.cells:
         everything = folder_cells(out, result.cells)
         result.files = write_summary(out, everything)
-        track = card_track(config.tasks, config.max_texts, config.max_length)
-        for spec in config.models:
-            if spec.adapter is not None and track is not None:
-                record_adapter_scores(spec, everything, out, track)
+        for track in card_tracks(config.tasks, config.max_texts, config.max_length):
+            for spec in config.models:
+                if spec.adapter is not None:
+                    record_adapter_scores(spec, everything, out, track)
     return result
 
 

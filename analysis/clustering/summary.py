@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from analysis.clustering.grid import BASELINE_MODEL
-from core.data import LOCAL_TASKS
+from core.data import LOCAL_TASKS, TRANSFER_TASKS
 
 INDEX = ["variant", "prompt", "pooling", "layer"]
+# Averages over one track's tasks, shown beside the overall average when a table holds more than one track.
+TRACK_AVERAGES = {"local_average": tuple(LOCAL_TASKS), "transfer_average": tuple(TRANSFER_TASKS)}
+AVERAGES = ("average", *TRACK_AVERAGES)
 
 
 def row_label(cell: dict[str, Any]) -> str:
@@ -24,8 +27,8 @@ def row_label(cell: dict[str, Any]) -> str:
 
 
 def task_order(tasks: Sequence[str]) -> list[str]:
-    """The local track's tasks in its order, then any other task by name."""
-    order = list(LOCAL_TASKS)
+    """The local track's tasks in its order, then the transfer track's, then any other task by name."""
+    order = [*LOCAL_TASKS, *TRANSFER_TASKS]
     return sorted(dict.fromkeys(tasks), key=lambda t: (order.index(t), "") if t in order else (len(order), t))
 
 
@@ -71,11 +74,14 @@ def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
     scores = scores.reindex(index=pd.MultiIndex.from_tuples(rows, names=INDEX), columns=tasks)
     stds = stds.reindex(index=scores.index, columns=tasks)
     scores["average"] = scores[tasks].mean(axis=1, skipna=False)
+    if len([track for track in TRACK_AVERAGES.values() if set(track) & set(tasks)]) > 1:
+        for column, track in TRACK_AVERAGES.items():
+            scores[column] = scores[list(track)].mean(axis=1, skipna=False) if set(track) <= set(tasks) else math.nan
     return scores, stds
 
 
 def task_columns(scores: Any) -> list[str]:
-    return [c for c in scores.columns if c != "average"]
+    return [c for c in scores.columns if c not in AVERAGES]
 
 
 def flat_index(frame: Any) -> Any:
@@ -106,6 +112,7 @@ def filter_rows(
 
 
 SortKey = str  # a task column, "average" or "vs base"
+QUALITY_COLUMNS = ("role", "vs base")  # what quality_view adds to a filter_rows view
 
 
 def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending: bool = False) -> Any:
@@ -115,7 +122,7 @@ def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending
 
     The base row is looked up in ``scores`` (all rows), so it need not pass the view's filters.
     """
-    shown = [c for c in view.columns if c not in (*INDEX, "average")]
+    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES)]
     table = scores.reset_index()
     averages = dict(zip(map(tuple, table[INDEX].to_numpy()), table[shown].mean(axis=1, skipna=False), strict=True))
     out = view.copy()
@@ -132,7 +139,7 @@ def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending
 
 def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:
     """(scores, stds) of a ``filter_rows`` view's rows and tasks, one flat label per row, for the heatmap."""
-    shown = [c for c in view.columns if c not in (*INDEX, "average", "role", "vs base")]
+    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES, *QUALITY_COLUMNS)]
     heat = flat_index(view.set_index(INDEX)[shown])
     spread = flat_index(stds[shown]).reindex(heat.index)
     return heat, spread
@@ -147,15 +154,17 @@ def top_rows(scores: Any, n: int = 5) -> list[dict[str, Any]]:
 
 def markdown_table(scores: Any, stds: Any) -> str:
     tasks = task_columns(scores)
-    head = [*["model", "prompt", "pooling", "layer"], *tasks, "average"]
+    averages = [c for c in AVERAGES if c in scores.columns]
+    head = [*["model", "prompt", "pooling", "layer"], *tasks, *averages]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in scores.index:
         values = []
         for task in tasks:
             v, s = scores.loc[row, task], stds.loc[row, task]
             values.append("" if math.isnan(v) else f"{v:.4f} ± {s:.4f}")
-        avg = scores.loc[row, "average"]
-        values.append("" if math.isnan(avg) else f"**{avg:.4f}**")
+        for column in averages:
+            avg = scores.loc[row, column]
+            values.append("" if math.isnan(avg) else f"**{avg:.4f}**")
         lines.append("| " + " | ".join([*map(str, row), *values]) + " |")
     return "\n".join(lines) + "\n"
 

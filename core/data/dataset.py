@@ -6,7 +6,10 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+from core.paths import cache_root
 
 Split = Literal["test", "train"]
 SPLITS: tuple[Split, ...] = ("test", "train")
@@ -49,3 +52,8 @@ def content_sha256(texts: Sequence[str], labels: Sequence[str] | None) -> str:
     for line in jsonl_lines(texts, labels):
         digest.update(line.encode("utf-8"))
     return digest.hexdigest()
+
+
+def default_data_dir() -> Path:
+    """Where prepared tasks live: ``<cache root>/data``."""
+    return cache_root() / "data"

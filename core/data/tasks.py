@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from core.data.dataset import SPLITS, Dataset, Split, jsonl_lines
+from core.data.dataset import SPLITS, Dataset, Split, default_data_dir, jsonl_lines
 from core.data.sampling import sample_items, stratified_split
 from core.data.sources import clean_verse, parse_orange_tab, parse_pythonbible, parse_trec
+from core.data.transfer import TRANSFER_TASKS, load_transfer_task
 from core.data.user_files import USER_FORMATS, load_user_file
 from core.data.wheels import WHEELS, WheelStore, file_sha256
 from core.errors import ConfigError, DataError, DataUnavailableError
 from core.files import atomic_write, write_json
-from core.paths import cache_root
 
 # Bump when the code that turns source files into jsonl changes: prepared tasks are then redone.
 FORMAT_VERSION = 1
@@ -209,10 +209,6 @@ def _build_bible(store: WheelStore) -> tuple[list[tuple[int, str, str]], dict[st
 # Prepare: write files, manifest last
 
 
-def default_data_dir() -> Path:
-    return cache_root() / "data"
-
-
 def _write_lines(path: Path, lines: Iterable[str]) -> tuple[str, int]:
     digest = hashlib.sha256()
     count = 0
@@ -375,7 +371,7 @@ def prepare(
 
 def _check_task_name(name: str) -> TaskInfo:
     if name not in LOCAL_TASKS:
-        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(LOCAL_TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join([*LOCAL_TASKS, *TRANSFER_TASKS])}")
     return LOCAL_TASKS[name]
 
 
@@ -428,7 +424,12 @@ def load_task(
     *,
     wheels: WheelStore | None = None,
 ) -> Dataset:
-    """A prepared local task split (test: labelled; train: texts only), preparing it if needed."""
+    """A prepared local task split (test: labelled; train: texts only), preparing it if needed.
+
+    Transfer-track sets (``core.data.transfer``) load through here too; they have a test split only.
+    """
+    if name in TRANSFER_TASKS:
+        return load_transfer_task(name, split, data_dir, prepare_if_missing)
     info = _check_task_name(name)
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -471,7 +472,7 @@ def resolve_dataset(
 
     An empty LABELCOL (``data.csv:text:``) means unlabelled. ``split`` applies to local tasks only.
     """
-    if spec in LOCAL_TASKS:
+    if spec in LOCAL_TASKS or spec in TRANSFER_TASKS:
         return load_task(spec, split, data_dir, wheels=wheels)
     if Path(spec).is_file():
         return load_user_file(spec)

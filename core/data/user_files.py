@@ -110,10 +110,12 @@ def load_user_file(path: str | Path, text_column: str = "text", label_column: st
         raise UserFileError(f"{path} has no rows")
     for option, column in (("text_column", text_column), ("label_column", label_column)):
         if column is not None and column not in columns:
+            flag = "--" + option.replace("_", "-")
             hint = " (or label_column=None for unlabelled text)" if option == "label_column" else ""
             raise UserFileError(
                 f"{path} has no column {column!r}; its columns are: {', '.join(columns)}. "
-                f"Pass {option}=NAME{hint}, or on the command line PATH:TEXTCOL:LABELCOL"
+                f"Name the right one: {flag} NAME on the command line (PATH:TEXTCOL:LABELCOL for a grid dataset), "
+                f"or {option}=NAME{hint} in Python"
             )
     texts: list[str] = []
     labels: list[str] | None = [] if label_column is not None else None

@@ -53,6 +53,13 @@ def test_attention_page_heatmaps_and_head_choice(open_page):
     heads = next(s for s in app.selectbox if s.label == "Heads")
     heads.set_value("head 1").run()
     assert not app.exception and len(charts(app)) == 5
+    assert app.subheader[0].value == "Attention of the last token (the pooled token)"
+    app.selectbox(key="attention_pooling").set_value("mean").run()
+    assert "last token (mean pooling reads every token" in app.subheader[0].value
+    app.text_input(key="attention_layer").set_value("last2").run()
+    assert not app.exception and any("(L1, L2)" in c.value for c in app.caption)  # the pooled layers, outlined
+    app.text_input(key="attention_layer").set_value("abc").run()
+    assert not app.exception and "Bad layer 'abc'" in app.error[0].value and not charts(app)
 
 
 def test_attribution_page_runs_ig_on_click(open_page):
@@ -62,6 +69,22 @@ def test_attribution_page_runs_ig_on_click(open_page):
     assert not app.exception and not app.error
     assert [m.label for m in app.metric] == ["cosine (base)", "cosine (adapter)"]
     assert len(charts(app)) == 2 and any("convergence delta" in c.value for c in app.caption)
+    assert any("baseline cosine: A" in c.value for c in app.caption)
+    app.run()  # a rerun without the click (any other widget's change) keeps the result for the same inputs
+    assert not app.exception and len(charts(app)) == 2
+    app.text_input(key="attr_a").set_value("a woman rides a horse").run()
+    assert not charts(app)  # other inputs: the old result is not shown as theirs
+
+
+def test_attention_sentence_and_heads_hold_after_a_dataset_round_trip(open_page, prepared_tasks):
+    app = open_page("attention.py")
+    app.text_input(key="att_sentence").set_value("the cat sat on the mat").run()
+    app.selectbox(key="att_heads").set_value("head 1").run()
+    app.radio(key="att_source").set_value("pick from a dataset").run()
+    assert not app.exception and len(charts(app)) == 5
+    app.radio(key="att_source").set_value("type one").run()
+    assert app.text_input(key="att_sentence").value == "the cat sat on the mat"
+    assert app.selectbox(key="att_heads").value == "head 1" and not app.exception
 
 
 def test_clustering_quality_filters_keep_the_baseline(open_page):

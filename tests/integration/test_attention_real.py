@@ -53,7 +53,8 @@ def encoder(adapter_dir):
 
 
 def test_capture_keeps_vectors_and_the_first_token_is_the_sink(encoder):
-    from analysis.attention import CATEGORIES, capture_corpus, role_shares
+    from analysis.attention import capture_corpus, role_shares
+    from analysis.categories import CATEGORIES
 
     base = capture_corpus(encoder, TEXTS, use_adapter=False)
     full = capture_corpus(encoder, TEXTS, use_adapter=False, mode="full")
@@ -78,7 +79,7 @@ def test_attribution_converges_on_the_real_model(encoder):
 
 
 def test_cli_smoke(adapter_dir, tmp_path):
-    from analysis.attention import main
+    from analysis.attention.report import main
 
     out = tmp_path / "report"
     argv = ["--adapter", str(adapter_dir), "--task", "trec-fine", "--n", "24", "--out", str(out)]

@@ -9,21 +9,24 @@ import numpy as np
 import pytest
 
 from analysis.attention import (
-    CATEGORIES,
-    RENORMALISED,
-    TextAttention,
     attention_entropy,
+    attention_view,
     capture_corpus,
-    main,
-    paired_stats,
+    pooled_attention_layers,
+    query_title,
+    query_token_for,
     role_shares,
-    sample_texts,
     shift_report,
     token_bars,
 )
+from analysis.attention.report import AttentionReportConfig, main, run_report, sample_texts
+from analysis.categories import CATEGORIES, RENORMALISED, TextAttention
 from analysis.plots import report_figures
+from analysis.stats import paired_stats
 from core.encoder import Encoder
+from core.errors import ConfigError, run_cli
 from core.models import load_model
+from core.pooling import LayerChoice
 
 TEXTS = [
     "The red dog runs quickly in the garden.",
@@ -217,9 +220,10 @@ def test_cli_without_adapter_reports_base_only(tiny_model_dir, tmp_path, capsys)
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_model_dir, tmp_path, capsys, extra, message):
-    assert main(_cli(tiny_model_dir, tmp_path, *extra)) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
+    assert run_cli(main, _cli(tiny_model_dir, tmp_path, *extra)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = lines[-1]  # progress log lines may come before the error
+    assert err.startswith("error: ") and not any("Traceback" in line for line in lines)
     assert __import__("re").search(message, err)
 
 
@@ -229,6 +233,62 @@ def test_cli_refuses_an_adapter_for_another_base(tiny_model_dir, adapter_dir, tm
     foreign = tmp_path / "foreign"
     shutil.copytree(adapter_dir, foreign)
     (foreign / "embedding_lens.json").write_text(json.dumps({"base_model": "other", "base_weights_sha256": "0" * 64}))
-    assert main(_cli(tiny_model_dir, tmp_path, "--adapter", str(foreign))) == 2
+    assert run_cli(main, _cli(tiny_model_dir, tmp_path, "--adapter", str(foreign))) == 2
     err = capsys.readouterr().err.strip()
     assert "trained on base model 'other'" in err and "\n" not in err
+
+
+def test_run_report_takes_a_config_and_refuses_a_bad_layer(tiny_model_dir, tmp_path):
+    config = AttentionReportConfig(
+        model=str(tiny_model_dir), prompt="cluster", task=str(_texts_file(tmp_path)), n=4, out=str(tmp_path / "r"),
+        bootstrap=50, bench_n=2, attribution_n=0, examples=("a man is driving a car",),
+    )  # fmt: skip
+    report = run_report(config)
+    assert report["settings"]["n_texts"] == 4 and report["settings"]["query_token"] == "last"
+    assert [e["text"] for e in report["examples"]] == ["a man is driving a car"]
+    assert (tmp_path / "r" / "attention_report.json").is_file()
+    with pytest.raises(ConfigError, match=r"--layer 7 is out of range"):
+        run_report(AttentionReportConfig(**{**config.__dict__, "layer": 7}))
+
+
+@pytest.mark.parametrize(
+    ("pooling", "token", "words"),
+    [
+        ("last", "last", "last token (the pooled token)"),
+        ("eos", "eos", "appended EOS token (the pooled token)"),
+        ("mean", "last", "last token (mean pooling reads every token"),
+        ("attention", "last", "last token (its layer -1 row weights the pooling)"),
+    ],
+)
+def test_the_title_names_the_token_shown(pooling, token, words):
+    assert query_token_for(pooling) == token
+    assert words in query_title(pooling)
+
+
+def test_pooled_attention_layers_follow_the_layer_choice():
+    assert pooled_attention_layers(LayerChoice.parse(-1), 4) == (2,)  # 3 decoder layers: the last one's output
+    assert pooled_attention_layers(LayerChoice.parse("last2"), 4) == (1, 2)
+    assert pooled_attention_layers(LayerChoice.parse(0), 4) == ()  # the input embeddings: no attention layer
+    with pytest.raises(ConfigError, match="Bad layer 'abc'"):
+        LayerChoice.parse("abc")
+
+
+@pytest.mark.parametrize("pooling", ["eos", "mean"])
+def test_attention_view_shows_the_query_token_of_the_pooling(adapter_encoder, pooling):
+    encoder = adapter_encoder.with_settings(pooling=pooling, layer="last2")
+    view = attention_view(encoder, TEXTS[-1], renormalise=True)
+    expected = capture_corpus(encoder, [TEXTS[-1]], use_adapter=True, token=query_token_for(pooling)).items[0]
+    assert view.title == query_title(pooling) and view.pooled_layers == (1, 2)
+    assert set(view.matrices) == set(view.role_shares) == {"base", "adapter"}
+    assert view.tokens == expected.tokens and len(view.categories) == len(view.tokens)
+    assert (view.categories[-1] == "special") == (pooling == "eos")  # the appended EOS is the query for eos
+    np.testing.assert_allclose(view.matrices["adapter"][-1], expected.weights(-1, renormalise=True), atol=1e-6)
+    np.testing.assert_allclose(view.difference, view.matrices["adapter"] - view.matrices["base"])
+    np.testing.assert_allclose(view.role_shares["base"].sum(1), 1.0, atol=1e-5)
+    assert view.matrices["base"].shape == (3, len(view.tokens))
+
+
+def test_attention_view_without_an_adapter_has_no_difference(tiny_model_dir):
+    encoder = Encoder(str(tiny_model_dir), prompt="cluster", pooling="last", cache=False, precision="fp32")
+    view = attention_view(encoder, TEXTS[0])
+    assert set(view.matrices) == {"base"} and view.difference is None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analysis.attention import capture_corpus
-from analysis.attribution import Attribution, Attributor, agreement
+from analysis.attribution import Attribution, Attributor, agreement, compare_similarity
 from core.encoder import Encoder
 from core.models import load_model
 
@@ -100,3 +100,14 @@ def test_agreement_of_attention_with_attribution(encoder):
     assert -1.0 <= measured["mean_rho"] <= 1.0 and len(measured["per_text_rho"]) == 2
     with pytest.raises(ValueError, match="2 attention rows but 1 attributions"):
         agreement(corpus.items, real[:1])
+
+
+def test_compare_similarity_attributes_base_and_adapter(encoder):
+    comparison = compare_similarity(encoder, TEXT, OTHER, max_steps=64)
+    assert set(comparison.results) == {"base", "adapter"} and comparison.seconds > 0
+    for label, use_adapter in (("base", False), ("adapter", True)):
+        a, b = encoder.encode([TEXT, OTHER], use_adapter=use_adapter, normalize=True)
+        assert comparison.results[label].cosine == pytest.approx(float(a @ b), abs=1e-5)
+    bars = comparison.bars("b")
+    assert set(bars) == {"base", "adapter"} and bars["adapter"]["quantity"] == "cosine to text A"
+    assert bars["base"]["scores"] == comparison.results["base"].b.to_dict()["scores"]

@@ -425,13 +425,16 @@ def test_only_a_full_track_touches_the_card(tmp_path):
     assert clustering.record_adapter_scores(spec, track_cells(("my", "other")), tmp_path) is None
     assert (adapter / "card.json").read_bytes() == before and not (adapter / "README.md").exists()
     # Which runs may write: the full track at its own budgets, however it is spelt.
-    assert clustering.card_track(["local"]) == "local"
-    assert clustering.card_track(list(reversed(LOCAL_TASKS))) == "local"
-    assert clustering.card_track([*LOCAL_TASKS, "my.csv:text:label"]) is None
-    assert clustering.card_track(["my.csv:text:label"]) is None
-    assert clustering.card_track(list(LOCAL_TASKS)[:5]) is None
-    assert clustering.card_track(["local"], max_texts=50) is None
-    assert clustering.card_track(["local"], max_length=64) is None
+    assert clustering.card_tracks(["local"]) == ["local"]
+    assert clustering.card_tracks(list(reversed(LOCAL_TASKS))) == ["local"]
+    # The whole local track beside another task still is the whole local track; the CSV's scores stay out.
+    assert clustering.card_tracks([*LOCAL_TASKS, "my.csv:text:label"]) == ["local"]
+    assert clustering.card_tracks(["my.csv:text:label"]) == []
+    assert clustering.card_tracks(list(LOCAL_TASKS)[:5]) == []
+    assert clustering.card_tracks(["local", "transfer"]) == ["local", "transfer"]
+    assert clustering.card_tracks(["transfer"]) == ["transfer"]
+    assert clustering.card_tracks(["local"], max_texts=50) == []
+    assert clustering.card_tracks(["local"], max_length=64) == []
 
 
 def test_a_custom_task_grid_leaves_the_adapter_card_alone(tiny_model_dir, labelled_csv, tmp_path, monkeypatch):

@@ -107,3 +107,21 @@ def test_quality_view_marks_the_baseline_and_the_adapter_gain_and_sorts():
     figure = clustering_bars(everything, baseline=0.4)
     assert figure.layout.shapes[0].y0 == 0.4 and "baseline" in figure.layout.annotations[0].text
     assert figure.layout.legend.title.text == "variant / pooling"
+
+
+def test_a_table_of_both_tracks_shows_each_tracks_average_beside_the_overall_one():
+    from core.data import LOCAL_TASKS, TRANSFER_TASKS
+
+    tasks = [*LOCAL_TASKS, *TRANSFER_TASKS]
+    cells = [cell("m", "none", "mean", t, 0.2 if t in LOCAL_TASKS else 0.6) for t in tasks]
+    cells += [cell("minilm", "none", "mean", t, 0.4) for t in LOCAL_TASKS]  # no transfer scores yet
+    scores, stds = summary_tables(cells)
+    assert list(scores.columns)[-3:] == ["average", "local_average", "transfer_average"]
+    mine = scores.loc[("m", "none", "mean", "-1")]
+    assert mine["local_average"] == pytest.approx(0.2) and mine["transfer_average"] == pytest.approx(0.6)
+    assert mine["average"] == pytest.approx((0.2 * len(LOCAL_TASKS) + 0.6 * len(TRANSFER_TASKS)) / len(tasks))
+    baseline = scores.loc[("minilm", "none", "mean", "-1")]
+    assert baseline["local_average"] == pytest.approx(0.4) and baseline.isna()["transfer_average"]
+    assert heatmap_frames(filter_rows(scores), stds)[0].columns.tolist() == tasks
+    # A single track's table keeps its one average column (the committed summaries stay as they are).
+    assert list(summary_tables(cells[: len(LOCAL_TASKS)])[0].columns)[-1] == "average"

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from core.capture import capture_attention_rows
-from core.encoder import Encoder, validate_texts
-from core.pooling import POOLING_MODES
+from core.encoder import Encoder, PoolingPlan, validate_texts
+from core.errors import ConfigError
+from core.pooling import POOLING_MODES, LayerChoice
 from core.prompts import resolve_prompt
 from core.roles import TEXT_ROLES
 
@@ -205,6 +206,62 @@ def test_fp32_vectors_agree_with_sentence_transformers(sentence_transformer, tin
     assert cosine_rows(ours, reference).min() >= 0.99999
 
 
+# ----- the pooling plan, settings views and inputs_embeds
+
+
+def test_plan_keeps_only_what_its_poolings_read(tiny_encoder_factory):
+    encoder = tiny_encoder_factory(pooling="last", layer=1, attention_layer=0)
+    own = encoder.plan()
+    assert isinstance(own, PoolingPlan) and len(own.poolings) == 1
+    assert (own.poolings[0].mode, own.poolings[0].layer) == ("last", LayerChoice(1))
+    assert own.hidden_indices == (1,) and own.attention_layers == ()
+    grid = encoder.plan([("mean", -1), ("attention", "last2"), ("weighted", 0)])
+    assert [p.mode for p in grid.poolings] == ["mean", "attention", "weighted"]
+    assert grid.hidden_indices == (0, 2, 3) and grid.attention_layers == (0,)  # attention_layer 0 of the encoder
+    assert encoder.with_settings(attention_layer=-1).plan([("attention", -1)]).attention_layers == (2,)
+    with pytest.raises(ConfigError, match="Unknown pooling 'max'"):
+        encoder.plan([("max", -1)])
+    with pytest.raises(ConfigError, match="Layer 9 is out of range"):
+        encoder.plan([("mean", 9)])
+
+
+def test_with_settings_shares_the_model_and_cache_and_validates(tiny_encoder_factory, tmp_path, sample_texts):
+    encoder = tiny_encoder_factory(cache=tmp_path / "cache.sqlite", pooling="mean", prompt="none")
+    view = encoder.with_settings(prompt="eol", pooling="last", layer="last2", max_length=64)
+    assert view is not encoder and view.loaded is encoder.loaded and view.cache is encoder.cache
+    assert (view.prompt.template, view.pooling, view.layer, view.max_length) == (
+        resolve_prompt("eol").template, "last", LayerChoice(last_k=2), 64,
+    )  # fmt: skip
+    assert (encoder.pooling, encoder.layer, encoder.max_length) == ("mean", LayerChoice(-1), 512)  # unchanged
+    assert view.with_settings().pooling == "last"  # None keeps the current value
+    expected = tiny_encoder_factory(prompt="eol", pooling="last", layer="last2", max_length=64).encode(sample_texts)
+    assert max_abs_diff(view.encode(sample_texts), expected) == 0.0
+    for bad, message in (
+        ({"layer": "abc"}, "Bad layer 'abc'"),
+        ({"pooling": "max"}, "Unknown pooling 'max'"),
+        ({"max_length": 2}, "max_length=2 is too small"),
+        ({"attention_layer": 3}, "Attention layer 3 is out of range"),
+        ({"precision": "fp8"}, "Unknown precision 'fp8'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            encoder.with_settings(**bad)
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_forward_on_inputs_embeds_equals_forward_on_ids(tiny_encoder_factory, sample_texts, mode):
+    encoder = tiny_encoder_factory(prompt="eol", pooling=mode, layer="last2", padding_side="left")
+    batch = encoder.collate(encoder.prepare(sample_texts))
+    plan = encoder.plan()
+    with torch.inference_mode():
+        from_ids = plan.poolings[0](encoder.forward(batch, plan))
+        embeds = encoder.loaded.backbone.get_input_embeddings()(batch["input_ids"])
+        from_embeds = plan.poolings[0](encoder.forward(batch, plan, inputs_embeds=embeds))
+        torch.testing.assert_close(from_embeds, from_ids, rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="do not match the batch"):
+            encoder.forward(batch, plan, inputs_embeds=embeds[:, 1:])
+    assert max_abs_diff(from_ids.numpy(), encoder.encode(sample_texts)) <= 1e-5
+
+
 # ----- attention pooling
 
 
@@ -213,7 +270,7 @@ def test_attention_row_is_the_last_text_token_attention_and_sums_to_one(tiny_enc
     prepared = encoder.prepare(sample_texts, prompt="eol")
     batch = encoder.collate(prepared)
     with torch.inference_mode():
-        states = encoder.forward(batch, (-1,), attention_layers=(-1,))
+        states = encoder.forward(batch, encoder.plan([("attention", -1)]))
     assert set(states.attention_rows) == {2}
     rows = states.attention_rows[2]
     sequence = states.sequence_mask()

@@ -48,7 +48,7 @@ def test_user_json_list_of_objects(tmp_path):
 def test_user_missing_column_names_columns_and_option(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("sentence,topic\nhello,a\n")
-    with pytest.raises(ValueError, match=r"no column 'text'; its columns are: sentence, topic\. Pass text_column="):
+    with pytest.raises(ValueError, match=r"no column 'text'; its columns are: sentence, topic\. .*--text-column NAME"):
         load_user_file(path)
     with pytest.raises(ValueError, match=r"label_column=None"):
         load_user_file(path, text_column="sentence")

@@ -1,0 +1,9 @@
+"""``python -m analysis.attention``: the attention report's CLI (``--help`` lists the options)."""
+
+from __future__ import annotations
+
+from analysis.attention.report import main
+from core.errors import run_cli
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

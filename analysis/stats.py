@@ -1,0 +1,92 @@
+"""Paired statistics over texts: mean difference, percentile-bootstrap CI and Cohen's d_z, elementwise.
+
+Used for every adapter-minus-base comparison of the attention report; results are rounded for JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from jaxtyping import Float
+
+from core.errors import ConfigError
+
+
+@dataclass
+class PairedStats:
+    """Mean of a paired difference with a bootstrap CI over texts and a paired Cohen's d, elementwise."""
+
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    cohens_d: np.ndarray
+    n: int
+    n_boot: int
+    confidence: float
+
+    def column(self, index: int) -> PairedStats:
+        """The statistics of one entry of the last axis."""
+        pick = (..., index)
+        return PairedStats(
+            self.mean[pick], self.low[pick], self.high[pick], self.cohens_d[pick], self.n, self.n_boot, self.confidence
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": rounded(self.mean),
+            "ci_low": rounded(self.low),
+            "ci_high": rounded(self.high),
+            "cohens_d": rounded(self.cohens_d),
+            "n": self.n,
+            "n_boot": self.n_boot,
+            "confidence": self.confidence,
+        }
+
+    def top_cells(self, top_k: int) -> list[dict[str, Any]]:
+        """The ``top_k`` entries with the largest absolute mean, as (layer[, head]) cells with CI and d."""
+        order = np.argsort(-np.abs(self.mean), axis=None)[:top_k]
+        cells = []
+        for flat in order:
+            index = np.unravel_index(flat, self.mean.shape)
+            cell = {"layer": int(index[0])}
+            if len(index) > 1:
+                cell["head"] = int(index[1])
+            cell.update(
+                shift=round(float(self.mean[index]), 6),
+                ci_low=round(float(self.low[index]), 6),
+                ci_high=round(float(self.high[index]), 6),
+                cohens_d=round(float(self.cohens_d[index]), 4),
+            )
+            cells.append(cell)
+        return cells
+
+
+def paired_stats(
+    differences: Float[np.ndarray, "texts ..."], n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> PairedStats:
+    """Percentile bootstrap over texts (the first axis) and d_z = mean / sd of the differences."""
+    diffs = np.asarray(differences, dtype=np.float64)
+    n = diffs.shape[0]
+    if n < 2:
+        raise ConfigError(f"Paired statistics need at least 2 texts, got {n}; compare more texts.")
+    flat = diffs.reshape(n, -1)
+    rng = np.random.default_rng(seed)
+    # Resample counts instead of indices: one (n_boot, n) @ (n, k) product for every element at once.
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    means = counts @ flat / n
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
+    mean = flat.mean(0)
+    sd = flat.std(0, ddof=1)
+    d = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 1e-12)
+    shape = diffs.shape[1:]
+    return PairedStats(
+        mean.reshape(shape), low.reshape(shape), high.reshape(shape), d.reshape(shape), n, n_boot, confidence
+    )
+
+
+def rounded(array: np.ndarray, digits: int = 6) -> Any:
+    """A JSON-ready nested list, rounded to ``digits``."""
+    return np.round(np.asarray(array, dtype=np.float64), digits).tolist()
