@@ -48,7 +48,8 @@ with st.expander("UMAP and colouring", expanded=False):
     modes = ["gold label", "k-means"] if labels else ["k-means"]
     colour_by = d.radio("Colour by", modes, **state.kept("explore_colour", modes[0], options=modes))
     top = min(60, len(texts) - 1)
-    k = st.slider("k (k-means clusters)", 2, top, **state.kept("explore_k", min(len(set(labels or [])) or 8, top)))
+    k_start = min(len(set(labels or [])) or 8, top)
+    k = st.slider("k (k-means clusters)", 2, top, **state.kept("explore_k", k_start, bounds=(2, top)))
 if len(texts) < max(k, 4):
     st.error(f"Only {len(texts)} texts: need at least {max(k, 4)} for {k} clusters and a 2-D projection.")
     st.stop()
@@ -62,18 +63,11 @@ if inputs not in embedded:
         st.info(f"{len(texts)} texts x {len(sides)} to embed with {choice.label}: press *Embed and project* (texts in "
                 "the disk cache load at once). A smaller sample is quicker.")  # fmt: skip
         st.stop()
-    bar, started, vectors = st.progress(0.0), time.perf_counter(), {}
-
-    def report(done: int, total: int, side: str) -> None:
-        elapsed = time.perf_counter() - started
-        eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
-        bar.progress(done / max(total, 1), text=f"{side}: {done} of {total} texts{eta}")
-
+    bar, vectors = st.progress(0.0), {}
     try:
         for side, use_adapter in sides:
-            started = time.perf_counter()
             vectors[side] = embed_with_progress(
-                encoder, texts, lambda done, total, side=side: report(done, total, side),
+                encoder, texts, widgets.progress_with_eta(bar, side),
                 prompt=prompt, pooling=pooling, layer=layer, use_adapter=use_adapter,
             )  # fmt: skip
     except ValueError as error:

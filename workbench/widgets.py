@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,3 +134,15 @@ def selected_points(chart_key: str) -> list[int]:
     event = st.session_state.get(chart_key)
     points = (event or {}).get("selection", {}).get("points", []) if event else []
     return [int(np.ravel(p["customdata"])[0]) for p in points if "customdata" in p]
+
+
+def progress_with_eta(bar: Any, what: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that fills ``bar`` (an ``st.progress``) and says the time left."""
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
+        bar.progress(done / max(total, 1), text=f"{what}: {done} of {total} texts{eta}")
+
+    return report
