@@ -38,7 +38,7 @@ if not text_a or not text_b:
     st.stop()
 prompt, pooling, layer = settings
 widgets.truncation_note(encoder, [text_a, text_b], prompt)
-inputs = (choice.label, text_a, text_b, prompt, pooling, layer, max_steps)
+inputs = (choice, text_a, text_b, prompt, pooling, layer, max_steps)
 done = st.session_state.setdefault("attr_results", {})
 if st.button("Attribute", type="primary"):
     try:

@@ -56,7 +56,7 @@ if len(texts) < max(k, 4):
 widgets.truncation_note(encoder, texts, prompt)
 
 sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-inputs = (choice.label, dataset.sha256, prompt, pooling, layer)
+inputs = (choice, dataset.sha256, prompt, pooling, layer)
 embedded = st.session_state.setdefault("explore_vectors", {})
 if inputs not in embedded:
     if len(texts) > AUTO_TEXTS and not st.button("Embed and project", type="primary"):
