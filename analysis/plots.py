@@ -402,8 +402,10 @@ def attention_heatmap(
         tickmode="array", tickvals=list(range(n_tokens)), ticktext=_coloured_tokens(tokens, categories),
         autorange="reversed", tickfont={"size": 11}, title="token",
     )  # fmt: skip
+    every = 1 if n_layers <= 12 else 4  # the column is narrow: a few layer labels, every layer on hover
+    layer_ticks = sorted({*range(0, n_layers, every), n_layers - 1})
     figure.update_xaxes(
-        tickmode="array", tickvals=list(range(n_layers)), ticktext=[f"L{i}" for i in range(n_layers)],
+        tickmode="array", tickvals=layer_ticks, ticktext=[f"L{i}" for i in layer_ticks],
         tickangle=-90, tickfont={"size": 9}, title="layer",
     )  # fmt: skip
     for layer in outlined:
