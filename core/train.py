@@ -59,6 +59,7 @@ PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 # Settings that may change between an interrupted run and its resumption without changing the result.
 RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress"})
 
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; saved in checkpoints, the adapter metadata and the card."""
@@ -244,7 +245,6 @@ def resolve_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
             f"target module(s) {', '.join(missing)} not in the model; its linear modules are: {', '.join(available)}"
         )
     return resolved
-
 
 
 # ----- distributed

@@ -62,7 +62,14 @@ from analysis.clustering.grid import (
 from analysis.clustering.runner import GridResult, run_grid
 from analysis.clustering.sampling import check_clusterable
 from analysis.clustering.store import folder_cells
-from analysis.clustering.summary import filter_rows, heatmap_frames, summary_tables, top_rows, write_summary
+from analysis.clustering.summary import (
+    filter_rows,
+    heatmap_frames,
+    quality_view,
+    summary_tables,
+    top_rows,
+    write_summary,
+)
 from core.errors import GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS, KMEANS_BATCH_SIZE, score_embeddings
 
@@ -88,6 +95,7 @@ __all__ = [
     "heatmap_frames",
     "parse_model_specs",
     "plan_task",
+    "quality_view",
     "record_adapter_scores",
     "run_grid",
     "score_embeddings",

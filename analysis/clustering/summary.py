@@ -135,11 +135,42 @@ def filter_rows(
     return view[[*index_columns(scores), *shown, "average"]].sort_values("average", ascending=False, kind="stable")
 
 
+SortKey = str  # a task column, "average" or "vs base"
+QUALITY_COLUMNS = ("role", "vs base")  # what quality_view adds to a filter_rows view
+
+
+def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending: bool = False) -> Any:
+    """A ``filter_rows`` view as the Clustering quality page shows it: a ``role`` column (``baseline`` for MiniLM,
+    ``adapter`` for ``MODEL+ADAPTER`` rows, else ``base``), ``vs base`` (an adapter row's average minus its base
+    model's average with the same prompt, pooling, layer and tasks; NaN otherwise), sorted by ``sort_by``.
+
+    The base row is looked up in ``scores`` (all rows), so it need not pass the view's filters.
+    """
+    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES)]
+    table = scores.reset_index()
+    averages = dict(zip(map(tuple, table[INDEX].to_numpy()), table[shown].mean(axis=1, skipna=False), strict=True))
+    out = view.copy()
+    keys = list(map(tuple, out[INDEX].to_numpy()))
+    out.insert(
+        0, "role", ["baseline" if k[0] == BASELINE_MODEL else "adapter" if "+" in k[0] else "base" for k in keys]
+    )
+    base = [averages.get((k[0].split("+")[0], *k[1:]), math.nan) if "+" in k[0] else math.nan for k in keys]
+    out["vs base"] = out["average"].to_numpy() - base
+    if sort_by not in out.columns:
+        raise ValueError(f"Cannot sort by {sort_by!r}: choose one of {', '.join(c for c in out.columns[5:])}.")
+    return out.sort_values(sort_by, ascending=ascending, kind="stable", na_position="last")
+
+
 def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:
     """(scores, stds) of a ``filter_rows`` view's rows and tasks, one flat label per row, for the heatmap."""
+<<<<<<< HEAD
     index = index_columns(view)
     shown = [c for c in view.columns if c not in (*index, *AVERAGES)]
     heat = flat_index(view.set_index(index)[shown])
+=======
+    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES, *QUALITY_COLUMNS)]
+    heat = flat_index(view.set_index(INDEX)[shown])
+>>>>>>> i15-pages
     spread = flat_index(stds[shown]).reindex(heat.index)
     return heat, spread
 
