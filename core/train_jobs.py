@@ -77,7 +77,6 @@ def start_training(out: str | Path, options: list[str], python: str = sys.execut
     if (folder / "adapter_config.json").is_file() or (folder / "checkpoints").is_dir():
         raise TrainError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
     folder.mkdir(parents=True, exist_ok=True)
-<<<<<<< HEAD
     return _launch(folder, [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"], "wb")
 
 
@@ -97,13 +96,6 @@ def resume_training(folder: str | Path, python: str = sys.executable) -> subproc
 
 def _launch(folder: Path, command: list[str], log_mode: Literal["wb", "ab"]) -> subprocess.Popen:
     log = open(folder / "job.log", log_mode)  # noqa: SIM115 - the child owns it for its lifetime
-=======
-    return _launch(folder, [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"])
-
-
-def _launch(folder: Path, command: list[str]) -> subprocess.Popen:
-    log = open(folder / "job.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
->>>>>>> i15-pages
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     write_json(folder / "job.json", {"pid": process.pid, "command": command, "started": time.time()})
@@ -113,18 +105,7 @@ def _launch(folder: Path, command: list[str]) -> subprocess.Popen:
 def can_resume(folder: str | Path) -> bool:
     """A stopped or failed job that left checkpoints: :func:`resume_training` continues it."""
     folder = Path(folder)
-    return job_status(folder).state in ("stopped", "failed") and any((folder / "checkpoints").glob("*"))
-
-
-def resume_training(folder: str | Path) -> subprocess.Popen:
-    """Run the folder's job again with ``--resume``: it continues from its latest checkpoint."""
-    folder = Path(folder)
-    if not can_resume(folder):
-        raise TrainError(
-            f"{folder} has no stopped run with checkpoints to resume; start a new run in a new folder instead"
-        )
-    command = json.loads((folder / "job.json").read_text())["command"]
-    return _launch(folder, command if "--resume" in command else [*command, "--resume"])
+    return job_status(folder).state in ("stopped", "failed") and any(folder.glob("checkpoints/step-*"))
 
 
 def read_train_log(folder: str | Path) -> list[dict[str, Any]]:

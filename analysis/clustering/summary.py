@@ -163,14 +163,9 @@ def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending
 
 def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:
     """(scores, stds) of a ``filter_rows`` view's rows and tasks, one flat label per row, for the heatmap."""
-<<<<<<< HEAD
     index = index_columns(view)
-    shown = [c for c in view.columns if c not in (*index, *AVERAGES)]
+    shown = [c for c in view.columns if c not in (*index, *AVERAGES, *QUALITY_COLUMNS)]
     heat = flat_index(view.set_index(index)[shown])
-=======
-    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES, *QUALITY_COLUMNS)]
-    heat = flat_index(view.set_index(INDEX)[shown])
->>>>>>> i15-pages
     spread = flat_index(stds[shown]).reindex(heat.index)
     return heat, spread
 

@@ -12,10 +12,7 @@ from core.errors import ConfigError, TrainError
 from core.train import _parser
 from core.train_jobs import (
     TrainingRequest,
-<<<<<<< HEAD
-=======
     can_resume,
->>>>>>> i15-pages
     job_status,
     read_train_log,
     resume_training,
@@ -70,22 +67,14 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     stop_training(folder)
     process.wait(timeout=120)
     assert job_status(folder).state == "stopped"
-    assert any((folder / "checkpoints").iterdir()) and can_resume(folder)
-    steps = read_train_log(folder)[-1]["step"]
-    resumed = resume_training(folder)
-    wait_for(lambda: read_train_log(folder)[-1]["step"] > steps)
-    assert (
-        job_status(folder).state == "running" and "--resume" in json.loads((folder / "job.json").read_text())["command"]
-    )
-    stop_training(folder)
-    resumed.wait(timeout=120)
+    assert any((folder / "checkpoints").iterdir()) and can_resume(folder)  # resuming: the test below
 
     broken = tmp_path / "broken"
     start_training(broken, ["--pairs", str(tmp_path / "missing.jsonl"), "--base-model", str(tiny_model_dir)]).wait(120)
     status = job_status(broken)
     assert status.state == "failed" and "missing.jsonl" in status.message
     assert not can_resume(broken)
-    with pytest.raises(TrainError, match="no stopped run with checkpoints"):
+    with pytest.raises(TrainError, match="no checkpoint yet"):
         resume_training(broken)
 
 
