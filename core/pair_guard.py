@@ -222,7 +222,7 @@ def check_pairs_against_tracks(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m core.pair_guard``: report (or refuse) pairs that overlap evaluation tasks."""
     from core.files import write_json
-    from core.pairs import read_pairs, write_pairs
+    from core.pair_files import read_pairs, write_pairs
 
     parser = argparse.ArgumentParser(prog="python -m core.pair_guard", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("pairs", type=Path, help="pair file (JSONL or TSV)")

@@ -51,7 +51,7 @@ from core.errors import TrainError, run_cli
 from core.files import atomic_write, write_json
 from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL, load_model
-from core.pairs import read_pairs
+from core.pair_files import read_pairs
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from core import pair_guard
-from core.errors import run_cli
+from core.errors import PairFileError, run_cli
+from core.pair_files import read_pairs
 from core.pairs import (
-    PairFileError,
     QualitySettings,
     augment,
     build_pairs,
@@ -19,7 +19,6 @@ from core.pairs import (
     generate_paraphrases,
     main,
     paraphrase_verdict,
-    read_pairs,
     report_path,
 )
 

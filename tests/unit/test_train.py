@@ -17,8 +17,7 @@ from safetensors.torch import load_file
 
 import core.train
 from core.adapters import ADAPTER_METADATA, read_adapter, render_card
-from core.errors import run_cli
-from core.pairs import PairFileError
+from core.errors import PairFileError, run_cli
 from core.train import TrainConfig, Trainer, TrainError, clean_pairs, info_nce, main
 
 WORDS = [
