@@ -1,5 +1,9 @@
 """Contrastive LoRA fine-tuning on positive pairs: ``python -m core.train --pairs pairs.jsonl --out DIR``.
 
+One job, one file: the training loop and the checkpoints it resumes from are one state machine (steps
+undone on interrupt, RNG states at step boundaries, checkpoints validated before use), which is why it
+runs past the house's ~700 lines rather than being split across modules that would share its internals.
+
 What it does better than the paper's code:
 
 - In-batch negatives over the whole batch: gradient caching (Gao et al. 2021) embeds the batch in
