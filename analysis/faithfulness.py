@@ -90,6 +90,7 @@ class FaithfulnessConfig:
     chunk: int = 32  # texts scored and perturbed per batch (and per resume checkpoint)
     bootstrap: int = 2000
     out: str = "results/faithfulness"
+    png: bool = True  # PNG beside the HTML figures (needs chromium; HTML is always written)
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -108,7 +109,7 @@ class FaithfulnessConfig:
 
     def digest(self) -> str:
         """Hash of everything that changes a per-text result (not where it is written, nor the batching)."""
-        values = {k: v for k, v in asdict(self).items() if k not in ("out", "chunk", "bootstrap")}
+        values = {k: v for k, v in asdict(self).items() if k not in ("out", "chunk", "bootstrap", "png")}
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -153,9 +154,7 @@ def content_text(encoder: Encoder, text: str) -> ContentText:
     return ContentText(kept, item, tuple(positions), tuple(spans), tuple(tokens))
 
 
-def pooled_vectors(
-    encoder: Encoder, texts: Sequence[str], use_adapter: bool
-) -> Float[np.ndarray, "texts hidden"]:
+def pooled_vectors(encoder: Encoder, texts: Sequence[str], use_adapter: bool) -> Float[np.ndarray, "texts hidden"]:
     """Pooled vectors of (possibly empty) texts in the encoder's template, batched, no cache.
 
     Perturbed texts may lose every character, so the empty-text check of ``Encoder.encode`` is bypassed:
@@ -181,7 +180,7 @@ def default_peak_layer(model: str, layers: int) -> int:
         top = ((report.get("shift") or {}).get("top_layers") or [{}])[0].get("layer")
         if report.get("settings", {}).get("model") == model and top is not None and top < layers:
             return int(top)
-    if model == DEFAULT_MODEL and SMOLLM2_PEAK_LAYER < layers:
+    if model == DEFAULT_MODEL and layers > SMOLLM2_PEAK_LAYER:
         return SMOLLM2_PEAK_LAYER
     return layers - 1
 
@@ -411,7 +410,10 @@ def _run_chunk(
     """Score, perturb (one batched encode per method) and measure a chunk of texts for one setting."""
     texts = [text for _, text, _, _ in chunk]
     scores, deltas = _score(encoder, texts, use_adapter, config, peak, seconds)
-    orders = [orders_for(text, key, s, config.methods, config) for (key, text, _, _), s in zip(chunk, scores)]
+    keys = [key for key, _, _, _ in chunk]
+    orders = [
+        orders_for(text, key, s, config.methods, config) for key, text, s in zip(keys, texts, scores, strict=True)
+    ]
     vectors: dict[int, dict[str, np.ndarray]] = {i: {} for i in range(len(chunk))}
     for method in config.methods:
         started = time.perf_counter()
@@ -513,7 +515,11 @@ def run_side(
 
 def _mean_ci(values: np.ndarray, config: FaithfulnessConfig) -> dict[str, Any]:
     stats = paired_stats(values, config.bootstrap, seed=config.seed)
-    return {"mean": round(float(stats.mean), 6), "ci_low": round(float(stats.low), 6), "ci_high": round(float(stats.high), 6)}
+    return {
+        "mean": round(float(stats.mean), 6),
+        "ci_low": round(float(stats.low), 6),
+        "ci_high": round(float(stats.high), 6),
+    }
 
 
 def _mean_curve(curves: Sequence[Sequence[float]], k: int, config: FaithfulnessConfig) -> dict[str, Any]:
@@ -521,7 +527,7 @@ def _mean_curve(curves: Sequence[Sequence[float]], k: int, config: FaithfulnessC
     out: dict[str, list[Any]] = {"mean": [], "ci_low": [], "ci_high": [], "n": []}
     for step in range(k + 1):
         values = np.array([c[step] for c in curves if len(c) > step])
-        out["n"].append(int(len(values)))
+        out["n"].append(len(values))
         if len(values) >= 2:
             cell = _mean_ci(values, config)
         else:
@@ -634,13 +640,18 @@ def run_report(
         "n_skipped_no_content": len(skipped),
         "skipped": skipped,
         "n_truncated": sum(r["truncated"] for r in runs["base"].records),
-        "tasks": {task: sum(key.startswith(f"{task}:") for key, _ in kept) for task in {k.rsplit(":", 1)[0] for k, _ in kept}},
+        "tasks": {
+            task: sum(key.startswith(f"{task}:") for key, _ in kept) for task in {k.rsplit(":", 1)[0] for k, _ in kept}
+        },
     }
     for label, run in runs.items():
         report[label] = summarise(run.records, config)
         deltas = [r["ig_relative_delta"] for r in run.records if "ig_relative_delta" in r]
         if deltas:
-            report[label]["ig_relative_delta"] = {"median": round(float(np.median(deltas)), 4), "max": round(max(deltas), 4)}
+            report[label]["ig_relative_delta"] = {
+                "median": round(float(np.median(deltas)), 4),
+                "max": round(max(deltas), 4),
+            }
         report[label]["per_task"] = {
             task: summarise([r for r in run.records if r["task"] == task], config)["most_faithful"]
             for task in report["tasks"]
@@ -648,9 +659,7 @@ def run_report(
         }
     if "adapter" in runs:
         report["adapter_minus_base"] = {
-            method: {
-                measure: _difference(runs, method, measure, config) for measure in ("deletion", "insertion")
-            }
+            method: {measure: _difference(runs, method, measure, config) for measure in ("deletion", "insertion")}
             for method in config.methods
         }
     report["speed"] = {
@@ -662,7 +671,7 @@ def run_report(
     }
     report["speed"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
     report["speed"]["total_seconds"] = round(time.perf_counter() - started, 1)
-    report["figures"] = plots.write_figures(plots.faithfulness_figures(report), out_dir)
+    report["figures"] = plots.write_figures(plots.faithfulness_figures(report), out_dir, png=config.png)
     write_json(out_dir / REPORT_FILE, report)
     return report
 
@@ -672,6 +681,26 @@ def _difference(runs: dict[str, SideRun], method: str, measure: str, config: Fai
     adapter = {r["key"]: r["methods"][method][f"aopc_{measure}"] for r in runs["adapter"].records}
     diffs = np.array([adapter[k] - base[k] for k in base])
     return _mean_ci(diffs, config)
+
+
+def text_curves(
+    encoder: Encoder, text: str, partner: str, k: int = 8, methods: Sequence[str] = METHODS, random_seeds: int = 3
+) -> dict[str, dict[str, Any]]:
+    """One text's per-method curves and AOPCs (its record), per setting; ``partner`` is the pair's other text."""
+    config = FaithfulnessConfig(model=encoder.loaded.name, k=k, methods=tuple(methods), random_seeds=random_seeds)
+    config.check()
+    content = content_text(encoder, text)
+    if not content.positions:
+        raise ConfigError(f"{text[:40]!r} has no content tokens (only stopwords or punctuation); nothing to rank.")
+    layers = len(resolve_layers(encoder.loaded.backbone, None))
+    peak = default_peak_layer(encoder.loaded.name, layers)
+    out = {}
+    for label, use_adapter in sides(encoder.loaded.has_adapter).items():
+        original, other = pooled_vectors(encoder, [content.text, partner], use_adapter)
+        out[label] = _run_chunk(encoder, [("text:0", content, original, other)], use_adapter, label, config, peak, {})[
+            0
+        ]
+    return out
 
 
 # ----- CLI
@@ -696,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk", type=int, default=defaults.chunk, help="texts per batch and resume checkpoint")
     parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap)
     parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--no-png", dest="png", action="store_false", help="HTML figures only")
     return parser
 
 
@@ -721,7 +751,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"insertion {i['mean']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]"
             )
         best = summary["most_faithful"]["deletion"]
-        print(f"{label}: most faithful (deletion) {best['method']}, margin {best.get('margin')} CI {best.get('margin_ci')}")
+        print(
+            f"{label}: most faithful (deletion) {best['method']}, "
+            f"margin over the runner-up {best.get('margin')} CI {best.get('margin_ci')}"
+        )
         speed = report["speed"][label]["texts_per_second"]
         print(f"{label} texts/s per method: " + ", ".join(f"{m} {v:.2f}" for m, v in speed.items()))
     print(f"peak RSS {report['speed']['peak_rss_mb']:.0f} MB, total {report['speed']['total_seconds']:.0f} s")

@@ -492,3 +492,22 @@ def pair_matrix_figure(matrices: Mapping[str, Mapping[str, Any]], title: str) ->
         title=title, height=max(360, 22 * len(rows) + 160), template="plotly_white", margin={"l": 10, "r": 10}
     )
     return figure
+
+
+def text_curves_figure(record: Mapping[str, Any], title: str, measure: str = "deletion") -> go.Figure:
+    """One text's curve per method (``analysis.faithfulness.text_curves`` record), AOPC in the legend."""
+    curves = {}
+    for method, entry in record["methods"].items():
+        values = entry["curves"][measure]
+        curves[f"{method} (AOPC {entry[f'aopc_{measure}']:.3f})"] = {
+            "mean": values,
+            "ci_low": [None] * len(values),
+            "ci_high": [None] * len(values),
+            "n": [1] * len(values),
+        }
+    figure = perturbation_curves_figure(curves, title, measure)
+    for trace in figure.data:  # colours by method name, before the AOPC suffix
+        method = (trace.legendgroup or "").split(" (")[0]
+        if trace.mode and method in METHOD_COLORS:
+            trace.line.color = METHOD_COLORS[method]
+    return figure

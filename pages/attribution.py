@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.attribution import compare_similarity
-from analysis.plots import attribution_bars_figure
+from analysis.faithfulness import text_curves
+from analysis.pair_attribution import compare_pair_matrices
+from analysis.plots import attribution_bars_figure, pair_matrix_figure, text_curves_figure
 from core.errors import LensError
 from workbench import state
 
@@ -54,3 +56,26 @@ for side, name in (("a", "A"), ("b", "B")):
 st.caption(f"{comparison.seconds:.1f} s. Bars sum to the cosine's change from the baseline, up to the delta shown.")
 if len(comparison.results) == 1:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
+
+st.subheader("Token pairs behind the cosine")
+pair_steps = st.select_slider("Path midpoints per text (more: smaller completeness error, slower)", [2, 4, 8, 16], 4)
+try:
+    with st.spinner("Token-pair contributions..."):
+        matrices = compare_pair_matrices(view, text_a, text_b, steps=pair_steps)
+        curves = text_curves(view, text_a, text_b)
+except LensError as error:
+    st.error(str(error))
+    st.stop()
+st.plotly_chart(
+    pair_matrix_figure({label: m.to_dict() for label, m in matrices.items()}, "Contributions of token pairs (A x B)"),
+    key="pair_matrix",
+)
+for label, matrix in matrices.items():
+    st.write(f"**{label}**: {matrix.top_pairs(5)}")
+st.caption(
+    "Exact decomposition of the cosine's change from the blanked pair; the error shown is the path integral's. "
+    f"{sum(m.seconds for m in matrices.values()):.1f} s."
+)
+st.subheader("Deletion curves of text A")
+for label, record in curves.items():
+    st.plotly_chart(text_curves_figure(record, f"{label}: text A's content tokens removed in each method's order"))

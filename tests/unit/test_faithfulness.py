@@ -16,6 +16,7 @@ from analysis.faithfulness import (
     random_order,
     rollout,
     run_report,
+    text_curves,
     variants,
 )
 from core.encoder import Encoder
@@ -39,7 +40,7 @@ def encoder(tiny_model_dir, tiny_adapter_dir) -> Encoder:
 
 
 def config(tmp_path: Path, **overrides) -> FaithfulnessConfig:
-    values = dict(k=3, random_seeds=2, ig_steps=4, chunk=2, bootstrap=200, out=str(tmp_path / "faith"))
+    values = dict(k=3, random_seeds=2, ig_steps=4, chunk=2, bootstrap=200, png=False, out=str(tmp_path / "faith"))
     values.update(overrides)
     return FaithfulnessConfig(**values)
 
@@ -151,3 +152,16 @@ def test_gradient_x_input_is_batch_independent(encoder):
     together = faithfulness.gradient_x_input_scores(encoder, texts, use_adapter=True)
     alone = faithfulness.gradient_x_input_scores(encoder, texts[1:2], use_adapter=True)
     torch.testing.assert_close(torch.tensor(together[1]), torch.tensor(alone[0]), atol=1e-5, rtol=1e-4)
+
+
+def test_one_texts_curves_for_the_page(encoder):
+    from analysis.plots import text_curves_figure
+
+    curves = text_curves(encoder, SAMPLE[0][1], SAMPLE[1][1], k=2, methods=("attention_last", "random"))
+    assert set(curves) == {"base", "adapter"}
+    record = curves["adapter"]
+    assert record["methods"]["attention_last"]["curves"]["deletion"][0] == 0.0
+    assert len(record["methods"]["random"]["curves"]["deletion"]) == 3
+    assert len(text_curves_figure(record, "t").data) == 4
+    with pytest.raises(ConfigError, match="no content tokens"):
+        text_curves(encoder, "in the", SAMPLE[1][1])
