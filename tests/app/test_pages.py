@@ -68,7 +68,10 @@ def test_attribution_page_runs_ig_on_click(open_page):
     app.button[0].click().run()
     assert not app.exception and not app.error
     assert [m.label for m in app.metric] == ["cosine (base)", "cosine (adapter)"]
-    assert len(charts(app)) == 2 and any("convergence delta" in c.value for c in app.caption)
+    assert any("convergence delta" in c.value for c in app.caption)
+    # two IG bar charts, the token-pair heatmaps, base and adapter deletion curves of text A
+    assert len(charts(app)) == 5
+    assert sum("token pairs that move it most" in m.value for m in app.markdown) == 2
 
 
 def test_clustering_quality_filters_keep_the_baseline(open_page):
