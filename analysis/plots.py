@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from core.browser import configure_png_export
 
@@ -445,4 +446,139 @@ def training_curve(rows: Sequence[Mapping[str, Any]], title: str) -> go.Figure:
         height=340,
         template="plotly_white",
     )
+    return figure
+
+
+# ----- faithfulness (analysis.faithfulness) and token-pair attribution (analysis.pair_attribution)
+
+METHOD_COLORS = {
+    "attention_last": "#1f77b4",
+    "attention_peak": "#17becf",
+    "rollout": "#9467bd",
+    "integrated_gradients": "#d62728",
+    "gradient_x_input": "#ff7f0e",
+    "random": "#7f7f7f",
+}
+CURVE_LABELS = {
+    "deletion": "1 - cosine to the original",
+    "insertion": "1 - cosine to the original",
+    "sim_deletion": "|change of the cosine to the partner|",
+    "sim_insertion": "|change of the cosine to the partner|",
+}
+
+
+def perturbation_curves_figure(curves: Mapping[str, Mapping[str, Sequence[float | None]]], title: str, measure: str):
+    """Mean curve per method over k with its 95% band: ``{method: {mean, ci_low, ci_high, n}}``."""
+    figure = go.Figure()
+    for method, stats in curves.items():
+        color = METHOD_COLORS.get(method, "#333333")
+        steps = list(range(len(stats["mean"])))
+        banded = [k for k in steps if stats["ci_low"][k] is not None]
+        figure.add_trace(
+            go.Scatter(
+                x=banded + banded[::-1],
+                y=[stats["ci_high"][k] for k in banded] + [stats["ci_low"][k] for k in banded][::-1],
+                fill="toself",
+                fillcolor=_rgba(color, 0.15),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=method,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=steps,
+                y=list(stats["mean"]),
+                customdata=list(stats.get("n", [None] * len(steps))),
+                mode="lines+markers",
+                name=method,
+                legendgroup=method,
+                line={"color": color, "dash": "dot" if method == "random" else "solid"},
+                hovertemplate="k=%{x}: %{y:.4f} (n=%{customdata})<extra>" + method + "</extra>",
+            )
+        )
+    kind = "removed" if measure.endswith("deletion") else "put back"
+    figure.update_layout(
+        title=title,
+        xaxis_title=f"content tokens {kind} (k)",
+        yaxis_title=CURVE_LABELS.get(measure, measure),
+        template="plotly_white",
+    )
+    return figure
+
+
+def faithfulness_figures(report: Mapping[str, Any]) -> dict[str, go.Figure]:
+    """Deletion and insertion curves per setting of an ``analysis.faithfulness`` report, by file stem."""
+    figures: dict[str, go.Figure] = {}
+    for label in ("base", "adapter"):
+        summary = report.get(label)
+        if not summary:
+            continue
+        for measure in ("deletion", "insertion", "sim_deletion", "sim_insertion"):
+            curves = {method: entry["curves"][measure] for method, entry in summary["methods"].items()}
+            title = f"{label}: {measure.replace('_', ' ')} curves, mean and 95% CI, n={summary['n_texts']} texts"
+            figures[f"{measure}_{label}"] = perturbation_curves_figure(curves, title, measure)
+    return figures
+
+
+def pair_matrix_figure(matrices: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+    """Token x token contributions to a cosine, one panel per setting plus adapter - base where both are given.
+
+    ``matrices``: ``{setting: PairMatrix.to_dict()}``; rows are text A's tokens, columns text B's.
+    """
+    panels = {label: np.asarray(data["matrix"], dtype=float) for label, data in matrices.items()}
+    if "base" in panels and "adapter" in panels:
+        panels["adapter - base"] = panels["adapter"] - panels["base"]
+    first = next(iter(matrices.values()))
+    rows = [f"{i}:{t.strip() or repr(t)}" for i, t in enumerate(first["tokens_a"])]
+    columns = [f"{j}:{t.strip() or repr(t)}" for j, t in enumerate(first["tokens_b"])]
+    names = [
+        f"{label} (cos {matrices[label]['similarity']:.3f}, error {matrices[label]['error']:.3f})"
+        if label in matrices
+        else label
+        for label in panels
+    ]
+    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=names, horizontal_spacing=0.08)
+    for index, values in enumerate(panels.values(), start=1):
+        limit = float(np.abs(values).max()) or 1.0
+        figure.add_trace(
+            go.Heatmap(
+                z=values,
+                x=columns,
+                y=rows,
+                colorscale="RdBu",
+                zmid=0.0,
+                zmin=-limit,
+                zmax=limit,
+                showscale=False,
+                hovertemplate="A %{y} x B %{x}: %{z:+.4f}<extra></extra>",
+            ),
+            row=1,
+            col=index,
+        )
+        figure.update_yaxes(autorange="reversed", row=1, col=index)
+        figure.update_xaxes(tickangle=-60, row=1, col=index)
+    figure.update_layout(
+        title=title, height=max(360, 22 * len(rows) + 160), template="plotly_white", margin={"l": 10, "r": 10}
+    )
+    return figure
+
+
+def text_curves_figure(record: Mapping[str, Any], title: str, measure: str = "deletion") -> go.Figure:
+    """One text's curve per method (``analysis.faithfulness.text_curves`` record), AOPC in the legend."""
+    curves = {}
+    for method, entry in record["methods"].items():
+        values = entry["curves"][measure]
+        curves[f"{method} (AOPC {entry[f'aopc_{measure}']:.3f})"] = {
+            "mean": values,
+            "ci_low": [None] * len(values),
+            "ci_high": [None] * len(values),
+            "n": [1] * len(values),
+        }
+    figure = perturbation_curves_figure(curves, title, measure)
+    for trace in figure.data:  # colours by method name, before the AOPC suffix
+        method = (trace.legendgroup or "").split(" (")[0]
+        if trace.mode and method in METHOD_COLORS:
+            trace.line.color = METHOD_COLORS[method]
     return figure

@@ -8,7 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.attribution import compare_similarity
-from analysis.plots import attribution_bars_figure
+from analysis.faithfulness import text_curves
+from analysis.pair_attribution import compare_pair_matrices
+from analysis.plots import attribution_bars_figure, pair_matrix_figure, text_curves_figure
 from core.errors import LensError
 from workbench import state, widgets
 
@@ -40,9 +42,13 @@ prompt, pooling, layer = settings
 widgets.truncation_note(encoder, [text_a, text_b], prompt)
 inputs = (choice, text_a, text_b, prompt, pooling, layer, max_steps)
 done = st.session_state.setdefault("attr_results", {})
+try:
+    view = encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer, precision="fp32")
+except LensError as error:
+    st.error(str(error))
+    st.stop()
 if st.button("Attribute", type="primary"):
     try:
-        view = encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer, precision="fp32")
         with st.spinner("Integrated gradients..."):
             done.clear()  # one result at a time
             done[inputs] = compare_similarity(view, text_a, text_b, max_steps=max_steps)
@@ -87,3 +93,32 @@ for side, name in (("a", "A"), ("b", "B")):
 st.caption(f"{comparison.seconds:.1f} s. Bars sum to the cosine's change from the baseline, up to the delta shown.")
 if len(comparison.results) == 1:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
+
+st.subheader("Token pairs behind the cosine")
+pair_steps = st.select_slider("Path midpoints per text (more: smaller completeness error, slower)", [2, 4, 8, 16], 4)
+pair_done = st.session_state.setdefault("attr_pairs", {})  # kept for its inputs, like the IG result
+if (inputs, pair_steps) not in pair_done:
+    try:
+        with st.spinner("Token-pair contributions..."):
+            pair_done.clear()
+            pair_done[(inputs, pair_steps)] = (
+                compare_pair_matrices(view, text_a, text_b, steps=pair_steps),
+                text_curves(view, text_a, text_b),
+            )
+    except LensError as error:
+        st.error(str(error))
+        st.stop()
+matrices, curves = pair_done[(inputs, pair_steps)]
+st.plotly_chart(
+    pair_matrix_figure({label: m.to_dict() for label, m in matrices.items()}, "Contributions of token pairs (A x B)"),
+    key="pair_matrix",
+)
+for label, matrix in matrices.items():
+    st.write(f"**{label}**: {matrix.top_pairs(5)}")
+st.caption(
+    "Exact decomposition of the cosine's change from the blanked pair; the error shown is the path integral's. "
+    f"{sum(m.seconds for m in matrices.values()):.1f} s."
+)
+st.subheader("Deletion curves of text A")
+for label, record in curves.items():
+    st.plotly_chart(text_curves_figure(record, f"{label}: text A's content tokens removed in each method's order"))

@@ -68,10 +68,13 @@ def test_attribution_page_runs_ig_on_click(open_page):
     app.button[0].click().run()
     assert not app.exception and not app.error
     assert [m.label for m in app.metric] == ["cosine (base)", "cosine (adapter)"]
-    assert len(charts(app)) == 2 and any("convergence delta" in c.value for c in app.caption)
+    assert any("convergence delta" in c.value for c in app.caption)
     assert any("baseline cosine: A" in c.value for c in app.caption)
+    # two IG bar charts, the token-pair heatmaps, base and adapter deletion curves of text A
+    assert len(charts(app)) == 5
+    assert sum("token pairs that move it most" in m.value for m in app.markdown) == 2
     app.run()  # a rerun without the click (any other widget's change) keeps the result for the same inputs
-    assert not app.exception and len(charts(app)) == 2
+    assert not app.exception and len(charts(app)) == 5
     app.text_input(key="attr_a").set_value("a woman rides a horse").run()
     assert not charts(app)  # other inputs: the old result is not shown as theirs
 
