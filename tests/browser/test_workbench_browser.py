@@ -299,7 +299,11 @@ def test_every_page_paints_and_its_control_works(server, browser_page, capsys):
 
 
 def selectbox_text(page, label: str) -> str:
-    return page.locator('[data-testid="stSelectbox"]', has_text=label).first.inner_text()
+    """The selectbox's label and shown value (a searchable selectbox shows its value in an input or a div)."""
+    box = page.locator('[data-testid="stSelectbox"]', has_text=label).first
+    inputs = box.locator("input")
+    values = [inputs.nth(i).input_value() for i in range(inputs.count())]
+    return " ".join([box.text_content() or "", *values])
 
 
 def nav_to(page, title: str, heading: str | None = None) -> None:
@@ -336,7 +340,7 @@ def test_attention_heatmap_labels_every_token(server, browser_page):
     wait_idle(page)
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.scroll_into_view_if_needed()
-    labels = chart.locator(".yaxislayer-above .ytick text").all_inner_texts()
+    labels = chart.locator(".yaxislayer-above .ytick text").all_text_contents()  # SVG text has no innerText
     for word in ("man", "driving", "car"):
         assert any(re.search(rf"\d+:\s*{word}$", label) for label in labels), (word, labels)
     assert not problems(page), problems(page)
