@@ -188,8 +188,8 @@ RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.ui
     refused(
         "missing-adapter",
         "`--adapter` naming a folder that does not exist",
-        "`error: No adapter at no-such-adapter (no adapter_config.json). Train one with: python -m core.train ...`",
-        r"No adapter at no-such-adapter \(no adapter_config\.json\)",
+        "`error: No adapter folder no-such-adapter. Train one with: python -m core.train ...`",
+        r"No adapter folder no-such-adapter\. Train one with: python -m core\.train",
         args=("--adapter", "no-such-adapter"),
     ),
 )
