@@ -38,9 +38,10 @@ test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# The fast loop while coding: unit tests only (tiny models built from a config), no real models, no browser.
+# The fast loop while coding: unit tests of single functions (tiny models built from a config); no real models,
+# no browser, none of the end-to-end runs marked slow (tests/unit/conftest.py), which make test runs.
 test-unit: install
-	$(BIN)/python -m pytest tests/unit -q -m "not integration"
+	$(BIN)/python -m pytest tests/unit -q -m "not integration and not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
