@@ -13,6 +13,9 @@ import multiprocessing
 import os
 import sys
 import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,5 +113,18 @@ def start_embed(
     stdout, stderr = folder / f"{name}.stdout", folder / f"{name}.stderr"
     argv = [str(a) for a in args]
     process = _CONTEXT.Process(target=_child, args=(argv, env or {}, str(stdout), str(stderr), as_user), name=name)
-    process.start()
+    with _no_main_module():
+        process.start()
     return Run(process, stdout, stderr)
+
+
+@contextmanager
+def _no_main_module() -> Iterator[None]:
+    """A child re-imports the parent's ``__main__`` before it runs; after an AppTest that is a page script,
+    which must not run in the child. A bare ``__main__`` (no file, no spec) makes it import nothing."""
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
