@@ -105,6 +105,21 @@ CATEGORY_COLORS = {
 }
 
 
+def _ci_band(x: Sequence[int], low: Sequence[float], high: Sequence[float], color: str, group: str) -> go.Scatter:
+    """A shaded confidence band (no legend entry of its own) that toggles with its ``group``'s line."""
+    x = list(x)
+    return go.Scatter(
+        x=x + x[::-1],
+        y=list(high) + list(low)[::-1],
+        fill="toself",
+        fillcolor=_rgba(color, 0.15),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=group,
+    )
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
@@ -116,18 +131,7 @@ def layer_shift_figure(per_layer: Mapping[str, Mapping[str, Sequence[float]]], t
     for category, stats in per_layer.items():
         color = CATEGORY_COLORS.get(category, "#333333")
         layers = list(range(len(stats["mean"])))
-        figure.add_trace(
-            go.Scatter(
-                x=layers + layers[::-1],
-                y=list(stats["ci_high"]) + list(stats["ci_low"])[::-1],
-                fill="toself",
-                fillcolor=_rgba(color, 0.15),
-                line={"width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-                legendgroup=category,
-            )
-        )
+        figure.add_trace(_ci_band(layers, stats["ci_low"], stats["ci_high"], color, category))
         figure.add_trace(
             go.Scatter(
                 x=layers,
@@ -475,16 +479,7 @@ def perturbation_curves_figure(curves: Mapping[str, Mapping[str, Sequence[float 
         steps = list(range(len(stats["mean"])))
         banded = [k for k in steps if stats["ci_low"][k] is not None]
         figure.add_trace(
-            go.Scatter(
-                x=banded + banded[::-1],
-                y=[stats["ci_high"][k] for k in banded] + [stats["ci_low"][k] for k in banded][::-1],
-                fill="toself",
-                fillcolor=_rgba(color, 0.15),
-                line={"width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-                legendgroup=method,
-            )
+            _ci_band(banded, [stats["ci_low"][k] for k in banded], [stats["ci_high"][k] for k in banded], color, method)
         )
         figure.add_trace(
             go.Scatter(
