@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test lint bench adapter chromium clean-venv
+.PHONY: install run test test-unit lint bench adapter chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,9 +34,17 @@ chromium:
 		($(APT) update >/dev/null 2>&1 && $(APT) install chromium >/dev/null 2>&1) || \
 		echo "warning: Debian's chromium is missing and apt could not install it; run: sudo apt-get install -y chromium"
 
+# The reliability suite runs in its own pytest process: its cases fork fresh CLI processes, which must not
+# inherit what hundreds of earlier tests left in the test process (pages run as __main__, switched env vars).
 test: install chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/reliability
+	$(BIN)/python -m pytest -q tests/reliability
+
+# The fast loop while coding: unit tests of single functions (tiny models built from a config); no real models,
+# no browser, none of the end-to-end runs marked slow (tests/unit/conftest.py), which make test runs.
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -q -m "not integration and not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -173,7 +173,7 @@ class Attributor:
         # The sink (position 0) keeps its own embedding: moving it moves the sink itself, and the path
         # then turns chaotic where attention leaves the old sink for a new one (measured on SmolLM2:
         # the pooled value jumps between -9 and +7 within 10% of the path, and IG does not converge).
-        replace[torch.arange(replace.shape[0]), batch["start"]] = 0
+        replace[torch.arange(replace.shape[0], device=replace.device), batch["start"]] = 0
         replace = replace[..., None].to(embeds.dtype)
         return embeds * (1 - replace) + self._reference_embedding() * replace
 

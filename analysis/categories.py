@@ -18,9 +18,11 @@ from core.encoder import PreparedText
 from core.errors import ConfigError
 from core.roles import Role
 
-Category = Literal["sink", "special", "prompt", "content", "function", "punct"]
+# ``first_copy`` (echo's first copy of the text) and ``placeholder`` (token prepending's slot) only occur
+# under those methods (core.methods); under plain their shares are 0.
+Category = Literal["sink", "special", "prompt", "content", "function", "punct", "first_copy", "placeholder"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
-RENORMALISED: tuple[str, ...] = ("prompt", "content", "function", "punct")
+RENORMALISED: tuple[str, ...] = ("prompt", "content", "function", "punct", "first_copy", "placeholder")
 QueryToken = Literal["last", "eos"]
 QUERY_TOKENS: tuple[str, ...] = get_args(QueryToken)
 _ROLE_CATEGORY = {
@@ -29,6 +31,8 @@ _ROLE_CATEGORY = {
     Role.CONTENT: "content",
     Role.FUNCTION: "function",
     Role.PUNCT: "punct",
+    Role.FIRST_COPY: "first_copy",
+    Role.PLACEHOLDER: "placeholder",
 }
 
 Rows = Float[np.ndarray, "layers heads keys"]

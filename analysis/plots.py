@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from core.browser import configure_png_export
 
@@ -62,11 +63,14 @@ def clustering_bars(
     *,
     value: str = "average",
     title: str = "Average V-measure",
+    baseline: float | None = None,
+    baseline_name: str = "MiniLM baseline",
 ) -> go.Figure:
     """Grouped bars of one column (default: the average over tasks), e.g. pooling within prompt.
 
     ``scores``: one row per grid row, with the ``group_by`` columns and ``value``; a ``variant`` column,
-    when present, becomes one bar trace per variant and pooling.
+    when present, becomes one bar trace per variant and pooling. Bars and groups keep the rows' order.
+    ``baseline``: a dashed horizontal line at that value, named ``baseline_name``.
     """
     outer, inner = group_by
     figure = go.Figure()
@@ -74,7 +78,18 @@ def clustering_bars(
     for keys, part in scores.groupby(series, sort=False):
         name = " / ".join(str(k) for k in (keys if isinstance(keys, tuple) else (keys,)))
         figure.add_bar(x=part[outer].astype(str), y=part[value], name=name)
-    figure.update_layout(title=title, barmode="group", yaxis_title=value, xaxis_title=outer, legend_title=inner)
+    if baseline is not None and not np.isnan(baseline):
+        figure.add_hline(
+            y=baseline, line_dash="dash", line_color="#444", annotation_text=f"{baseline_name} {baseline:.3f}"
+        )
+    figure.update_layout(
+        title=title,
+        barmode="group",
+        yaxis_title=value,
+        xaxis_title=outer,
+        xaxis={"categoryorder": "array", "categoryarray": list(dict.fromkeys(scores[outer].astype(str)))},
+        legend_title=" / ".join(series),
+    )
     return figure
 
 
@@ -90,6 +105,21 @@ CATEGORY_COLORS = {
 }
 
 
+def _ci_band(x: Sequence[int], low: Sequence[float], high: Sequence[float], color: str, group: str) -> go.Scatter:
+    """A shaded confidence band (no legend entry of its own) that toggles with its ``group``'s line."""
+    x = list(x)
+    return go.Scatter(
+        x=x + x[::-1],
+        y=list(high) + list(low)[::-1],
+        fill="toself",
+        fillcolor=_rgba(color, 0.15),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=group,
+    )
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
@@ -101,18 +131,7 @@ def layer_shift_figure(per_layer: Mapping[str, Mapping[str, Sequence[float]]], t
     for category, stats in per_layer.items():
         color = CATEGORY_COLORS.get(category, "#333333")
         layers = list(range(len(stats["mean"])))
-        figure.add_trace(
-            go.Scatter(
-                x=layers + layers[::-1],
-                y=list(stats["ci_high"]) + list(stats["ci_low"])[::-1],
-                fill="toself",
-                fillcolor=_rgba(color, 0.15),
-                line={"width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-                legendgroup=category,
-            )
-        )
+        figure.add_trace(_ci_band(layers, stats["ci_low"], stats["ci_high"], color, category))
         figure.add_trace(
             go.Scatter(
                 x=layers,
@@ -255,11 +274,23 @@ def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bo
 # ----- workbench pages
 
 
-def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, diverging: bool = False) -> go.Figure:
+def similarity_heatmap(
+    matrix: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    diverging: bool = False,
+    zrange: tuple[float, float] | None = None,
+    digits: int = 2,
+) -> go.Figure:
     """A texts x texts matrix (cosines, or a difference of cosines when ``diverging``); axes are text numbers,
-    the texts themselves on hover."""
+    the texts themselves on hover.
+
+    ``zrange`` fixes the colour scale (pass the same one to figures that are compared side by side); a diverging
+    figure is centred at 0 and symmetric. ``digits``: decimals printed in the cells.
+    """
     values = np.asarray(matrix, dtype=float)
     limit = float(np.abs(values).max()) or 1.0
+    low, high = zrange if zrange is not None else ((-limit, limit) if diverging else (None, None))
     numbers = [str(i + 1) for i in range(len(labels))]
     pairs = np.array([[f"{a}<br>{b}" for b in labels] for a in labels], dtype=object)
     figure = go.Figure(
@@ -270,11 +301,12 @@ def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, di
             customdata=pairs,
             colorscale="RdBu" if diverging else "Viridis",
             zmid=0.0 if diverging else None,
-            zmin=-limit if diverging else None,
-            zmax=limit if diverging else None,
-            text=np.vectorize(lambda v: f"{v:.2f}")(values),
+            zmin=low,
+            zmax=high,
+            text=np.vectorize(lambda v: f"{v:.{digits}f}")(values),
             texttemplate="%{text}",
             hovertemplate="%{customdata}<br>%{z:.4f}<extra></extra>",
+            colorbar={"title": "Δ cosine" if diverging else "cosine"},
         )
     )
     figure.update_layout(
@@ -287,24 +319,45 @@ def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, di
     return figure
 
 
+# Kelly's colours of maximum contrast (white dropped): no two look alike, unlike plotly's default cycle.
+DISTINCT_COLORS = (
+    "#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482", "#008856", "#E68FAC", "#0067A5",
+    "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522", "#E25822", "#2B3D26",
+    "#222222",
+)  # fmt: skip
+
+
 def projection_scatter(
-    points: np.ndarray, texts: Sequence[str], colours: Sequence[str], title: str, colour_title: str = "label"
+    points: np.ndarray,
+    texts: Sequence[str],
+    colours: Sequence[str],
+    title: str,
+    colour_title: str = "label",
+    highlight: Sequence[int] | None = None,
 ) -> go.Figure:
-    """A 2-D projection, one trace per colour group (so the legend filters), the text on hover."""
+    """A 2-D projection, one trace per colour group (so the legend filters), the text on hover.
+
+    Groups get :data:`DISTINCT_COLORS` in order (they repeat after 21 groups). ``highlight``: text indices
+    shown selected (the rest faded), e.g. a selection made in another plot of the same texts.
+    """
     figure = go.Figure()
     colours = [str(c) for c in colours]
     short = [t if len(t) <= 160 else t[:159] + "…" for t in texts]
-    for group in sorted(set(colours), key=lambda g: (len(g), g)):
+    chosen = set(highlight) if highlight else None
+    for number, group in enumerate(sorted(set(colours), key=lambda g: (len(g), g))):
         index = [i for i, c in enumerate(colours) if c == group]
         figure.add_scattergl(
             x=points[index, 0],
             y=points[index, 1],
             mode="markers",
             name=group,
-            marker={"size": 5, "opacity": 0.8},
+            marker={"size": 5, "opacity": 0.8, "color": DISTINCT_COLORS[number % len(DISTINCT_COLORS)]},
             customdata=np.array(index),
             hovertext=[short[i] for i in index],
             hovertemplate="%{hovertext}<extra>" + group + "</extra>",
+            selectedpoints=None if chosen is None else [n for n, i in enumerate(index) if i in chosen],
+            selected={"marker": {"size": 9, "opacity": 1.0}},
+            unselected={"marker": {"opacity": 0.12}},
         )
     figure.update_layout(
         title=title, height=520, legend_title=colour_title, dragmode="lasso", margin={"l": 10, "r": 10, "t": 50}
@@ -322,24 +375,47 @@ def _coloured_tokens(tokens: Sequence[str], categories: Sequence[str]) -> list[s
 
 
 def attention_heatmap(
-    matrix: np.ndarray, tokens: Sequence[str], categories: Sequence[str], title: str, diverging: bool = False
+    matrix: np.ndarray,
+    tokens: Sequence[str],
+    categories: Sequence[str],
+    title: str,
+    diverging: bool = False,
+    outlined: Sequence[int] = (),
 ) -> go.Figure:
-    """Layers (rows, last at the top) x tokens (columns, coloured by role) of the pooled token's attention."""
+    """The pooled token's attention, ``matrix`` = layers x tokens, drawn transposed: tokens are the rows, in
+    reading order, each one labelled (``index:token``, coloured by role) however many there are; layers are
+    the columns. ``outlined``: layers boxed (e.g. those the chosen Layer pools)."""
     values = np.asarray(matrix, dtype=float)
+    n_layers, n_tokens = values.shape
     limit = float(np.abs(values).max()) or 1.0
+    plain = [f"{i}:{t.strip() or repr(t)}" for i, t in enumerate(tokens)]
     figure = go.Figure(
         go.Heatmap(
-            z=values,
-            x=_coloured_tokens(tokens, categories),
-            y=[f"L{i}" for i in range(values.shape[0])],
+            z=values.T,
+            x=list(range(n_layers)),
+            y=list(range(n_tokens)),
+            customdata=np.array([[label] * n_layers for label in plain], dtype=object),
             colorscale="RdBu" if diverging else "Viridis",
             zmid=0.0 if diverging else None,
             zmin=-limit if diverging else 0.0,
             zmax=limit if diverging else None,
-            hovertemplate="%{y} %{x}: %{z:.4f}<extra></extra>",
+            hovertemplate="L%{x} %{customdata}: %{z:.4f}<extra></extra>",
+            colorbar={"title": "Δ attention" if diverging else "attention"},
         )
     )
-    figure.update_layout(title=title, height=620, margin={"l": 10, "r": 10, "t": 50}, xaxis={"tickangle": -60})
+    figure.update_yaxes(
+        tickmode="array", tickvals=list(range(n_tokens)), ticktext=_coloured_tokens(tokens, categories),
+        autorange="reversed", tickfont={"size": 11}, title="token",
+    )  # fmt: skip
+    every = 1 if n_layers <= 12 else 4  # the column is narrow: a few layer labels, every layer on hover
+    layer_ticks = sorted({*range(0, n_layers, every), n_layers - 1})
+    figure.update_xaxes(
+        tickmode="array", tickvals=layer_ticks, ticktext=[f"L{i}" for i in layer_ticks],
+        tickangle=-90, tickfont={"size": 9}, title="layer",
+    )  # fmt: skip
+    for layer in outlined:
+        figure.add_vrect(x0=layer - 0.5, x1=layer + 0.5, line_color="black", line_width=1.5, fillcolor="rgba(0,0,0,0)")
+    figure.update_layout(title=title, height=max(360, 20 * n_tokens + 150), margin={"l": 10, "r": 10, "t": 50})
     return figure
 
 
@@ -374,4 +450,130 @@ def training_curve(rows: Sequence[Mapping[str, Any]], title: str) -> go.Figure:
         height=340,
         template="plotly_white",
     )
+    return figure
+
+
+# ----- faithfulness (analysis.faithfulness) and token-pair attribution (analysis.pair_attribution)
+
+METHOD_COLORS = {
+    "attention_last": "#1f77b4",
+    "attention_peak": "#17becf",
+    "rollout": "#9467bd",
+    "integrated_gradients": "#d62728",
+    "gradient_x_input": "#ff7f0e",
+    "random": "#7f7f7f",
+}
+CURVE_LABELS = {
+    "deletion": "1 - cosine to the original",
+    "insertion": "1 - cosine to the original",
+    "sim_deletion": "|change of the cosine to the partner|",
+    "sim_insertion": "|change of the cosine to the partner|",
+}
+
+
+def perturbation_curves_figure(curves: Mapping[str, Mapping[str, Sequence[float | None]]], title: str, measure: str):
+    """Mean curve per method over k with its 95% band: ``{method: {mean, ci_low, ci_high, n}}``."""
+    figure = go.Figure()
+    for method, stats in curves.items():
+        color = METHOD_COLORS.get(method, "#333333")
+        steps = list(range(len(stats["mean"])))
+        banded = [k for k in steps if stats["ci_low"][k] is not None]
+        figure.add_trace(
+            _ci_band(banded, [stats["ci_low"][k] for k in banded], [stats["ci_high"][k] for k in banded], color, method)
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=steps,
+                y=list(stats["mean"]),
+                customdata=list(stats.get("n", [None] * len(steps))),
+                mode="lines+markers",
+                name=method,
+                legendgroup=method,
+                line={"color": color, "dash": "dot" if method == "random" else "solid"},
+                hovertemplate="k=%{x}: %{y:.4f} (n=%{customdata})<extra>" + method + "</extra>",
+            )
+        )
+    kind = "removed" if measure.endswith("deletion") else "put back"
+    figure.update_layout(
+        title=title,
+        xaxis_title=f"content tokens {kind} (k)",
+        yaxis_title=CURVE_LABELS.get(measure, measure),
+        template="plotly_white",
+    )
+    return figure
+
+
+def faithfulness_figures(report: Mapping[str, Any]) -> dict[str, go.Figure]:
+    """Deletion and insertion curves per setting of an ``analysis.faithfulness`` report, by file stem."""
+    figures: dict[str, go.Figure] = {}
+    for label in ("base", "adapter"):
+        summary = report.get(label)
+        if not summary:
+            continue
+        for measure in ("deletion", "insertion", "sim_deletion", "sim_insertion"):
+            curves = {method: entry["curves"][measure] for method, entry in summary["methods"].items()}
+            title = f"{label}: {measure.replace('_', ' ')} curves, mean and 95% CI, n={summary['n_texts']} texts"
+            figures[f"{measure}_{label}"] = perturbation_curves_figure(curves, title, measure)
+    return figures
+
+
+def pair_matrix_figure(matrices: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+    """Token x token contributions to a cosine, one panel per setting plus adapter - base where both are given.
+
+    ``matrices``: ``{setting: PairMatrix.to_dict()}``; rows are text A's tokens, columns text B's.
+    """
+    panels = {label: np.asarray(data["matrix"], dtype=float) for label, data in matrices.items()}
+    if "base" in panels and "adapter" in panels:
+        panels["adapter - base"] = panels["adapter"] - panels["base"]
+    first = next(iter(matrices.values()))
+    rows = [f"{i}:{t.strip() or repr(t)}" for i, t in enumerate(first["tokens_a"])]
+    columns = [f"{j}:{t.strip() or repr(t)}" for j, t in enumerate(first["tokens_b"])]
+    names = [
+        f"{label} (cos {matrices[label]['similarity']:.3f}, error {matrices[label]['error']:.3f})"
+        if label in matrices
+        else label
+        for label in panels
+    ]
+    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=names, horizontal_spacing=0.08)
+    for index, values in enumerate(panels.values(), start=1):
+        limit = float(np.abs(values).max()) or 1.0
+        figure.add_trace(
+            go.Heatmap(
+                z=values,
+                x=columns,
+                y=rows,
+                colorscale="RdBu",
+                zmid=0.0,
+                zmin=-limit,
+                zmax=limit,
+                showscale=False,
+                hovertemplate="A %{y} x B %{x}: %{z:+.4f}<extra></extra>",
+            ),
+            row=1,
+            col=index,
+        )
+        figure.update_yaxes(autorange="reversed", row=1, col=index)
+        figure.update_xaxes(tickangle=-60, row=1, col=index)
+    figure.update_layout(
+        title=title, height=max(360, 22 * len(rows) + 160), template="plotly_white", margin={"l": 10, "r": 10}
+    )
+    return figure
+
+
+def text_curves_figure(record: Mapping[str, Any], title: str, measure: str = "deletion") -> go.Figure:
+    """One text's curve per method (``analysis.faithfulness.text_curves`` record), AOPC in the legend."""
+    curves = {}
+    for method, entry in record["methods"].items():
+        values = entry["curves"][measure]
+        curves[f"{method} (AOPC {entry[f'aopc_{measure}']:.3f})"] = {
+            "mean": values,
+            "ci_low": [None] * len(values),
+            "ci_high": [None] * len(values),
+            "n": [1] * len(values),
+        }
+    figure = perturbation_curves_figure(curves, title, measure)
+    for trace in figure.data:  # colours by method name, before the AOPC suffix
+        method = (trace.legendgroup or "").split(" (")[0]
+        if trace.mode and method in METHOD_COLORS:
+            trace.line.color = METHOD_COLORS[method]
     return figure

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from jaxtyping import Float
@@ -78,6 +80,26 @@ def project_umap(
     return points
 
 
+def embed_with_progress(
+    encoder: Any,
+    texts: Sequence[str],
+    progress: Callable[[int, int], None],
+    chunk: int = 64,
+    **encode_options: Any,
+) -> np.ndarray:
+    """``encoder.encode(texts, **encode_options)`` in chunks of ``chunk`` texts, calling ``progress(done, total)``
+    after each (and once with 0 first), so a page can show a bar with an ETA; the vectors are the same."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}.")
+    texts = list(texts)
+    progress(0, len(texts))
+    parts = []
+    for start in range(0, len(texts), chunk):
+        parts.append(encoder.encode(texts[start : start + chunk], **encode_options))
+        progress(min(start + chunk, len(texts)), len(texts))
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis.projections``: UMAP cold and warm times for N texts of a local task (a benchmark)."""
     import argparse
@@ -85,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from core.data import load_task, sample_items
+    from core.device import DEVICE_HELP
     from core.encoder import Encoder
     from core.models import DEFAULT_MODEL
 
@@ -93,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--adapter", default=None)
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args(argv)
     dataset = load_task(args.task, "test")
     texts = sample_items(dataset.texts, args.n, 42)
     started = time.perf_counter()
-    vectors = Encoder(args.model, adapter=args.adapter).encode(texts)
+    vectors = Encoder(args.model, adapter=args.adapter, device=args.device).encode(texts)
     print(f"embedded {len(texts)} texts of {args.task} in {time.perf_counter() - started:.1f} s (disk cache on)")
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

@@ -8,6 +8,10 @@ matrix-multiply peak, and peak RSS.
 ``--pair`` times base + adapter vectors as two passes and as one shared-trunk pair (``Encoder.encode_pair``)
 and prints the ratio; ``--processes N`` times ``core.embed`` on the texts in 1 and in N processes (torchrun,
 gloo on CPU) and prints tokens/s of each.
+
+``--methods``: tokens/s of the training-free methods (core.methods) on the same texts instead: plain
+PromptEOL, echo (twice the tokens), and token prepending against itself with an empty layer range, which
+runs exactly the same tokens without the hooks, so the difference is the hooks' cost.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import numpy as np
 import torch
 
 from core.data import load_task
-from core.device import DEVICE_CHOICES, PRECISIONS, cpu_has_bf16
+from core.device import DEVICE_HELP, PRECISIONS, cpu_has_bf16
 from core.encoder import Encoder
-from core.errors import run_cli
+from core.errors import ConfigError, run_cli
 from core.measure import peak_rss_mb
-from core.models import DEFAULT_MODEL
+from core.methods import TokenPrepending, parse_method
+from core.models import DEFAULT_MODEL, load_model
 from core.paths import REPO_ROOT
 
 SHIPPED_ADAPTER = REPO_ROOT / "adapters" / "smollm2-135m-embed"
@@ -70,10 +75,10 @@ def paper_loop(encoder: Encoder, texts: list[str], batch_size: int = 32) -> np.n
                 truncation=True,
                 max_length=encoder.max_length,
                 return_tensors="pt",
-            )
+            ).to(encoder.device)
             output = model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            vectors.append(((output.hidden_states[-1] * mask).sum(1) / mask.sum(1)).numpy())
+            vectors.append(((output.hidden_states[-1] * mask).sum(1) / mask.sum(1)).cpu().numpy())
     return np.concatenate(vectors)
 
 
@@ -89,16 +94,63 @@ def timed(fn, *args) -> tuple[np.ndarray, float]:
     return result, time.perf_counter() - start
 
 
+def method_speeds(
+    model: str, texts: list[str], precision: str, tp_spec: str, rounds: int, device: str = "auto"
+) -> None:
+    """Prints tokens/s per method (best of ``rounds`` interleaved runs: the machine is shared) and TP's overhead."""
+    loaded = load_model(model, device=device)
+    tp = parse_method(tp_spec)
+    if not isinstance(tp, TokenPrepending):
+        raise ConfigError(f"--tp takes a token-prepending spec such as tp:1-6, not {tp_spec!r}.")
+    tp = tp.for_model(loaded.num_layers)
+    runs = {
+        "plain (eol)": Encoder(loaded, prompt="eol", pooling="last", precision=precision, cache=False),
+        "echo": Encoder(loaded, method="echo", pooling="mean", precision=precision, cache=False),
+        f"tp {tp.start}-{tp.start} (no hooks)": Encoder(
+            loaded, method=TokenPrepending(tp.start, tp.start), pooling="last", precision=precision, cache=False
+        ),
+        f"tp {tp.start}-{tp.exit}": Encoder(loaded, method=tp, pooling="last", precision=precision, cache=False),
+    }
+    tokens = {name: sum(len(item.input_ids) for item in encoder.prepare(texts)) for name, encoder in runs.items()}
+    best = dict.fromkeys(runs, float("inf"))
+    for encoder in runs.values():
+        encoder.encode(texts[:8])  # warm-up
+    print(f"model {model}, {len(texts)} texts, torch threads {torch.get_num_threads()}", flush=True)
+    names = list(runs)
+    cpu = dict.fromkeys(runs, float("inf"))  # CPU seconds: less disturbed than wall time by other processes
+    for round_ in range(1, rounds + 1):
+        for name, encoder in runs.items():
+            started = time.process_time()
+            best[name] = min(best[name], timed(encoder.encode, texts)[1])
+            cpu[name] = min(cpu[name], time.process_time() - started)
+        print(f"after round {round_} of {rounds} (best times so far):", flush=True)
+        for name in names:
+            rate = tokens[name] / best[name]
+            print(
+                f"{name:24s}: {tokens[name]:7d} tokens, {rate:8.0f} tokens/s ({best[name]:.2f} s wall, "
+                f"{cpu[name]:.2f} s CPU)",
+                flush=True,
+            )
+        wall, cpu_overhead = best[names[3]] / best[names[2]] - 1, cpu[names[3]] / cpu[names[2]] - 1
+        print(
+            f"token prepending overhead at equal tokens: {cpu_overhead:+.1%} CPU time, {wall:+.1%} wall (target < 10%)",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
-    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--pair", nargs="?", const=str(SHIPPED_ADAPTER), help="time base+adapter both ways (default: shipped adapter)"
     )
     parser.add_argument("--processes", type=int, help="time core.embed in 1 and in N processes (torchrun)")
+    parser.add_argument("--methods", action="store_true", help="time plain, echo and token prepending instead")
+    parser.add_argument("--tp", default="tp", help="with --methods: the token-prepending spec timed (default: tp)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --methods: interleaved rounds, best kept")
     args = parser.parse_args(argv)
     if args.pair:
         return bench_pair(args)
@@ -106,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return bench_processes(args)
 
     texts = benchmark_texts(args.texts)
+    if args.methods:
+        method_speeds(args.model, texts, args.precision, args.tp, args.rounds, args.device)
+        return 0
     encoder = Encoder(args.model, precision=args.precision, cache=False, device=args.device)
     tokens = sum(prepared.length for prepared in encoder.prepare(texts))
     print(f"model {args.model}, {len(texts)} texts, {tokens} tokens, torch threads {torch.get_num_threads()}")

@@ -31,15 +31,20 @@ AttentionRows = Float[Tensor, "batch heads seq"] | Float[Tensor, "batch heads qu
 AttentionMaps = Float[Tensor, "batch heads seq seq"]
 
 
+def decoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a Llama-style backbone (Llama, Qwen, Gemma, Mistral, SmolLM), in order."""
+    layers = getattr(backbone, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not all(hasattr(layer, "self_attn") for layer in layers):
+        raise ConfigError(
+            f"{type(backbone).__name__} has no decoder layers with a 'self_attn' module; attention capture (and "
+            "token prepending) supports Llama-style decoders (Llama, Qwen, Gemma, Mistral, SmolLM)."
+        )
+    return layers
+
+
 def attention_modules(backbone: nn.Module) -> list[nn.Module]:
     """The self-attention module of each decoder layer, in layer order."""
-    layers = getattr(backbone, "layers", None)
-    if layers is None or not all(hasattr(layer, "self_attn") for layer in layers):
-        raise ConfigError(
-            f"{type(backbone).__name__} has no decoder layers with a 'self_attn' module; attention capture "
-            "supports Llama-style decoders (Llama, Qwen, Gemma, Mistral, SmolLM)."
-        )
-    return [layer.self_attn for layer in layers]
+    return [layer.self_attn for layer in decoder_layers(backbone)]
 
 
 def num_heads(backbone: nn.Module) -> int:

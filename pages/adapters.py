@@ -1,4 +1,8 @@
-"""Adapters: cards and training curves of LoRA adapters; start a small training run and watch it."""
+"""Adapters: cards and training curves of LoRA adapters; start, stop and resume a small training run and watch it.
+
+Runs go under the cache folder (``state.TRAINED_DIR``) or a folder the user names, never into the repository's
+``adapters/``. The watched run is in the URL (``?watch=FOLDER``), so a reload or a bookmark keeps the live view.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,25 @@ import streamlit as st
 from analysis.plots import training_curve
 from core.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER, list_adapters
 from core.errors import LensError
-from core.train_jobs import TrainingRequest, job_status, read_train_log, start_training, stop_training
-from workbench import state
+from core.train_jobs import (
+    TrainingRequest,
+    can_resume,
+    job_status,
+    read_train_log,
+    resume_training,
+    start_training,
+    stop_training,
+)
+from workbench import state, widgets
 
-st.title("Adapters")
-folders = list_adapters(ADAPTERS_DIR, in_training=True)
+
+def watch_run(folder: str | Path) -> None:
+    st.session_state["watch"] = str(folder)
+    st.query_params["watch"] = str(folder)
+
+
+widgets.header("Adapters")
+folders = [*list_adapters(ADAPTERS_DIR, in_training=True), *list_adapters(state.TRAINED_DIR, in_training=True)]
 extra = st.text_input("Another adapter folder", "").strip()
 if extra:
     if not Path(extra).is_dir():
@@ -26,27 +44,40 @@ if not folders:
 for folder in folders:
     status = job_status(folder)
     with st.expander(f"{folder.name}: {status.state}", expanded=folder == SHIPPED_ADAPTER):
+        st.caption(f"`{folder}`")
         if status.state == "running":
             st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
         if status.message and status.state in ("failed", "stopped"):
             st.warning(status.message)
+        if can_resume(folder) and st.button("Resume from the last checkpoint", key=f"resume_{folder}"):
+            try:
+                resume_training(folder)
+                watch_run(folder)
+            except (LensError, OSError) as error:
+                st.error(str(error))
         readme = folder / "README.md"
         if readme.is_file():
             st.markdown(readme.read_text())
         rows = read_train_log(folder)
         if rows:
-            st.plotly_chart(training_curve(rows, f"{folder.name}: training"), key=f"curve_{folder.name}")
+            figure = training_curve(rows, f"{folder.name}: training")
+            st.plotly_chart(figure, key=f"curve_{folder}")
+            widgets.downloads_row(
+                [("figure", (figure, f"{folder.name}_training", f"dl_{folder}")),
+                 ("table", (rows, f"{folder.name}_train_log", f"csv_{folder}", "log CSV"))]
+            )  # fmt: skip
 
 st.header("Train a small adapter")
 st.caption(
     "Runs `python -m core.train` in the background on this machine (a step of batch 16 takes ~5 s with "
-    "`--lora-layers 8`). It keeps running if you leave the page; come back to watch it."
+    "`--lora-layers 8`). It keeps running if you leave the page; come back (or reload) to watch it."
 )
 with st.form("train"):
     left, middle, right = st.columns(3)
-    name = left.text_input("Name (folder under adapters/)", "my-adapter")
+    name = left.text_input("Name (a new folder)", "my-adapter")
     pairs = middle.text_input("Pairs: `bible` or a pair file (JSONL/TSV)", "bible")
     prompt = right.text_input("Prompt (name or template)", "eol")
+    root = st.text_input("Output folder (the run goes into OUTPUT/NAME)", str(state.TRAINED_DIR))
     a, b, c, d = st.columns(4)
     steps = a.number_input("Steps", 2, 2000, 20)
     batch = b.number_input("Batch size (pairs)", 2, 256, 16)
@@ -58,9 +89,9 @@ if submitted:
         name, pairs, prompt, steps=int(steps), batch_size=int(batch), lora_layers=int(layers), lr=float(lr)
     )
     try:
-        folder = request.folder(ADAPTERS_DIR)
+        folder = request.folder(Path(root.strip() or state.TRAINED_DIR).expanduser())
         start_training(folder, request.options())
-        st.session_state["watch"] = str(folder)
+        watch_run(folder)
     except (LensError, OSError) as error:
         st.error(str(error))
 
@@ -69,9 +100,10 @@ if submitted:
 def watch(folder: str) -> None:
     status = job_status(folder)
     st.subheader(f"{Path(folder).name}: {status.state}")
+    st.caption(f"`{folder}`")
     if status.state == "running":
         st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
-        if st.button("Stop (checkpoint kept; resume with --resume)"):
+        if st.button("Stop (a checkpoint is kept; resume it here)"):
             stop_training(folder)
     elif status.message:
         st.warning(status.message)
@@ -82,5 +114,6 @@ def watch(folder: str) -> None:
         st.plotly_chart(training_curve(rows, "live"), key="live_curve")
 
 
-if "watch" in st.session_state:
-    watch(st.session_state["watch"])
+watched = st.session_state.get("watch") or st.query_params.get("watch")
+if watched and Path(watched).is_dir():
+    watch(watched)

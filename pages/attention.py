@@ -10,33 +10,42 @@ from analysis.plots import attention_heatmap, role_shares_figure
 from core.capture import num_heads
 from core.data import LOCAL_TASKS, load_task
 from core.errors import LensError
-from workbench import state
+from workbench import state, widgets
 
-st.title("Attention of the query token")
+MEAN_HEADS = "mean over heads"
+
 choice = state.model_choice()
+widgets.header("Attention of the query token", choice)
 encoder = state.load_encoder(choice)
 if encoder is None:
     st.stop()
 
-source = st.radio("Where the sentence comes from", ["type one", "pick from a dataset"], horizontal=True)
+sources = ["type one", "pick from a dataset"]
+source = st.radio(
+    "Where the sentence comes from", sources, horizontal=True, **state.kept("att_source", sources[0], options=sources)
+)
 if source == "type one":
-    text = st.text_input("Sentence", PAPER_EXAMPLE).strip()
+    text = st.text_input("Sentence", **state.kept("att_sentence", PAPER_EXAMPLE, url="sentence")).strip()
 else:
     left, right = st.columns([1, 3])
-    task = left.selectbox("Task (test split)", list(LOCAL_TASKS), index=list(LOCAL_TASKS).index("trec-fine"))
+    tasks = list(LOCAL_TASKS)
+    task = left.selectbox("Task (test split)", tasks, **state.kept("att_task", "trec-fine", options=tasks))
     texts = load_task(task, "test").texts[:200]
-    text = right.selectbox("Text", texts)
+    text = right.selectbox("Text", texts, **state.kept("att_text", texts[0], options=texts))
 settings = state.embedding_settings("attention", default_prompt=state.adapter_prompt_name(encoder))
 if not text:
     st.warning("Enter a sentence.")
 if settings is None or not text:
     st.stop()
 prompt, pooling, layer = settings
-heads = num_heads(encoder.loaded.backbone)
+heads = [MEAN_HEADS, *[f"head {h}" for h in range(num_heads(encoder.loaded.backbone))]]
 left, right = st.columns(2)
-head_choice = left.selectbox("Heads", ["mean over heads", *[f"head {h}" for h in range(heads)]])
-head = None if head_choice == "mean over heads" else int(head_choice.split()[1])
-renormalise = right.toggle("Leave out the sink (position 0) and specials, renormalise", value=True)
+head_choice = left.selectbox("Heads", heads, **state.kept("att_heads", MEAN_HEADS, options=heads))
+head = None if head_choice == MEAN_HEADS else int(head_choice.split()[1])
+renormalise = right.toggle(
+    "Leave out the sink (position 0) and specials, renormalise", **state.kept("att_renormalise", True)
+)
+widgets.truncation_note(encoder, [text], prompt)
 
 try:
     view = attention_view(encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer), text, head, renormalise)
@@ -49,12 +58,22 @@ DIFFERENCE = "adapter − base"
 matrices = dict(view.matrices)
 if view.difference is not None:
     matrices[DIFFERENCE] = view.difference
-columns = st.columns(len(matrices))
-for column, (label, matrix) in zip(columns, matrices.items(), strict=True):
-    figure = attention_heatmap(matrix, view.tokens, view.categories, label, diverging=label == DIFFERENCE)
-    for row in view.pooled_layers:  # outline the layers whose outputs the chosen Layer pools
-        figure.add_hrect(y0=row - 0.5, y1=row + 0.5, line_color="black", line_width=1, fillcolor="rgba(0,0,0,0)")
-    column.plotly_chart(figure, key=f"att_{label}")
+stem = widgets.file_stem("attention", choice.model, prompt[:20], pooling, f"L{layer}", head_choice.replace(" ", ""))
+for column, (label, matrix) in zip(st.columns(len(matrices)), matrices.items(), strict=True):
+    with column:
+        figure = attention_heatmap(
+            matrix, view.tokens, view.categories, label, diverging=label == DIFFERENCE, outlined=view.pooled_layers
+        )
+        st.plotly_chart(figure, key=f"att_{label}")
+        name = "difference" if label == DIFFERENCE else label
+        rows = {"layer": [f"L{i}" for i in range(len(matrix))]}
+        rows |= {f"{i}:{token.strip()}": matrix[:, i] for i, token in enumerate(view.tokens)}
+        widgets.downloads_row(
+            [
+                ("figure", (figure, f"{stem}_{name}", f"dl_att_{name}")),
+                ("table", (rows, f"{stem}_{name}_rows", f"csv_att_{name}", "rows CSV")),
+            ]
+        )
 if view.difference is None:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
 pooled = ", ".join(f"L{row}" for row in view.pooled_layers) or "none (layer 0 pools the input embeddings)"
@@ -64,8 +83,8 @@ st.caption(
     "Token colours: " + ", ".join(CATEGORIES)
     + " (grey sink, olive special, blue prompt, red content, green function, purple punctuation)."
 )  # fmt: skip
-columns = st.columns(len(view.role_shares))
-for column, (label, shares) in zip(columns, view.role_shares.items(), strict=True):
-    column.plotly_chart(
-        role_shares_figure(shares, CATEGORIES, f"{label}: attention share by role"), key=f"roles_{label}"
-    )
+for column, (label, shares) in zip(st.columns(len(view.role_shares)), view.role_shares.items(), strict=True):
+    with column:
+        figure = role_shares_figure(shares, CATEGORIES, f"{label}: attention share by role")
+        st.plotly_chart(figure, key=f"roles_{label}")
+        widgets.figure_downloads(figure, f"{stem}_{label}_roles", f"dl_roles_{label}")

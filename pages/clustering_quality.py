@@ -1,4 +1,5 @@
-"""Clustering quality: the results grid as a sortable table and charts; MiniLM always visible (``filter_rows``)."""
+"""Clustering quality: the results grid as a filtered, sorted table (MiniLM marked as the baseline, each adapter
+row against its base model) and charts that follow the table's rows and order."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.clustering import filter_rows, folder_cells, heatmap_frames, summary_tables
+from analysis.clustering import BASELINE_MODEL, filter_rows, folder_cells, heatmap_frames, quality_view, summary_tables
+from analysis.clustering.summary import task_columns
 from analysis.plots import clustering_bars, clustering_heatmap
-from workbench.state import REPO
+from workbench import widgets
+from workbench.state import REPO, kept
 
-st.title("Clustering quality")
-folder = Path(st.text_input("Results folder", str(REPO / "results" / "local-track")).strip())
+widgets.header("Clustering quality")
+folder = Path(st.text_input("Results folder", **kept("q_folder", str(REPO / "results" / "local-track"))).strip())
 cells = folder_cells(folder, []) if (folder / "cells").is_dir() else []
 if not cells:
     st.error(
@@ -20,23 +23,44 @@ if not cells:
     )
     st.stop()
 scores, stds = summary_tables(cells)
-tasks = [c for c in scores.columns if c != "average"]
+tasks = task_columns(scores)
 index = scores.index
+
+
+def choices(level: str) -> list[str]:
+    return sorted(set(index.get_level_values(level)))
+
+
 left, middle, right, fourth = st.columns(4)
-variants = left.multiselect("Model / adapter", sorted(set(index.get_level_values("variant"))), key="q_variants")
-prompts = middle.multiselect("Prompt", sorted(set(index.get_level_values("prompt"))), key="q_prompts")
-poolings = right.multiselect("Pooling", sorted(set(index.get_level_values("pooling"))), key="q_poolings")
-shown_tasks = fourth.multiselect("Tasks", tasks, default=tasks, key="q_tasks") or tasks
-view = filter_rows(scores, variants, prompts, poolings, shown_tasks)
+variants = left.multiselect("Model / adapter", choices("variant"), **kept("q_variants", [], options=choices("variant")))
+prompts = middle.multiselect("Prompt", choices("prompt"), **kept("q_prompts", [], options=choices("prompt")))
+poolings = right.multiselect("Pooling", choices("pooling"), **kept("q_poolings", [], options=choices("pooling")))
+shown_tasks = fourth.multiselect("Tasks", tasks, **kept("q_tasks", tasks, options=tasks)) or tasks
+sort_options = ["average", "vs base", *shown_tasks]
+a, b = st.columns([3, 1])
+sort_by = a.selectbox(
+    "Sort rows (table and charts) by", sort_options, **kept("q_sort", "average", options=sort_options)
+)
+ascending = b.toggle("Ascending", **kept("q_ascending", False))
+view = quality_view(scores, filter_rows(scores, variants, prompts, poolings, shown_tasks), sort_by, ascending)
+baseline_rows = view[view["role"] == "baseline"]
+baseline = float(baseline_rows["average"].iloc[0]) if len(baseline_rows) else None
 st.caption(
     f"{len(view)} rows of {len(scores)}; V-measure, mean over k-means seeds; the average is over the tasks shown. "
-    "Click a column header to sort."
+    f"Role *baseline*: {BASELINE_MODEL} (always shown). *vs base*: an adapter row's average minus its base model's "
+    "with the same prompt, pooling and layer."
 )
-st.dataframe(
-    view,
-    hide_index=True,
-    width="stretch",
-    column_config={t: st.column_config.NumberColumn(format="%.4f") for t in [*shown_tasks, "average"]},
-)
-st.plotly_chart(clustering_bars(view, ("prompt", "pooling")), key="q_bars")
-st.plotly_chart(clustering_heatmap(*heatmap_frames(view, stds)), key="q_heat")
+numbers = {t: st.column_config.NumberColumn(format="%.4f") for t in [*shown_tasks, "average"]}
+numbers["vs base"] = st.column_config.NumberColumn(format="%+.4f", help="adapter minus base model, same settings")
+st.dataframe(view, hide_index=True, width="stretch", column_config=numbers)
+stem = widgets.file_stem("clustering", folder.name, f"by-{sort_by}", "asc" if ascending else "desc")
+widgets.table_download(view, stem, "q_csv", "table CSV")
+bars = clustering_bars(
+    view, ("prompt", "pooling"), title=f"Average V-measure over {len(shown_tasks)} tasks (rows as in the table)",
+    baseline=baseline,
+)  # fmt: skip
+st.plotly_chart(bars, key="q_bars")
+widgets.figure_downloads(bars, f"{stem}_bars", "q_bars_dl")
+heat = clustering_heatmap(*heatmap_frames(view, stds), title="V-measure per task (rows as in the table; ± on hover)")
+st.plotly_chart(heat, key="q_heat")
+widgets.figure_downloads(heat, f"{stem}_heatmap", "q_heat_dl")

@@ -10,7 +10,7 @@ from core.errors import AdapterError
 from core.models import DEFAULT_MODEL, PACKAGED
 from core.pooling import POOLING_DESCRIPTIONS
 from core.prompts import PROMPT_DESCRIPTIONS, PROMPTS
-from workbench import state
+from workbench import state, widgets
 
 PAGES = {
     "Embed & compare": "How similar do your texts look to the base model and to the adapter, and what changed?",
@@ -21,12 +21,12 @@ PAGES = {
     "Adapters": "What adapters exist, how were they trained, and can I train a small one now?",
 }
 
-st.title("Embedding Lens")
+choice = state.model_choice()
+widgets.header("Embedding Lens", choice)
 st.write(
     "Turn small decoder-only language models into text embedders with prompts, pooling and "
     "contrastive LoRA, and see why they work (Roth et al. 2025, arXiv 2507.22729)."
 )
-choice = state.model_choice()
 left, right = st.columns(2)
 with left:
     st.subheader("Loaded")

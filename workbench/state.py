@@ -1,4 +1,4 @@
-"""Shared state of the workbench: the chosen model and adapter, loaded once per process.
+"""Shared state of the workbench: the chosen model, adapter and device, loaded once per process.
 
 Pages call :func:`model_choice` (sidebar widgets, same choice on every page) and
 :func:`encoder_for` (a cached :class:`core.encoder.Encoder` that serves base and adapter from one
@@ -7,16 +7,22 @@ model in memory). Nothing here draws a page; everything heavy lives in ``core``/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from core.adapters import ADAPTERS_DIR, list_adapters
 from core.models import DEFAULT_MODEL, PACKAGED
+from core.paths import cache_root
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ADAPTER = "(none: base model only)"
+CUSTOM_MODEL = "custom folder or hub id..."
+# Runs started on the Adapters page go here, not into the repository's adapters/.
+TRAINED_DIR = cache_root() / "adapters"
 # The navigation, (file in pages/, title, icon), in the order a new user meets them; app.py draws it.
 PAGE_FILES = [
     ("overview.py", "Overview", ":material/home:"),
@@ -30,41 +36,119 @@ PAGE_FILES = [
 TRAIN_COMMAND = "make adapter   # or: python -m core.train --pairs PAIRS.jsonl --out adapters/NAME"
 
 
+KEEP = "keep:"  # prefix of the session keys that hold widget values between pages (never cleaned up)
+
+
+def kept(
+    key: str,
+    default: Any,
+    *,
+    options: Sequence[Any] | None = None,
+    bounds: tuple[float, float] | None = None,
+    url: str | None = None,
+) -> dict[str, Any]:
+    """Widget arguments that make widget ``key`` keep its value across pages and reruns.
+
+    Streamlit drops a widget's state on a page that does not draw it, so the value also lives under
+    ``keep:KEY`` (a plain session key); it is put back into the widget's key before the widget is drawn.
+    ``options``/``bounds``: a kept value no longer allowed (another task, a smaller file) falls back to the
+    default / is clamped. With ``url``, the value is also a query parameter of that name: a bookmarked URL restores it.
+    Pass the result as ``**kept(...)`` and give the widget no ``value``/``index`` of its own.
+    """
+    store = KEEP + key
+    if store not in st.session_state:
+        value = st.session_state.get(key, default)  # a value set before the first run (tests) wins
+        if url and url in st.query_params:
+            value = _from_url(st.query_params[url], default)
+        st.session_state[store] = value
+    value = st.session_state[store]
+    if options is not None and isinstance(value, list):  # a multiselect keeps the choices still offered
+        value = [v for v in value if v in options]
+    elif options is not None and value not in options:
+        value = default if default in options else options[0]
+    if bounds is not None:
+        value = type(default)(min(max(value, bounds[0]), bounds[1]))
+    st.session_state[key] = value
+    if url:
+        st.query_params[url] = str(value)
+    return {"key": key, "on_change": _keep, "args": (key,)}
+
+
+def _from_url(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return text == "True"
+    try:
+        return type(default)(text) if isinstance(default, int | float) else text
+    except ValueError:
+        return default
+
+
+def _keep(key: str) -> None:
+    st.session_state[KEEP + key] = st.session_state[key]
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     model: str
     adapter: str | None  # a folder, or None for the base model alone
+    max_length: int | None = None  # None: the adapter's training length, else 512
+    device: str = "auto"  # core.device: auto (CUDA, then MPS, then CPU) or one this machine has
 
     @property
     def label(self) -> str:
-        return f"{self.model} + {Path(self.adapter).name}" if self.adapter else self.model
+        name = f"{self.model} + {Path(self.adapter).name}" if self.adapter else self.model
+        return (
+            name
+            + (f", max {self.max_length} tokens" if self.max_length else "")
+            + (f", on {self.device}" if self.device != "auto" else "")
+        )
+
+
+def adapter_folders() -> list[str]:
+    """Adapters in the repository, then those trained from the Adapters page (under the cache folder)."""
+    return [str(p) for root in (ADAPTERS_DIR, TRAINED_DIR) for p in list_adapters(root)]
 
 
 def model_choice() -> ModelChoice:
-    """Sidebar: model and adapter, kept in the session so every page shows the same pair."""
-    models = [*PACKAGED, "custom folder or hub id..."]
+    """Sidebar: model, adapter, max length and device, kept in the session (and URL) so every page shows the same
+    choice."""
+    from core.device import available_devices
+
+    models = [*PACKAGED, CUSTOM_MODEL]
     with st.sidebar:
         st.header("Model")
-        picked = st.selectbox("Base model", models, index=models.index(DEFAULT_MODEL), key="model_pick")
-        model = picked
-        if picked == models[-1]:
-            model = st.text_input("Folder or hub id", key="model_custom").strip() or DEFAULT_MODEL
-        adapters = [str(p) for p in list_adapters()]
+        model = st.selectbox("Base model", models, **kept("model_pick", DEFAULT_MODEL, options=models, url="model"))
+        if model == CUSTOM_MODEL:
+            model = st.text_input("Folder or hub id", **kept("model_custom", "")).strip() or DEFAULT_MODEL
+        adapters = adapter_folders()
         options = [*adapters, NO_ADAPTER]
-        adapter = st.selectbox("LoRA adapter", options, index=0, key="adapter_pick")
-        custom = st.text_input("...or an adapter folder", key="adapter_custom").strip()
+        adapter = st.selectbox(
+            "LoRA adapter", options, **kept("adapter_pick", options[0], options=options, url="adapter")
+        )
+        custom = st.text_input("...or an adapter folder", **kept("adapter_custom", "")).strip()
         chosen = custom or (None if adapter == NO_ADAPTER else adapter)
         if chosen is None and not adapters:
             st.caption(f"No adapter under `{ADAPTERS_DIR.name}/`. Make one with `{TRAIN_COMMAND}`.")
-    return ModelChoice(model, chosen)
+        max_length = st.number_input(
+            "Max length (tokens, 0 = the adapter's)", min_value=0, max_value=8192, step=32,
+            help="Longer texts are cut to this many tokens (prompt included); pages show how many were cut.",
+            **kept("max_length", 0, url="max_length"),
+        )  # fmt: skip
+        devices = ["auto", *available_devices()]  # only devices this machine has: no choice can fail
+        device = st.selectbox(
+            "Device", devices, help="auto: CUDA, then Apple MPS, then the CPU",
+            **kept("device", "auto", options=devices, url="device"),
+        )  # fmt: skip
+    return ModelChoice(model, chosen, int(max_length) or None, device)
 
 
 @st.cache_resource(show_spinner="Loading model (first time only)...", max_entries=2)
-def encoder_for(model: str, adapter: str | None):
-    """One encoder per (model, adapter) per process; its on-disk cache makes repeated texts instant."""
+def encoder_for(model: str, adapter: str | None, max_length: int | None = None, device: str = "auto"):
+    """One encoder per (model, adapter, max length, device) per process; its on-disk cache makes repeated texts
+    instant."""
     from core.encoder import Encoder
 
-    return Encoder(model, adapter=adapter)
+    return Encoder(model, adapter=adapter, max_length=max_length, device=device)
 
 
 def load_encoder(choice: ModelChoice):
@@ -73,7 +157,7 @@ def load_encoder(choice: ModelChoice):
         st.error(f"Adapter folder `{choice.adapter}` does not exist. Make one with `{TRAIN_COMMAND}`.")
         return None
     try:
-        return encoder_for(choice.model, choice.adapter)
+        return encoder_for(choice.model, choice.adapter, choice.max_length, choice.device)
     except (ValueError, OSError, RuntimeError) as error:
         st.error(f"Could not load {choice.label}: {error}")
         return None
@@ -82,18 +166,22 @@ def load_encoder(choice: ModelChoice):
 CUSTOM_PROMPT = "custom template..."
 
 
-def embedding_settings(key: str, *, default_prompt: str | None = None, layers: int | None = None):
-    """Prompt (named or custom), pooling and layer widgets; returns (prompt, pooling, layer) or None if invalid."""
-    from core.pooling import POOLING_DESCRIPTIONS, POOLING_MODES
+def embedding_settings(key: str, *, default_prompt: str | None = None):
+    """Prompt (named or custom), pooling and layer widgets, kept across pages and in the URL.
+
+    Returns (prompt, pooling, layer), or None after an error in the page for a bad template or layer.
+    """
+    from core.pooling import POOLING_DESCRIPTIONS, POOLING_MODES, LayerChoice
     from core.prompts import PROMPTS, resolve_prompt
 
     names = [*PROMPTS, CUSTOM_PROMPT]
-    start = names.index(default_prompt) if default_prompt in names else names.index("eol")
+    start = default_prompt if default_prompt in names else "eol"
     columns = st.columns(3)
-    name = columns[0].selectbox("Prompt", names, index=start, key=f"{key}_prompt")
+    name = columns[0].selectbox("Prompt", names, **kept(f"{key}_prompt", start, options=names, url="prompt"))
     prompt = name
     if name == CUSTOM_PROMPT:
-        prompt = st.text_input("Template with one {text}", 'In one word, "{text}" is about:', key=f"{key}_template")
+        template = kept(f"{key}_template", 'In one word, "{text}" is about:', url="template")
+        prompt = st.text_input("Template with one {text}", **template)
         try:
             resolve_prompt(prompt)
         except ValueError as error:
@@ -102,11 +190,21 @@ def embedding_settings(key: str, *, default_prompt: str | None = None, layers: i
     else:
         columns[0].caption(f"`{PROMPTS[name]}`")
     pooling = columns[1].selectbox(
-        "Pooling", POOLING_MODES, index=POOLING_MODES.index("last"), key=f"{key}_pooling",
-        help="; ".join(f"{m}: {d}" for m, d in POOLING_DESCRIPTIONS.items()),
+        "Pooling", POOLING_MODES, help="; ".join(f"{m}: {d}" for m, d in POOLING_DESCRIPTIONS.items()),
+        **kept(f"{key}_pooling", "last", options=POOLING_MODES, url="pooling"),
     )  # fmt: skip
-    layer = columns[2].text_input("Layer", "-1", key=f"{key}_layer", help="an index (-1 = last) or lastK (mean)")
-    return prompt, pooling, layer.strip() or "-1"
+    layer = (
+        columns[2]
+        .text_input("Layer", help="an index (-1 = last) or lastK (mean)", **kept(f"{key}_layer", "-1", url="layer"))
+        .strip()
+        or "-1"
+    )
+    try:
+        LayerChoice.parse(layer)
+    except ValueError as error:
+        st.error(str(error))
+        return None
+    return prompt, pooling, layer
 
 
 def adapter_prompt_name(encoder) -> str | None:

@@ -5,6 +5,11 @@ For each text, layer and head, the query token's attention row is split into the
 (all six sum to 1) and renormalised over the four non-sink, non-special categories. The shift is
 adapter minus base on the same texts; corpus statistics (``analysis.stats``) resample texts.
 
+Under a method (``core.methods``, the encoder's ``method``) two more categories carry mass: ``first_copy``
+(echo: how much the pooled token reads the text's first copy rather than the second) and ``placeholder``
+(token prepending: how much it reads the slot that carries the last token's earlier state); under plain both
+are 0. ``share_cis`` gives every category's share with a bootstrap CI over the corpus.
+
 This module holds the measurements; ``analysis.attention.report`` runs the whole report from an
 ``AttentionReportConfig``, and ``python -m analysis.attention`` is its CLI (``--help`` lists the options).
 """
@@ -146,6 +151,27 @@ def role_shares(corpus: CapturedCorpus, renormalise: bool = False) -> Shares:
             shares[..., [CATEGORIES.index("sink"), CATEGORIES.index("special")]] = 0.0
             shares /= np.maximum(shares.sum(-1, keepdims=True), 1e-12)
         out[index] = shares
+    return out
+
+
+# The category a method adds, whose share says what the method changes in where the pooled token looks.
+METHOD_CATEGORIES: dict[str, Category] = {"echo": "first_copy", "tp": "placeholder"}
+
+
+def share_cis(
+    corpus: CapturedCorpus, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Raw share of each category (heads averaged) with a bootstrap CI over texts: per layer, and averaged
+    over layers (``all_layers``). Category -> {"per_layer": stats, "all_layers": stats}."""
+    shares = role_shares(corpus).mean(2)  # (texts, layers, categories)
+    per_layer = paired_stats(shares, n_boot, confidence, seed)
+    overall = paired_stats(shares.mean(1), n_boot, confidence, seed)
+    out = {}
+    for index, name in enumerate(CATEGORIES):
+        stats = {"per_layer": per_layer.column(index).to_dict(), "all_layers": overall.column(index).to_dict()}
+        for entry in stats.values():
+            entry.pop("cohens_d")  # a share is not a difference: d would mean nothing here
+        out[name] = stats
     return out
 
 

@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 from analysis import plots
 from analysis.attention import (
+    METHOD_CATEGORIES,
     PAPER_EXAMPLE,
     capture_corpus,
     query_token_for,
+    share_cis,
     shift_report,
     summarise_base,
     token_bars,
@@ -28,10 +30,12 @@ from analysis.attribution import Attributor, agreement
 from analysis.categories import CATEGORIES, QUERY_TOKENS, RENORMALISED, QueryToken, sides
 from core.capture import CAPTURE_MODES, CaptureMode, check_eager, num_heads, resolve_layers
 from core.data import resolve_dataset, sample_items
+from core.device import DEVICE_HELP
 from core.encoder import Encoder
 from core.errors import ConfigError
 from core.files import write_json
 from core.measure import peak_rss_mb
+from core.methods import Ensemble, Plain, parse_method
 from core.models import DEFAULT_MODEL, load_model
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,8 @@ class AttentionReportConfig:
 
     model: str = DEFAULT_MODEL
     adapter: str | None = None  # LoRA adapter folder; without it only base shares
-    prompt: str | None = None  # prompt name or template (default: the adapter's, else cluster)
+    prompt: str | None = None  # prompt name or template (default: the method's, else the adapter's, else cluster)
+    method: str = "plain"  # plain, echo, tp or tp:START-EXIT (core.methods)
     pooling: str | None = None  # pooling for the embeddings (default: the adapter's, else last)
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     task: str = DEFAULT_TASK  # a local task, or a csv/jsonl/... file with a text column
@@ -77,6 +82,12 @@ def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
 def run_report(config: AttentionReportConfig) -> dict[str, Any]:
     """The whole report: capture, statistics, examples, attribution, figures; returns the JSON payload."""
     out_dir = Path(config.out)
+    method = parse_method(config.method)
+    if isinstance(method, Ensemble):
+        raise ConfigError(
+            f"--method {method.spec} averages several prompts, and attention follows one wrapped text: run "
+            "--method plain with each --prompt, or use echo or tp."
+        )
     loaded = load_model(config.model, config.adapter, device=config.device)
     check_eager(loaded.backbone)
     layers = len(resolve_layers(loaded.backbone, None))
@@ -85,9 +96,11 @@ def run_report(config: AttentionReportConfig) -> dict[str, Any]:
         raise ConfigError(f"--layer {config.layer} is out of range: use 0..{layers - 1} or -{layers}..-1.")
     if config.head is not None and not 0 <= config.head < heads:
         raise ConfigError(f"--head {config.head} is out of range: this model has {heads} heads, so use 0..{heads - 1}.")
+    default_prompt = (loaded.adapter_metadata.get("prompt") or "cluster") if isinstance(method, Plain) else None
     encoder = Encoder(
         loaded,
-        prompt=config.prompt or loaded.adapter_metadata.get("prompt") or "cluster",
+        method=method,
+        prompt=config.prompt or default_prompt,  # echo and tp bring their own template
         pooling=config.pooling or loaded.adapter_metadata.get("pooling") or "last",
         cache=False,
         precision="fp32",
@@ -119,6 +132,7 @@ def run_report(config: AttentionReportConfig) -> dict[str, Any]:
             "model": config.model,
             "adapter": config.adapter,
             "prompt": encoder.prompt.template,
+            "method": encoder.method.spec,
             "pooling": encoder.pooling,
             "query_token": token,
             "task": config.task,
@@ -142,7 +156,17 @@ def run_report(config: AttentionReportConfig) -> dict[str, Any]:
             "peak_rss_mb": round(peak_rss_mb(), 1),
         },
         "base": summarise_base(base),
+        # Every category's share with a CI over the corpus (first_copy under echo, placeholder under tp).
+        "shares_ci": {
+            label: share_cis(capture, config.bootstrap, seed=config.seed) for label, capture in captures.items()
+        },
     }
+    if encoder.method.kind in METHOD_CATEGORIES:
+        category = METHOD_CATEGORIES[encoder.method.kind]
+        report["method_share"] = {
+            "category": category,
+            **{label: cis[category]["all_layers"] for label, cis in report["shares_ci"].items()},
+        }
     if "adapter" in captures:
         report["adapter"] = summarise_base(captures["adapter"])
         report["shift"] = shift_report(base, captures["adapter"], n_boot=config.bootstrap, seed=config.seed)
@@ -225,11 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=defaults.model)
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder; without it only base shares")
     parser.add_argument("--prompt", default=None, help="prompt name or template (default: adapter's, else cluster)")
+    parser.add_argument(
+        "--method",
+        default=defaults.method,
+        help="plain, echo or tp[:START-EXIT] (core.methods); echo and tp bring their own prompt",
+    )
     parser.add_argument("--pooling", default=None, help="pooling for the embeddings (default: adapter's, else last)")
     parser.add_argument(
         "--task", default=defaults.task, help="a local task, or a csv/jsonl/... file with a text column"
     )
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--device", default=defaults.device, help=DEVICE_HELP)
     parser.add_argument("--split", default=defaults.split, choices=["test", "train"])
     parser.add_argument("--n", type=int, default=defaults.n)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -264,6 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"capture speed: rows {speed['rows']:.1f} texts/s, full {speed['full']:.1f} texts/s")
     if report.get("note"):
         print(report["note"])
+    if report.get("method_share"):
+        share = report["method_share"]
+        base_share = share["base"]
+        print(
+            f"{report['settings']['method']}: pooled token's share on {share['category']} (all layers, base) "
+            f"{base_share['mean']:.4f} [{base_share['ci_low']:.4f}, {base_share['ci_high']:.4f}]"
+        )
     shift = report.get("shift")
     if shift:
         top = shift["top_layers"][0]

@@ -10,6 +10,12 @@ encoder is always added as a baseline row (mean pooling, no prompt). ``--tasks``
 local tasks), local task names, ``PATH[:TEXTCOL[:LABELCOL]]`` files, or mteb task names
 (``TwentyNewsgroupsClustering.v2``: needs the hub).
 
+``--methods plain,echo,tp,metaeol`` adds training-free methods (``core.methods``; ensembles as
+``ensemble:eol+summarize``, TP ranges as ``tp:1-6``). ``--prompts`` span plain only: echo, tp and ensembles
+bring their own template(s), one row group per method, named by the method's template. Cells record their
+method; a plain cell's key is what it was before methods existed, and tables gain a method column only when
+they hold a non-plain method. One loaded model serves every method.
+
 Scoring equals mteb's ``ClusteringEvaluator`` on the same embeddings: ``MiniBatchKMeans(n_clusters=k,
 batch_size=500, n_init="auto", random_state=seed)`` + ``v_measure_score``, repeated over k-means seeds (mean and
 std), plus AMI and ARI. One forward per (model, adapter on/off, prompt, task) serves every pooling and layer.
@@ -56,7 +62,14 @@ from analysis.clustering.grid import (
 from analysis.clustering.runner import GridResult, run_grid
 from analysis.clustering.sampling import check_clusterable
 from analysis.clustering.store import folder_cells
-from analysis.clustering.summary import filter_rows, heatmap_frames, summary_tables, top_rows, write_summary
+from analysis.clustering.summary import (
+    filter_rows,
+    heatmap_frames,
+    quality_view,
+    summary_tables,
+    top_rows,
+    write_summary,
+)
 from core.errors import GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS, KMEANS_BATCH_SIZE, score_embeddings
 
@@ -82,6 +95,7 @@ __all__ = [
     "heatmap_frames",
     "parse_model_specs",
     "plan_task",
+    "quality_view",
     "record_adapter_scores",
     "run_grid",
     "score_embeddings",

@@ -11,6 +11,8 @@ import analysis.clustering as package
 from analysis.clustering.grid import PRESETS, GridConfig, parse_model_specs
 from analysis.clustering.runner import run_grid
 from analysis.clustering.summary import summary_tables
+from core.device import DEVICE_HELP, PRECISIONS
+from core.distributed import close_distributed, dist_info, init_distributed
 from core.errors import run_cli
 from core.metrics import DEFAULT_KMEANS_SEEDS
 
@@ -41,6 +43,7 @@ def build_config(args: argparse.Namespace) -> GridConfig:
         baseline=not args.no_baseline,
         cache=not args.no_cache,
         progress=not args.quiet,
+        methods=_split(args.methods) or ["plain"],
     )
 
 
@@ -57,6 +60,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", help="comma-separated: NAME, NAME+ADAPTER_DIR, or ADAPTER_DIR")
     parser.add_argument("--prompts", help="comma-separated prompt names (none, eol, cluster, summarize, ...)")
     parser.add_argument("--template", action="append", help="a custom prompt template with one {text} (repeatable)")
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods (default plain): plain, echo, tp or tp:START-EXIT, metaeol, "
+        "ensemble:P1+P2 (prompts joined by '+'); --prompts apply to plain, the others bring their own templates",
+    )
     parser.add_argument("--poolings", help="comma-separated: mean, last, eos, weighted, attention, text_mean")
     parser.add_argument("--layers", help="comma-separated layers: -1, 0, 12, last4 ...")
     parser.add_argument("--tasks", help="comma-separated: local, a local task, PATH[:TEXT[:LABEL]], or an mteb task")
@@ -64,8 +72,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kmeans-seeds", help=f"comma-separated k-means seeds (default {DEFAULT_KMEANS_SEEDS})")
     parser.add_argument("--max-texts", type=int, help="cap every task's sample at this many texts")
     parser.add_argument("--max-length", type=int, help="max tokens per text for every task (default: per task)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise vectors before k-means")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the MiniLM baseline row")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -74,7 +82,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = run_grid(build_config(make_parser().parse_args(argv)))
+    """``python -m analysis.clustering``; also under ``torchrun --nproc_per_node=N -m analysis.clustering``."""
+    config = build_config(make_parser().parse_args(argv))
+    init_distributed()
+    try:
+        result = run_grid(config)
+        rank, _world = dist_info()
+    finally:
+        close_distributed()
+    if rank != 0:  # rank 0 prints the merged result
+        return 2 if result.errors else 0
     print(f"cells: {result.computed} computed, {result.skipped} already done; wall time {result.wall_seconds:.1f} s")
     for task, (texts, seconds, tokens) in result.throughput.items():
         print(f"  {task}: {texts / seconds:.1f} texts/s, {tokens / seconds:.0f} tokens/s ({texts:.0f} texts embedded)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.clustering.grid import BASELINE_MODEL, ModelSpec, Variant, expand_task_specs
-from analysis.clustering.summary import summary_tables, task_columns
+from analysis.clustering.summary import METHOD_INDEX, cell_row, index_columns, summary_tables, task_columns
 from core.data import LOCAL_TASKS, TRANSFER_TASKS
 
 # The task sets whose scores an adapter card holds, as the card key ``{name}_track``.
@@ -45,10 +45,20 @@ def record_adapter_scores(
     if set(tasks) != set(track_tasks):
         return None
     complete = scores.dropna()
+    with_method = index_columns(scores) is METHOD_INDEX
+    if with_method:  # the card compares prompt-only rows: plain method (the adapter was trained plain)
+        complete = complete[complete.index.get_level_values("method") == "plain"]
     base_label = Variant(spec, False).label
     adapter_label = Variant(spec, True).label
     names = [name for name, template in PROMPTS.items() if template == meta.get("prompt")]
-    own = (adapter_label, names[0] if names else "custom", meta.get("pooling", "last"), str(meta.get("layer", "-1")))
+    method = ("plain",) if with_method else ()
+    own = (
+        adapter_label,
+        *method,
+        names[0] if names else "custom",
+        meta.get("pooling", "last"),
+        str(meta.get("layer", "-1")),
+    )
     base = complete[complete.index.get_level_values("variant") == base_label]
     baseline = complete[complete.index.get_level_values("variant") == BASELINE_MODEL]
     if own not in complete.index or base.empty or baseline.empty:
@@ -56,15 +66,13 @@ def record_adapter_scores(
     picked = [("adapter", own), ("best prompt-only base", base["average"].idxmax()), ("MiniLM", baseline.index[0])]
     rows = [
         {
-            "label": f"{role}: {key[0]}, prompt {key[1]}, {key[2]} pooling, layer {key[3]}",
+            "label": f"{role}: {key[0]}, prompt {key[-3]}, {key[-2]} pooling, layer {key[-1]}",
             "scores": {t: round(float(complete.loc[key, t]), 4) for t in tasks},
             "average": round(float(complete.loc[key, "average"]), 4),
         }
         for role, key in picked
     ]
-    used = [
-        c for c in cells if (c["variant"], c["prompt"]["name"], c["pooling"], str(c["layer"])) in dict(picked).values()
-    ]
+    used = [c for c in cells if cell_row(c, with_method) in dict(picked).values()]
     newest = max(used, key=lambda c: c.get("created", ""))
     entry = {
         "track": track,

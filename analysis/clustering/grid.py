@@ -6,14 +6,14 @@ Everything here fails with a GridError (naming the bad value and the valid choic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from analysis.clustering.sampling import check_clusterable
 from core.adapters import read_metadata
 from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
-from core.errors import GridError
+from core.errors import ConfigError, GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS
 
 TaskKind = Literal["local", "transfer", "file", "mteb"]
@@ -231,10 +231,27 @@ class GridConfig:
     baseline: bool = True
     cache: bool = True
     progress: bool = True
+    # Method specs (core.methods): plain uses the prompts above; echo, tp and ensembles bring their own templates.
+    methods: list[str] = field(default_factory=lambda: ["plain"])
+
+
+def parse_methods(specs: Sequence[str]) -> list[Any]:
+    """The grid's methods, parsed and deduplicated by spec; GridError naming the bad one."""
+    from core.methods import parse_method
+
+    methods = []
+    for spec in specs:
+        try:
+            methods.append(parse_method(spec))
+        except ConfigError as exc:
+            raise GridError(f"--methods: {exc}") from None
+    if not methods:
+        raise GridError("--methods must name at least one method, e.g. plain,echo,tp,metaeol")
+    return list({method.spec: method for method in methods}.values())
 
 
 def validate_grid(config: GridConfig) -> None:
-    """GridError for an unknown prompt, pooling or layer, no seeds, an empty axis or too small a sample."""
+    """GridError for an unknown prompt, pooling, layer or method, no seeds, an empty axis or too small a sample."""
     from core.pooling import POOLING_MODES, LayerChoice
     from core.prompts import resolve_prompt
 
@@ -251,6 +268,7 @@ def validate_grid(config: GridConfig) -> None:
             LayerChoice.parse(layer)
         except ValueError as exc:
             raise GridError(str(exc)) from None
+    parse_methods(config.methods)
     if not config.kmeans_seeds:
         raise GridError("at least one k-means seed is needed")
     if not (config.prompts and config.poolings and config.layers):

@@ -1,9 +1,10 @@
 """Grid cells as mteb results: one ``TaskResult`` per cell, in the folder layout mteb's ``ResultCache`` reads.
 
-Each workbench row (model, adapter, prompt, pooling, layer) becomes one mteb model, named
-``embedding-lens/<variant>__<prompt>__<pooling>__L<layer>``, with the adapter's (or the weights')
-hash as revision. mteb's own writer (``ResultCache.save_to_cache``) lays them out as
-``<out>/results/<model name as path>/<revision>/<task>.json`` beside a ``model_meta.json``, so::
+Each workbench row (model, adapter, [method,] prompt, pooling, layer) becomes one mteb model, named
+``embedding-lens/<variant>__<prompt>__<pooling>__L<layer>`` (a non-plain method's spec in the prompt's
+place), with the adapter's (or the weights') hash as revision. mteb's own writer
+(``ResultCache.save_to_cache``) lays them out as ``<out>/results/<model name as path>/<revision>/<task>.json``
+beside a ``model_meta.json``, so::
 
     mteb.ResultCache("DIR").load_results(include_remote=False)
 
@@ -26,6 +27,7 @@ from mteb import ResultCache, TaskResult
 from mteb.models import ModelMeta
 from mteb.models.model_meta import ScoringFunction
 
+from analysis.clustering.store import cell_method
 from core.errors import GridError, run_cli
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,12 @@ SCORE_KEYS = ("v_measure", "v_measure_std", "ami", "ami_std", "ari", "ari_std")
 
 
 def cell_model_name(cell: dict[str, Any]) -> str:
+    """``embedding-lens/<variant>__<prompt>__<pooling>__L<layer>``; a non-plain method's spec replaces the prompt
+    (its template is the method's own), with ``:`` and ``+`` as ``-`` (``tp-1-6``, ``ensemble-eol-summarize``)."""
     prompt = cell["prompt"]["name"] if isinstance(cell["prompt"], dict) else str(cell["prompt"])
+    method = cell_method(cell)
+    if method != "plain":
+        prompt = method.replace(":", "-").replace("+", "-")
     return f"{MODEL_PREFIX}/{cell['variant']}__{prompt}__{cell['pooling']}__L{cell['layer']}"
 
 

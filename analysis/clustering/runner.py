@@ -1,4 +1,4 @@
-"""Running the grid: one forward per (variant, task, prompt) serves every pooling and layer; each cell is
+"""Running the grid: one forward per (variant, task, method, prompt) serves every pooling and layer; each cell is
 scored and written as soon as it is done, and a stored cell with the same key is skipped."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from analysis.clustering.grid import (
     Variant,
     check_task_data,
     expand_task_specs,
+    parse_methods,
     plan_task,
     validate_grid,
     variants,
@@ -30,7 +31,7 @@ from analysis.clustering.provenance import git_state, package_versions
 from analysis.clustering.store import cell_id, cell_key, cell_path, folder_cells, read_cell
 from analysis.clustering.summary import write_summary
 from core.data import Dataset
-from core.errors import GridError, TaskUnavailableError
+from core.errors import ConfigError, GridError, TaskUnavailableError
 from core.files import write_json
 from core.metrics import KMEANS_BATCH_SIZE, score_embeddings
 
@@ -56,6 +57,7 @@ class _Models:
         self.cache = cache
         self._loaded: dict[ModelSpec, Any] = {}
         self._encoders: dict[tuple[ModelSpec, int], Any] = {}
+        self._configs: dict[ModelSpec, Any] = {}
 
     def identity(self, spec: ModelSpec, use_adapter: bool) -> dict[str, Any]:
         from core.adapters import adapter_hash
@@ -80,7 +82,11 @@ class _Models:
             self._loaded[spec] = load_model(spec.name, spec.adapter, device=self.device)
         return self._loaded[spec]
 
-    def encoder(self, spec: ModelSpec, max_length: int) -> Any:
+    def encoder(self, spec: ModelSpec, max_length: int, method: Any) -> Any:
+        """The model's encoder for this max length under ``method`` (one loaded model serves every method)."""
+        return self._plain_encoder(spec, max_length).with_settings(method=method)
+
+    def _plain_encoder(self, spec: ModelSpec, max_length: int) -> Any:
         from core.encoder import Encoder
 
         loaded = self.loaded(spec)
@@ -96,28 +102,58 @@ class _Models:
             )
         return self._encoders[(spec, max_length)]
 
-    def is_causal(self, spec: ModelSpec) -> bool:
+    def _config(self, spec: ModelSpec) -> Any:
+        from transformers import AutoConfig
+
         from core.models import resolve_model_path
+
+        if spec not in self._configs:
+            self._configs[spec] = AutoConfig.from_pretrained(resolve_model_path(spec.name))
+        return self._configs[spec]
+
+    def is_causal(self, spec: ModelSpec) -> bool:
+        from core.models import is_causal_config
 
         if spec in self._loaded:
             return bool(self._loaded[spec].is_causal)
-        from transformers import AutoConfig
+        return is_causal_config(self._config(spec))
 
-        from core.models import is_causal_config
+    def num_layers(self, spec: ModelSpec) -> int:
+        """Decoder layers, from the config where the model is not loaded (a TP range resolves against it)."""
+        if spec in self._loaded:
+            return int(self._loaded[spec].num_layers)
+        config = self._config(spec)
+        layers = getattr(config, "num_hidden_layers", None) or config.get_text_config().num_hidden_layers
+        return int(layers)
 
-        return is_causal_config(AutoConfig.from_pretrained(resolve_model_path(spec.name)))
+    def methods(self, spec: ModelSpec, methods: list[Any]) -> list[Any]:
+        """The grid's methods resolved for this model (TP's default range); plain alone for a bidirectional
+        encoder, which already sees the whole text."""
+        from core.methods import PLAIN, check_method_for_model
+
+        if not self.is_causal(spec):
+            return [PLAIN]
+        num_layers = self.num_layers(spec)
+        return [check_method_for_model(method, num_layers, True) for method in methods]
 
 
 def run_grid(config: GridConfig) -> GridResult:
-    """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored."""
+    """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored.
+
+    Under ``torchrun --nproc_per_node=N`` group ``i`` (one forward: variant, task, method, prompt) belongs to
+    rank ``i % N``; every rank gets the merged result and rank 0 writes the summary. A cell does not depend on
+    which process scored it (vectors do not depend on their batch), so the cells equal one process's.
+    """
     from tqdm.auto import tqdm
 
     from core.device import resolve_device, resolve_precision
+    from core.distributed import dist_info
     from core.models import ModelNotFoundError
     from core.pooling import LayerChoice
     from core.prompts import resolve_prompt
 
     started = time.perf_counter()
+    rank, world = dist_info()
     validate_grid(config)
     plans = [plan_task(spec, config.max_texts, config.max_length) for spec in expand_task_specs(config.tasks)]
     row_sources = variants(config.models, config.baseline)
@@ -136,13 +172,25 @@ def run_grid(config: GridConfig) -> GridResult:
         causal = {spec: models.is_causal(spec) for spec in {v.model for v in row_sources}}
     except (ModelNotFoundError, OSError, ValueError) as exc:
         raise GridError(str(exc).splitlines()[0]) from None
+    try:
+        methods = {spec: models.methods(spec, parse_methods(config.methods)) for spec in causal}
+    except ConfigError as exc:  # e.g. a TP layer range outside a model
+        raise GridError(str(exc)) from None
     groups = [
-        (v, plan, p) for v in row_sources for plan in plans for p in (prompts if causal[v.model] else prompts[:1])
+        (v, plan, method, template)
+        for v in row_sources
+        for plan in plans
+        for method in methods[v.model]
+        for template in _templates(method, prompts if causal[v.model] else prompts[:1])
     ]
-    bar = tqdm(total=len(groups), desc="clustering grid", unit="group", disable=not config.progress)
+    bar = tqdm(total=len(groups), desc="clustering grid", unit="group", disable=not config.progress or rank != 0)
     samples: dict[str, Dataset | None] = {}
-    for variant, plan, prompt in groups:
-        bar.set_postfix_str(f"{variant.label} | {plan.name} | {prompt.name}")
+    for index, (variant, plan, method, template) in enumerate(groups):
+        if index % world != rank:  # another process's group
+            bar.update(1)
+            continue
+        prompt_name = template.name if template is not None else method.spec
+        bar.set_postfix_str(f"{variant.label} | {plan.name} | {method.spec} | {prompt_name}")
         if plan.spec not in samples:
             try:
                 samples[plan.spec] = check_task_data(plan, plan.load())
@@ -155,7 +203,7 @@ def run_grid(config: GridConfig) -> GridResult:
             continue
         is_causal = causal[variant.model]
         if not is_causal:
-            prompt = resolve_prompt("none")  # a bidirectional encoder gets the text alone
+            template = resolve_prompt("none")  # a bidirectional encoder gets the text alone
         combos = [(pool, layer) for pool in poolings for layer in layers] if is_causal else [(BASELINE_POOLING, "-1")]
         try:
             identity = models.identity(variant.model, variant.use_adapter)
@@ -165,7 +213,7 @@ def run_grid(config: GridConfig) -> GridResult:
         for pooling, layer in combos:
             key = cell_key(
                 identity,
-                prompt.template,
+                template.template if template is not None else None,
                 pooling,
                 layer,
                 -1,
@@ -175,8 +223,9 @@ def run_grid(config: GridConfig) -> GridResult:
                 plan.budget,
                 config.kmeans_seeds,
                 config.normalize,
+                method.settings(),
             )
-            path = cell_path(out, plan.name, variant.label, prompt.name, pooling, layer, key)
+            path = cell_path(out, plan.name, variant.label, prompt_name, pooling, layer, key)
             stored = read_cell(path, key)
             if stored is not None:
                 result.cells.append(stored)
@@ -185,7 +234,9 @@ def run_grid(config: GridConfig) -> GridResult:
                 todo.append((pooling, layer, key, path))
         if todo:
             try:
-                cells = _compute_group(models, variant, plan, sample, prompt, todo, config, precision, versions, git)
+                cells = _compute_group(
+                    models, variant, plan, sample, method, template, todo, config, precision, versions, git
+                )
             except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
                 # Bad model/adapter/layer for this model; cells scored so far are already on disk.
                 raise GridError(f"{variant.label} on {plan.name}: {str(exc).splitlines()[0]}") from None
@@ -199,8 +250,10 @@ def run_grid(config: GridConfig) -> GridResult:
                 stats[2] += timing["tokens"]
         bar.update(1)
     bar.close()
+    if world > 1:
+        result = _merged(result)
     result.wall_seconds = time.perf_counter() - started
-    if result.cells:
+    if result.cells and rank == 0:
         everything = folder_cells(out, result.cells)
         result.files = write_summary(out, everything)
         for track in card_tracks(config.tasks, config.max_texts, config.max_length):
@@ -210,21 +263,63 @@ def run_grid(config: GridConfig) -> GridResult:
     return result
 
 
+def _merged(result: GridResult) -> GridResult:
+    """Every rank's cells, counts, errors and throughput, summed (all ranks get the same merged result)."""
+    from core.distributed import all_gather
+
+    parts = all_gather((result.cells, result.computed, result.skipped, result.errors, dict(result.throughput)))
+    merged = GridResult()
+    for cells, computed, skipped, errors, throughput in parts:
+        merged.cells += cells
+        merged.computed += computed
+        merged.skipped += skipped
+        merged.errors += [error for error in errors if error not in merged.errors]  # a task fails on every rank
+        for task, stats in throughput.items():
+            merged.throughput[task] = [a + b for a, b in zip(merged.throughput[task], stats, strict=True)]
+    return merged
+
+
+def _templates(method: Any, prompts: list[Any]) -> list[Any]:
+    """A group's templates under ``method``: plain spans the grid's prompts; echo and tp bring their own
+    template; an ensemble has several (None: the method holds them)."""
+    from core.methods import Ensemble, Plain
+
+    if isinstance(method, Plain):
+        return prompts
+    return [None] if isinstance(method, Ensemble) else [method.template()]
+
+
+def _prompt_record(method: Any, template: Any) -> dict[str, Any]:
+    if template is not None:
+        return {"name": template.name, "template": template.template}
+    return {"name": method.spec, "template": None, "templates": [t.template for t in method.templates()]}
+
+
 def _compute_group(
     models: _Models,
     variant: Variant,
     plan: TaskPlan,
     sample: Dataset,
-    prompt: Any,
+    method: Any,
+    template: Any,
     todo: list[tuple[str, str, dict[str, Any], Path]],
     config: GridConfig,
     precision: str,
     versions: dict[str, str | None],
     git: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """One forward for every missing (pooling, layer) of this (variant, task, prompt); one JSON per cell."""
-    encoder = models.encoder(variant.model, plan.budget.max_length)
-    prepared = encoder.prepare(sample.texts, prompt=prompt)
+    """One forward for every missing (pooling, layer) of this (variant, task, method, prompt); one JSON per cell.
+
+    ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
+    from core.methods import PLAIN, Plain
+
+    encoder = models.encoder(variant.model, plan.budget.max_length, method)
+    own_prompt = template if isinstance(method, Plain) else None  # echo and tp wrap with their own template
+    if template is not None:
+        prepared = encoder.prepare(sample.texts, prompt=own_prompt)
+    else:  # an ensemble: every prompt's wrapped texts are a forward's tokens
+        plain = encoder.with_settings(method=PLAIN)
+        prepared = [item for each in method.templates() for item in plain.prepare(sample.texts, prompt=each)]
     tokens = sum(len(item.input_ids) for item in prepared)
     truncated = sum(item.truncated for item in prepared)
     calls = [0]
@@ -236,7 +331,7 @@ def _compute_group(
             grid = encoder.encode_grid(
                 sample.texts,
                 [(pooling, layer) for pooling, layer, _, _ in todo],
-                prompt=prompt,
+                prompt=own_prompt,
                 use_adapter=variant.use_adapter if variant.model.adapter is not None else None,
                 show_progress=config.progress,
             )
@@ -272,7 +367,8 @@ def _compute_group(
             "adapter": variant.model.adapter if variant.use_adapter else None,
             "adapter_sha256": key["adapter_sha256"],
             "use_adapter": variant.use_adapter,
-            "prompt": {"name": prompt.name, "template": prompt.template},
+            "method": method.spec,
+            "prompt": _prompt_record(method, template),
             "pooling": pooling,
             "layer": layer,
             "precision": precision,

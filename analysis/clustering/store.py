@@ -22,7 +22,7 @@ SCORING_VERSION = 1
 
 def cell_key(
     identity: dict[str, Any],
-    prompt_template: str,
+    prompt_template: str | None,
     pooling: str,
     layer: str,
     attention_layer: int | None,
@@ -32,8 +32,10 @@ def cell_key(
     budget: TaskBudget,
     seeds: Sequence[int],
     normalize: bool,
+    method_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything that determines a cell's scores."""
+    """Everything that determines a cell's scores. ``method_settings`` (``Method.settings()``) is empty for plain,
+    so plain cells keep the keys they had before methods existed and are not recomputed."""
     from core.encoder import ENGINE_VERSION
 
     return {
@@ -52,7 +54,13 @@ def cell_key(
         "kmeans_seeds": list(seeds),
         "kmeans_batch_size": KMEANS_BATCH_SIZE,
         "normalize": normalize,
+        **(method_settings or {}),
     }
+
+
+def cell_method(cell: dict[str, Any]) -> str:
+    """The cell's method spec; cells from before methods existed are plain."""
+    return str(cell.get("method", "plain"))
 
 
 def cell_id(key: dict[str, Any]) -> str:
@@ -88,7 +96,14 @@ def folder_cells(out: Path, run_cells: Sequence[dict[str, Any]]) -> list[dict[st
     """
 
     def slot(cell: dict[str, Any]) -> tuple[str, ...]:
-        return (cell["variant"], cell["prompt"]["name"], cell["pooling"], str(cell["layer"]), cell["task"]["name"])
+        return (
+            cell["variant"],
+            cell_method(cell),
+            cell["prompt"]["name"],
+            cell["pooling"],
+            str(cell["layer"]),
+            cell["task"]["name"],
+        )
 
     stored: dict[tuple[str, ...], dict[str, Any]] = {}
     for path in sorted((out / "cells").glob("*/*.json")):

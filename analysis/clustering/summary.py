@@ -17,13 +17,26 @@ from analysis.clustering.grid import BASELINE_MODEL
 from core.data import LOCAL_TASKS, TRANSFER_TASKS
 
 INDEX = ["variant", "prompt", "pooling", "layer"]
+# The index when a table holds a non-plain method (core.methods); plain-only tables keep INDEX, so summaries
+# from before methods existed regenerate identically.
+METHOD_INDEX = ["variant", "method", "prompt", "pooling", "layer"]
 # Averages over one track's tasks, shown beside the overall average when a table holds more than one track.
 TRACK_AVERAGES = {"local_average": tuple(LOCAL_TASKS), "transfer_average": tuple(TRANSFER_TASKS)}
 AVERAGES = ("average", *TRACK_AVERAGES)
 
 
-def row_label(cell: dict[str, Any]) -> str:
-    return f"{cell['variant']} | {cell['prompt']['name']} | {cell['pooling']} | L{cell['layer']}"
+def index_columns(table: Any) -> list[str]:
+    """The row columns of a summary table or a ``filter_rows`` view: METHOD_INDEX where it has a method column."""
+    names = [*table.index.names, *table.columns]
+    return METHOD_INDEX if "method" in names else INDEX
+
+
+def cell_row(cell: dict[str, Any], with_method: bool) -> tuple[str, ...]:
+    """A cell's row in a summary table (``with_method``: the table has a method column)."""
+    from analysis.clustering.store import cell_method
+
+    method = (cell_method(cell),) if with_method else ()
+    return (cell["variant"], *method, cell["prompt"]["name"], cell["pooling"], str(cell["layer"]))
 
 
 def task_order(tasks: Sequence[str]) -> list[str]:
@@ -32,11 +45,17 @@ def task_order(tasks: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(tasks), key=lambda t: (order.index(t), "") if t in order else (len(order), t))
 
 
-def _row_key(row: tuple[str, str, str, str]) -> tuple[Any, ...]:
+def _row_key(row: tuple[str, ...]) -> tuple[Any, ...]:
+    from core.methods import METHOD_KINDS
     from core.pooling import POOLING_MODES
     from core.prompts import PROMPTS
 
-    variant, prompt, pooling, layer = row
+    variant, prompt, pooling, layer = row[0], *row[-3:]
+    # Methods: plain first, then in core.methods' order, then by spec (tp:1-3 before tp:1-6).
+    method = [
+        (METHOD_KINDS.index(m.split(":")[0]) if m.split(":")[0] in METHOD_KINDS else len(METHOD_KINDS), m)
+        for m in row[1:-3]
+    ]
     prompts, poolings = list(PROMPTS), list(POOLING_MODES)
     prompt_rank = (prompts.index(prompt), "") if prompt in prompts else (len(prompts), prompt)
     pooling_rank = (poolings.index(pooling), "") if pooling in poolings else (len(poolings), pooling)
@@ -44,22 +63,23 @@ def _row_key(row: tuple[str, str, str, str]) -> tuple[Any, ...]:
         layer_rank: tuple[int, int, str] = (0, int(layer), "")
     except ValueError:
         layer_rank = (1, 0, layer)
-    return (variant, prompt_rank, pooling_rank, layer_rank)
+    return (variant, *method, prompt_rank, pooling_rank, layer_rank)
 
 
 def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
     """(scores, stds) DataFrames: rows = variant x prompt x pooling x layer, columns = tasks + ``average``.
 
-    The average is over the row's tasks; it is NaN when a row lacks a task the others have.
+    Where a cell holds a non-plain method the rows are variant x method x prompt x pooling x layer
+    (``METHOD_INDEX``). The average is over the row's tasks; it is NaN when a row lacks a task the others have.
     """
     import pandas as pd
 
+    from analysis.clustering.store import cell_method
+
+    index = METHOD_INDEX if any(cell_method(c) != "plain" for c in cells) else INDEX
     records = [
         {
-            "variant": c["variant"],
-            "prompt": c["prompt"]["name"],
-            "pooling": c["pooling"],
-            "layer": str(c["layer"]),
+            **dict(zip(index, cell_row(c, index is METHOD_INDEX), strict=True)),
             "task": c["task"]["name"],
             "v": c["scores"]["v_measure"],
             "std": c["scores"]["v_measure_std"],
@@ -68,10 +88,10 @@ def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
     ]
     frame = pd.DataFrame.from_records(records)
     tasks = task_order(frame["task"])
-    rows = sorted(dict.fromkeys(map(tuple, frame[INDEX].itertuples(index=False))), key=_row_key)
-    scores = frame.pivot_table(index=INDEX, columns="task", values="v", aggfunc="first", sort=False)
-    stds = frame.pivot_table(index=INDEX, columns="task", values="std", aggfunc="first", sort=False)
-    scores = scores.reindex(index=pd.MultiIndex.from_tuples(rows, names=INDEX), columns=tasks)
+    rows = sorted(dict.fromkeys(map(tuple, frame[index].itertuples(index=False))), key=_row_key)
+    scores = frame.pivot_table(index=index, columns="task", values="v", aggfunc="first", sort=False)
+    stds = frame.pivot_table(index=index, columns="task", values="std", aggfunc="first", sort=False)
+    scores = scores.reindex(index=pd.MultiIndex.from_tuples(rows, names=index), columns=tasks)
     stds = stds.reindex(index=scores.index, columns=tasks)
     scores["average"] = scores[tasks].mean(axis=1, skipna=False)
     if len([track for track in TRACK_AVERAGES.values() if set(track) & set(tasks)]) > 1:
@@ -85,7 +105,7 @@ def task_columns(scores: Any) -> list[str]:
 
 
 def flat_index(frame: Any) -> Any:
-    """A copy whose (variant, prompt, pooling, layer) index is one ``a | b | c | d`` label per row, for figures."""
+    """A copy whose (variant, [method,] prompt, pooling, layer) index is one ``a | b | c | d`` label per row."""
     flat = frame.copy()
     flat.index = [" | ".join(map(str, row)) for row in frame.index]
     return flat
@@ -97,24 +117,55 @@ def filter_rows(
     prompts: Sequence[str] = (),
     poolings: Sequence[str] = (),
     tasks: Sequence[str] = (),
+    methods: Sequence[str] = (),
 ) -> Any:
     """The table a reader asked for: rows matching every non-empty filter plus the MiniLM baseline (always kept),
     the chosen tasks (all if none), the average over those tasks, sorted by it, best first. A flat DataFrame."""
     table = scores.reset_index()
     shown = list(tasks) or task_columns(scores)
     chosen = table["variant"] == table["variant"]
-    for column, values in (("variant", variants), ("prompt", prompts), ("pooling", poolings)):
+    filters = (("variant", variants), ("method", methods), ("prompt", prompts), ("pooling", poolings))
+    for column, values in filters:
         if values:
-            chosen &= table[column].isin(list(values))
+            # A plain-only table has no method column: every row is plain.
+            column_values = table[column] if column in table.columns else table["variant"].map(lambda _: "plain")
+            chosen &= column_values.isin(list(values))
     view = table[(table["variant"] == BASELINE_MODEL) | chosen].copy()
     view["average"] = view[shown].mean(axis=1, skipna=False)
-    return view[[*INDEX, *shown, "average"]].sort_values("average", ascending=False, kind="stable")
+    return view[[*index_columns(scores), *shown, "average"]].sort_values("average", ascending=False, kind="stable")
+
+
+SortKey = str  # a task column, "average" or "vs base"
+QUALITY_COLUMNS = ("role", "vs base")  # what quality_view adds to a filter_rows view
+
+
+def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending: bool = False) -> Any:
+    """A ``filter_rows`` view as the Clustering quality page shows it: a ``role`` column (``baseline`` for MiniLM,
+    ``adapter`` for ``MODEL+ADAPTER`` rows, else ``base``), ``vs base`` (an adapter row's average minus its base
+    model's average with the same prompt, pooling, layer and tasks; NaN otherwise), sorted by ``sort_by``.
+
+    The base row is looked up in ``scores`` (all rows), so it need not pass the view's filters.
+    """
+    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES)]
+    table = scores.reset_index()
+    averages = dict(zip(map(tuple, table[INDEX].to_numpy()), table[shown].mean(axis=1, skipna=False), strict=True))
+    out = view.copy()
+    keys = list(map(tuple, out[INDEX].to_numpy()))
+    out.insert(
+        0, "role", ["baseline" if k[0] == BASELINE_MODEL else "adapter" if "+" in k[0] else "base" for k in keys]
+    )
+    base = [averages.get((k[0].split("+")[0], *k[1:]), math.nan) if "+" in k[0] else math.nan for k in keys]
+    out["vs base"] = out["average"].to_numpy() - base
+    if sort_by not in out.columns:
+        raise ValueError(f"Cannot sort by {sort_by!r}: choose one of {', '.join(c for c in out.columns[5:])}.")
+    return out.sort_values(sort_by, ascending=ascending, kind="stable", na_position="last")
 
 
 def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:
     """(scores, stds) of a ``filter_rows`` view's rows and tasks, one flat label per row, for the heatmap."""
-    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES)]
-    heat = flat_index(view.set_index(INDEX)[shown])
+    index = index_columns(view)
+    shown = [c for c in view.columns if c not in (*index, *AVERAGES, *QUALITY_COLUMNS)]
+    heat = flat_index(view.set_index(index)[shown])
     spread = flat_index(stds[shown]).reindex(heat.index)
     return heat, spread
 
@@ -129,7 +180,7 @@ def top_rows(scores: Any, n: int = 5) -> list[dict[str, Any]]:
 def markdown_table(scores: Any, stds: Any) -> str:
     tasks = task_columns(scores)
     averages = [c for c in AVERAGES if c in scores.columns]
-    head = [*["model", "prompt", "pooling", "layer"], *tasks, *averages]
+    head = [*["model" if name == "variant" else name for name in index_columns(scores)], *tasks, *averages]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in scores.index:
         values = []

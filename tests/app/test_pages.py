@@ -68,17 +68,45 @@ def test_attribution_page_runs_ig_on_click(open_page):
     app.button[0].click().run()
     assert not app.exception and not app.error
     assert [m.label for m in app.metric] == ["cosine (base)", "cosine (adapter)"]
-    assert len(charts(app)) == 2 and any("convergence delta" in c.value for c in app.caption)
+    assert any("convergence delta" in c.value for c in app.caption)
+    assert any("baseline cosine: A" in c.value for c in app.caption)
+    # two IG bar charts, the token-pair heatmaps, base and adapter deletion curves of text A
+    assert len(charts(app)) == 5
+    assert sum("token pairs that move it most" in m.value for m in app.markdown) == 2
+    app.run()  # a rerun without the click (any other widget's change) keeps the result for the same inputs
+    assert not app.exception and len(charts(app)) == 5
+    app.text_input(key="attr_a").set_value("a woman rides a horse").run()
+    assert not charts(app)  # other inputs: the old result is not shown as theirs
+
+
+def test_attention_sentence_and_heads_hold_after_a_dataset_round_trip(open_page, prepared_tasks):
+    app = open_page("attention.py")
+    app.text_input(key="att_sentence").set_value("the cat sat on the mat").run()
+    app.selectbox(key="att_heads").set_value("head 1").run()
+    app.radio(key="att_source").set_value("pick from a dataset").run()
+    assert not app.exception and len(charts(app)) == 5
+    app.radio(key="att_source").set_value("type one").run()
+    assert app.text_input(key="att_sentence").value == "the cat sat on the mat"
+    assert app.selectbox(key="att_heads").value == "head 1" and not app.exception
 
 
 def test_clustering_quality_filters_keep_the_baseline(open_page):
     app = open_page("clustering_quality.py", adapter=False)
     assert not app.exception and not app.error
     everything = len(app.dataframe[0].value)
+    first = app.dataframe[0].value
+    assert first[first["role"] == "adapter"]["vs base"].notna().all() and (first["role"] == "adapter").any()
+    assert "MiniLM baseline" in charts(app)[0].proto.spec  # the baseline line on the bar chart
     app.multiselect(key="q_prompts").set_value(["cluster"]).run()
     rows = app.dataframe[0].value
     assert not app.exception and len(rows) < everything
     assert set(rows["prompt"]) == {"cluster", "none"} and "minilm" in set(rows["variant"])
+    roles = dict(zip(rows["variant"], rows["role"], strict=True))
+    assert roles["minilm"] == "baseline"
+    app.selectbox(key="q_sort").set_value("r8").run()
+    app.toggle(key="q_ascending").set_value(True).run()
+    rows = app.dataframe[0].value
+    assert not app.exception and list(rows["r8"]) == sorted(rows["r8"])
 
 
 def test_clustering_quality_without_results_says_how_to_make_them(open_page, tmp_path):
@@ -103,3 +131,116 @@ def test_adapters_page_refuses_bad_run_names(open_page, name):
     form_name.set_value(name)
     app.button[0].click().run()
     assert not app.exception and "letters, digits" in app.error[0].value
+
+
+@pytest.fixture
+def prepared_tasks(monkeypatch):
+    """The user's prepared local tasks, read-only, inside the tests' own home (skip when not prepared)."""
+    import os
+    from pathlib import Path
+
+    from core.paths import cache_root
+
+    data = Path(os.environ["EMBEDDING_LENS_USER_HOME"]) / "data" / "trec-coarse"
+    if not data.is_dir():
+        pytest.skip("local tasks not prepared: python -m core.data prepare")
+    link = cache_root() / "data"
+    if not link.exists():
+        link.symlink_to(data.parent, target_is_directory=True)
+
+
+def test_model_choice_and_page_inputs_hold_across_pages(tiny_model_dir):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.test_app import APP
+    from workbench.state import NO_ADAPTER
+
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.selectbox(key="model_pick").set_value("custom folder or hub id...").run()
+    app.text_input(key="model_custom").set_value(str(tiny_model_dir)).run()
+    app.selectbox(key="adapter_pick").set_value(NO_ADAPTER).run()
+    app.number_input(key="max_length").set_value(96).run()
+    assert app.selectbox(key="device").options[:2] == ["auto", "cpu"]  # then whatever GPUs this machine has
+    app.selectbox(key="device").set_value("cpu").run()
+    app.switch_page("../pages/embed.py").run()
+    assert not app.exception
+    app.text_area(key="embed_texts").set_value("a cat sleeps\na dog barks").run()
+    app.text_area(key="embed_labels").set_value("").run()
+    app.switch_page("../pages/clustering_quality.py").run()  # a page without the sidebar choice
+    app.switch_page("../pages/embed.py").run()
+    assert not app.exception and not app.error
+    assert app.text_area(key="embed_texts").value == "a cat sleeps\na dog barks"
+    assert app.selectbox(key="adapter_pick").value == NO_ADAPTER
+    assert app.text_input(key="model_custom").value == str(tiny_model_dir)
+    assert app.number_input(key="max_length").value == 96
+    header = app.caption[0].value
+    assert str(tiny_model_dir) in header and "none (base model only)" in header and "96 tokens" in header
+    assert "device cpu" in header and app.selectbox(key="device").value == "cpu"
+    assert app.query_params["max_length"] == "96" and app.query_params["adapter"] == NO_ADAPTER
+    assert app.query_params["device"] == "cpu"
+
+
+def test_a_bookmarked_url_restores_the_choice():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.test_app import APP
+    from workbench.state import NO_ADAPTER
+
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params.update({"max_length": "128", "adapter": NO_ADAPTER, "model": "no-such-model", "device": "cuda:7"})
+    app.run()
+    assert not app.exception
+    assert app.selectbox(key="device").value == "auto"  # a device this machine lacks falls back to auto
+    assert app.number_input(key="max_length").value == 128 and app.selectbox(key="adapter_pick").value == NO_ADAPTER
+    assert app.selectbox(key="model_pick").value == "smollm2-135m"  # an unknown name falls back to the default
+
+
+def test_embed_page_answers_within_versus_between_labels_and_counts_truncation(open_page):
+    app = open_page("embed.py")
+    assert [m.label for m in app.metric] == ["within − between label (base)", "within − between label (adapter)"]
+    assert not app.warning
+    app.number_input(key="max_length").set_value(4).run()
+    assert not app.exception and "leaves no room for text" in app.error[0].value
+    app.number_input(key="max_length").set_value(32).run()
+    app.text_area(key="embed_texts").set_value("a cat\n" + "a very long sentence about many things " * 4).run()
+    app.text_area(key="embed_labels").set_value("").run()
+    assert not app.exception and not app.metric
+    assert any("1 of 2 texts are longer than 32 tokens" in w.value for w in app.warning)
+
+
+def test_cluster_explorer_embeds_a_small_sample_and_scores_with_spread(open_page, prepared_tasks):
+    app = open_page("cluster_explorer.py")
+    assert not app.exception
+    if app.button:  # the default sample waits for a click
+        app.slider(key="explore_size").set_value(100).run()
+    assert not app.exception and not app.error
+    assert len(charts(app)) == 2
+    assert any("100 texts shown" in c.value for c in app.caption)
+    assert all("±" in m.value for m in app.metric) and len(app.metric) == 2
+    app.radio(key="explore_colour").set_value("k-means").run()
+    assert not app.exception and len(charts(app)) == 2
+
+
+def test_adapters_page_offers_resume_and_keeps_the_watched_run_in_the_url(tiny_model_dir):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PAGES_DIR
+    from workbench.state import TRAINED_DIR
+
+    folder = TRAINED_DIR / "stopped-run"
+    (folder / "checkpoints" / "step-2").mkdir(parents=True)
+    row = {"step": 2, "loss": 1.5, "pairs_per_s": 3.0, "peak_rss_mb": 100, "lr": 1e-4}
+    (folder / "train_log.jsonl").write_text(json.dumps(row) + "\n")
+    command = ["python", "-m", "core.train", "--out", str(folder), "--steps", "10"]
+    (folder / "job.json").write_text(json.dumps({"pid": 2**22 + 7, "command": command, "stopped": 1.0}))
+    app = AppTest.from_file(str(PAGES_DIR / "adapters.py"), default_timeout=60)
+    app.query_params["watch"] = str(folder)  # a reload of the page that watched this run
+    app.run()
+    assert not app.exception
+    assert any(e.label == "stopped-run: stopped" for e in app.expander)
+    assert any(b.label == "Resume from the last checkpoint" for b in app.button)
+    assert any(h.value == "stopped-run: stopped" for h in app.subheader)  # the live view, back after the reload
+    output = next(t for t in app.text_input if t.label.startswith("Output folder"))
+    assert output.value == str(TRAINED_DIR)

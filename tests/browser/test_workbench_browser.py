@@ -207,6 +207,9 @@ CONTROLS: dict[str, Control] = {
     "attribution.py": Control(click_button("Attribute"), says=r"^[\d.]+ s\. Bars"),
     "adapters.py": Control(type_into("Another adapter folder", str(SHOTS)), says=r"browser: \w+"),  # an empty folder
 }
+# file -> query string it opens with (page state in the URL): the explorer's 200-text sample embeds without its
+# button (1,000 cold texts took over 600 s on a loaded 2-core machine).
+PAGE_QUERY: dict[str, str] = {"cluster_explorer.py": "?size=200"}
 EXPECTED_ERRORS: dict[str, str] = {}  # file -> regex of an error alert that page is meant to show
 
 
@@ -259,7 +262,10 @@ def test_every_page_paints_and_its_control_works(server, browser_page, capsys):
     from workbench.state import PAGE_FILES  # what app.py puts in the navigation
 
     page = browser_page
-    urls = {name: f"{server}/{url_path(i, name)}" for i, (name, _title, _icon) in enumerate(PAGE_FILES)}
+    urls = {
+        name: f"{server}/{url_path(i, name)}{PAGE_QUERY.get(name, '')}"
+        for i, (name, _title, _icon) in enumerate(PAGE_FILES)
+    }
     # Warm-up: the server's first script run, then the first model page loads SmolLM2 and the adapter once.
     overview_first = open_page(page, urls[PAGE_FILES[0][0]])
     model_page = next((n for n, *_ in PAGE_FILES if n in ("embed.py", "attention.py")), PAGE_FILES[0][0])
@@ -287,3 +293,55 @@ def test_every_page_paints_and_its_control_works(server, browser_page, capsys):
         print(f"\n{report}\nscreenshots and timings: {SHOTS}")
     slow = [r.title for r in rows if r.warm[1] > WARM_SANITY_SECONDS]
     assert not slow, f"warm pages over {WARM_SANITY_SECONDS} s: {slow}"
+
+
+# ----- scenarios: state that must hold
+
+
+def selectbox_text(page, label: str) -> str:
+    """The selectbox's label and shown value (a searchable selectbox shows its value in an input or a div)."""
+    box = page.locator('[data-testid="stSelectbox"]', has_text=label).first
+    inputs = box.locator("input")
+    values = [inputs.nth(i).input_value() for i in range(inputs.count())]
+    return " ".join([box.text_content() or "", *values])
+
+
+def nav_to(page, title: str, heading: str | None = None) -> None:
+    """Navigate like a user: the sidebar's link (same session), not a new URL (a new session)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.locator('[data-testid="stMainBlockContainer"] h1', has_text=heading or title).first.wait_for()
+    wait_idle(page)
+
+
+def test_model_choice_holds_after_navigation(server, browser_page):
+    page = browser_page
+    open_page(page, server)
+    pick("Base model", "gemma3-270m")(page)
+    wait_idle(page)
+    pick("LoRA adapter", "(none: base model only)")(page)
+    wait_idle(page)
+    for title, heading in (("Clustering quality", None), ("Adapters", None), ("Overview", "Embedding Lens")):
+        nav_to(page, title, heading)  # pages that load no model
+    assert "gemma3-270m" in selectbox_text(page, "Base model")
+    assert "none: base model only" in selectbox_text(page, "LoRA adapter")
+    header = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stCaptionContainer"]').first.inner_text()
+    assert "gemma3-270m" in header and "none (base model only)" in header
+    assert not problems(page), problems(page)
+    screenshot(page, SHOTS / "scenario_model_choice.png")
+
+
+def test_attention_heatmap_labels_every_token(server, browser_page):
+    page = browser_page
+    from workbench.state import PAGE_FILES
+
+    index = next(i for i, (name, *_rest) in enumerate(PAGE_FILES) if name == "attention.py")
+    open_page(page, f"{server}/{url_path(index, 'attention.py')}")
+    type_into("Sentence", "a man is driving a car")(page)
+    wait_idle(page)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    labels = chart.locator(".yaxislayer-above .ytick text").all_text_contents()  # SVG text has no innerText
+    for word in ("man", "driving", "car"):
+        assert any(re.search(rf"\d+:\s*{word}$", label) for label in labels), (word, labels)
+    assert not problems(page), problems(page)
+    screenshot(page, SHOTS / "scenario_attention_labels.png")

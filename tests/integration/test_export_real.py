@@ -66,10 +66,17 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_shipped_adapter_export_reproduces_the_workbench(tmp_path):
-    out = tmp_path / "smollm2-135m-embed-st"
+@pytest.fixture(scope="module")
+def shipped_export(tmp_path_factory) -> Path:
+    """The shipped adapter exported once (with its peft adapter kept) for every test of this module."""
+    out = tmp_path_factory.mktemp("export") / "smollm2-135m-embed-st"
     report = export(str(ADAPTER), out)
     assert report.kind == "custom" and (out / "adapter" / "adapter_model.safetensors").is_file()
+    return out
+
+
+def test_shipped_adapter_export_reproduces_the_workbench(shipped_export, tmp_path):
+    out = shipped_export
     vectors, seen = load_elsewhere(out, tmp_path, trust_remote_code=True)
     encoder = Encoder(DEFAULT_MODEL, ADAPTER, precision="fp32", cache=False)
     reference = encoder.encode(TEXTS)
@@ -93,7 +100,7 @@ def test_stock_export_keeps_the_chat_template_off(tmp_path):
     assert cosines(vectors, encoder.encode(TEXTS)).min() >= 0.99999
 
 
-def test_shipped_adapter_loads_with_plain_peft(tmp_path):
+def test_shipped_adapter_loads_with_plain_peft(shipped_export):
     """Plain peft gives the workbench's last hidden states: the shipped adapter on the causal LM, the exported
     ``adapter/`` on ``AutoModel``."""
     from peft import PeftModel
@@ -108,8 +115,7 @@ def test_shipped_adapter_loads_with_plain_peft(tmp_path):
         causal = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), ADAPTER).eval()
         got = causal.get_base_model().model(**inputs).last_hidden_state
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-        out = tmp_path / "kept"
-        export(str(ADAPTER), out)
+        out = shipped_export
         bare = PeftModel.from_pretrained(AutoModel.from_pretrained(out), out / "adapter").eval()
         torch.testing.assert_close(bare(**inputs).last_hidden_state, expected, rtol=1e-4, atol=1e-4)
 

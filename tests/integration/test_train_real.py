@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from core.encoder import Encoder
-from core.pairs import build_pairs, write_pairs
+from core.pair_files import write_pairs
+from core.pairs import build_pairs
 from core.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.integration

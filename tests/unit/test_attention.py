@@ -16,6 +16,7 @@ from analysis.attention import (
     query_title,
     query_token_for,
     role_shares,
+    share_cis,
     shift_report,
     token_bars,
 )
@@ -292,3 +293,65 @@ def test_attention_view_without_an_adapter_has_no_difference(tiny_model_dir):
     encoder = Encoder(str(tiny_model_dir), prompt="cluster", pooling="last", cache=False, precision="fp32")
     view = attention_view(encoder, TEXTS[0])
     assert set(view.matrices) == {"base"} and view.difference is None
+
+
+# ----- methods: echo's first copy, token prepending's placeholder
+
+
+def _method_cli(tiny_model_dir, tmp_path, *extra: str) -> list[str]:
+    """``_cli`` without its ``--prompt cluster``: echo and tp bring their own template."""
+    argv = _cli(tiny_model_dir, tmp_path, *extra)
+    at = argv.index("--prompt")
+    return argv[:at] + argv[at + 2 :]
+
+
+@pytest.mark.parametrize(("method", "category"), [("plain", None), ("echo", "first_copy"), ("tp:1-2", "placeholder")])
+def test_method_categories_carry_the_pooled_tokens_attention(tiny_encoder_factory, method, category):
+    encoder = tiny_encoder_factory(method=method, pooling="last")
+    corpus = capture_corpus(encoder, TEXTS, use_adapter=False)
+    cis = share_cis(corpus, n_boot=200)
+    assert set(cis) == set(CATEGORIES)
+    for name in ("first_copy", "placeholder"):
+        overall = cis[name]["all_layers"]
+        if name == category:  # the last token reads the first copy (echo) or the placeholder (tp)
+            assert overall["ci_low"] > 0 and overall["ci_low"] <= overall["mean"] <= overall["ci_high"]
+            assert len(cis[name]["per_layer"]["mean"]) == corpus.items[0].rows.shape[0]
+        else:  # no such token under this method
+            assert overall["mean"] == 0 and overall["ci_high"] == 0
+    raw = role_shares(corpus)
+    assert np.allclose(raw.sum(-1), 1.0, atol=1e-5)
+
+
+def test_the_report_under_echo_records_the_method_and_its_share(tiny_model_dir, tmp_path, capsys):
+    assert main(_method_cli(tiny_model_dir, tmp_path, "--attribution-n", "0", "--method", "echo")) == 0
+    printed = capsys.readouterr().out
+    assert "echo: pooled token's share on first_copy" in printed
+    report = json.loads((tmp_path / "report" / "attention_report.json").read_text())
+    assert report["settings"]["method"] == "echo" and report["settings"]["prompt"].count("{text}") == 2
+    share = report["method_share"]
+    assert share["category"] == "first_copy" and share["base"]["mean"] > 0
+    assert report["shares_ci"]["base"]["first_copy"]["all_layers"] == share["base"]
+
+
+def test_the_plain_report_has_shares_with_cis_and_no_method_share(tiny_model_dir, tmp_path):
+    config = AttentionReportConfig(
+        model=str(tiny_model_dir), task=str(_texts_file(tmp_path)), n=4, out=str(tmp_path / "r"),
+        bootstrap=50, bench_n=2, attribution_n=0, examples=("a man is driving a car",),
+    )  # fmt: skip
+    report = run_report(config)
+    assert report["settings"]["method"] == "plain" and "method_share" not in report
+    assert report["shares_ci"]["base"]["first_copy"]["all_layers"]["mean"] == 0
+    assert report["shares_ci"]["base"]["content"]["all_layers"]["mean"] > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "metaeol"], "attention follows one wrapped text"),
+        (["--method", "echo", "--prompt", "cluster"], "needs {text} exactly twice"),
+        (["--method", "tp:1-9"], "outside this model's 3 decoder layers"),
+    ],
+)
+def test_a_method_attention_cannot_follow_is_a_clear_error(tiny_model_dir, tmp_path, capsys, extra, message):
+    assert run_cli(main, _method_cli(tiny_model_dir, tmp_path, *extra)) == 2
+    assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -222,3 +223,111 @@ def test_corrupt_entry_is_detected_recomputed_and_repaired(cached_encoder, tiny_
 def test_empty_list_with_a_cache(cached_encoder):
     vectors = cached_encoder.encode([])
     assert vectors.shape == (0, cached_encoder.dim) and vectors.dtype == np.float32
+
+
+# ----- a damaged or busy cache file never fails an embedding
+
+
+def _filled(path: Path, count: int = 2000) -> np.ndarray:
+    vectors = np.random.default_rng(1).standard_normal((count, 16)).astype(np.float32)
+    cache = EmbeddingCache(path)
+    cache.put_many("s", [f"t{i}" for i in range(count)], vectors)
+    cache.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, as after a clean exit
+    db.close()
+    return vectors
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "directory":
+        path.mkdir()
+        return
+    if how == "not-a-database":
+        path.write_text("these are not the vectors you are looking for\n" * 50)
+        return
+    if how == "random-bytes":
+        path.write_bytes(np.random.default_rng(2).bytes(64 * 1024))
+        return
+    _filled(path)
+    size = path.stat().st_size
+    if how == "truncated":
+        os.truncate(path, size // 2)
+    else:  # one region in the middle overwritten
+        with path.open("r+b") as handle:
+            handle.seek(size // 2)
+            handle.write(np.random.default_rng(3).bytes(8192))
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten-mid-file", "random-bytes", "not-a-database", "directory"])
+def test_a_damaged_file_is_set_aside_and_a_fresh_cache_started(tmp_path, caplog, how):
+    path = tmp_path / "embeddings.sqlite"
+    _damage(path, how)
+    cache = EmbeddingCache(path)
+    texts = [f"t{i}" for i in range(2000)]
+    found = cache.get_many("s", texts)  # damage deeper in the file shows on first use, not at open
+    cache.put_many("s", ["new"], np.ones((1, 16), dtype=np.float32))
+    assert cache.enabled and len(cache.set_aside) == 1 and found == {}
+    aside = cache.set_aside[0]
+    assert aside.name.startswith("embeddings.sqlite.corrupt-") and aside.exists()
+    assert path.is_file() and path != aside
+    np.testing.assert_array_equal(cache.get_many("s", ["new"])[0], np.ones(16, dtype=np.float32))
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert str(path) in warning and str(aside) in warning
+
+
+def test_a_healthy_file_is_not_set_aside(tmp_path):
+    path = tmp_path / "embeddings.sqlite"
+    vectors = _filled(path, 50)
+    cache = EmbeddingCache(path)
+    found = cache.get_many("s", [f"t{i}" for i in range(50)])
+    assert cache.set_aside == [] and len(found) == 50
+    np.testing.assert_array_equal(found[49], vectors[49])
+
+
+def test_a_locked_cache_is_waited_for_then_skipped(tmp_path, caplog):
+    path = tmp_path / "embeddings.sqlite"
+    _filled(path, 5)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        cache = EmbeddingCache(path, timeout=0.2)
+        assert not cache.enabled
+        assert cache.get_many("s", ["t0"]) == {}
+        cache.put_many("s", ["x"], np.ones((1, 16), dtype=np.float32))  # a no-op, not an error
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "locked by another process" in caplog.text and str(path) in caplog.text
+    assert len(EmbeddingCache(path).get_many("s", ["t0", "x"])) == 1  # the file was left as it was
+
+
+def test_the_timeout_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDDING_LENS_CACHE_TIMEOUT", "2.5")
+    assert EmbeddingCache(tmp_path / "c.sqlite").timeout == 2.5
+
+
+def test_corrupt_entries_are_reported_with_their_count(tmp_path, caplog):
+    path = tmp_path / "c.sqlite"
+    cache = EmbeddingCache(path)
+    cache.put_many("s", ["a", "b", "c"], np.ones((3, 3), dtype=np.float32))
+    for text in ("a", "c"):
+        overwrite_blob(path, EmbeddingCache.entry_key("s", text), b"\x00" * 12)
+    assert set(cache.get_many("s", ["a", "b", "c"])) == {1}
+    assert "2 corrupt entries" in caplog.text
+
+
+def test_truncation_is_counted_and_warned_on_cache_hits(tiny_encoder_factory, tmp_path, forward_counter):
+    encoder = tiny_encoder_factory(cache=EmbeddingCache(tmp_path / "c.sqlite"), max_length=16)
+    texts = ["The red dog runs quickly in the garden near the old house with a happy child. " * 3, "A cat sleeps."]
+    with pytest.warns(UserWarning, match="1 of 2 texts exceeded"):
+        computed = encoder.encode(texts)
+    assert encoder.last_truncated == 1
+    with forward_counter(encoder.loaded.backbone) as counter, pytest.warns(UserWarning, match="1 of 2 texts exceeded"):
+        served = encoder.encode(texts)
+    assert counter.calls == 0 and encoder.last_truncated == 1
+    np.testing.assert_array_equal(served, computed)
+    with forward_counter(encoder.loaded.backbone) as counter, pytest.warns(UserWarning, match="1 of 3 texts exceeded"):
+        encoder.encode([*texts, "A new short one."])  # one computed, two served: still one truncated
+    assert counter.rows == 1 and encoder.last_truncated == 1

@@ -548,3 +548,27 @@ def test_run_grid_validates_before_loading(tmp_path):
     config = GridConfig([ModelSpec("smollm2-135m")], ["no placeholder"], ["mean"], ["-1"], ["trec-coarse"], tmp_path)
     with pytest.raises(GridError, match="placeholder"):
         run_grid(config)
+
+
+def test_two_processes_score_the_same_cells_as_one(tiny_model_dir, labelled_csv, tmp_path):
+    """torchrun with 2 CPU processes (gloo): the groups split across ranks, rank 0 summarises every cell."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(cli(tiny_model_dir, str(labelled_csv), one)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "analysis.clustering", *cli(tiny_model_dir, str(labelled_csv), two), "--device", "cpu"]
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cells: 4 computed" in done.stdout  # rank 0 reports both ranks' cells
+
+    def scores(out: Path) -> dict[str, float]:
+        cells = [json.loads(path.read_text()) for path in cell_files(out)]
+        return {f"{c['prompt']['name']}/{c['pooling']}": c["scores"]["v_measure"] for c in cells}
+
+    assert scores(two) == pytest.approx(scores(one), abs=1e-6)
+    assert len(scores(two)) == 4 and (two / "summary.csv").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -85,6 +86,27 @@ def test_the_committed_local_track_summary_regenerates_identically(tmp_path):
     write_tables(tmp_path, folder_cells(LOCAL_TRACK, []))
     for name in ("summary.md", "summary.csv"):
         assert (tmp_path / name).read_text() == (LOCAL_TRACK / name).read_text(), name
+
+
+def test_quality_view_marks_the_baseline_and_the_adapter_gain_and_sorts():
+    from analysis.clustering import quality_view
+    from analysis.plots import clustering_bars
+
+    scores, _ = summary_tables(CELLS)
+    view = filter_rows(scores, variants=["m+a"])  # the base row is filtered out but still the reference
+    table = quality_view(scores, view)
+    roles = dict(zip(table["variant"], table["role"], strict=True))
+    assert roles == {"m+a": "adapter", "minilm": "baseline"}
+    gain = table.set_index("variant")["vs base"]
+    assert gain["m+a"] == pytest.approx(0.7 - 0.6) and math.isnan(gain["minilm"])
+    everything = quality_view(scores, filter_rows(scores), sort_by="vs base")
+    assert everything["variant"].iloc[0] == "m+a"  # the only row with a gain first, NaN last
+    assert list(quality_view(scores, filter_rows(scores), "r8", ascending=True)["r8"]) == [0.2, 0.3, 0.4, 0.6, 0.7]
+    with pytest.raises(ValueError, match="Cannot sort"):
+        quality_view(scores, view, sort_by="nope")
+    figure = clustering_bars(everything, baseline=0.4)
+    assert figure.layout.shapes[0].y0 == 0.4 and "baseline" in figure.layout.annotations[0].text
+    assert figure.layout.legend.title.text == "variant / pooling"
 
 
 def test_a_table_of_both_tracks_shows_each_tracks_average_beside_the_overall_one():

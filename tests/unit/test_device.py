@@ -96,3 +96,40 @@ def test_auto_fp16_is_kept_only_where_the_probe_agrees(tiny_loaded, monkeypatch,
         assert Encoder(tiny_loaded, precision="auto", cache=False).precision == expected
     finally:
         tiny_loaded.fp16_verdicts.clear()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this test needs a machine without CUDA")
+@pytest.mark.parametrize("cli", ["embed", "train", "clustering", "attention", "faithfulness"])
+def test_every_cli_refuses_an_absent_device_in_one_line(cli, tiny_model_dir, tmp_path, capsys):
+    """``--device cuda`` here: exit 2 and ``error: Device 'cuda' is not available ...; it has: cpu``."""
+    from core.errors import run_cli
+
+    model = str(tiny_model_dir)
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text,label\n" + "".join(f"text number {i},{i % 2}\n" for i in range(6)))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(f'{{"anchor": "a{i} b", "positive": "c{i} d"}}\n' for i in range(8)))
+    if cli == "embed":
+        from core.embed import main
+
+        argv = ["--model", model, "--input", str(texts), "--output", str(tmp_path / "v.npy")]
+    elif cli == "train":
+        from core.train import main
+
+        argv = ["--base-model", model, "--pairs", str(pairs), "--out", str(tmp_path / "adapter"), "--batch-size", "4"]
+    elif cli == "clustering":
+        from analysis.clustering.__main__ import main
+
+        argv = ["--models", model, "--tasks", str(texts), "--out", str(tmp_path / "grid"), "--no-baseline", "--quiet"]
+    elif cli == "attention":
+        from analysis.attention.report import main
+
+        argv = ["--model", model, "--task", str(texts), "--out", str(tmp_path / "report")]
+    else:
+        from analysis.faithfulness import main
+
+        argv = ["--model", model, "--tasks", "trec-fine", "--out", str(tmp_path / "faithfulness")]
+    assert run_cli(main, [*argv, "--device", "cuda"]) == 2
+    error = capsys.readouterr().err
+    assert "error: Device 'cuda' is not available on this machine; it has: cpu" in error, error
+    assert "Traceback" not in error

@@ -89,3 +89,18 @@ def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
     base, tuned = encoder.encode_pair(sample_texts)
     np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=False), base)
     np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=True), tuned)
+
+
+@pytest.mark.parametrize("method", ["echo", "tp:1-3", "tp:0-1", "ensemble:eol+summarize"])
+def test_pair_keeps_the_method(top_layer_encoder, sample_texts, method):
+    """Echo's pooled span, token prepending's hooks (below and inside the adapter's layers) and an ensemble's
+    average carry over to the shared trunk: equal to two separate passes with the method."""
+    encoder = top_layer_encoder.with_settings(method=method)
+    combos = [("mean", -1), ("last", -1), ("mean", 2)]
+    base, tuned = encoder.encode_grid_pair(sample_texts, combos)
+    for use_adapter, pair in ((False, base), (True, tuned)):
+        alone = encoder.encode_grid(sample_texts, combos, use_adapter=use_adapter)
+        for combo in alone:
+            np.testing.assert_allclose(pair[combo], alone[combo], atol=1e-5, rtol=0)
+    plain = top_layer_encoder.with_settings(method="plain").encode_grid(sample_texts, combos, use_adapter=True)
+    assert np.abs(plain[("mean", "-1")] - tuned[("mean", "-1")]).max() > 1e-3  # the method did change the vectors

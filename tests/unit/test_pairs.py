@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
+from core import pair_guard
+from core.errors import PairFileError, run_cli
+from core.pair_files import read_pairs
 from core.pairs import (
-    PairFileError,
+    QualitySettings,
     augment,
     build_pairs,
     clean_paraphrase,
@@ -15,7 +19,7 @@ from core.pairs import (
     generate_paraphrases,
     main,
     paraphrase_verdict,
-    read_pairs,
+    report_path,
 )
 
 
@@ -84,12 +88,13 @@ def test_cli_writes_augment_and_dropout_pairs(tmp_path, capsys):
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(f"sentence number {i} about cats and dogs and cars" for i in range(12)) + "\n\n")
     out = tmp_path / "aug.jsonl"
-    assert main(["--source", str(source), "--method", "augment", "--n", "8", "--out", str(out)]) == 0
+    argv = ["--source", str(source), "--method", "augment", "--n", "8", "--out", str(out), "--check-tracks", "off"]
+    assert main(argv) == 0
     assert "kept" in capsys.readouterr().out
     rows = read_pairs(out)
     assert len(rows) <= 8 and all(r["method"] == "augment" and r["source"] == str(source) for r in rows)
     out2 = tmp_path / "drop.jsonl"
-    assert main(["--source", str(source), "--method", "dropout", "--out", str(out2)]) == 0
+    assert main(["--source", str(source), "--method", "dropout", "--out", str(out2), "--check-tracks", "off"]) == 0
     rows = read_pairs(out2)
     assert len(rows) == 12 and all(r["anchor"] == r["positive"] for r in rows)
     again, _ = build_pairs("file", str(out2), n=5)
@@ -97,12 +102,13 @@ def test_cli_writes_augment_and_dropout_pairs(tmp_path, capsys):
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):
-    assert main(["--source", str(tmp_path / "missing.txt"), "--method", "augment", "--out", str(tmp_path / "o")]) == 2
+    argv = ["--source", str(tmp_path / "missing.txt"), "--method", "augment", "--out", str(tmp_path / "o")]
+    assert run_cli(main, argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err
+    assert err.startswith("error:") and "\n" not in err and "quotes" in err  # names the pair sources
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"anchor": "x"}\n')
-    assert main(["--source", str(bad), "--method", "file", "--out", str(tmp_path / "o")]) == 2
+    assert run_cli(main, ["--source", str(bad), "--method", "file", "--out", str(tmp_path / "o")]) == 2
     assert "line 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -114,3 +120,64 @@ def test_crop_views_are_disjoint_windows_of_one_document():
     assert len(a) == len(p) == 20
     assert set(a) <= set(words[:50]) and set(p) <= set(words[50:])
     assert crop("too short to crop twice", random.Random(0)) is None
+
+
+def test_read_pairs_keeps_an_optional_negative_and_checks_it(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"anchor": "a", "positive": "b", "negative": "c"}\n{"anchor": "d", "positive": "e"}\n')
+    assert [p.get("negative") for p in read_pairs(path)] == ["c", None]
+    path.write_text('{"anchor": "a", "positive": "b", "negative": ""}\n')
+    with pytest.raises(PairFileError, match="line 1: 'negative' is optional"):
+        read_pairs(path)
+
+
+def test_report_path_sits_beside_the_pairs(tmp_path):
+    assert report_path(tmp_path / "mix.jsonl") == tmp_path / "mix.report.json"
+
+
+def test_paraphrase_pipeline_reports_every_drop(tiny_model_dir, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(f"the {w} dog runs in the park with a ball" for w in ("red", "old", "small", "happy")))
+    tiny = str(tiny_model_dir)
+    quality = QualitySettings(encoder_model=tiny, negatives=True, track_check="off")
+    pairs, report = build_pairs("paraphrase", str(source), 4, model_name=tiny, show_progress=False, quality=quality)
+    details = report.details
+    dropped = sum(step["dropped"] for step in details["counts"]["steps"])
+    assert details["counts"]["source_texts"] == 4 and dropped + len(pairs) == 4 == report.kept + sum(
+        report.dropped.values()
+    )
+    assert details["generator"]["model"] == tiny and details["filters"]["max_similarity"] == 0.95
+    assert details["sources"] == [{"source": str(source), "sampled": 4}]
+    assert details["method"] == "paraphrase" and details["negatives"]["mined"] <= len(pairs)
+    json.dumps(details)
+
+
+def test_cli_writes_report_with_negatives(tiny_model_dir, tmp_path):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(f"sentence {i} tells of cats and dogs and {i} cars" for i in range(10)))
+    out = tmp_path / "aug.jsonl"
+    argv = ["--source", str(source), "--method", "augment", "--out", str(out), "--negatives",
+            "--encoder-model", str(tiny_model_dir), "--negative-floor", "-1", "--negative-ceiling", "1",
+            "--check-tracks", "off"]  # fmt: skip
+    assert main(argv) == 0
+    pairs = read_pairs(out)
+    assert pairs and all(p["negative"] not in (p["anchor"], p["positive"]) for p in pairs)
+    report = json.loads(report_path(out).read_text())
+    assert report["negatives"]["mined"] == len(pairs) and report["filters"] is None  # augment: no filters
+    assert report["track_overlap"] is None
+
+
+def test_strict_track_check_refuses_overlapping_pairs(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        pair_guard,
+        "_task_fingerprint",
+        lambda name, data_dir, span: pair_guard.fingerprint_texts(name, ["Who wrote Hamlet ?"]),
+    )
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"anchor": "Who wrote Hamlet?", "positive": "Hamlet was written by whom?"}\n')
+    quality = QualitySettings(similarity=False, track_check="strict")
+    with pytest.raises(PairFileError, match="refused for the shipped recipe"):
+        build_pairs("file", str(pairs), None, quality=quality)
+    _, report = build_pairs("file", str(pairs), None, quality=QualitySettings(similarity=False, track_check="warn"))
+    assert report.details["track_overlap"]["overlapping_pairs"] == 1
+    assert report.details["track_overlap"]["exact"] == dict.fromkeys(pair_guard.evaluation_tasks(), 1)

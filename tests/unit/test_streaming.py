@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserFileError, run_cli
-from core.streaming import ShardStore, iter_text_chunks
+from core.streaming import ShardStore, iter_text_chunks, shard_folder
 from tests.conftest import english_like_sentences
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,15 +43,21 @@ def test_every_format_reads_in_order_in_chunks(tmp_path, corpus):
         assert [t for c in chunks for t in c] == corpus, suffix
 
 
-def test_reader_errors_name_the_fix(tmp_path):
+def test_reader_errors_are_user_file_errors(tmp_path):
+    """The chunks come from core.data.user_files.iter_texts: its messages (tested there), LensErrors."""
+    from core.errors import ConfigError, LensError
+
     (tmp_path / "a.csv").write_text("id,body\n1,hello\n")
-    with pytest.raises(UserFileError, match=r"no column 'text'; its columns are: id, body\. Pass --text-column"):
+    with pytest.raises(UserFileError, match=r"no column 'text'; its columns are: id, body\..*--text-column NAME"):
         list(iter_text_chunks(tmp_path / "a.csv"))
     (tmp_path / "b.txt").write_text("\n  \n")
-    with pytest.raises(UserFileError, match="no non-empty texts"):
+    with pytest.raises(UserFileError, match="has no non-empty lines") as error:
         list(iter_text_chunks(tmp_path / "b.txt"))
-    with pytest.raises(UserFileError, match="does not exist"):
+    assert isinstance(error.value, LensError)
+    with pytest.raises(UserFileError, match="no such file"):
         list(iter_text_chunks(tmp_path / "none.txt"))
+    with pytest.raises(ConfigError, match="chunk-size 0"):
+        list(iter_text_chunks(tmp_path / "b.txt", chunk_size=0))
 
 
 def _embed(model_dir: Path, source: Path, output: Path, *extra: str) -> int:
@@ -68,7 +74,7 @@ def test_stream_equals_in_memory_encode(tiny_model_dir, tiny_encoder, tmp_path, 
         output = tmp_path / f"out-{suffix}.npy"
         assert _embed(tiny_model_dir, paths[suffix], output) == 0
         np.testing.assert_allclose(np.load(output), reference, atol=1e-6)
-        assert not output.with_name(output.name + ".parts").exists()  # shards removed once assembled
+        assert not shard_folder(output).exists()  # shards removed once assembled
         meta = json.loads(output.with_suffix(".json").read_text())
         assert meta["shape"] == [len(corpus), reference.shape[1]] and meta["processes"] == 1
 
@@ -90,14 +96,15 @@ def test_killed_run_resumes_only_missing_chunks(tiny_model_dir, tmp_path, corpus
         if len(written) == 2:
             raise KeyboardInterrupt
 
-    output = tmp_path / "out.npy"
+    output = tmp_path / "out" / "out.npy"
     monkeypatch.setattr(ShardStore, "write", write_then_die)
     assert _embed(tiny_model_dir, source, output) == 130
-    assert not output.exists() and len(list(output.with_name("out.npy.parts").glob("*.json"))) == 2
+    parts = shard_folder(output)
+    assert len(list(parts.glob("*.json"))) == 2
+    assert list(output.parent.iterdir()) == []  # the shards wait under the cache root, not beside the output
     monkeypatch.setattr(ShardStore, "write", original)
 
     # A shard of the same chunk from other settings (another run key) is redone, not mixed in.
-    parts = output.with_name("out.npy.parts")
     ShardStore(parts, "another-run-key").write(1, "digest", np.ones((4, 32), np.float32), 0)
 
     computed: list[int] = []
@@ -116,7 +123,7 @@ def test_killed_run_resumes_only_missing_chunks(tiny_model_dir, tmp_path, corpus
 def test_corrupt_shard_is_redone(tiny_model_dir, tmp_path, corpus, monkeypatch):
     source = _write_inputs(tmp_path / "in", corpus)["txt"]
     output = tmp_path / "out.npy"
-    parts = output.with_name("out.npy.parts")
+    parts = shard_folder(output)
     original = ShardStore.write
     count = []
 

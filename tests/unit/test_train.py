@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import core.train
 from core.adapters import ADAPTER_METADATA, read_adapter, render_card
-from core.pairs import PairFileError
-from core.train import TrainConfig, Trainer, TrainError, info_nce, main
+from core.errors import PairFileError, run_cli
+from core.train import TrainConfig, Trainer, TrainError, clean_pairs, info_nce, main
 
 WORDS = [
     "the",
@@ -70,6 +73,8 @@ def pair_file(tmp_path_factory) -> Path:
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 14))]
         positive = words[:]
         rng.shuffle(positive)
+        if positive == words:  # an anchor equal to its positive would be dropped as a trivial pair
+            positive.append("too")
         lines.append(json.dumps({"anchor": " ".join(words), "positive": " ".join(positive), "source": "t", "id": i}))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -250,18 +255,148 @@ def test_interrupted_and_resumed_run_ends_at_the_same_adapter(tiny_dir, pair_fil
     trainer = Trainer(make_config(tiny_dir, pair_file, **settings), resumed, resume=True)
     assert trainer.step == 3
     trainer.train()
-    assert max_diff(lora_weights(straight), lora_weights(resumed)) <= 1e-6
+    assert max_diff(lora_weights(straight), lora_weights(resumed)) == 0
     steps = [json.loads(line)["step"] for line in (resumed / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_resume_with_another_config_names_the_difference(tiny_dir, pair_file, tmp_path):
+RESUME_SETTINGS = dict(steps=5, lora_dropout=0.2, micro_batch_size=5, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_dir, pair_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "adapter"
+    Trainer(make_config(tiny_dir, pair_file, **RESUME_SETTINGS), out).train()
+    return out
+
+
+def resume_to_the_end(tiny_dir, pair_file, out: Path, at_step: int) -> None:
+    trainer = Trainer(make_config(tiny_dir, pair_file, **RESUME_SETTINGS), out, resume=True)
+    assert trainer.step == at_step
+    trainer.train()
+
+
+def test_ctrl_c_in_the_middle_of_a_step_resumes_bit_identically(tiny_dir, pair_file, straight_run, tmp_path):
+    """Issue 16 #3: a Ctrl-C that lands while step 4 draws its dropout masks (gradient caching, micro-batches)."""
     out = tmp_path / "run"
-    Trainer(make_config(tiny_dir, pair_file, steps=2, checkpoint_every=1), out).train()
-    with pytest.raises(TrainError, match=r"temperature: checkpoint 0\.2 vs now 0\.1"):
-        Trainer(make_config(tiny_dir, pair_file, steps=2, checkpoint_every=1, temperature=0.1), out, resume=True)
+    trainer = Trainer(make_config(tiny_dir, pair_file, **RESUME_SETTINGS), out)
+    embed, calls_in_step_4 = trainer.embed, []
+
+    def embed_then_interrupt(items):
+        if trainer.step == 3:
+            calls_in_step_4.append(1)
+            if len(calls_in_step_4) == 6:  # after the no-gradient pass, inside the replayed one
+                raise KeyboardInterrupt
+        return embed(items)
+
+    trainer.embed = embed_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert (out / "checkpoints" / "step-000003").is_dir()
+    resume_to_the_end(tiny_dir, pair_file, out, at_step=3)
+    assert max_diff(lora_weights(straight_run), lora_weights(out)) == 0
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_sigint_during_the_update_waits_for_the_step_to_end(tiny_dir, pair_file, straight_run, tmp_path):
+    """A real SIGINT sent while the optimizer updates the weights: the step completes, then the run stops."""
+    out = tmp_path / "run"
+    trainer = Trainer(make_config(tiny_dir, pair_file, **RESUME_SETTINGS), out)
+
+    def sigint_in_step_2(optimizer, args, kwargs):
+        if trainer.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trainer.optimizer.register_step_pre_hook(sigint_in_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.step == 2 and (out / "checkpoints" / "step-000002").is_dir()
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+    resume_to_the_end(tiny_dir, pair_file, out, at_step=2)
+    assert max_diff(lora_weights(straight_run), lora_weights(out)) == 0
+
+
+def no_model_load(monkeypatch) -> None:
+    """Resume checks must fail before the model loads (16 s for the real one)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the resume was checked")
+
+    monkeypatch.setattr(core.train, "load_model", refuse)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tiny_dir, pair_file, tmp_path_factory) -> Path:
+    """Checkpoints at steps 2 and 4 of a run stopped after step 4 (its pairs file copied beside it)."""
+    root = tmp_path_factory.mktemp("interrupted")
+    pairs = root / "pairs.jsonl"
+    pairs.write_bytes(pair_file.read_bytes())
+
+    def stop(result):
+        if result.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), root / "run").train(callback=stop)
+    return root
+
+
+def copy_run(interrupted_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    shutil.copytree(interrupted_run, tmp_path / "copy")
+    return tmp_path / "copy" / "run", tmp_path / "copy" / "pairs.jsonl"
+
+
+def test_resume_with_another_config_names_the_difference(tiny_dir, interrupted_run, tmp_path, monkeypatch):
+    out, pairs = copy_run(interrupted_run, tmp_path)
+    no_model_load(monkeypatch)
+    changed = {**RESUME_SETTINGS, "temperature": 0.1, "lr": 0.5}
+    with pytest.raises(TrainError, match=r"temperature: checkpoint 0\.2 vs now 0\.1") as error:
+        Trainer(make_config(tiny_dir, pairs, **changed), out, resume=True)
+    assert "lr: checkpoint 0.01 vs now 0.5" in str(error.value) and "new --out" in str(error.value)
     with pytest.raises(TrainError, match="--resume"):
-        Trainer(make_config(tiny_dir, pair_file, steps=2), out)
+        Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out)
+
+
+def test_resume_after_the_pairs_file_changed_is_refused(tiny_dir, interrupted_run, tmp_path, monkeypatch):
+    """Issue 16 #5: same path, other content -> refused, naming the file and the way out."""
+    out, pairs = copy_run(interrupted_run, tmp_path)
+    original = pairs.read_text()
+    pairs.write_text(original.replace("the", "a"))
+    with monkeypatch.context() as patch:
+        no_model_load(patch)
+        with pytest.raises(TrainError, match=r"pairs file .*pairs\.jsonl is not the one trained on") as error:
+            Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
+    assert "sha256" in str(error.value) and "start fresh" in str(error.value)
+    # Content, not path: the same pairs under another name resume, and the card names the file used.
+    pairs.write_text(original)
+    moved = pairs.rename(pairs.with_name("moved.jsonl"))
+    trainer = Trainer(make_config(tiny_dir, moved, **RESUME_SETTINGS), out, resume=True)
+    assert trainer.step == 4
+    card = trainer.train()
+    assert card["data"]["file"] == str(moved)
+    assert card["data"]["sha256"] == core.train.hashlib.sha256(moved.read_bytes()).hexdigest()
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_older_one(tiny_dir, interrupted_run, tmp_path, caplog):
+    """Issue 16 #7: the newest checkpoint truncated -> a warning, resume from the one before; none -> TrainError."""
+    out, pairs = copy_run(interrupted_run, tmp_path)
+    checkpoints = out / "checkpoints"
+    newest = checkpoints / "step-000004" / "adapter_model.safetensors"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="core.train"):
+        trainer = Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
+    assert trainer.step == 2
+    assert "step-000004" in caplog.text and "resuming from step-000002" in caplog.text
+    assert not (checkpoints / "step-000004").exists() and len(list(checkpoints.glob("damaged-step-000004-*"))) == 1
+    del trainer
+
+    older = checkpoints / "step-000002" / "trainer_state.pt"
+    older.write_bytes(older.read_bytes()[:100])
+    with pytest.raises(TrainError, match=r"no usable checkpoint .*step-000002 .*Start fresh"):
+        Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
 
 
 # ----- bad input
@@ -280,10 +415,54 @@ def test_bad_inputs_fail_with_clear_messages(tiny_dir, pair_file, tmp_path):
     bad.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a"\n')
     with pytest.raises(PairFileError, match="line 2"):
         Trainer(make_config(tiny_dir, bad), tmp_path / "d")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(TrainError, match=r"cannot create --out .*choose a writable folder"):
+        Trainer(make_config(tiny_dir, pair_file), not_a_folder / "out")
     same = tmp_path / "same.jsonl"
-    same.write_text("".join(json.dumps({"anchor": f"the cat {w}", "positive": f"the cat {w}"}) + "\n" for w in WORDS))
+    views = [{"anchor": f"the cat {w}", "positive": f"the cat {w}", "method": "dropout"} for w in WORDS]
+    same.write_text("".join(json.dumps(row) + "\n" for row in views))
     with pytest.raises(TrainError, match="lora-dropout"):
         Trainer(make_config(tiny_dir, same), tmp_path / "e")
+
+
+def test_degenerate_pairs_are_dropped_and_counted_or_refused(tiny_dir, pair_file, tmp_path, caplog):
+    """Issue 16 #4: sixteen identical pairs trained at loss ln(batch) and wrote an adapter."""
+    sixteen = tmp_path / "sixteen.jsonl"
+    sixteen.write_text((json.dumps({"anchor": "the cat runs", "positive": "a cat runs"}) + "\n") * 16)
+    with pytest.raises(TrainError, match=r"only 1 usable pair\(s\) .*15 duplicate pair\(s\).*lower --batch-size"):
+        Trainer(make_config(tiny_dir, sixteen), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    # Without "method": "dropout", an anchor equal to its positive is a trivial positive: dropped.
+    echoes = tmp_path / "echoes.jsonl"
+    echoes.write_text("".join(json.dumps({"anchor": f"the cat {w}", "positive": f"the cat {w}"}) + "\n" for w in WORDS))
+    with pytest.raises(TrainError, match=r"only 0 usable .*35 pair\(s\) whose anchor equals the positive.*dropout"):
+        Trainer(make_config(tiny_dir, echoes), tmp_path / "b")
+    # A few duplicates and echoes among good pairs: dropped, said, counted in the card.
+    rows = [json.loads(line) for line in pair_file.read_text().splitlines()]
+    mixed = tmp_path / "mixed.jsonl"
+    extra = [rows[0], rows[1], {"anchor": "same text", "positive": "same text"}]
+    mixed.write_text("".join(json.dumps(row) + "\n" for row in rows + extra))
+    with caplog.at_level(logging.WARNING, logger="core.train"):
+        trainer = Trainer(make_config(tiny_dir, mixed, steps=1), tmp_path / "c")
+    assert len(trainer.pairs) == 40
+    assert "dropped 2 duplicate pair(s)" in caplog.text and "dropped 1 pair(s) whose anchor" in caplog.text
+    card = trainer.train()
+    assert (card["data"]["pairs"], card["data"]["duplicates_dropped"], card["data"]["identical_dropped"]) == (40, 2, 1)
+
+
+def test_clean_pairs_keeps_dropout_views_and_first_occurrences():
+    pairs = [
+        {"anchor": "a", "positive": "b", "id": 1},
+        {"anchor": "a", "positive": "b", "id": 2},
+        {"anchor": "b", "positive": "a", "id": 3},
+        {"anchor": "c", "positive": "c", "method": "dropout"},
+        {"anchor": "c", "positive": "c", "method": "dropout"},
+        {"anchor": "d", "positive": "d", "method": "augment"},
+    ]
+    kept, dropped = clean_pairs(pairs)
+    assert [p.get("id", p["anchor"]) for p in kept] == [1, 3, "c"]
+    assert (dropped.duplicates, dropped.identical) == (2, 1)
 
 
 def test_long_pairs_are_truncated_and_counted(tiny_dir, tmp_path):
@@ -297,7 +476,8 @@ def test_long_pairs_are_truncated_and_counted(tiny_dir, tmp_path):
 
 
 def test_cli_errors_are_one_line_and_exit_2(tiny_dir, pair_file, tmp_path, capsys):
-    code = main(
+    code = run_cli(
+        main,
         [
             "--out",
             str(tmp_path / "x"),
@@ -308,13 +488,13 @@ def test_cli_errors_are_one_line_and_exit_2(tiny_dir, pair_file, tmp_path, capsy
             "--batch-size",
             "1",
             "--no-progress",
-        ]
+        ],
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "\n" not in err
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"lora_rank": 8}))
-    assert main(["--out", str(tmp_path / "y"), "--config", str(config)]) == 2
+    assert run_cli(main, ["--out", str(tmp_path / "y"), "--config", str(config)]) == 2
     assert "unknown keys: lora_rank" in capsys.readouterr().err
 
 

@@ -6,10 +6,19 @@ import json
 import time
 
 import pytest
+from safetensors.torch import load_file
 
 from core.errors import ConfigError, TrainError
 from core.train import _parser
-from core.train_jobs import TrainingRequest, job_status, read_train_log, start_training, stop_training
+from core.train_jobs import (
+    TrainingRequest,
+    can_resume,
+    job_status,
+    read_train_log,
+    resume_training,
+    start_training,
+    stop_training,
+)
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -58,12 +67,46 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     stop_training(folder)
     process.wait(timeout=120)
     assert job_status(folder).state == "stopped"
-    assert any((folder / "checkpoints").iterdir())
+    assert any((folder / "checkpoints").iterdir()) and can_resume(folder)  # resuming: the test below
 
     broken = tmp_path / "broken"
     start_training(broken, ["--pairs", str(tmp_path / "missing.jsonl"), "--base-model", str(tiny_model_dir)]).wait(120)
     status = job_status(broken)
     assert status.state == "failed" and "missing.jsonl" in status.message
+    assert not can_resume(broken)
+    with pytest.raises(TrainError, match="no checkpoint yet"):
+        resume_training(broken)
+
+
+def test_a_stopped_job_resumes_to_the_adapter_of_an_unstopped_one(tiny_model_dir, pair_file, tmp_path):
+    """Stop (SIGINT at whatever point the job is: mid-step, saving, logging), resume: bit-identical weights."""
+    # Dropout and micro-batches: the RNG draws of a step cut short must not leak into the checkpoint.
+    settings = [*options(tiny_model_dir, pair_file, 12), "--lora-dropout", "0.2", "--micro-batch-size", "3"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    first = start_training(straight, settings)
+    second = start_training(stopped, settings)
+    try:
+        wait_for(lambda: len(read_train_log(stopped)) >= 3)
+    except AssertionError:
+        first.kill(), second.kill()
+        raise
+    with pytest.raises(TrainError, match="running"):
+        resume_training(stopped)
+    stop_training(stopped)
+    assert second.wait(timeout=120) == 130
+    first.wait(timeout=600)
+    assert job_status(stopped).state == "stopped" and job_status(straight).state == "finished"
+    steps_at_stop = len(read_train_log(stopped))
+    assert 3 <= steps_at_stop < 12, "the stop should land mid-run"
+    assert resume_training(stopped).wait(timeout=600) == 0, (stopped / "job.log").read_text()[-2000:]
+    assert job_status(stopped).state == "finished"
+    assert [row["step"] for row in read_train_log(stopped)] == list(range(1, 13))
+    a, b = load_file(str(straight / "adapter_model.safetensors")), load_file(str(stopped / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    with pytest.raises(TrainError, match="finished"):
+        resume_training(stopped)
+    with pytest.raises(TrainError, match="no training job"):
+        resume_training(tmp_path / "nothing")
 
 
 # ----- the Adapters page's request

@@ -48,7 +48,7 @@ def test_user_json_list_of_objects(tmp_path):
 def test_user_missing_column_names_columns_and_option(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("sentence,topic\nhello,a\n")
-    with pytest.raises(ValueError, match=r"no column 'text'; its columns are: sentence, topic\. Pass text_column="):
+    with pytest.raises(ValueError, match=r"no column 'text'; its columns are: sentence, topic\. .*--text-column NAME"):
         load_user_file(path)
     with pytest.raises(ValueError, match=r"label_column=None"):
         load_user_file(path, text_column="sentence")
@@ -86,10 +86,10 @@ def test_unreadable_file_is_a_user_file_error(tmp_path, monkeypatch):
     path = tmp_path / "locked.csv"
     path.write_text("text\nhello\n")
 
-    def denied(self):
+    def denied(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(type(path), "read_bytes", denied)
+    monkeypatch.setattr(type(path), "open", denied)
     with pytest.raises(UserFileError, match=r"cannot read .*locked\.csv: Permission denied"):
         load_user_file(path)
 
@@ -127,3 +127,71 @@ def test_empty_latin1_and_columnless_files_say_what_is_wrong(tmp_path):
     path = save_upload("cols.csv", b"body,topic\nhello,a\n", tmp_path)
     with pytest.raises(ValueError, match="no column 'text'; its columns are: body, topic"):
         load_user_file(path, "text", "topic")
+
+
+# --- streaming: the same readers and messages, a batch of rows at a time -------------------------
+
+
+@pytest.mark.parametrize("ext", [".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_iter_texts_equals_load_user_file(tmp_path, monkeypatch, ext):
+    import core.data.user_files as user_files
+
+    monkeypatch.setattr(user_files, "BATCH_ROWS", 3)  # several batches from a small file
+    texts = [f"text number {i}" for i in range(10)]
+    path = tmp_path / f"d{ext}"
+    rows = [{"text": t, "n": i} for i, t in enumerate(texts)]
+    if ext == ".txt":
+        path.write_text("\n\n".join(texts) + "\n")
+    elif ext in (".csv", ".tsv"):
+        sep = "," if ext == ".csv" else "\t"
+        path.write_text("text" + sep + "n\n" + "".join(f"{t}{sep}{i}\n" for i, t in enumerate(texts)))
+    elif ext == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif ext == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_parquet(path)
+    assert list(user_files.iter_texts(path)) == texts
+    if ext != ".txt":
+        assert load_user_file(path, label_column=None).texts == texts
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("empty.csv", b"", "is empty"),
+        ("blank.jsonl", b"\n\n", "is empty"),
+        ("blank.csv", b"\n \n", "is empty"),
+        ("header.csv", b"text,label\n", "has no rows"),
+        ("bad.csv", b"text,label\ncaf\xe9,x\n", r"not UTF-8 \(byte 0xe9 at offset 14\)"),
+        ("bad.txt", b"one\ncaf\xe9\n", r"not UTF-8 \(byte 0xe9 at offset 7\)"),
+        ("bad.jsonl", b'{"text": "a"}\nnot json\n', "line 2: not valid JSON"),
+        ("cols.csv", b"body,topic\nhello,a\n", r"no column 'text'; its columns are: body, topic\..*--text-column NAME"),
+        ("cols.jsonl", b'{"body": "x"}\n', r"no column 'text'; its columns are: body\..*--text-column NAME"),
+        ("d.docx", b"text\nhello\n", "unsupported file type '.docx'"),
+        ("blank.txt", b"\n  \n", "has no non-empty lines"),
+        ("bad.parquet", b"not parquet", "cannot read"),
+    ],
+)
+def test_iter_texts_errors_are_load_user_files(tmp_path, name, body, message):
+    from core.data.user_files import iter_texts
+
+    path = tmp_path / name
+    path.write_bytes(body)
+    with pytest.raises(UserFileError, match=message):
+        list(iter_texts(path))
+
+
+def test_a_late_utf8_error_names_its_absolute_offset(tmp_path):
+    """The streaming reader fails mid-file at the same byte a whole-file decode names."""
+    from core.data.user_files import iter_texts
+
+    path = tmp_path / "late.csv"
+    head = b"text\n" + b"fine line\n" * 50_000
+    path.write_bytes(head + b"caf\xe9\n")
+    with pytest.raises(UserFileError, match=rf"byte 0xe9 at offset {len(head) + 3}\)"):
+        list(iter_texts(path))
+    with pytest.raises(UserFileError, match=rf"byte 0xe9 at offset {len(head) + 3}\)"):
+        load_user_file(path, label_column=None)

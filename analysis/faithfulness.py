@@ -1,0 +1,769 @@
+"""Which explanation to trust: deletion and insertion faithfulness of attention and attribution, base and adapter.
+
+Each explanation method ranks a text's content tokens (``core.roles`` CONTENT: the text's non-stopword,
+non-punctuation tokens; prompt, stopwords and punctuation are never ranked). Deletion removes them in that
+order, k = 1..K; insertion starts from the text with every content token removed and puts them back in
+order. After each step the pooled vector is compared with the original: ``1 - cosine``, and the change of
+the text's cosine to a partner (its nearest neighbour in the sample, by the same setting's vectors).
+
+Removal, not masking: a token is removed by cutting its character span out of the text string, and the
+shortened text is wrapped in the template again, so the prompt stays intact and the pooled (last) token
+is still the template's last token. Masking (a pad or mask token in place) would feed the model an input
+it never sees (SmolLM2 has no mask token, its pad is EOS), and attention-masking a position changes what
+the pooled token can read without a text that produced it. The remaining text is tokenized afresh, so
+neighbouring pieces may merge into different tokens; the curves measure what the model does with the
+shortened text, which is what a user would feed it.
+
+AOPC (area over the perturbation curve, Samek et al. 2017): deletion, the mean over k = 1..K of the
+distance from the original (higher: the ranking finds the tokens that matter first); insertion, the mean
+over k of how far the distance fell from the all-removed start (higher: putting the top tokens back
+restores the vector faster). A text with fewer than K content tokens has a truncated curve (its AOPC
+averages the steps it has; counted); a text without content tokens is skipped (counted).
+
+``run_report(FaithfulnessConfig(...))`` writes ``report.json`` and figures; per-text results are appended
+to ``records.jsonl`` under the config's hash, so a killed run resumes where it stopped.
+``python -m analysis.faithfulness`` is the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from analysis import plots
+from analysis.attention import capture_corpus, query_token_for
+from analysis.attribution import Attributor, _frozen
+from analysis.categories import query_index, sides
+from analysis.stats import paired_stats
+from core.capture import check_eager, resolve_layers
+from core.data import load_task, sample_items
+from core.device import DEVICE_HELP
+from core.encoder import Encoder, PreparedText
+from core.errors import ConfigError, run_cli
+from core.files import write_json
+from core.measure import peak_rss_mb
+from core.models import DEFAULT_MODEL, load_model
+from core.paths import REPO_ROOT
+from core.roles import Role
+
+log = logging.getLogger(__name__)
+
+Method = Literal["attention_last", "attention_peak", "rollout", "integrated_gradients", "gradient_x_input", "random"]
+METHODS: tuple[str, ...] = get_args(Method)
+Measure = Literal["deletion", "insertion", "sim_deletion", "sim_insertion"]
+MEASURES: tuple[str, ...] = get_args(Measure)
+REPORT_FILE = "report.json"
+RECORDS_FILE = "records.jsonl"
+ATTENTION_REPORT = REPO_ROOT / "results" / "attention" / "attention_report.json"
+# Where the shipped adapter's content-attention shift peaks (results/attention, 500 trec-fine texts).
+SMOLLM2_PEAK_LAYER = 24
+
+
+@dataclass(frozen=True)
+class FaithfulnessConfig:
+    """Everything a faithfulness run depends on; the CLI options map one to one onto these fields."""
+
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None  # LoRA adapter folder; without it base only
+    prompt: str | None = None  # default: the adapter's, else eol
+    pooling: str | None = None  # default: the adapter's, else last
+    tasks: tuple[str, ...] = ("trec-fine", "emoji-names")  # local or transfer tasks (core.data.load_task)
+    n: int = 300  # texts sampled per task
+    seed: int = 0
+    k: int = 8  # content tokens removed / inserted at most
+    methods: tuple[str, ...] = METHODS
+    random_seeds: int = 3  # orders of the random floor
+    peak_layer: int | None = None  # default: the attention report's peak, else 24 for SmolLM2, else the last
+    ig_steps: int = 16  # integrated-gradients steps (one Gauss-Legendre segment)
+    max_length: int = 128
+    chunk: int = 32  # texts scored and perturbed per batch (and per resume checkpoint)
+    bootstrap: int = 2000
+    out: str = "results/faithfulness"
+    png: bool = True  # PNG beside the HTML figures (needs chromium; HTML is always written)
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; not part of the digest
+
+    def check(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"Unknown method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}.")
+        if not self.methods:
+            raise ConfigError(f"No method given; choose from: {', '.join(METHODS)}.")
+        if self.k <= 0:
+            raise ConfigError(f"K must be at least 1 (content tokens removed per curve), got {self.k}.")
+        if self.n < 2:
+            raise ConfigError(f"--n must be at least 2 texts per task for the statistics, got {self.n}.")
+        if self.random_seeds < 1:
+            raise ConfigError(f"--random-seeds must be at least 1, got {self.random_seeds}.")
+        if self.chunk < 1 or self.ig_steps < 2:
+            raise ConfigError("--chunk must be >= 1 and --ig-steps >= 2.")
+
+    def digest(self) -> str:
+        """Hash of everything that changes a per-text result (not where it is written, nor the batching)."""
+        values = {k: v for k, v in asdict(self).items() if k not in ("out", "chunk", "bootstrap", "png", "device")}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+# ----- texts and their content tokens
+
+
+@dataclass(frozen=True)
+class ContentText:
+    """A text (as the encoder keeps it, cut to max_length) with its content tokens' positions and spans."""
+
+    text: str
+    item: PreparedText
+    positions: tuple[int, ...]  # token indices in ``item.input_ids``
+    spans: tuple[tuple[int, int], ...]  # character spans in ``text``
+    tokens: tuple[str, ...]
+
+    def without(self, removed: Sequence[int]) -> str:
+        """The text with the content tokens ``removed`` (indices into ``positions``) cut out."""
+        cut = sorted((self.spans[i] for i in removed), reverse=True)
+        text = self.text
+        for start, end in cut:
+            text = text[:start] + text[end:]
+        return text
+
+
+def content_text(encoder: Encoder, text: str) -> ContentText:
+    """Locate the content tokens of ``text`` in the encoder's own tokenization of the wrapped text."""
+    item = encoder.prepare([text])[0]
+    prefix, suffix = encoder.prompt.prefix, encoder.prompt.suffix
+    kept = item.wrapped[len(prefix) : len(item.wrapped) - len(suffix)]  # the text, cut where it was truncated
+    offsets = encoder.tokenizer(item.wrapped, return_offsets_mapping=True, add_special_tokens=True)["offset_mapping"]
+    positions, spans, tokens = [], [], []
+    for position, role in enumerate(item.roles):
+        if role != Role.CONTENT:
+            continue
+        start, end = offsets[position]
+        # A token glued across the text's edge (a quote and the first word) keeps only its text part.
+        span = (max(start - len(prefix), 0), min(end - len(prefix), len(kept)))
+        positions.append(position)
+        spans.append(span)
+        tokens.append(kept[span[0] : span[1]])
+    return ContentText(kept, item, tuple(positions), tuple(spans), tuple(tokens))
+
+
+def pooled_vectors(encoder: Encoder, texts: Sequence[str], use_adapter: bool) -> Float[np.ndarray, "texts hidden"]:
+    """Pooled vectors of (possibly empty) texts in the encoder's template, batched, no cache.
+
+    Perturbed texts may lose every character, so the empty-text check of ``Encoder.encode`` is bypassed:
+    the template wrapped around nothing is a valid input (the prompt alone).
+    """
+    items = [encoder._prepare_one(text, encoder.prompt) for text in texts]
+    plan = encoder.plan()
+    out = np.zeros((len(items), encoder.dim), dtype=np.float64)
+    with torch.inference_mode(), encoder.loaded.adapter_enabled(use_adapter):
+        for group in encoder.batches(items):
+            states = encoder.forward(encoder.collate([items[i] for i in group]), plan)
+            out[group] = plan.poolings[0](states).double().cpu().numpy()
+    return out
+
+
+# ----- importance scores
+
+
+def default_peak_layer(model: str, layers: int) -> int:
+    """The attention report's peak-shift layer when it is this model's, else 24 for SmolLM2, else the last."""
+    if ATTENTION_REPORT.is_file():
+        report = json.loads(ATTENTION_REPORT.read_text())
+        top = ((report.get("shift") or {}).get("top_layers") or [{}])[0].get("layer")
+        if report.get("settings", {}).get("model") == model and top is not None and top < layers:
+            return int(top)
+    if model == DEFAULT_MODEL and layers > SMOLLM2_PEAK_LAYER:
+        return SMOLLM2_PEAK_LAYER
+    return layers - 1
+
+
+def rollout(maps: Float[np.ndarray, "layers heads keys keys"], query: int) -> Float[np.ndarray, " keys"]:
+    """Attention rollout (Abnar & Zuidema 2020) of the query row: heads averaged, residual as 0.5 identity."""
+    row = np.zeros(maps.shape[-1])
+    row[query] = 1.0
+    identity = np.eye(maps.shape[-1])
+    for layer in range(maps.shape[0] - 1, -1, -1):
+        mixed = 0.5 * maps[layer].mean(0).astype(np.float64) + 0.5 * identity
+        row = row @ (mixed / mixed.sum(-1, keepdims=True))
+    return row
+
+
+def attention_scores(
+    encoder: Encoder, texts: Sequence[ContentText], use_adapter: bool, methods: Sequence[str], peak: int
+) -> dict[str, list[np.ndarray]]:
+    """Per-token scores of the attention methods from one capture (full maps only where rollout needs them)."""
+    wanted = [m for m in methods if m in ("attention_last", "attention_peak", "rollout")]
+    if not wanted:
+        return {}
+    mode = "full" if "rollout" in wanted else "rows"
+    token = query_token_for(encoder.pooling)
+    captured = capture_corpus(
+        encoder, [t.text for t in texts], use_adapter=use_adapter, mode=mode, token=token, keep_maps=mode == "full"
+    )
+    out: dict[str, list[np.ndarray]] = {m: [] for m in wanted}
+    for text, item in zip(texts, captured.items, strict=True):
+        if "attention_last" in out:
+            out["attention_last"].append(item.weights(-1))
+        if "attention_peak" in out:
+            out["attention_peak"].append(item.weights(peak))
+        if "rollout" in out:
+            out["rollout"].append(rollout(item.maps, query_index(text.item, token)))
+    return out
+
+
+def gradient_x_input_scores(encoder: Encoder, texts: Sequence[ContentText], use_adapter: bool) -> list[np.ndarray]:
+    """Gradient x input of the pooled vector's norm (its projection on its own direction), summed over hidden."""
+    items = [t.item for t in texts]
+    plan = encoder.plan()
+    table = encoder.loaded.backbone.get_input_embeddings()
+    scores: list[np.ndarray | None] = [None] * len(items)
+    with encoder.loaded.adapter_enabled(use_adapter), _frozen(encoder.loaded.model), torch.enable_grad():
+        for group in encoder.batches(items):
+            batch = encoder.to_device(encoder.collate([items[i] for i in group]))
+            embeds = table(batch["input_ids"]).detach().requires_grad_(True)
+            pooled = plan.poolings[0](encoder.forward(batch, plan, inputs_embeds=embeds))
+            direction = (pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)).detach()
+            (pooled * direction).sum().backward()
+            per_token = (embeds.grad * embeds).sum(-1).detach().double().cpu().numpy()
+            for row, index in enumerate(group):
+                start = int(batch["start"][row])
+                scores[index] = per_token[row, start : start + len(items[index].input_ids)]
+    return [s for s in scores if s is not None]
+
+
+def integrated_gradients_scores(
+    encoder: Encoder, texts: Sequence[ContentText], use_adapter: bool, steps: int
+) -> tuple[list[np.ndarray], list[float]]:
+    """``Attributor.token_shares`` (pad baseline) with one fixed segment of ``steps``; scores and relative deltas."""
+    attributor = Attributor(encoder, token=query_token_for(encoder.pooling), n_steps=steps, max_steps=steps)
+    scores, deltas = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deltas are reported, not warned per text
+        for text in texts:
+            attribution = attributor.token_shares(text.text, use_adapter)
+            scores.append(np.asarray(attribution.scores, dtype=np.float64))
+            deltas.append(attribution.relative_delta)
+    return scores, deltas
+
+
+def random_order(n: int, seed: int, key: str, draw: int) -> list[int]:
+    """A seeded permutation of ``n`` content tokens, fixed by the run's seed, the text's key and the draw."""
+    entropy = int.from_bytes(hashlib.sha256(f"{seed}:{key}:{draw}".encode()).digest()[:8], "little")
+    return [int(i) for i in np.random.default_rng(entropy).permutation(n)]
+
+
+def ranked(scores: np.ndarray, text: ContentText) -> list[int]:
+    """Content tokens (indices into ``text.positions``) by |score|, largest first; ties keep text order."""
+    values = np.abs(np.asarray([scores[p] for p in text.positions]))
+    return [int(i) for i in np.argsort(-values, kind="stable")]
+
+
+# ----- curves
+
+
+def aopc(curve: Sequence[float], kind: Literal["deletion", "insertion"]) -> float:
+    """Area over the perturbation curve of ``curve`` = [value at k=0, k=1, ...], averaged over k >= 1.
+
+    Deletion: the mean distance from the original after each removal (``curve[0]`` is the original, 0).
+    Insertion: the mean fall of the distance from the all-removed start ``curve[0]``.
+    """
+    values = np.asarray(curve, dtype=np.float64)
+    if len(values) < 2:
+        raise ConfigError("A perturbation curve needs the start and at least one step.")
+    steps = values[1:]
+    return float((steps - values[0]).mean() if kind == "deletion" else (values[0] - steps).mean())
+
+
+def orders_for(
+    text: ContentText, key: str, scores: dict[str, np.ndarray], methods: Sequence[str], config: FaithfulnessConfig
+) -> dict[str, list[list[int]]]:
+    """Each method's order(s) of the content tokens (several for ``random``)."""
+    m = len(text.positions)
+    orders = {name: [ranked(values, text)] for name, values in scores.items()}
+    if "random" in methods:
+        orders["random"] = [random_order(m, config.seed, key, draw) for draw in range(config.random_seeds)]
+    return {name: orders[name] for name in methods}
+
+
+def variants(text: ContentText, order: Sequence[int], k: int) -> tuple[list[str], list[str]]:
+    """Deletion texts (top 1..k removed) and insertion texts (all removed, then top 0..k back)."""
+    deletion = [text.without(order[:step]) for step in range(1, k + 1)]
+    insertion = [text.without(order[step:]) for step in range(0, k + 1)]
+    return deletion, insertion
+
+
+def curves_for(
+    order: Sequence[int],
+    text: ContentText,
+    k: int,
+    vectors: dict[str, np.ndarray],
+    original: np.ndarray,
+    partner: np.ndarray,
+) -> dict[str, list[float]]:
+    """Distance and similarity-change curves of one order; ``vectors`` maps each variant text to its vector."""
+    deletion, insertion = variants(text, order, k)
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+    base_sim = cosine(original, partner)
+
+    def distance(v: np.ndarray) -> float:
+        return 1.0 - cosine(v, original)
+
+    def sim_change(v: np.ndarray) -> float:
+        return abs(cosine(v, partner) - base_sim)
+
+    return {
+        "deletion": [0.0] + [distance(vectors[t]) for t in deletion],
+        "insertion": [distance(vectors[t]) for t in insertion],
+        "sim_deletion": [0.0] + [sim_change(vectors[t]) for t in deletion],
+        "sim_insertion": [sim_change(vectors[t]) for t in insertion],
+    }
+
+
+# ----- the run
+
+
+@dataclass
+class SideRun:
+    """One setting's (base or adapter) per-text records, with timing per method."""
+
+    label: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    computed: int = 0
+
+
+def _read_records(path: Path, digest: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Records of earlier runs with the same config hash; a line cut short by a kill is ignored."""
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("config") == digest:
+            done[(record["key"], record["side"])] = record
+    return done
+
+
+def _append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+
+def _score(
+    encoder: Encoder,
+    chunk: Sequence[ContentText],
+    use_adapter: bool,
+    config: FaithfulnessConfig,
+    peak: int,
+    seconds: dict[str, float],
+) -> tuple[list[dict[str, np.ndarray]], list[float]]:
+    """Per text, each ranking method's token scores; integrated-gradients relative deltas."""
+    per_text: list[dict[str, np.ndarray]] = [{} for _ in chunk]
+    started = time.perf_counter()
+    attention = attention_scores(encoder, chunk, use_adapter, config.methods, peak)
+    share = (time.perf_counter() - started) / max(len(attention), 1)
+    for name, values in attention.items():
+        seconds[name] = seconds.get(name, 0.0) + share
+        for index, value in enumerate(values):
+            per_text[index][name] = value
+    deltas: list[float] = []
+    if "gradient_x_input" in config.methods:
+        started = time.perf_counter()
+        for index, value in enumerate(gradient_x_input_scores(encoder, chunk, use_adapter)):
+            per_text[index]["gradient_x_input"] = value
+        seconds["gradient_x_input"] = seconds.get("gradient_x_input", 0.0) + time.perf_counter() - started
+    if "integrated_gradients" in config.methods:
+        started = time.perf_counter()
+        values, deltas = integrated_gradients_scores(encoder, chunk, use_adapter, config.ig_steps)
+        for index, value in enumerate(values):
+            per_text[index]["integrated_gradients"] = value
+        seconds["integrated_gradients"] = seconds.get("integrated_gradients", 0.0) + time.perf_counter() - started
+    return per_text, deltas
+
+
+def _run_chunk(
+    encoder: Encoder,
+    chunk: Sequence[tuple[str, ContentText, np.ndarray, np.ndarray]],
+    use_adapter: bool,
+    label: str,
+    config: FaithfulnessConfig,
+    peak: int,
+    seconds: dict[str, float],
+) -> list[dict[str, Any]]:
+    """Score, perturb (one batched encode per method) and measure a chunk of texts for one setting."""
+    texts = [text for _, text, _, _ in chunk]
+    scores, deltas = _score(encoder, texts, use_adapter, config, peak, seconds)
+    keys = [key for key, _, _, _ in chunk]
+    orders = [
+        orders_for(text, key, s, config.methods, config) for key, text, s in zip(keys, texts, scores, strict=True)
+    ]
+    vectors: dict[int, dict[str, np.ndarray]] = {i: {} for i in range(len(chunk))}
+    for method in config.methods:
+        started = time.perf_counter()
+        todo: list[tuple[int, str]] = []
+        for index, text in enumerate(texts):
+            k = min(config.k, len(text.positions))
+            for order in orders[index][method]:
+                deletion, insertion = variants(text, order, k)
+                todo += [(index, t) for t in {*deletion, *insertion} if t not in vectors[index]]
+        todo = list(dict.fromkeys(todo))
+        if todo:
+            encoded = pooled_vectors(encoder, [t for _, t in todo], use_adapter)
+            for (index, variant), vector in zip(todo, encoded, strict=True):
+                vectors[index][variant] = vector
+        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - started
+    records = []
+    for index, (key, text, original, partner) in enumerate(chunk):
+        k = min(config.k, len(text.positions))
+        methods: dict[str, Any] = {}
+        for method in config.methods:
+            draws = [curves_for(o, text, k, vectors[index], original, partner) for o in orders[index][method]]
+            curves = {m: np.mean([d[m] for d in draws], axis=0).round(6).tolist() for m in MEASURES}
+            entry: dict[str, Any] = {"curves": curves, "order": [text.tokens[i] for i in orders[index][method][0]]}
+            for measure in MEASURES:
+                kind = "deletion" if measure.endswith("deletion") else "insertion"
+                entry[f"aopc_{measure}"] = round(float(np.mean([aopc(d[measure], kind) for d in draws])), 6)
+            if method == "random":
+                entry["aopc_deletion_draws"] = [round(aopc(d["deletion"], "deletion"), 6) for d in draws]
+            methods[method] = entry
+        record = {
+            "config": config.digest(),
+            "key": key,
+            "side": label,
+            "task": key.rsplit(":", 1)[0],
+            "text": text.text,
+            "n_content": len(text.positions),
+            "k": k,
+            "truncated": k < config.k,
+            "methods": methods,
+        }
+        if deltas:
+            record["ig_relative_delta"] = round(deltas[index], 6)
+        records.append(record)
+    return records
+
+
+def _sample(config: FaithfulnessConfig) -> list[tuple[str, str]]:
+    """(key, text) of the sampled texts of every task; the key is ``task:index`` in the task's test split."""
+    out = []
+    for task in config.tasks:
+        texts = load_task(task, "test").texts
+        indices = sample_items(list(range(len(texts))), config.n, config.seed)
+        out += [(f"{task}:{i}", texts[i]) for i in indices]
+    return out
+
+
+def _partners(keys: Sequence[str], vectors: np.ndarray) -> list[int]:
+    """Each text's nearest neighbour (cosine) among the texts of its own task."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    tasks = np.array([key.rsplit(":", 1)[0] for key in keys])
+    similarity = unit @ unit.T
+    similarity[tasks[:, None] != tasks[None, :]] = -np.inf
+    np.fill_diagonal(similarity, -np.inf)
+    return [int(i) for i in similarity.argmax(1)]
+
+
+def run_side(
+    encoder: Encoder,
+    sample: Sequence[tuple[str, ContentText]],
+    use_adapter: bool,
+    label: str,
+    config: FaithfulnessConfig,
+    peak: int,
+    records_path: Path,
+) -> SideRun:
+    """All texts of one setting, resuming from ``records_path``; appends each finished chunk."""
+    run = SideRun(label)
+    done = _read_records(records_path, config.digest())
+    originals = pooled_vectors(encoder, [text.text for _, text in sample], use_adapter)
+    partners = _partners([key for key, _ in sample], originals)
+    pending = []
+    for index, (key, text) in enumerate(sample):
+        if (key, label) in done:
+            run.records.append(done[(key, label)])
+        else:
+            pending.append((key, text, originals[index], originals[partners[index]]))
+    for start in range(0, len(pending), config.chunk):
+        chunk = pending[start : start + config.chunk]
+        records = _run_chunk(encoder, chunk, use_adapter, label, config, peak, run.seconds)
+        _append_records(records_path, records)
+        run.records += records
+        run.computed += len(records)
+        log.info("%s: %d/%d texts measured", label, start + len(chunk), len(pending))
+    return run
+
+
+# ----- statistics
+
+
+def _mean_ci(values: np.ndarray, config: FaithfulnessConfig) -> dict[str, Any]:
+    stats = paired_stats(values, config.bootstrap, seed=config.seed)
+    return {
+        "mean": round(float(stats.mean), 6),
+        "ci_low": round(float(stats.low), 6),
+        "ci_high": round(float(stats.high), 6),
+    }
+
+
+def _mean_curve(curves: Sequence[Sequence[float]], k: int, config: FaithfulnessConfig) -> dict[str, Any]:
+    """Mean curve over texts at each step, over the texts whose curve reaches it (counts given)."""
+    out: dict[str, list[Any]] = {"mean": [], "ci_low": [], "ci_high": [], "n": []}
+    for step in range(k + 1):
+        values = np.array([c[step] for c in curves if len(c) > step])
+        out["n"].append(len(values))
+        if len(values) >= 2:
+            cell = _mean_ci(values, config)
+        else:
+            cell = {"mean": round(float(values.mean()), 6) if len(values) else None, "ci_low": None, "ci_high": None}
+        for name in ("mean", "ci_low", "ci_high"):
+            out[name].append(cell[name])
+    return out
+
+
+def summarise(records: Sequence[dict[str, Any]], config: FaithfulnessConfig) -> dict[str, Any]:
+    """Per method: AOPC means with CIs, mean curves; paired differences; the most faithful method."""
+    methods = list(config.methods)
+    aopc_values = {
+        measure: np.array([[r["methods"][m][f"aopc_{measure}"] for m in methods] for r in records])
+        for measure in MEASURES
+    }
+    out: dict[str, Any] = {"n_texts": len(records), "methods": {}, "paired_differences": {}, "most_faithful": {}}
+    for j, method in enumerate(methods):
+        entry: dict[str, Any] = {f"aopc_{m}": _mean_ci(aopc_values[m][:, j], config) for m in MEASURES}
+        entry["curves"] = {
+            m: _mean_curve([r["methods"][method]["curves"][m] for r in records], config.k, config) for m in MEASURES
+        }
+        if method == "random":
+            draws = np.array([r["methods"]["random"]["aopc_deletion_draws"] for r in records])
+            entry["random_spread"] = {
+                "aopc_deletion_per_draw": np.round(draws.mean(0), 6).tolist(),
+                "sd_between_draws": round(float(draws.mean(0).std(ddof=1)) if draws.shape[1] > 1 else 0.0, 6),
+            }
+        out["methods"][method] = entry
+    for measure in ("deletion", "insertion"):
+        values = aopc_values[measure]
+        differences = {}
+        for a in range(len(methods)):
+            for b in range(a + 1, len(methods)):
+                stats = paired_stats(values[:, a] - values[:, b], config.bootstrap, seed=config.seed)
+                differences[f"{methods[a]} - {methods[b]}"] = {
+                    "mean": round(float(stats.mean), 6),
+                    "ci_low": round(float(stats.low), 6),
+                    "ci_high": round(float(stats.high), 6),
+                    "cohens_d": round(float(stats.cohens_d), 4),
+                }
+        out["paired_differences"][measure] = differences
+        means = values.mean(0)
+        order = np.argsort(-means)
+        best, runner = methods[order[0]], methods[order[1]] if len(methods) > 1 else None
+        verdict: dict[str, Any] = {"method": best, "aopc": round(float(means[order[0]]), 6)}
+        if runner is not None:
+            stats = paired_stats(values[:, order[0]] - values[:, order[1]], config.bootstrap, seed=config.seed)
+            verdict.update(
+                runner_up=runner,
+                margin=round(float(stats.mean), 6),
+                margin_ci=[round(float(stats.low), 6), round(float(stats.high), 6)],
+                separated=bool(stats.low > 0),
+            )
+        out["most_faithful"][measure] = verdict
+    return out
+
+
+# ----- report
+
+
+def build_encoder(config: FaithfulnessConfig) -> Encoder:
+    loaded = load_model(config.model, config.adapter, device=config.device)
+    check_eager(loaded.backbone)
+    return Encoder(
+        loaded,
+        prompt=config.prompt or loaded.adapter_metadata.get("prompt") or "eol",
+        pooling=config.pooling or loaded.adapter_metadata.get("pooling") or "last",
+        cache=False,
+        precision="fp32",
+        max_length=config.max_length,
+    )
+
+
+def run_report(
+    config: FaithfulnessConfig,
+    encoder: Encoder | None = None,
+    sample: Sequence[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The whole report; ``sample`` ((key, text) pairs, keys ``task:index``) replaces the task sample (tests)."""
+    config.check()
+    started = time.perf_counter()
+    encoder = encoder or build_encoder(config)
+    layers = len(resolve_layers(encoder.loaded.backbone, None))
+    peak = config.peak_layer if config.peak_layer is not None else default_peak_layer(config.model, layers)
+    if not -layers <= peak < layers:
+        raise ConfigError(f"--peak-layer {peak} is out of range: use 0..{layers - 1}.")
+    out_dir = Path(config.out)
+    pairs = list(sample) if sample is not None else _sample(config)
+    prepared = [(key, content_text(encoder, text)) for key, text in pairs]
+    kept = [(key, text) for key, text in prepared if text.positions]
+    skipped = [key for key, text in prepared if not text.positions]
+    if len(kept) < 2:
+        raise ConfigError(f"Only {len(kept)} of {len(pairs)} texts have content tokens; give texts with content words.")
+    runs = {
+        label: run_side(encoder, kept, use_adapter, label, config, peak, out_dir / RECORDS_FILE)
+        for label, use_adapter in sides(encoder.loaded.has_adapter).items()
+    }
+    report: dict[str, Any] = {
+        "settings": {
+            **{k: v for k, v in asdict(config).items() if k not in ("out",)},
+            "prompt": encoder.prompt.template,
+            "pooling": encoder.pooling,
+            "peak_layer": peak,
+            "config_hash": config.digest(),
+            "removal": "content tokens cut from the text string, template re-wrapped, remaining text re-tokenized",
+            "partner": "each text's nearest neighbour (cosine) among the sampled texts of its task, per setting",
+        },
+        "n_texts": len(kept),
+        "n_skipped_no_content": len(skipped),
+        "skipped": skipped,
+        "n_truncated": sum(r["truncated"] for r in runs["base"].records),
+        "tasks": {
+            task: sum(key.startswith(f"{task}:") for key, _ in kept) for task in {k.rsplit(":", 1)[0] for k, _ in kept}
+        },
+    }
+    for label, run in runs.items():
+        report[label] = summarise(run.records, config)
+        deltas = [r["ig_relative_delta"] for r in run.records if "ig_relative_delta" in r]
+        if deltas:
+            report[label]["ig_relative_delta"] = {
+                "median": round(float(np.median(deltas)), 4),
+                "max": round(max(deltas), 4),
+            }
+        report[label]["per_task"] = {
+            task: summarise([r for r in run.records if r["task"] == task], config)["most_faithful"]
+            for task in report["tasks"]
+            if report["tasks"][task] >= 2
+        }
+    if "adapter" in runs:
+        report["adapter_minus_base"] = {
+            method: {measure: _difference(runs, method, measure, config) for measure in ("deletion", "insertion")}
+            for method in config.methods
+        }
+    report["speed"] = {
+        label: {
+            "texts_measured": run.computed,
+            "texts_per_second": {m: round(run.computed / s, 2) for m, s in run.seconds.items() if s > 0},
+        }
+        for label, run in runs.items()
+    }
+    report["speed"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    report["speed"]["total_seconds"] = round(time.perf_counter() - started, 1)
+    report["figures"] = plots.write_figures(plots.faithfulness_figures(report), out_dir, png=config.png)
+    write_json(out_dir / REPORT_FILE, report)
+    return report
+
+
+def _difference(runs: dict[str, SideRun], method: str, measure: str, config: FaithfulnessConfig) -> dict[str, Any]:
+    base = {r["key"]: r["methods"][method][f"aopc_{measure}"] for r in runs["base"].records}
+    adapter = {r["key"]: r["methods"][method][f"aopc_{measure}"] for r in runs["adapter"].records}
+    diffs = np.array([adapter[k] - base[k] for k in base])
+    return _mean_ci(diffs, config)
+
+
+def text_curves(
+    encoder: Encoder, text: str, partner: str, k: int = 8, methods: Sequence[str] = METHODS, random_seeds: int = 3
+) -> dict[str, dict[str, Any]]:
+    """One text's per-method curves and AOPCs (its record), per setting; ``partner`` is the pair's other text."""
+    config = FaithfulnessConfig(model=encoder.loaded.name, k=k, methods=tuple(methods), random_seeds=random_seeds)
+    config.check()
+    content = content_text(encoder, text)
+    if not content.positions:
+        raise ConfigError(f"{text[:40]!r} has no content tokens (only stopwords or punctuation); nothing to rank.")
+    layers = len(resolve_layers(encoder.loaded.backbone, None))
+    peak = default_peak_layer(encoder.loaded.name, layers)
+    out = {}
+    for label, use_adapter in sides(encoder.loaded.has_adapter).items():
+        original, other = pooled_vectors(encoder, [content.text, partner], use_adapter)
+        out[label] = _run_chunk(encoder, [("text:0", content, original, other)], use_adapter, label, config, peak, {})[
+            0
+        ]
+    return out
+
+
+# ----- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = FaithfulnessConfig()
+    parser = argparse.ArgumentParser(prog="python -m analysis.faithfulness", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=defaults.model)
+    parser.add_argument("--adapter", default=None, help="LoRA adapter folder; without it base only")
+    parser.add_argument("--prompt", default=None, help="prompt name or template (default: adapter's, else eol)")
+    parser.add_argument("--pooling", default=None, help="pooling (default: adapter's, else last)")
+    parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks), help="local or transfer tasks")
+    parser.add_argument("--n", type=int, default=defaults.n, help="texts per task")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--k", type=int, default=defaults.k, help="content tokens removed / inserted at most")
+    parser.add_argument("--methods", nargs="+", default=list(defaults.methods), help=", ".join(METHODS))
+    parser.add_argument("--random-seeds", type=int, default=defaults.random_seeds)
+    parser.add_argument("--peak-layer", type=int, default=None, help="default: the attention report's peak")
+    parser.add_argument("--ig-steps", type=int, default=defaults.ig_steps)
+    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--chunk", type=int, default=defaults.chunk, help="texts per batch and resume checkpoint")
+    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap)
+    parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--no-png", dest="png", action="store_false", help="HTML figures only")
+    parser.add_argument("--device", default=defaults.device, help=DEVICE_HELP)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> FaithfulnessConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(FaithfulnessConfig)}
+    values["tasks"], values["methods"] = tuple(values["tasks"]), tuple(values["methods"])
+    return FaithfulnessConfig(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_from_args(build_parser().parse_args(argv))
+    report = run_report(config)
+    print(
+        f"{report['n_texts']} texts ({report['n_skipped_no_content']} skipped: no content tokens, "
+        f"{report['n_truncated']} with fewer than K={config.k} content tokens: curves truncated)"
+    )
+    for label in sides("adapter" in report):
+        summary = report[label]
+        for method, entry in summary["methods"].items():
+            d, i = entry["aopc_deletion"], entry["aopc_insertion"]
+            print(
+                f"{label:8s} {method:22s} AOPC deletion {d['mean']:.4f} [{d['ci_low']:.4f}, {d['ci_high']:.4f}]  "
+                f"insertion {i['mean']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]"
+            )
+        best = summary["most_faithful"]["deletion"]
+        print(
+            f"{label}: most faithful (deletion) {best['method']}, "
+            f"margin over the runner-up {best.get('margin')} CI {best.get('margin_ci')}"
+        )
+        speed = report["speed"][label]["texts_per_second"]
+        print(f"{label} texts/s per method: " + ", ".join(f"{m} {v:.2f}" for m, v in speed.items()))
+    print(f"peak RSS {report['speed']['peak_rss_mb']:.0f} MB, total {report['speed']['total_seconds']:.0f} s")
+    print(f"wrote {Path(config.out) / REPORT_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

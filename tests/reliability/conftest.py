@@ -1,0 +1,89 @@
+"""Fixtures of the reliability suite, and the table's size at the end of the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.runner import Run, start_embed
+
+CACHE_TIMEOUT_S = 2  # how long a run waits for a locked cache before going on without it
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    output: Path
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """The cache root of the runs (EMBEDDING_LENS_HOME): the embedding cache lives in it."""
+    folder = tmp_path / "home"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def cache_file(home) -> Path:
+    return home / "embeddings.sqlite"
+
+
+@pytest.fixture
+def start(tiny_model_dir, home, tmp_path) -> Callable[..., Run]:
+    """``start(*args, input=..., output=...)`` -> a running ``python -m core.embed`` on the tiny model."""
+    counter = iter(range(1000))
+
+    def run(*args: str | Path, input: Path, output: Path | None = None, as_user: bool = False) -> Run:
+        output = output if output is not None else tmp_path / "out" / "vectors.npy"
+        argv = ["--model", tiny_model_dir, "--input", input, "--output", output, *args]
+        env = {"EMBEDDING_LENS_HOME": str(home), "EMBEDDING_LENS_CACHE_TIMEOUT": str(CACHE_TIMEOUT_S)}
+        return start_embed(argv, tmp_path, env, name=f"run{next(counter)}", as_user=as_user)
+
+    return run
+
+
+@pytest.fixture
+def embed(start, tmp_path) -> Callable[..., Outcome]:
+    """``embed(*args, input=..., output=...)`` -> the finished run's exit code, stdout, stderr and output path."""
+
+    def run(*args: str | Path, input: Path, output: Path | None = None, **options) -> Outcome:
+        output = output if output is not None else tmp_path / "out" / "vectors.npy"
+        process = start(*args, input=input, output=output, **options)
+        code = process.wait()
+        return Outcome(code, process.stdout, process.stderr, output)
+
+    return run
+
+
+# ----- the table's size
+
+_HERE = Path(__file__).parent
+_STATE: dict[str, set[str]] = {"run": set(), "passed": set()}
+
+
+def pytest_collection_finish(session) -> None:
+    _STATE["run"] = {
+        item.nodeid
+        for item in session.items
+        if _HERE in item.path.parents and "case" in getattr(getattr(item, "callspec", None), "params", {})
+    }
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "call" and report.passed and report.nodeid in _STATE["run"]:
+        _STATE["passed"].add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if _STATE["run"]:
+        from tests.reliability.table import all_cases
+
+        table = len(all_cases())
+        run, passed = len(_STATE["run"]), len(_STATE["passed"])
+        terminalreporter.write_sep("-", f"reliability table: {table} cases, {run} run, {passed} passed")

@@ -1,0 +1,190 @@
+"""The clustering grid's method dimension: plain keys unchanged, one group per non-plain method, method column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from analysis.clustering import filter_rows, heatmap_frames, summary_tables, top_rows
+from analysis.clustering.grid import BASELINE_MODEL
+from analysis.clustering.store import cell_id, cell_key, cell_method
+from analysis.clustering.summary import markdown_table
+from core.methods import PLAIN, parse_method
+from core.prompts import PROMPTS
+from tests.unit.test_clustering import cell_files, cli, main, synthetic_rows, write_csv
+from tests.unit.test_clustering_summary import LOCAL_TRACK, cell
+
+
+@pytest.fixture
+def labelled_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "topics.csv", synthetic_rows())
+
+
+def _rebuilt_key(stored: dict, method_settings: dict) -> dict:
+    from analysis.clustering.grid import TaskBudget
+
+    identity = {name: stored[name] for name in ("model", "weights_sha256", "adapter_sha256")}
+    return cell_key(
+        identity,
+        stored["prompt"],
+        stored["pooling"],
+        stored["layer"],
+        -1,
+        stored["precision"],
+        stored["max_length"],
+        SimpleNamespace(sha256=stored["dataset_sha256"]),  # cell_key reads only its hash
+        TaskBudget(stored["subsample_size"], stored["max_length"]),
+        stored["kmeans_seeds"],
+        stored["normalize"],
+        method_settings,
+    )
+
+
+def test_plain_keys_of_every_committed_cell_are_unchanged():
+    """The method setting adds nothing to a plain cell's key, so no committed cell is recomputed."""
+    paths = sorted((LOCAL_TRACK / "cells").glob("*/*.json"))
+    assert len(paths) > 50
+    for path in paths:
+        stored = json.loads(path.read_text())
+        assert cell_method(stored) == "plain"
+        key = _rebuilt_key(stored["key"], PLAIN.settings())
+        assert key == stored["key"], path.name
+        assert path.name.endswith(f"__{cell_id(key)}.json")
+    some = json.loads(paths[0].read_text())["key"]
+    for spec in ("echo", "tp:1-3", "metaeol"):
+        assert cell_id(_rebuilt_key(some, parse_method(spec).settings())) != cell_id(some)
+
+
+def test_the_grid_runs_every_method_from_one_model_and_resumes(tiny_model_dir, labelled_csv, tmp_path, monkeypatch):
+    from core import models
+
+    loads: list[str] = []
+    original = models.load_model
+
+    def counting(name, adapter=None, **kwargs):
+        loads.append(name)
+        return original(name, adapter, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", counting)
+    out = tmp_path / "grid"
+    argv = cli(tiny_model_dir, str(labelled_csv), out, "--methods", "plain,echo,tp:1-2,ensemble:none+cluster")
+    assert main(argv) == 0
+    assert len(loads) == 1  # one loaded model serves every method
+    cells = [json.loads(p.read_text()) for p in cell_files(out)]
+    groups = {(c["method"], c["prompt"]["name"]) for c in cells}
+    # plain spans the prompts; echo, tp and the ensemble bring their own template(s): one group each
+    assert groups == {
+        ("plain", "none"),
+        ("plain", "cluster"),
+        ("echo", "echo"),
+        ("tp:1-2", "tp"),
+        ("ensemble:none+cluster", "ensemble:none+cluster"),
+    }
+    assert len(cells) == 5 * 2  # x 2 poolings
+    by_method = {c["method"]: c for c in cells if c["pooling"] == "last"}
+    assert by_method["tp:1-2"]["key"]["tp_start"] == 1 and by_method["tp:1-2"]["key"]["tp_exit"] == 2
+    assert by_method["echo"]["key"]["method"] == "echo" and "method" not in by_method["plain"]["key"]
+    assert by_method["ensemble:none+cluster"]["prompt"]["templates"] == ["{text}", PROMPTS["cluster"]]
+    # echo reads the text twice: more tokens than the plain none prompt
+    plain_none = next(c for c in cells if c["method"] == "plain" and c["prompt"]["name"] == "none")
+    assert by_method["echo"]["timing"]["tokens"] > plain_none["timing"]["tokens"]
+
+    scores, _ = summary_tables(cells)
+    assert list(scores.index.names) == ["variant", "method", "prompt", "pooling", "layer"]
+    assert [row[1] for row in scores.index][:4] == ["plain"] * 4  # plain first
+    assert "| model | method | prompt | pooling | layer |" in (out / "summary.md").read_text()
+
+    before = {p: p.read_bytes() for p in cell_files(out)}
+    assert main(argv) == 0
+    assert {p: p.read_bytes() for p in cell_files(out)} == before  # every cell was found under its key
+
+
+def test_a_bad_method_fails_before_any_model_loads(tmp_path, labelled_csv, capsys):
+    assert main(cli(Path("no-such-model"), str(labelled_csv), tmp_path, "--methods", "plain,ensemble:eol")) == 2
+    assert "at least two prompts" in capsys.readouterr().err
+
+
+def test_a_tp_range_outside_the_model_is_a_grid_error(tiny_model_dir, labelled_csv, tmp_path, capsys):
+    assert main(cli(tiny_model_dir, str(labelled_csv), tmp_path / "g", "--methods", "tp:1-99")) == 2
+    assert "outside this model" in capsys.readouterr().err
+
+
+METHOD_CELLS = [
+    {**cell(variant, prompt, pooling, task, v), **({"method": method} if method else {})}
+    for variant, method, prompt, pooling, v in [
+        ("m", "tp:1-2", "tp", "last", 0.5),
+        ("m", "echo", "echo", "mean", 0.55),
+        ("m", None, "eol", "last", 0.6),  # an old cell: plain
+        ("m", "plain", "none", "mean", 0.2),
+        ("minilm", None, "none", "mean", 0.4),
+    ]
+    for task in ("r8", "trec-coarse")
+]
+
+
+def test_tables_gain_a_method_column_with_plain_first():
+    scores, stds = summary_tables(METHOD_CELLS)
+    assert list(scores.index) == [
+        ("m", "plain", "none", "mean", "-1"),
+        ("m", "plain", "eol", "last", "-1"),
+        ("m", "echo", "echo", "mean", "-1"),
+        ("m", "tp:1-2", "tp", "last", "-1"),
+        ("minilm", "plain", "none", "mean", "-1"),
+    ]
+    assert markdown_table(scores, stds).startswith("| model | method | prompt | pooling | layer | r8 |")
+    view = filter_rows(scores, methods=["echo"])
+    assert list(view["method"]) == ["echo", "plain"] and set(view["variant"]) == {"m", BASELINE_MODEL}
+    heat, spread = heatmap_frames(view, stds)
+    assert list(heat.index) == ["m | echo | echo | mean | -1", "minilm | plain | none | mean | -1"]
+    assert list(spread.index) == list(heat.index)
+    assert top_rows(scores, 1)[0]["method"] == "plain" and top_rows(scores, 1)[0]["prompt"] == "eol"
+
+
+@pytest.mark.parametrize("methods", [(), ("plain",)])
+def test_a_plain_only_table_has_no_method_column_and_filters_as_plain(methods):
+    plain = [c for c in METHOD_CELLS if cell_method(c) == "plain"]
+    scores, _ = summary_tables(plain)
+    assert list(scores.index.names) == ["variant", "prompt", "pooling", "layer"]
+    assert len(filter_rows(scores, methods=methods)) == 3
+    assert list(filter_rows(scores, methods=["echo"])["variant"]) == [BASELINE_MODEL]
+
+
+def test_mteb_model_names_tell_methods_apart_and_keep_plain_names():
+    from analysis.clustering.mteb_results import cell_model_name
+
+    plain, old = METHOD_CELLS[6], METHOD_CELLS[4]  # a plain cell with and without the method field
+    assert cell_model_name(plain) == "embedding-lens/m__none__mean__L-1"
+    assert cell_model_name(old) == "embedding-lens/m__eol__last__L-1"
+    names = {cell_model_name({**METHOD_CELLS[0], "method": spec}) for spec in ("tp:1-2", "tp:1-3", "echo")}
+    assert names == {
+        "embedding-lens/m__tp-1-2__last__L-1",
+        "embedding-lens/m__tp-1-3__last__L-1",
+        "embedding-lens/m__echo__last__L-1",
+    }
+
+
+def test_the_adapter_card_compares_plain_rows_when_methods_are_present(tmp_path):
+    from analysis.clustering import ModelSpec, record_adapter_scores
+    from core.data import LOCAL_TASKS
+    from tests.unit.test_clustering import make_card_adapter, track_cells
+
+    adapter = make_card_adapter(tmp_path)
+    cells = track_cells(tuple(LOCAL_TASKS))
+    echo_rows = [
+        {**c, "method": "echo", "prompt": {"name": "echo", "template": "{text} {text}"}, "scores": {**c["scores"]}}
+        for c in cells
+        if c["variant"] == "m" and c["prompt"]["name"] == "none"
+    ]
+    for row in echo_rows:
+        row["scores"]["v_measure"] = 0.95  # better than every plain row: still not a prompt-only base row
+    track = record_adapter_scores(ModelSpec("m", str(adapter)), [*cells, *echo_rows], tmp_path)
+    assert track is not None
+    assert [(row["label"].split(":")[0], row["average"]) for row in track["rows"]] == [
+        ("adapter", 0.6),
+        ("best prompt-only base", round(0.4 + 0.01 / 6, 4)),
+        ("MiniLM", 0.5),
+    ]
+    assert track["rows"][1]["label"] == "best prompt-only base: m, prompt none, mean pooling, layer -1"

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import faithfulness
+from analysis.faithfulness import (
+    FaithfulnessConfig,
+    aopc,
+    content_text,
+    random_order,
+    rollout,
+    run_report,
+    text_curves,
+    variants,
+)
+from core.encoder import Encoder
+from core.errors import ConfigError
+from core.models import load_model
+
+SAMPLE = [
+    ("toy:0", "The red dog runs quickly in the garden."),
+    ("toy:1", "An old man walks slowly from the market with bright blue flowers."),
+    ("toy:2", "The woman drives a new car on the street at night!"),
+    ("toy:3", "city"),
+    ("toy:4", "in the"),  # only stopwords (as the tiny tokenizer splits them): skipped and counted
+    ("toy:5", "Teachers read old books near the river."),
+]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir, tiny_adapter_dir) -> Encoder:
+    loaded = load_model(str(tiny_model_dir), tiny_adapter_dir)
+    return Encoder(loaded, prompt="eol", pooling="last", cache=False, precision="fp32")
+
+
+def config(tmp_path: Path, **overrides) -> FaithfulnessConfig:
+    values = dict(k=3, random_seeds=2, ig_steps=4, chunk=2, bootstrap=200, png=False, out=str(tmp_path / "faith"))
+    values.update(overrides)
+    return FaithfulnessConfig(**values)
+
+
+def test_deletion_removes_text_tokens_and_keeps_the_template(encoder):
+    text = content_text(encoder, "The red dog runs quickly in the garden.")
+    assert text.tokens and all(token.strip() for token in text.tokens)
+    deletion, insertion = variants(text, list(range(len(text.positions))), 2)
+    for variant in deletion + insertion:
+        wrapped = encoder.prompt.wrap(variant).string
+        assert wrapped.startswith(encoder.prompt.prefix) and wrapped.endswith(encoder.prompt.suffix)
+    removed = text.tokens[0].strip()
+    assert removed in text.text and removed not in deletion[0]
+    assert "the" in deletion[-1].lower()  # function words stay
+    assert insertion[-1] == text.without(list(range(2, len(text.positions))))
+
+
+def test_aopc_arithmetic_on_a_hand_made_curve():
+    assert aopc([0.0, 0.2, 0.4, 0.6], "deletion") == pytest.approx(0.4)
+    assert aopc([0.6, 0.3, 0.1], "insertion") == pytest.approx((0.3 + 0.5) / 2)
+    with pytest.raises(ConfigError):
+        aopc([0.1], "deletion")
+
+
+def test_random_floor_is_seeded():
+    first = random_order(10, 0, "toy:0", 0)
+    assert first == random_order(10, 0, "toy:0", 0)
+    assert sorted(first) == list(range(10))
+    assert first != random_order(10, 0, "toy:0", 1) or first != random_order(10, 1, "toy:0", 0)
+
+
+def test_rollout_of_identity_attention_stays_on_the_query():
+    maps = np.broadcast_to(np.eye(4), (2, 3, 4, 4))
+    np.testing.assert_allclose(rollout(maps, 2), [0, 0, 1, 0])
+    uniform = np.tril(np.ones((3, 3)))
+    uniform = np.broadcast_to(uniform / uniform.sum(-1, keepdims=True), (1, 1, 3, 3))
+    np.testing.assert_allclose(rollout(uniform, 2), [1 / 6, 1 / 6, 2 / 3])
+
+
+def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
+    report = run_report(config(tmp_path), encoder, SAMPLE)
+    assert report["n_texts"] == 5 and report["n_skipped_no_content"] == 1 and report["skipped"] == ["toy:4"]
+    assert report["n_truncated"] >= 1  # "city" has one content token, fewer than K
+    for label in ("base", "adapter"):
+        methods = report[label]["methods"]
+        assert set(methods) == set(faithfulness.METHODS)
+        for entry in methods.values():
+            d = entry["aopc_deletion"]
+            assert d["ci_low"] <= d["mean"] <= d["ci_high"]
+            assert entry["curves"]["deletion"]["mean"][0] == 0.0
+            assert entry["curves"]["deletion"]["n"][1] == 5
+        assert len(methods["random"]["random_spread"]["aopc_deletion_per_draw"]) == 2
+        assert report[label]["most_faithful"]["deletion"]["method"] in faithfulness.METHODS
+        assert set(report["speed"][label]["texts_per_second"]) == set(faithfulness.METHODS)
+    assert set(report["adapter_minus_base"]) == set(faithfulness.METHODS)
+    assert (tmp_path / "faith" / "report.json").is_file()
+    assert "deletion_base.html" in report["figures"]["html"]
+
+
+def test_killed_report_resumes_from_its_records(encoder, tmp_path, monkeypatch):
+    settings = config(tmp_path, methods=("attention_last", "gradient_x_input", "random"))
+    calls = {"n": 0}
+    original = faithfulness._append_records
+
+    def append_then_die(path, records):
+        original(path, records)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(faithfulness, "_append_records", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_report(settings, encoder, SAMPLE)
+    monkeypatch.setattr(faithfulness, "_append_records", original)
+    records = (tmp_path / "faith" / "records.jsonl").read_text().splitlines()
+    assert len(records) == 4  # two chunks of two texts, base
+    with (tmp_path / "faith" / "records.jsonl").open("a") as handle:
+        handle.write('{"config": "cut short')  # a line cut by the kill
+    resumed = run_report(settings, encoder, SAMPLE)
+    assert resumed["speed"]["base"]["texts_measured"] == 1
+    assert resumed["speed"]["adapter"]["texts_measured"] == 5
+    fresh = run_report(replace(settings, out=str(tmp_path / "fresh")), encoder, SAMPLE)
+    for label in ("base", "adapter"):
+        assert resumed[label]["methods"] == fresh[label]["methods"]
+    other = json.loads(records[0])["config"]
+    assert other == settings.digest() and replace(settings, k=2).digest() != other
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"methods": ("attention_last", "shap")}, "Unknown method"),
+        ({"k": 0}, "K must be at least 1"),
+        ({"random_seeds": 0}, "random-seeds"),
+    ],
+)
+def test_bad_settings_are_refused(encoder, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_report(config(tmp_path, **overrides), encoder, SAMPLE)
+
+
+def test_only_stopword_texts_are_refused(encoder, tmp_path):
+    with pytest.raises(ConfigError, match="content tokens"):
+        run_report(config(tmp_path), encoder, [("toy:0", "in the"), ("toy:1", "in the")])
+
+
+def test_gradient_x_input_is_batch_independent(encoder):
+    texts = [content_text(encoder, t) for _, t in SAMPLE[:3]]
+    together = faithfulness.gradient_x_input_scores(encoder, texts, use_adapter=True)
+    alone = faithfulness.gradient_x_input_scores(encoder, texts[1:2], use_adapter=True)
+    torch.testing.assert_close(torch.tensor(together[1]), torch.tensor(alone[0]), atol=1e-5, rtol=1e-4)
+
+
+def test_one_texts_curves_for_the_page(encoder):
+    from analysis.plots import text_curves_figure
+
+    curves = text_curves(encoder, SAMPLE[0][1], SAMPLE[1][1], k=2, methods=("attention_last", "random"))
+    assert set(curves) == {"base", "adapter"}
+    record = curves["adapter"]
+    assert record["methods"]["attention_last"]["curves"]["deletion"][0] == 0.0
+    assert len(record["methods"]["random"]["curves"]["deletion"]) == 3
+    assert len(text_curves_figure(record, "t").data) == 4
+    with pytest.raises(ConfigError, match="no content tokens"):
+        text_curves(encoder, "in the", SAMPLE[1][1])

@@ -1,0 +1,148 @@
+"""Shared page parts: the header naming the model choice, truncation notes and download buttons."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from core.browser import find_chromium
+from workbench.state import ModelChoice
+
+
+def header(title: str, choice: ModelChoice | None = None) -> None:
+    """The page title, and the model choice it shows (the same on every page: the sidebar's)."""
+    st.title(title)
+    if choice is not None:
+        adapter = choice.adapter or "none (base model only)"
+        length = f"{choice.max_length} tokens" if choice.max_length else "the adapter's (or 512)"
+        st.caption(f"Model **{choice.model}** · adapter **{adapter}** · max length {length} · device {choice.device}")
+
+
+def truncation_note(encoder: Any, texts: Sequence[str], prompt: str) -> int:
+    """Warn in the page how many texts the encoder cuts at its max length (counted by tokenizing, cache or not).
+
+    A max length that leaves no room for text stops the page with that error.
+    """
+    try:
+        cut = sum(item.truncated for item in encoder.prepare(texts, prompt))
+    except ValueError as error:
+        st.error(str(error))
+        st.stop()
+    if cut:
+        st.warning(
+            f"{cut} of {len(texts)} texts are longer than {encoder.max_length} tokens (prompt included) and were "
+            "cut. Raise *Max length* in the sidebar to keep more of each text."
+        )
+    return cut
+
+
+def file_stem(*parts: Any) -> str:
+    """A file name from the view's settings, e.g. ``embed_base_eol_last_L-1``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(str(p) for p in parts if p not in (None, ""))).strip("-")[:120]
+
+
+def figure_downloads(figure: Any, stem: str, key: str) -> None:
+    """HTML (opens offline) always; PNG where Debian's chromium exists. Both are made on click, not per rerun."""
+    left, right = st.columns(2)
+    html = lambda: figure.to_html(include_plotlyjs=True)  # noqa: E731
+    left.download_button("HTML", html, f"{stem}.html", "text/html", key=f"{key}_html", on_click="ignore")
+    if find_chromium():
+        from analysis.plots import png_bytes
+
+        png = lambda: png_bytes(figure, scale=2)  # noqa: E731
+        right.download_button("PNG", png, f"{stem}.png", "image/png", key=f"{key}_png", on_click="ignore")
+
+
+def table_download(table: Any, stem: str, key: str, label: str = "CSV") -> None:
+    """A DataFrame (or a dict of columns) as CSV."""
+    import pandas as pd
+
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+    st.download_button(label, frame.to_csv(index=False), f"{stem}.csv", "text/csv", key=key, on_click="ignore")
+
+
+def array_download(array: np.ndarray, stem: str, key: str, label: str = "NPY") -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array))
+    st.download_button(label, buffer.getvalue(), f"{stem}.npy", "application/octet-stream", key=key, on_click="ignore")
+
+
+def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
+    """Several downloads side by side: (kind, args) with kind in figure/table/array."""
+    for column, (kind, args) in zip(st.columns(len(items)), items, strict=True):
+        with column:
+            {"figure": figure_downloads, "table": table_download, "array": array_download}[kind](*args)
+
+
+def pick_dataset(key: str, default_task: str = "trec-coarse"):
+    """A local task or an uploaded file, then a seeded sample whose size never exceeds the texts there are.
+
+    Returns the sampled :class:`core.data.Dataset` (labels None when no label column), or stops the page with
+    an error or a hint.
+    """
+    from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, sample_dataset, save_upload
+    from workbench.state import kept
+
+    source = st.radio("Data", ["local task", "upload a file"], horizontal=True, **kept(f"{key}_source", "local task"))
+    try:
+        if source == "local task":
+            tasks = list(LOCAL_TASKS)
+            task = st.selectbox(
+                "Task (test split)", tasks, **kept(f"{key}_task", default_task, options=tasks, url="task")
+            )
+            full = load_task(task, "test")
+        else:
+            upload = st.file_uploader(
+                "CSV, TSV, JSONL, JSON or parquet (max 20 MB)", type=["csv", "tsv", "jsonl", "json", "parquet"]
+            )
+            if upload is None:
+                st.info("Upload a file with a text column and, optionally, a label column.")
+                st.stop()
+            path = save_upload(upload.name, upload.getvalue())
+            columns = file_columns(path)
+            left, right = st.columns(2)
+            text_column = left.selectbox(
+                "Text column", columns, index=columns.index("text") if "text" in columns else 0
+            )
+            label_options = ["(none)", *columns]
+            label_column = right.selectbox(
+                "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
+            )
+            full = load_user_file(path, text_column, None if label_column == "(none)" else label_column)
+    except (ValueError, DataError) as error:
+        st.error(f"Cannot use this data: {error}")
+        st.stop()
+    if len(full) <= 100:
+        st.caption(f"All {len(full)} texts are used.")
+        return full
+    top = min(2000, len(full))
+    size = st.slider(
+        f"Texts (seeded sample of {len(full)})", 100, top, step=50,
+        **kept(f"{key}_size", min(1000, top), bounds=(100, top), url="size"),
+    )  # fmt: skip
+    return sample_dataset(full, min(int(size), len(full)))
+
+
+def selected_points(chart_key: str) -> list[int]:
+    """Text indices (the traces' customdata) selected in the plotly chart ``chart_key`` on the last run."""
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    return [int(np.ravel(p["customdata"])[0]) for p in points if "customdata" in p]
+
+
+def progress_with_eta(bar: Any, what: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that fills ``bar`` (an ``st.progress``) and says the time left."""
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
+        bar.progress(done / max(total, 1), text=f"{what}: {done} of {total} texts{eta}")
+
+    return report
