@@ -1,6 +1,7 @@
 """Attribution: which tokens make two texts similar (captum integrated gradients), base and adapter.
 
-The result is kept in the session for its inputs: controls that do not change them never rerun IG.
+IG runs on a button, with progress, an ETA and a Stop button; the result is kept in the session for its inputs,
+so controls that do not change them never rerun it.
 """
 
 from __future__ import annotations
@@ -38,25 +39,31 @@ if settings is None:
 if not text_a or not text_b:
     st.warning("Enter two texts.")
     st.stop()
-prompt, pooling, layer = settings
-widgets.truncation_note(encoder, [text_a, text_b], prompt)
-inputs = (choice, text_a, text_b, prompt, pooling, layer, max_steps)
-done = st.session_state.setdefault("attr_results", {})
-try:
-    view = encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer, precision="fp32")
-except LensError as error:
-    st.error(str(error))
+view = state.configured_encoder(encoder, settings, precision="fp32")
+if view is None:
     st.stop()
+widgets.truncation_note(view, [text_a, text_b])
+inputs = (choice, text_a, text_b, settings, max_steps)
+done = st.session_state.setdefault("attr_results", {})
+STOPPED = "attr_stopped"
 if st.button("Attribute", type="primary"):
+    widgets.clear_stopped(STOPPED)
+    stop = widgets.stop_button(STOPPED, inputs)
+    bar = st.progress(0.0)
     try:
-        with st.spinner("Integrated gradients..."):
-            done.clear()  # one result at a time
-            done[inputs] = compare_similarity(view, text_a, text_b, max_steps=max_steps)
+        done.clear()  # one result at a time
+        progress = widgets.progress_with_eta(bar, "Integrated gradients", unit="steps (at most)")
+        done[inputs] = compare_similarity(view, text_a, text_b, max_steps=max_steps, progress=progress)
     except LensError as error:
         st.error(str(error))
         st.stop()
+    bar.empty()
+    stop.empty()
 if inputs not in done:
-    st.caption("Each attribution runs 16-256 forward and backward passes: a few seconds to a minute on a CPU.")
+    if widgets.was_stopped(STOPPED, inputs):
+        st.warning("Attribution stopped. Press *Attribute* to start it again.")
+    else:
+        st.caption("Each attribution runs 16-256 forward and backward passes: a few seconds to a minute on a CPU.")
     st.stop()
 comparison = done[inputs]
 for column, (label, result) in zip(st.columns(len(comparison.results)), comparison.results.items(), strict=True):
@@ -72,7 +79,7 @@ for column, (label, result) in zip(st.columns(len(comparison.results)), comparis
             f"IG did not converge ({worst:.1%} > {DELTA_WARNING:.0%}): the bars do not add up to the cosine's change. "
             "Raise the step cap."
         )
-stem = widgets.file_stem("attribution", choice.model, prompt[:20], pooling, f"L{layer}")
+stem = widgets.file_stem("attribution", choice.model, *settings.stem)
 for side, name in (("a", "A"), ("b", "B")):
     bars = comparison.bars(side)
     figure = attribution_bars_figure(bars, f"Text {name}: token attributions to the cosine")
