@@ -85,14 +85,18 @@ if labels is not None:
             help="mean cosine of same-label pairs minus that of different-label pairs (a text with itself excluded)",
         )
         column.caption(f"within {score['within']:.4f}, between {score['between']:.4f}")
+used = (
+    f"Method `{settings.method}`, prompt `{settings.prompt or 'its own'}`, pooling `{settings.pooling}`, layer "
+    f"`{settings.layer}`."
+)
 if len(similarity) == 2:
     off = ~np.eye(len(texts), dtype=bool)
     st.caption(
         f"Mean off-diagonal cosine: base {similarity['base'][off].mean():.3f}, adapter "
         f"{similarity['adapter'][off].mean():.3f}. Base and adapter share one colour scale "
-        f"({shared[0]:.2f} to 1); the difference is centred at 0. Method `{settings.method}`, prompt "
-        f"`{settings.prompt or 'its own'}`, pooling `{settings.pooling}`, layer `{settings.layer}`."
+        f"({shared[0]:.2f} to 1); the difference is centred at 0. {used}"
     )
 else:
+    st.caption(used)
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
 st.markdown("  \n".join(f"**{i + 1}.** {text}" for i, text in enumerate(short)))
