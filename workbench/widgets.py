@@ -166,7 +166,7 @@ def stop_button(flag: str, inputs: Any) -> Any:
     """
     st.session_state[flag + ":running"] = inputs
     slot = st.empty()
-    slot.button("Stop", key=f"{flag}_button", on_click=mark_stopped, args=(flag,), icon=":material/stop:")
+    slot.button("Stop", key=f"{flag}_button", on_click=mark_stopped, args=(flag,))
     return slot
 
 
