@@ -284,6 +284,7 @@ def test_every_page_paints_and_its_control_works(server, browser_page, capsys):
         screenshot(page, SHOTS / f"{Path(name).stem}.png")
         assert not unexpected(name, problems(page)), f"{title} after its control: {unexpected(name, problems(page))}"
         rows.append(row)
+        (SHOTS / "timings.txt").write_text(table(rows, overview_first, model_load) + "\n")  # kept if a later page fails
     for (name, _title, _icon), row in zip(PAGE_FILES, rows, strict=True):
         row.warm = open_page(page, urls[name])
         assert not unexpected(name, problems(page)), f"{row.title} on revisit: {unexpected(name, problems(page))}"
