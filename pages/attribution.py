@@ -104,17 +104,27 @@ if len(comparison.results) == 1:
 st.subheader("Token pairs behind the cosine")
 pair_steps = st.select_slider("Path midpoints per text (more: smaller completeness error, slower)", [2, 4, 8, 16], 4)
 pair_done = st.session_state.setdefault("attr_pairs", {})  # kept for its inputs, like the IG result
+PAIRS_STOPPED = "attr_pairs_stopped"
 if (inputs, pair_steps) not in pair_done:
+    # Runs by itself after IG; Stop ends it between its two parts (then it waits for its own button).
+    if widgets.was_stopped(PAIRS_STOPPED, (inputs, pair_steps)) and not st.button("Token pairs and deletion curves"):
+        st.warning("Token pairs and deletion curves stopped. Press *Token pairs and deletion curves* to run them.")
+        st.stop()
+    widgets.clear_stopped(PAIRS_STOPPED)
+    stop = widgets.stop_button(PAIRS_STOPPED, (inputs, pair_steps))
+    bar = st.progress(0.0)
+    report = widgets.progress_with_eta(bar, "Token pairs, then deletion curves", unit="parts")
     try:
-        with st.spinner("Token-pair contributions..."):
-            pair_done.clear()
-            pair_done[(inputs, pair_steps)] = (
-                compare_pair_matrices(view, text_a, text_b, steps=pair_steps),
-                text_curves(view, text_a, text_b),
-            )
+        pair_done.clear()
+        report(0, 2)
+        matrices = compare_pair_matrices(view, text_a, text_b, steps=pair_steps)
+        report(1, 2)
+        pair_done[(inputs, pair_steps)] = (matrices, text_curves(view, text_a, text_b))
     except LensError as error:
         st.error(str(error))
         st.stop()
+    bar.empty()
+    stop.empty()
 matrices, curves = pair_done[(inputs, pair_steps)]
 st.plotly_chart(
     pair_matrix_figure({label: m.to_dict() for label, m in matrices.items()}, "Contributions of token pairs (A x B)"),

@@ -363,13 +363,13 @@ def test_attribution_stop_leaves_the_page_usable(open_page, monkeypatch):
 
     real = widgets.progress_with_eta
 
-    def click_stop_after_one_segment(bar, what, unit="texts"):
+    def click_stop_after_one_segment(bar, what, unit="texts"):  # after IG's first segment, the pairs' first part
         report = real(bar, what, unit)
 
         def stopping(done: int, total: int) -> None:
             report(done, total)
             if done:
-                widgets.mark_stopped("attr_stopped")
+                widgets.mark_stopped("attr_pairs_stopped" if what.startswith("Token pairs") else "attr_stopped")
                 st.rerun()
 
         return stopping
@@ -380,6 +380,19 @@ def test_attribution_stop_leaves_the_page_usable(open_page, monkeypatch):
     assert not app.exception and not charts(app) and "Attribution stopped" in app.warning[0].value
     monkeypatch.setattr(widgets, "progress_with_eta", real)
     app.button[0].click().run()
+    assert not app.exception and not app.warning and len(charts(app)) == 5
+
+    def stop_the_pairs(bar, what, unit="texts"):  # IG runs through; Stop during token pairs, after their first part
+        stopping = what != "Integrated gradients"
+        return (click_stop_after_one_segment if stopping else real)(bar, what, unit)
+
+    monkeypatch.setattr(widgets, "progress_with_eta", stop_the_pairs)
+    app.text_input(key="attr_a").set_value("a woman rides a horse").run()
+    app.button[0].click().run()
+    assert not app.exception and len(charts(app)) == 2  # the IG bars; no token pairs, no curves
+    assert "Token pairs and deletion curves stopped" in app.warning[-1].value
+    monkeypatch.setattr(widgets, "progress_with_eta", real)
+    next(b for b in app.button if b.label == "Token pairs and deletion curves").click().run()
     assert not app.exception and not app.warning and len(charts(app)) == 5
 
 
