@@ -13,6 +13,7 @@ import streamlit as st
 
 from analysis.plots import projection_scatter
 from analysis.projections import UmapSettings, embed_with_progress, project_umap
+from core.methods import METHOD_KINDS
 from core.metrics import kmeans_labels, score_embeddings
 from workbench import state, widgets
 
@@ -34,9 +35,7 @@ if len(texts) < 5:
 if labels is not None and len(set(labels)) < 2:
     st.warning("The label column has a single value: showing k-means clusters only, no V-measure.")
     labels = None
-settings = state.embedding_settings(
-    "explore", default_prompt=state.adapter_prompt_name(encoder), methods=state.ALL_METHODS
-)
+settings = state.embedding_settings("explore", default_prompt=state.adapter_prompt_name(encoder), methods=METHOD_KINDS)
 view = state.configured_encoder(encoder, settings) if settings is not None else None
 if view is None:
     st.stop()

@@ -10,6 +10,7 @@ import streamlit as st
 
 from analysis.plots import similarity_heatmap
 from analysis.similarity import cosine_matrix, label_cosines
+from core.methods import METHOD_KINDS
 from workbench import state, widgets
 
 EXAMPLES = """a man is driving a car
@@ -33,9 +34,7 @@ raw_labels = right.text_area(
     "Labels, one per line (optional)", height=170, **state.kept("embed_labels", EXAMPLE_LABELS)
 ).splitlines()
 labels = [label.strip() for label in raw_labels if label.strip()] or None
-settings = state.embedding_settings(
-    "embed", default_prompt=state.adapter_prompt_name(encoder), methods=state.ALL_METHODS
-)
+settings = state.embedding_settings("embed", default_prompt=state.adapter_prompt_name(encoder), methods=METHOD_KINDS)
 view = state.configured_encoder(encoder, settings) if settings is not None else None
 if view is None:
     st.stop()

@@ -160,7 +160,6 @@ def load_encoder(choice: ModelChoice):
 
 
 CUSTOM_PROMPT = "custom template..."
-ALL_METHODS = ("plain", "echo", "tp", "metaeol", "ensemble")  # core.methods.METHOD_KINDS, in the chooser's order
 
 
 @dataclass(frozen=True)
