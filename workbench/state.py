@@ -99,10 +99,7 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
-        adapter = Path(self.adapter) if self.adapter else None
-        if adapter is not None and adapter.parent.name == "checkpoints":  # a stopped run's: name the run too
-            adapter = Path(adapter.parent.parent.name, adapter.name)
-        name = f"{self.model} + {adapter}" if adapter else self.model
+        name = f"{self.model} + {Path(self.adapter).name}" if self.adapter else self.model
         return name + (f", max {self.max_length} tokens" if self.max_length else "")
 
 
