@@ -118,7 +118,10 @@ class Attributor:
         max_steps: int = 256,
         tolerance: float = 0.05,
         token_budget: int = 2048,
+        on_steps: Callable[[int], None] | None = None,
     ):
+        """``on_steps(steps)`` is called after each integrated path segment with the steps the current attribution
+        has taken so far (a progress report; an exception it raises ends the attribution between segments)."""
         if n_steps < 2 or max_steps < n_steps:
             raise ConfigError(f"Need 2 <= n_steps <= max_steps, got n_steps={n_steps}, max_steps={max_steps}.")
         self.encoder = encoder
@@ -127,6 +130,7 @@ class Attributor:
         self.max_steps = max_steps
         self.tolerance = tolerance
         self.token_budget = token_budget
+        self.on_steps = on_steps
         self.plan = encoder.plan()
 
     # ----- model plumbing
@@ -228,6 +232,8 @@ class Attributor:
                 a, b = pending.pop()
                 scores_ab, delta_ab = segment(a, b)
                 steps += self.n_steps
+                if self.on_steps is not None:
+                    self.on_steps(steps)
                 remaining = self.max_steps - steps - self.n_steps * len(pending)
                 if abs(delta_ab) > budget * (b - a) and remaining >= 2 * self.n_steps:
                     middle = (a + b) / 2
@@ -332,12 +338,38 @@ class SimilarityComparison:
         return {label: getattr(result, side).to_dict() for label, result in self.results.items()}
 
 
-def compare_similarity(encoder: Encoder, text_a: str, text_b: str, max_steps: int = 256) -> SimilarityComparison:
-    """Which tokens make ``text_a`` and ``text_b`` similar, for the base (and the adapter where loaded)."""
-    attributor = Attributor(encoder, max_steps=max_steps)
+def compare_similarity(
+    encoder: Encoder,
+    text_a: str,
+    text_b: str,
+    max_steps: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> SimilarityComparison:
+    """Which tokens make ``text_a`` and ``text_b`` similar, for the base (and the adapter where loaded).
+
+    ``progress(done, total)`` counts IG steps against the cap (``total``: two attributions per setting, each at
+    most ``max_steps``; one that converges early counts its whole cap when it ends). It is called between path
+    segments, so an exception it raises stops the work there.
+    """
+    compared = sides(encoder.loaded.has_adapter)
+    total = 2 * len(compared) * max_steps
+    finished, last = 0, 0  # steps of the attributions already done (each counted at the cap); the current one's
+
+    def on_steps(steps: int) -> None:
+        nonlocal finished, last
+        if steps <= last:  # a new attribution started
+            finished += max_steps
+        last = steps
+        if progress is not None:
+            progress(min(finished + steps, total), total)
+
+    attributor = Attributor(encoder, max_steps=max_steps, on_steps=on_steps)
     started = time.perf_counter()
+    if progress is not None:
+        progress(0, total)
     results = {
-        label: attributor.similarity(text_a, text_b, use_adapter=use_adapter)
-        for label, use_adapter in sides(encoder.loaded.has_adapter).items()
+        label: attributor.similarity(text_a, text_b, use_adapter=use_adapter) for label, use_adapter in compared.items()
     }
+    if progress is not None:
+        progress(total, total)
     return SimilarityComparison(results, time.perf_counter() - started)

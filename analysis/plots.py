@@ -102,6 +102,8 @@ CATEGORY_COLORS = {
     "content": "#d62728",
     "function": "#2ca02c",
     "punct": "#9467bd",
+    "first_copy": "#ff7f0e",  # echo's first copy of the text
+    "placeholder": "#17becf",  # token prepending's slot
 }
 
 

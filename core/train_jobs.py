@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from core.adapters import ADAPTER_CONFIG, list_adapters
 from core.errors import ConfigError, TrainError
 from core.files import write_json
 from core.paths import REPO_ROOT
@@ -106,6 +107,29 @@ def can_resume(folder: str | Path) -> bool:
     """A stopped or failed job that left checkpoints: :func:`resume_training` continues it."""
     folder = Path(folder)
     return job_status(folder).state in ("stopped", "failed") and any(folder.glob("checkpoints/step-*"))
+
+
+def stopped_checkpoints(root: str | Path) -> list[Path]:
+    """The checkpoints of the runs under ``root`` that stopped or failed, each run's newest first.
+
+    A checkpoint (``RUN/checkpoints/step-N``) holds the adapter as it was at step N (peft files and its settings),
+    so it loads like a finished adapter. A running job's are left out: it prunes old checkpoints as it goes.
+    """
+    found = []
+    for run in list_adapters(root, in_training=True):
+        if job_status(run).state in ("stopped", "failed"):
+            steps = sorted((run / "checkpoints").glob("step-*"), reverse=True)
+            found += [step for step in steps if (step / ADAPTER_CONFIG).is_file()]
+    return found
+
+
+def adapter_label(folder: str | Path) -> str:
+    """How a sidebar names an adapter folder: its path, and for a checkpoint its run and step."""
+    folder = Path(folder)
+    if folder.parent.name == "checkpoints" and folder.name.startswith("step-"):
+        step = folder.name.removeprefix("step-").lstrip("0") or "0"
+        return f"{folder.parent.parent.name} at step {step} (checkpoint of a stopped run): {folder}"
+    return str(folder)
 
 
 def read_train_log(folder: str | Path) -> list[dict[str, Any]]:

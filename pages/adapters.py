@@ -49,6 +49,10 @@ for folder in folders:
             st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
         if status.message and status.state in ("failed", "stopped"):
             st.warning(status.message)
+        if can_resume(folder):
+            listed = folder.parent in (ADAPTERS_DIR, state.TRAINED_DIR)
+            where = "" if listed else " (under *...or an adapter folder*: this root is not listed)"
+            st.caption(f"Its checkpoints are adapters too: pick one in a model page's sidebar{where}.")
         if can_resume(folder) and st.button("Resume from the last checkpoint", key=f"resume_{folder}"):
             try:
                 resume_training(folder)

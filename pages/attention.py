@@ -32,12 +32,15 @@ else:
     task = left.selectbox("Task (test split)", tasks, **state.kept("att_task", "trec-fine", options=tasks))
     texts = load_task(task, "test").texts[:200]
     text = right.selectbox("Text", texts, **state.kept("att_text", texts[0], options=texts))
-settings = state.embedding_settings("attention", default_prompt=state.adapter_prompt_name(encoder))
+# An ensemble averages several wrapped texts; attention follows one, so the chooser offers what the report does.
+settings = state.embedding_settings(
+    "attention", default_prompt=state.adapter_prompt_name(encoder), methods=("plain", "echo", "tp")
+)
 if not text:
     st.warning("Enter a sentence.")
-if settings is None or not text:
+view_encoder = state.configured_encoder(encoder, settings) if settings is not None else None
+if view_encoder is None or not text:
     st.stop()
-prompt, pooling, layer = settings
 heads = [MEAN_HEADS, *[f"head {h}" for h in range(num_heads(encoder.loaded.backbone))]]
 left, right = st.columns(2)
 head_choice = left.selectbox("Heads", heads, **state.kept("att_heads", MEAN_HEADS, options=heads))
@@ -45,10 +48,10 @@ head = None if head_choice == MEAN_HEADS else int(head_choice.split()[1])
 renormalise = right.toggle(
     "Leave out the sink (position 0) and specials, renormalise", **state.kept("att_renormalise", True)
 )
-widgets.truncation_note(encoder, [text], prompt)
+widgets.truncation_note(view_encoder, [text])
 
 try:
-    view = attention_view(encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer), text, head, renormalise)
+    view = attention_view(view_encoder, text, head, renormalise)
 except LensError as error:
     st.error(str(error))
     st.stop()
@@ -58,7 +61,7 @@ DIFFERENCE = "adapter − base"
 matrices = dict(view.matrices)
 if view.difference is not None:
     matrices[DIFFERENCE] = view.difference
-stem = widgets.file_stem("attention", choice.model, prompt[:20], pooling, f"L{layer}", head_choice.replace(" ", ""))
+stem = widgets.file_stem("attention", choice.model, *settings.stem, head_choice.replace(" ", ""))
 for column, (label, matrix) in zip(st.columns(len(matrices)), matrices.items(), strict=True):
     with column:
         figure = attention_heatmap(
@@ -81,7 +84,8 @@ st.caption(
     f"Outlined: the layers whose outputs the chosen Layer pools ({pooled}). "
     f"{len(view.tokens)} tokens, {len(view.matrices)} forward pass(es) with hooks in {view.seconds:.2f} s. "
     "Token colours: " + ", ".join(CATEGORIES)
-    + " (grey sink, olive special, blue prompt, red content, green function, purple punctuation)."
+    + " (grey sink, olive special, blue prompt, red content, green function, purple punctuation, orange echo's first "
+    "copy, cyan the tp placeholder)."
 )  # fmt: skip
 for column, (label, shares) in zip(st.columns(len(view.role_shares)), view.role_shares.items(), strict=True):
     with column:

@@ -1,6 +1,7 @@
 """Attribution: which tokens make two texts similar (captum integrated gradients), base and adapter.
 
-The result is kept in the session for its inputs: controls that do not change them never rerun IG.
+IG runs on a button, with progress, an ETA and a Stop button; the result is kept in the session for its inputs,
+so controls that do not change them never rerun it.
 """
 
 from __future__ import annotations
@@ -38,25 +39,31 @@ if settings is None:
 if not text_a or not text_b:
     st.warning("Enter two texts.")
     st.stop()
-prompt, pooling, layer = settings
-widgets.truncation_note(encoder, [text_a, text_b], prompt)
-inputs = (choice, text_a, text_b, prompt, pooling, layer, max_steps)
-done = st.session_state.setdefault("attr_results", {})
-try:
-    view = encoder.with_settings(prompt=prompt, pooling=pooling, layer=layer, precision="fp32")
-except LensError as error:
-    st.error(str(error))
+view = state.configured_encoder(encoder, settings, precision="fp32")
+if view is None:
     st.stop()
+widgets.truncation_note(view, [text_a, text_b])
+inputs = (choice, text_a, text_b, settings, max_steps)
+done = st.session_state.setdefault("attr_results", {})
+STOPPED = "attr_stopped"
 if st.button("Attribute", type="primary"):
+    widgets.clear_stopped(STOPPED)
+    stop = widgets.stop_button(STOPPED, inputs)
+    bar = st.progress(0.0)
     try:
-        with st.spinner("Integrated gradients..."):
-            done.clear()  # one result at a time
-            done[inputs] = compare_similarity(view, text_a, text_b, max_steps=max_steps)
+        done.clear()  # one result at a time
+        progress = widgets.progress_with_eta(bar, "Integrated gradients", unit="steps (at most)")
+        done[inputs] = compare_similarity(view, text_a, text_b, max_steps=max_steps, progress=progress)
     except LensError as error:
         st.error(str(error))
         st.stop()
+    bar.empty()
+    stop.empty()
 if inputs not in done:
-    st.caption("Each attribution runs 16-256 forward and backward passes: a few seconds to a minute on a CPU.")
+    if widgets.was_stopped(STOPPED, inputs):
+        st.warning("Attribution stopped. Press *Attribute* to start it again.")
+    else:
+        st.caption("Each attribution runs 16-256 forward and backward passes: a few seconds to a minute on a CPU.")
     st.stop()
 comparison = done[inputs]
 for column, (label, result) in zip(st.columns(len(comparison.results)), comparison.results.items(), strict=True):
@@ -72,7 +79,7 @@ for column, (label, result) in zip(st.columns(len(comparison.results)), comparis
             f"IG did not converge ({worst:.1%} > {DELTA_WARNING:.0%}): the bars do not add up to the cosine's change. "
             "Raise the step cap."
         )
-stem = widgets.file_stem("attribution", choice.model, prompt[:20], pooling, f"L{layer}")
+stem = widgets.file_stem("attribution", choice.model, *settings.stem)
 for side, name in (("a", "A"), ("b", "B")):
     bars = comparison.bars(side)
     figure = attribution_bars_figure(bars, f"Text {name}: token attributions to the cosine")
@@ -97,17 +104,27 @@ if len(comparison.results) == 1:
 st.subheader("Token pairs behind the cosine")
 pair_steps = st.select_slider("Path midpoints per text (more: smaller completeness error, slower)", [2, 4, 8, 16], 4)
 pair_done = st.session_state.setdefault("attr_pairs", {})  # kept for its inputs, like the IG result
+PAIRS_STOPPED = "attr_pairs_stopped"
 if (inputs, pair_steps) not in pair_done:
+    # Runs by itself after IG; Stop ends it between its two parts (then it waits for its own button).
+    if widgets.was_stopped(PAIRS_STOPPED, (inputs, pair_steps)) and not st.button("Token pairs and deletion curves"):
+        st.warning("Token pairs and deletion curves stopped. Press *Token pairs and deletion curves* to run them.")
+        st.stop()
+    widgets.clear_stopped(PAIRS_STOPPED)
+    stop = widgets.stop_button(PAIRS_STOPPED, (inputs, pair_steps))
+    bar = st.progress(0.0)
+    report = widgets.progress_with_eta(bar, "Token pairs, then deletion curves", unit="parts")
     try:
-        with st.spinner("Token-pair contributions..."):
-            pair_done.clear()
-            pair_done[(inputs, pair_steps)] = (
-                compare_pair_matrices(view, text_a, text_b, steps=pair_steps),
-                text_curves(view, text_a, text_b),
-            )
+        pair_done.clear()
+        report(0, 2)
+        matrices = compare_pair_matrices(view, text_a, text_b, steps=pair_steps)
+        report(1, 2)
+        pair_done[(inputs, pair_steps)] = (matrices, text_curves(view, text_a, text_b))
     except LensError as error:
         st.error(str(error))
         st.stop()
+    bar.empty()
+    stop.empty()
 matrices, curves = pair_done[(inputs, pair_steps)]
 st.plotly_chart(
     pair_matrix_figure({label: m.to_dict() for label, m in matrices.items()}, "Contributions of token pairs (A x B)"),

@@ -1,7 +1,7 @@
 """Cluster explorer: UMAP of base and adapter embeddings side by side, coloured by label or k-means.
 
-Embedding a task runs on a button (with progress and ETA) and is kept in the session for those inputs, so
-UMAP and colour controls never re-embed. A selection in one plot highlights the same texts in the other.
+Embedding a task runs on a button (with progress and ETA, and a Stop button) and is kept in the session for those
+inputs, so UMAP and colour controls never re-embed. A selection in one plot highlights the same texts in the other.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import streamlit as st
 
 from analysis.plots import projection_scatter
 from analysis.projections import UmapSettings, embed_with_progress, project_umap
+from core.methods import METHOD_KINDS
 from core.metrics import kmeans_labels, score_embeddings
 from workbench import state, widgets
 
@@ -34,10 +35,10 @@ if len(texts) < 5:
 if labels is not None and len(set(labels)) < 2:
     st.warning("The label column has a single value: showing k-means clusters only, no V-measure.")
     labels = None
-settings = state.embedding_settings("explore", default_prompt=state.adapter_prompt_name(encoder))
-if settings is None:
+settings = state.embedding_settings("explore", default_prompt=state.adapter_prompt_name(encoder), methods=METHOD_KINDS)
+view = state.configured_encoder(encoder, settings) if settings is not None else None
+if view is None:
     st.stop()
-prompt, pooling, layer = settings
 with st.expander("UMAP and colouring", expanded=False):
     a, b, c, d = st.columns(4)
     umap_settings = UmapSettings(
@@ -53,34 +54,42 @@ with st.expander("UMAP and colouring", expanded=False):
 if len(texts) < max(k, 4):
     st.error(f"Only {len(texts)} texts: need at least {max(k, 4)} for {k} clusters and a 2-D projection.")
     st.stop()
-widgets.truncation_note(encoder, texts, prompt)
+widgets.truncation_note(view, texts)
 
 sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-inputs = (choice, dataset.sha256, prompt, pooling, layer)
+inputs = (choice, dataset.sha256, settings)
 embedded = st.session_state.setdefault("explore_vectors", {})
+STOPPED = "explore_stopped"
 if inputs not in embedded:
-    if len(texts) > AUTO_TEXTS and not st.button("Embed and project", type="primary"):
-        st.info(f"{len(texts)} texts x {len(sides)} to embed with {choice.label}: press *Embed and project* (texts in "
-                "the disk cache load at once). A smaller sample is quicker.")  # fmt: skip
+    stopped = widgets.was_stopped(STOPPED, inputs)
+    if (len(texts) > AUTO_TEXTS or stopped) and not st.button("Embed and project", type="primary"):
+        if stopped:
+            st.warning("Embedding stopped. The texts embedded before the stop are in the disk cache: *Embed and "
+                       "project* goes on from there.")  # fmt: skip
+        else:
+            st.info(f"{len(texts)} texts x {len(sides)} to embed with {choice.label}: press *Embed and project* "
+                    "(texts in the disk cache load at once). A smaller sample is quicker.")  # fmt: skip
         st.stop()
+    widgets.clear_stopped(STOPPED)
+    stop = widgets.stop_button(STOPPED, inputs)
     bar, vectors = st.progress(0.0), {}
     try:
         for side, use_adapter in sides:
             vectors[side] = embed_with_progress(
-                encoder, texts, widgets.progress_with_eta(bar, side),
-                prompt=prompt, pooling=pooling, layer=layer, use_adapter=use_adapter,
-            )  # fmt: skip
+                view, texts, widgets.progress_with_eta(bar, side), use_adapter=use_adapter
+            )
     except ValueError as error:
         st.error(str(error))
         st.stop()
     bar.empty()
+    stop.empty()
     embedded.clear()  # one task's vectors at a time: the session stays small
     embedded[inputs] = vectors
 vectors = embedded[inputs]
 
 selected = {side: widgets.selected_points(f"umap_{side}") for side, _ in sides}
 st.caption(f"{len(texts)} texts shown ({dataset.name}).")
-stem = widgets.file_stem("umap", choice.model, dataset.name.split(" ")[0], prompt[:20], pooling, f"L{layer}")
+stem = widgets.file_stem("umap", choice.model, dataset.name.split(" ")[0], *settings.stem)
 for column, (side, _) in zip(st.columns(len(sides)), sides, strict=True):
     with column:
         started = time.perf_counter()

@@ -1,5 +1,6 @@
 """Clustering quality: the results grid as a filtered, sorted table (MiniLM marked as the baseline, each adapter
-row against its base model) and charts that follow the table's rows and order."""
+row against its base model, training-free methods side by side where the grid has them) and charts that follow the
+table's rows and order."""
 
 from __future__ import annotations
 
@@ -31,32 +32,43 @@ def choices(level: str) -> list[str]:
     return sorted(set(index.get_level_values(level)))
 
 
-left, middle, right, fourth = st.columns(4)
-variants = left.multiselect("Model / adapter", choices("variant"), **kept("q_variants", [], options=choices("variant")))
-prompts = middle.multiselect("Prompt", choices("prompt"), **kept("q_prompts", [], options=choices("prompt")))
-poolings = right.multiselect("Pooling", choices("pooling"), **kept("q_poolings", [], options=choices("pooling")))
-shown_tasks = fourth.multiselect("Tasks", tasks, **kept("q_tasks", tasks, options=tasks)) or tasks
+has_methods = "method" in index.names  # the summary has a method column once a grid ran a non-plain method
+columns = st.columns(5 if has_methods else 4)
+variants = columns[0].multiselect(
+    "Model / adapter", choices("variant"), **kept("q_variants", [], options=choices("variant"))
+)
+methods: list[str] = []
+if has_methods:
+    methods = columns[1].multiselect(
+        "Method", choices("method"), help="training-free methods (core.methods); plain is the prompt alone",
+        **kept("q_methods", [], options=choices("method"), url="methods"),
+    )  # fmt: skip
+prompts = columns[-3].multiselect("Prompt", choices("prompt"), **kept("q_prompts", [], options=choices("prompt")))
+poolings = columns[-2].multiselect("Pooling", choices("pooling"), **kept("q_poolings", [], options=choices("pooling")))
+shown_tasks = columns[-1].multiselect("Tasks", tasks, **kept("q_tasks", tasks, options=tasks)) or tasks
 sort_options = ["average", "vs base", *shown_tasks]
 a, b = st.columns([3, 1])
 sort_by = a.selectbox(
     "Sort rows (table and charts) by", sort_options, **kept("q_sort", "average", options=sort_options)
 )
 ascending = b.toggle("Ascending", **kept("q_ascending", False))
-view = quality_view(scores, filter_rows(scores, variants, prompts, poolings, shown_tasks), sort_by, ascending)
+view = quality_view(scores, filter_rows(scores, variants, prompts, poolings, shown_tasks, methods), sort_by, ascending)
 baseline_rows = view[view["role"] == "baseline"]
 baseline = float(baseline_rows["average"].iloc[0]) if len(baseline_rows) else None
 st.caption(
     f"{len(view)} rows of {len(scores)}; V-measure, mean over k-means seeds; the average is over the tasks shown. "
     f"Role *baseline*: {BASELINE_MODEL} (always shown). *vs base*: an adapter row's average minus its base model's "
-    "with the same prompt, pooling and layer."
+    "with the same " + ("method, " if has_methods else "") + "prompt, pooling and layer."
 )
 numbers = {t: st.column_config.NumberColumn(format="%.4f") for t in [*shown_tasks, "average"]}
 numbers["vs base"] = st.column_config.NumberColumn(format="%+.4f", help="adapter minus base model, same settings")
 st.dataframe(view, hide_index=True, width="stretch", column_config=numbers)
 stem = widgets.file_stem("clustering", folder.name, f"by-{sort_by}", "asc" if ascending else "desc")
 widgets.table_download(view, stem, "q_csv", "table CSV")
+# With methods, each bar series is a model and method (and pooling), so methods stand side by side per prompt.
+bar_rows = view.assign(variant=view["variant"] + " · " + view["method"]) if has_methods else view
 bars = clustering_bars(
-    view, ("prompt", "pooling"), title=f"Average V-measure over {len(shown_tasks)} tasks (rows as in the table)",
+    bar_rows, ("prompt", "pooling"), title=f"Average V-measure over {len(shown_tasks)} tasks (rows as in the table)",
     baseline=baseline,
 )  # fmt: skip
 st.plotly_chart(bars, key="q_bars")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from analysis.plots import similarity_heatmap
 from analysis.similarity import cosine_matrix, label_cosines
+from core.methods import METHOD_KINDS
 from workbench import state, widgets
 
 EXAMPLES = """a man is driving a car
@@ -33,8 +34,9 @@ raw_labels = right.text_area(
     "Labels, one per line (optional)", height=170, **state.kept("embed_labels", EXAMPLE_LABELS)
 ).splitlines()
 labels = [label.strip() for label in raw_labels if label.strip()] or None
-settings = state.embedding_settings("embed", default_prompt=state.adapter_prompt_name(encoder))
-if settings is None:
+settings = state.embedding_settings("embed", default_prompt=state.adapter_prompt_name(encoder), methods=METHOD_KINDS)
+view = state.configured_encoder(encoder, settings) if settings is not None else None
+if view is None:
     st.stop()
 if len(texts) < 2:
     st.warning("Enter at least two texts (one per line) to compare them.")
@@ -42,14 +44,13 @@ if len(texts) < 2:
 if labels is not None and len(labels) != len(texts):
     st.warning(f"{len(labels)} labels for {len(texts)} texts: give one label per text (or none). Labels ignored.")
     labels = None
-prompt, pooling, layer = settings
-widgets.truncation_note(encoder, texts, prompt)
+widgets.truncation_note(view, texts)
 sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
 vectors = {}
 try:
     with st.spinner("Embedding..."):
         for side, use_adapter in sides:
-            vectors[side] = encoder.encode(texts, prompt=prompt, pooling=pooling, layer=layer, use_adapter=use_adapter)
+            vectors[side] = view.encode(texts, use_adapter=use_adapter)
 except ValueError as error:
     st.error(str(error))
     st.stop()
@@ -60,7 +61,7 @@ figures = {side: similarity_heatmap(m, short, f"{side}: cosine", zrange=shared) 
 if len(similarity) == 2:
     difference = similarity["adapter"] - similarity["base"]
     figures["difference"] = similarity_heatmap(difference, short, "adapter − base", diverging=True, digits=3)
-stem = widgets.file_stem("embed", choice.model, prompt if len(prompt) < 20 else "custom", pooling, f"L{layer}")
+stem = widgets.file_stem("embed", choice.model, *settings.stem)
 for column, (name, figure) in zip(st.columns(len(figures)), figures.items(), strict=True):
     with column:
         st.plotly_chart(figure, key=f"sim_{name}")
@@ -83,14 +84,18 @@ if labels is not None:
             help="mean cosine of same-label pairs minus that of different-label pairs (a text with itself excluded)",
         )
         column.caption(f"within {score['within']:.4f}, between {score['between']:.4f}")
+used = (
+    f"Method `{settings.method}`, prompt `{settings.prompt or 'its own'}`, pooling `{settings.pooling}`, layer "
+    f"`{settings.layer}`."
+)
 if len(similarity) == 2:
     off = ~np.eye(len(texts), dtype=bool)
     st.caption(
         f"Mean off-diagonal cosine: base {similarity['base'][off].mean():.3f}, adapter "
         f"{similarity['adapter'][off].mean():.3f}. Base and adapter share one colour scale "
-        f"({shared[0]:.2f} to 1); the difference is centred at 0. Prompt `{prompt}`, pooling `{pooling}`, "
-        f"layer `{layer}`."
+        f"({shared[0]:.2f} to 1); the difference is centred at 0. {used}"
     )
 else:
+    st.caption(used)
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
 st.markdown("  \n".join(f"**{i + 1}.** {text}" for i, text in enumerate(short)))

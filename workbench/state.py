@@ -15,8 +15,10 @@ from typing import Any
 import streamlit as st
 
 from core.adapters import ADAPTERS_DIR, list_adapters
+from core.errors import LensError
 from core.models import DEFAULT_MODEL, PACKAGED
 from core.paths import cache_root
+from core.train_jobs import adapter_label, stopped_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ADAPTER = "(none: base model only)"
@@ -70,13 +72,15 @@ def kept(
         value = type(default)(min(max(value, bounds[0]), bounds[1]))
     st.session_state[key] = value
     if url:
-        st.query_params[url] = str(value)
+        st.query_params[url] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
     return {"key": key, "on_change": _keep, "args": (key,)}
 
 
 def _from_url(text: str, default: Any) -> Any:
     if isinstance(default, bool):
         return text == "True"
+    if isinstance(default, list):  # a multiselect's choices, comma-separated
+        return [part for part in text.split(",") if part]
     try:
         return type(default)(text) if isinstance(default, int | float) else text
     except ValueError:
@@ -105,8 +109,10 @@ class ModelChoice:
 
 
 def adapter_folders() -> list[str]:
-    """Adapters in the repository, then those trained from the Adapters page (under the cache folder)."""
-    return [str(p) for root in (ADAPTERS_DIR, TRAINED_DIR) for p in list_adapters(root)]
+    """Adapters in the repository, then those trained from the Adapters page (under the cache folder), then the
+    checkpoints of stopped runs there (``core.train_jobs.stopped_checkpoints``)."""
+    roots = (ADAPTERS_DIR, TRAINED_DIR)
+    return [str(p) for root in roots for p in (*list_adapters(root), *stopped_checkpoints(root))]
 
 
 def model_choice() -> ModelChoice:
@@ -123,8 +129,9 @@ def model_choice() -> ModelChoice:
         adapters = adapter_folders()
         options = [*adapters, NO_ADAPTER]
         adapter = st.selectbox(
-            "LoRA adapter", options, **kept("adapter_pick", options[0], options=options, url="adapter")
-        )
+            "LoRA adapter", options, format_func=adapter_label,
+            **kept("adapter_pick", options[0], options=options, url="adapter"),
+        )  # fmt: skip
         custom = st.text_input("...or an adapter folder", **kept("adapter_custom", "")).strip()
         chosen = custom or (None if adapter == NO_ADAPTER else adapter)
         if chosen is None and not adapters:
@@ -166,35 +173,95 @@ def load_encoder(choice: ModelChoice):
 CUSTOM_PROMPT = "custom template..."
 
 
-def embedding_settings(key: str, *, default_prompt: str | None = None):
-    """Prompt (named or custom), pooling and layer widgets, kept across pages and in the URL.
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """What the embedding widgets chose; hashable, so a page can key a kept result by it."""
 
-    Returns (prompt, pooling, layer), or None after an error in the page for a bad template or layer.
+    method: str  # a core.methods spec: plain, echo, tp or tp:START-EXIT, metaeol, ensemble:P1+P2
+    prompt: str | None  # a prompt name or template; None: the method's own prompts (metaeol, ensemble)
+    pooling: str
+    layer: str
+
+    @property
+    def stem(self) -> tuple[str, ...]:
+        """The settings as file-name parts: method, a short prompt, pooling, layer."""
+        prompt = self.prompt if self.prompt is None or len(self.prompt) < 20 else "custom"
+        return (self.method.replace(":", "").replace("+", "-"), prompt or "", self.pooling, f"L{self.layer}")
+
+
+def embedding_settings(
+    key: str, *, default_prompt: str | None = None, methods: Sequence[str] = ("plain",)
+) -> EmbeddingSettings | None:
+    """Method (when ``methods`` offers more than plain), prompt or template, pooling and layer widgets, kept across
+    pages and in the URL.
+
+    Returns the settings, or None after an error in the page for a bad template, method or layer. Checks against
+    the model (a TP layer range beyond its depth) happen in :func:`configured_encoder`.
     """
+    from core.methods import ECHO_TEMPLATE, METHOD_DESCRIPTIONS, TP_TEMPLATE, parse_method
     from core.pooling import POOLING_DESCRIPTIONS, POOLING_MODES, LayerChoice
     from core.prompts import PROMPTS, resolve_prompt
 
-    names = [*PROMPTS, CUSTOM_PROMPT]
-    start = default_prompt if default_prompt in names else "eol"
-    columns = st.columns(3)
-    name = columns[0].selectbox("Prompt", names, **kept(f"{key}_prompt", start, options=names, url="prompt"))
-    prompt = name
-    if name == CUSTOM_PROMPT:
-        template = kept(f"{key}_template", 'In one word, "{text}" is about:', url="template")
-        prompt = st.text_input("Template with one {text}", **template)
-        try:
-            resolve_prompt(prompt)
-        except ValueError as error:
-            st.error(f"{error}")
-            return None
-    else:
-        columns[0].caption(f"`{PROMPTS[name]}`")
-    pooling = columns[1].selectbox(
+    columns = st.columns(4 if len(methods) > 1 else 3)
+    kind = "plain"
+    if len(methods) > 1:
+        kind = columns[0].selectbox(
+            "Method", list(methods), help="; ".join(f"{m}: {METHOD_DESCRIPTIONS[m]}" for m in methods),
+            **kept(f"{key}_method", "plain", options=list(methods), url="method"),
+        )  # fmt: skip
+    where = columns[-3]
+    method, prompt = kind, None
+    if kind == "plain":
+        names = [*PROMPTS, CUSTOM_PROMPT]
+        start = default_prompt if default_prompt in names else "eol"
+        name = where.selectbox("Prompt", names, **kept(f"{key}_prompt", start, options=names, url="prompt"))
+        prompt = name
+        if name == CUSTOM_PROMPT:
+            template = kept(f"{key}_template", 'In one word, "{text}" is about:', url="template")
+            prompt = st.text_input("Template with one {text}", **template)
+            try:
+                resolve_prompt(prompt)
+            except ValueError as error:
+                st.error(f"{error}")
+                return None
+        else:
+            where.caption(f"`{PROMPTS[name]}`")
+    elif kind == "echo":
+        prompt = where.text_input(
+            "Echo template ({text} twice)", help="pooling reads the second copy only",
+            **kept(f"{key}_echo_template", ECHO_TEMPLATE, url="echo_template"),
+        )  # fmt: skip
+    elif kind == "tp":
+        prompt = where.text_input(
+            "TP template (<PST>, then {text})", help="<PST> becomes the placeholder token",
+            **kept(f"{key}_tp_template", TP_TEMPLATE, url="tp_template"),
+        )  # fmt: skip
+        layers = st.text_input(
+            "TP layers START-EXIT (empty: 1 to about a fifth of the depth)",
+            help="the placeholder takes the last token's state before decoder layers START..EXIT-1",
+            **kept(f"{key}_tp_layers", "", url="tp_layers"),
+        ).strip()
+        method = f"tp:{layers}" if layers else "tp"
+    elif kind == "ensemble":
+        names = list(PROMPTS)
+        chosen = st.multiselect(
+            "Prompts to average (two or more)", names,
+            **kept(f"{key}_ensemble", ["eol", "summarize", "cluster"], options=names, url="ensemble"),
+        )  # fmt: skip
+        method = "ensemble:" + "+".join(chosen)
+    else:  # metaeol
+        where.caption(f"{len(parse_method('metaeol').prompts)} task-framed one-word prompts, averaged")
+    try:
+        method = parse_method(method).spec
+    except LensError as error:
+        st.error(str(error))
+        return None
+    pooling = columns[-2].selectbox(
         "Pooling", POOLING_MODES, help="; ".join(f"{m}: {d}" for m, d in POOLING_DESCRIPTIONS.items()),
         **kept(f"{key}_pooling", "last", options=POOLING_MODES, url="pooling"),
     )  # fmt: skip
     layer = (
-        columns[2]
+        columns[-1]
         .text_input("Layer", help="an index (-1 = last) or lastK (mean)", **kept(f"{key}_layer", "-1", url="layer"))
         .strip()
         or "-1"
@@ -204,7 +271,19 @@ def embedding_settings(key: str, *, default_prompt: str | None = None):
     except ValueError as error:
         st.error(str(error))
         return None
-    return prompt, pooling, layer
+    return EmbeddingSettings(method, prompt, pooling, layer)
+
+
+def configured_encoder(encoder: Any, settings: EmbeddingSettings, **extra: Any) -> Any:
+    """``encoder`` with ``settings`` (and ``extra`` encoder settings, e.g. precision), sharing its loaded model;
+    None after showing the core's message for settings this model refuses (e.g. a TP range beyond its layers)."""
+    try:
+        return encoder.with_settings(
+            method=settings.method, prompt=settings.prompt, pooling=settings.pooling, layer=settings.layer, **extra
+        )
+    except LensError as error:
+        st.error(str(error))
+        return None
 
 
 def adapter_prompt_name(encoder) -> str | None:

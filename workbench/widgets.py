@@ -24,13 +24,19 @@ def header(title: str, choice: ModelChoice | None = None) -> None:
         st.caption(f"Model **{choice.model}** · adapter **{adapter}** · max length {length} · device {choice.device}")
 
 
-def truncation_note(encoder: Any, texts: Sequence[str], prompt: str) -> int:
-    """Warn in the page how many texts the encoder cuts at its max length (counted by tokenizing, cache or not).
+def truncation_note(encoder: Any, texts: Sequence[str]) -> int:
+    """Warn in the page how many texts ``encoder`` (with the page's settings) cuts at its max length, counted by
+    tokenizing (cache or not); under an ensemble, the most any of its prompts cuts.
 
     A max length that leaves no room for text stops the page with that error.
     """
+    from core.methods import Ensemble
+
+    method = encoder.method
+    templates = method.templates() if isinstance(method, Ensemble) else [None]
+    wrapper = encoder.with_settings(method="plain", prompt=templates[0]) if isinstance(method, Ensemble) else encoder
     try:
-        cut = sum(item.truncated for item in encoder.prepare(texts, prompt))
+        cut = max(sum(item.truncated for item in wrapper.prepare(texts, template)) for template in templates)
     except ValueError as error:
         st.error(str(error))
         st.stop()
@@ -136,13 +142,42 @@ def selected_points(chart_key: str) -> list[int]:
     return [int(np.ravel(p["customdata"])[0]) for p in points if "customdata" in p]
 
 
-def progress_with_eta(bar: Any, what: str) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback that fills ``bar`` (an ``st.progress``) and says the time left."""
+def progress_with_eta(bar: Any, what: str, unit: str = "texts") -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that fills ``bar`` (an ``st.progress``) and says the time left.
+
+    Each report is a Streamlit call, so it is also where a click on :func:`stop_button` ends the work.
+    """
     started = time.perf_counter()
 
     def report(done: int, total: int) -> None:
         elapsed = time.perf_counter() - started
         eta = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
-        bar.progress(done / max(total, 1), text=f"{what}: {done} of {total} texts{eta}")
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{what}: {done} of {total} {unit}{eta}")
 
     return report
+
+
+def stop_button(flag: str, inputs: Any) -> Any:
+    """A Stop button for long work on ``inputs``; returns its slot (empty it when the work is done).
+
+    A click while the work runs makes Streamlit end the run at the work's next progress report (between batches)
+    and run the page again, with ``flag`` set to ``inputs``: the page then shows what was stopped instead of
+    starting over (:func:`was_stopped`), and every control works as before.
+    """
+    st.session_state[flag + ":running"] = inputs
+    slot = st.empty()
+    slot.button("Stop", key=f"{flag}_button", on_click=mark_stopped, args=(flag,))
+    return slot
+
+
+def mark_stopped(flag: str) -> None:
+    """The Stop button's callback: the running work's inputs become the stopped ones."""
+    st.session_state[flag] = st.session_state.get(flag + ":running")
+
+
+def was_stopped(flag: str, inputs: Any) -> bool:
+    return st.session_state.get(flag) == inputs
+
+
+def clear_stopped(flag: str) -> None:
+    st.session_state.pop(flag, None)

@@ -146,18 +146,20 @@ def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending
 
     The base row is looked up in ``scores`` (all rows), so it need not pass the view's filters.
     """
-    shown = [c for c in view.columns if c not in (*INDEX, *AVERAGES)]
+    index = index_columns(view)  # with a method column, an adapter row's base row has the same method too
+    shown = [c for c in view.columns if c not in (*index, *AVERAGES)]
     table = scores.reset_index()
-    averages = dict(zip(map(tuple, table[INDEX].to_numpy()), table[shown].mean(axis=1, skipna=False), strict=True))
+    averages = dict(zip(map(tuple, table[index].to_numpy()), table[shown].mean(axis=1, skipna=False), strict=True))
     out = view.copy()
-    keys = list(map(tuple, out[INDEX].to_numpy()))
+    keys = list(map(tuple, out[index].to_numpy()))
     out.insert(
         0, "role", ["baseline" if k[0] == BASELINE_MODEL else "adapter" if "+" in k[0] else "base" for k in keys]
     )
     base = [averages.get((k[0].split("+")[0], *k[1:]), math.nan) if "+" in k[0] else math.nan for k in keys]
     out["vs base"] = out["average"].to_numpy() - base
     if sort_by not in out.columns:
-        raise ValueError(f"Cannot sort by {sort_by!r}: choose one of {', '.join(c for c in out.columns[5:])}.")
+        choices = [c for c in out.columns if c not in (*index, "role")]
+        raise ValueError(f"Cannot sort by {sort_by!r}: choose one of {', '.join(choices)}.")
     return out.sort_values(sort_by, ascending=ascending, kind="stable", na_position="last")
 
 

@@ -241,6 +241,191 @@ def test_adapters_page_offers_resume_and_keeps_the_watched_run_in_the_url(tiny_m
     assert not app.exception
     assert any(e.label == "stopped-run: stopped" for e in app.expander)
     assert any(b.label == "Resume from the last checkpoint" for b in app.button)
+    assert any(c.value == "Its checkpoints are adapters too: pick one in a model page's sidebar." for c in app.caption)
     assert any(h.value == "stopped-run: stopped" for h in app.subheader)  # the live view, back after the reload
     output = next(t for t in app.text_input if t.label.startswith("Output folder"))
     assert output.value == str(TRAINED_DIR)
+
+
+def test_a_stopped_runs_checkpoint_is_an_adapter_in_the_sidebar(open_page, tiny_adapter_dir):
+    import json
+    import shutil
+
+    from workbench.state import TRAINED_DIR
+
+    run = TRAINED_DIR / "half-trained"
+    checkpoint = run / "checkpoints" / "step-000004"
+    shutil.copytree(tiny_adapter_dir, checkpoint)
+    (run / "train_log.jsonl").write_text(json.dumps({"step": 4, "loss": 1.2}) + "\n")
+    (run / "job.json").write_text(json.dumps({"pid": 2**22 + 9, "command": [], "stopped": 1.0}))
+    app = open_page("embed.py", adapter=False)
+    picker = app.selectbox(key="adapter_pick")
+    assert "half-trained at step 4 (checkpoint of a stopped run): " + str(checkpoint) in picker.options
+    picker.set_value(str(checkpoint)).run()
+    assert not app.exception and not app.error
+    assert len(charts(app)) == 3  # base, the checkpoint as adapter, difference
+    assert str(checkpoint) in app.caption[0].value and app.query_params["adapter"] == str(checkpoint)
+
+
+def test_embed_page_method_chooser_reaches_the_encoder_and_the_url(open_page):
+    app = open_page("embed.py")
+    assert app.selectbox(key="embed_method").options == ["plain", "echo", "tp", "metaeol", "ensemble"]
+    before = app.caption[-1].value
+    app.selectbox(key="embed_method").set_value("echo").run()
+    assert not app.exception and not app.error and len(charts(app)) == 3
+    assert "Method `echo`" in app.caption[-1].value and app.caption[-1].value != before
+    assert app.query_params["method"] == "echo"
+    app.text_input(key="embed_echo_template").set_value("Say {text} again").run()
+    assert not app.exception and not charts(app) and "exactly twice" in app.error[0].value  # core's ConfigError
+    app.text_input(key="embed_echo_template").set_value("Rewrite: {text}\nAgain: {text}").run()
+    assert not app.error and len(charts(app)) == 3
+    app.selectbox(key="embed_method").set_value("tp").run()
+    assert not app.exception and not app.error and "Method `tp:1-" in app.caption[-1].value
+    app.text_input(key="embed_tp_layers").set_value("1-9").run()
+    assert not app.exception and "outside this model's 3 decoder layers" in app.error[0].value
+    app.text_input(key="embed_tp_layers").set_value("1-2").run()
+    assert not app.error and "Method `tp:1-2`" in app.caption[-1].value
+    assert app.query_params["tp_layers"] == "1-2"
+    app.selectbox(key="embed_method").set_value("ensemble").run()
+    assert not app.error and "Method `ensemble:eol+summarize+cluster`" in app.caption[-1].value
+    app.multiselect(key="embed_ensemble").set_value(["eol"]).run()
+    assert not app.exception and "at least two prompts" in app.error[0].value
+    app.selectbox(key="embed_method").set_value("metaeol").run()
+    assert not app.exception and not app.error and "Method `metaeol`" in app.caption[-1].value
+
+
+def test_a_bookmarked_url_restores_the_method(tiny_model_dir):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PAGES_DIR
+    from workbench.state import NO_ADAPTER
+
+    app = AppTest.from_file(str(PAGES_DIR / "embed.py"), default_timeout=120)
+    app.query_params.update({"method": "ensemble", "ensemble": "eol,cluster", "adapter": NO_ADAPTER})
+    app.session_state["model_pick"] = "custom folder or hub id..."
+    app.session_state["model_custom"] = str(tiny_model_dir)
+    app.run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="embed_method").value == "ensemble"
+    assert app.multiselect(key="embed_ensemble").value == ["eol", "cluster"]
+    assert "Method `ensemble:eol+cluster`" in app.caption[-1].value
+
+
+def test_attention_page_method_chooser(open_page):
+    app = open_page("attention.py")
+    assert app.selectbox(key="attention_method").options == ["plain", "echo", "tp"]  # one wrapped text each
+    assert "#ff7f0e" not in charts(app)[0].proto.spec and "#17becf" not in charts(app)[0].proto.spec
+    app.selectbox(key="attention_method").set_value("echo").run()
+    assert not app.exception and not app.error and len(charts(app)) == 5
+    assert "#ff7f0e" in charts(app)[0].proto.spec  # echo's first copy, coloured apart on the token axis
+    app.selectbox(key="attention_method").set_value("tp").run()
+    app.text_input(key="attention_tp_layers").set_value("2-1").run()
+    assert not app.exception and "TP layer range 2-1" in app.error[0].value and not charts(app)
+    app.text_input(key="attention_tp_layers").set_value("1-3").run()
+    assert not app.exception and not app.error and len(charts(app)) == 5
+    assert "#17becf" in charts(app)[0].proto.spec  # the placeholder's colour
+
+
+def test_cluster_explorer_method_and_stop_between_batches(open_page, prepared_tasks, monkeypatch):
+    import streamlit as st
+
+    from workbench import widgets
+
+    app = open_page("cluster_explorer.py")
+    app.slider(key="explore_size").set_value(150).run()
+    app.selectbox(key="explore_method").set_value("tp").run()
+    assert not app.exception and not app.error and len(charts(app)) == 2
+    real = widgets.progress_with_eta
+    reports: list[int] = []
+
+    def click_stop_after_one_batch(bar, what, unit="texts"):
+        report = real(bar, what, unit)
+
+        def stopping(done: int, total: int) -> None:
+            reports.append(done)
+            report(done, total)
+            if done:  # what a click on Stop does: its callback, then Streamlit ends this run at the next report
+                widgets.mark_stopped("explore_stopped")
+                st.rerun()
+
+        return stopping
+
+    monkeypatch.setattr(widgets, "progress_with_eta", click_stop_after_one_batch)
+    app.selectbox(key="explore_method").set_value("echo").run()
+    assert not app.exception and reports == [0, 64]  # the first batch of 64 texts, then nothing more
+    assert not charts(app) and "Embedding stopped" in app.warning[-1].value
+    monkeypatch.setattr(widgets, "progress_with_eta", real)
+    app.slider(key="explore_k").set_value(5).run()  # the page stays usable and does not start over by itself
+    assert not app.exception and not charts(app)
+    next(b for b in app.button if b.label == "Embed and project").click().run()
+    assert not app.exception and not app.error and len(charts(app)) == 2 and not app.warning
+
+
+def test_attribution_stop_leaves_the_page_usable(open_page, monkeypatch):
+    import streamlit as st
+
+    from workbench import widgets
+
+    real = widgets.progress_with_eta
+
+    def click_stop_after_one_segment(bar, what, unit="texts"):  # after IG's first segment, the pairs' first part
+        report = real(bar, what, unit)
+
+        def stopping(done: int, total: int) -> None:
+            report(done, total)
+            if done:
+                widgets.mark_stopped("attr_pairs_stopped" if what.startswith("Token pairs") else "attr_stopped")
+                st.rerun()
+
+        return stopping
+
+    app = open_page("attribution.py")
+    monkeypatch.setattr(widgets, "progress_with_eta", click_stop_after_one_segment)
+    app.button[0].click().run()
+    assert not app.exception and not charts(app) and "Attribution stopped" in app.warning[0].value
+    monkeypatch.setattr(widgets, "progress_with_eta", real)
+    app.button[0].click().run()
+    assert not app.exception and not app.warning and len(charts(app)) == 5
+
+    def stop_the_pairs(bar, what, unit="texts"):  # IG runs through; Stop during token pairs, after their first part
+        stopping = what != "Integrated gradients"
+        return (click_stop_after_one_segment if stopping else real)(bar, what, unit)
+
+    monkeypatch.setattr(widgets, "progress_with_eta", stop_the_pairs)
+    app.text_input(key="attr_a").set_value("a woman rides a horse").run()
+    app.button[0].click().run()
+    assert not app.exception and len(charts(app)) == 2  # the IG bars; no token pairs, no curves
+    assert "Token pairs and deletion curves stopped" in app.warning[-1].value
+    monkeypatch.setattr(widgets, "progress_with_eta", real)
+    next(b for b in app.button if b.label == "Token pairs and deletion curves").click().run()
+    assert not app.exception and not app.warning and len(charts(app)) == 5
+
+
+def test_clustering_quality_compares_methods(open_page, tmp_path):
+    import json
+
+    def cell(variant: str, method: str, task: str, v: float) -> dict:
+        return {
+            "variant": variant, "method": method, "prompt": {"name": "eol", "template": "{text}"}, "pooling": "last",
+            "layer": "-1", "max_length": 128, "task": {"name": task, "texts": 10, "clusters": 2},
+            "kmeans": {"seeds": [42]}, "scores": {"v_measure": v, "v_measure_std": 0.01},
+        }  # fmt: skip
+
+    rows = [("m", "plain", 0.5), ("m", "echo", 0.55), ("m", "tp:1-2", 0.52), ("minilm", "plain", 0.4)]
+    for number, (variant, method, v) in enumerate(rows):
+        for task in ("r8", "trec"):
+            folder = tmp_path / "cells" / task
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{number}.json").write_text(json.dumps(cell(variant, method, task, v)))
+    app = open_page("clustering_quality.py", adapter=False)
+    app.text_input(key="q_folder").set_value(str(tmp_path)).run()
+    assert not app.exception and not app.error
+    table = app.dataframe[0].value
+    assert list(table["method"]) == ["echo", "tp:1-2", "plain", "plain"]  # best first
+    app.multiselect(key="q_methods").set_value(["echo"]).run()
+    table = app.dataframe[0].value
+    assert not app.exception and set(zip(table["variant"], table["method"], strict=True)) == {
+        ("m", "echo"), ("minilm", "plain")
+    }  # fmt: skip
+    names = [trace["name"] for trace in json.loads(charts(app)[0].proto.spec)["data"]]
+    assert "m · echo / last" in names and app.query_params["methods"] == "echo"

@@ -284,6 +284,7 @@ def test_every_page_paints_and_its_control_works(server, browser_page, capsys):
         screenshot(page, SHOTS / f"{Path(name).stem}.png")
         assert not unexpected(name, problems(page)), f"{title} after its control: {unexpected(name, problems(page))}"
         rows.append(row)
+        (SHOTS / "timings.txt").write_text(table(rows, overview_first, model_load) + "\n")  # kept if a later page fails
     for (name, _title, _icon), row in zip(PAGE_FILES, rows, strict=True):
         row.warm = open_page(page, urls[name])
         assert not unexpected(name, problems(page)), f"{row.title} on revisit: {unexpected(name, problems(page))}"
@@ -345,3 +346,53 @@ def test_attention_heatmap_labels_every_token(server, browser_page):
         assert any(re.search(rf"\d+:\s*{word}$", label) for label in labels), (word, labels)
     assert not problems(page), problems(page)
     screenshot(page, SHOTS / "scenario_attention_labels.png")
+
+
+def page_url(server: str, file_name: str, query: str = "") -> str:
+    from workbench.state import PAGE_FILES
+
+    index = next(i for i, (name, *_rest) in enumerate(PAGE_FILES) if name == file_name)
+    return f"{server}/{url_path(index, file_name)}{query}"
+
+
+def main_text(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+TP_LAYERS = "TP layers START-EXIT (empty: 1 to about a fifth of the depth)"
+
+
+def test_method_chooser_reaches_the_encoder_and_the_url(server, browser_page):
+    page = browser_page
+    open_page(page, page_url(server, "embed.py"))
+    pick("Method", "tp")(page)
+    wait_idle(page)
+    type_into(TP_LAYERS, "1-99")(page)
+    wait_idle(page)
+    assert any("outside this model's 30 decoder layers" in text for text in problems(page)), problems(page)
+    type_into(TP_LAYERS, "1-6")(page)
+    wait_idle(page)
+    assert not problems(page), problems(page)
+    assert re.search(r"Method tp:1-6, prompt .*<PST>", main_text(page)), main_text(page)[-600:]
+    assert "method=tp" in page.url and "tp_layers=1-6" in page.url
+    screenshot(page, SHOTS / "scenario_method_chooser.png")
+
+
+def test_stop_ends_embedding_between_batches_and_the_page_stays_usable(server, browser_page):
+    page = browser_page
+    # A sample and method no earlier run embedded (cold: minutes of work), so there is something to stop.
+    open_page(page, page_url(server, "cluster_explorer.py", "?size=1000&method=tp&tp_layers=2-5&task=r8"))
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_role("button", name="Embed and project", exact=True).click()
+    main.get_by_text(re.compile(r"base: \d+ of 1000 texts")).first.wait_for(timeout=120_000)
+    started = time.perf_counter()
+    main.get_by_role("button", name="Stop", exact=True).click()
+    main.get_by_text("Embedding stopped", exact=False).first.wait_for(timeout=300_000)
+    stopped_after = time.perf_counter() - started
+    wait_idle(page)
+    assert not problems(page), problems(page)
+    assert main.get_by_role("button", name="Embed and project", exact=True).is_visible()
+    assert not page.locator('[data-testid="stPlotlyChart"]').count()
+    screenshot(page, SHOTS / "scenario_stop.png")
+    (SHOTS / "stop.txt").write_text(f"Stop to 'Embedding stopped': {stopped_after:.1f} s\n")
+    print(f"\nStop to 'Embedding stopped': {stopped_after:.1f} s")

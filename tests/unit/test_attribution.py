@@ -111,3 +111,31 @@ def test_compare_similarity_attributes_base_and_adapter(encoder):
     bars = comparison.bars("b")
     assert set(bars) == {"base", "adapter"} and bars["adapter"]["quantity"] == "cosine to text A"
     assert bars["base"]["scores"] == comparison.results["base"].b.to_dict()["scores"]
+
+
+def test_compare_similarity_reports_progress_and_stops_between_segments(encoder):
+    reports: list[tuple[int, int]] = []
+    compare_similarity(encoder, TEXT, OTHER, max_steps=32, progress=lambda done, total: reports.append((done, total)))
+    assert reports[0] == (0, 128) and reports[-1] == (128, 128)  # 2 texts x base and adapter x cap 32
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)  # never backwards
+
+    class Stopped(Exception):
+        pass
+
+    calls = []
+    flags = [p.requires_grad for p in encoder.loaded.model.parameters()]
+
+    def stop_after_first_segment(done: int, total: int) -> None:
+        calls.append(done)
+        if done > 0:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        compare_similarity(encoder, TEXT, OTHER, max_steps=64, progress=stop_after_first_segment)
+    assert calls == [0, 16]  # one segment of 16 steps ran, then nothing more
+    # Stopped mid-attribution, the model is as before: gradients back on where they were, the adapter enabled.
+    assert [p.requires_grad for p in encoder.loaded.model.parameters()] == flags
+    with torch.no_grad():
+        again = compare_similarity(encoder, TEXT, OTHER, max_steps=32).results["adapter"].cosine
+    a, b = encoder.encode([TEXT, OTHER], use_adapter=True, normalize=True)
+    assert again == pytest.approx(float(a @ b), abs=1e-5)

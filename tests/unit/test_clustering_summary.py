@@ -125,3 +125,24 @@ def test_a_table_of_both_tracks_shows_each_tracks_average_beside_the_overall_one
     assert heatmap_frames(filter_rows(scores), stds)[0].columns.tolist() == tasks
     # A single track's table keeps its one average column (the committed summaries stay as they are).
     assert list(summary_tables(cells[: len(LOCAL_TASKS)])[0].columns)[-1] == "average"
+
+
+def test_quality_view_compares_methods_each_against_its_own_base_row():
+    from analysis.clustering import quality_view
+
+    def with_method(method: str, variant: str, v: float) -> list[dict]:
+        return [{**cell(variant, "eol", "last", task, v), "method": method} for task in ("r8", "zzz")]
+
+    cells = [
+        *with_method("plain", "m", 0.5), *with_method("plain", "m+a", 0.6),
+        *with_method("echo", "m", 0.3), *with_method("echo", "m+a", 0.45),
+        *with_method("plain", "minilm", 0.4),
+    ]  # fmt: skip
+    scores, _ = summary_tables(cells)
+    assert "method" in scores.index.names
+    table = quality_view(scores, filter_rows(scores, methods=["echo"]))
+    rows = {(v, m): gain for v, m, gain in zip(table["variant"], table["method"], table["vs base"], strict=True)}
+    assert set(rows) == {("m", "echo"), ("m+a", "echo"), ("minilm", "plain")}  # the baseline is always kept
+    assert rows[("m+a", "echo")] == pytest.approx(0.45 - 0.3)  # against the base model under the same method
+    with pytest.raises(ValueError, match="Cannot sort by 'nope': choose one of r8, zzz, average, vs base"):
+        quality_view(scores, filter_rows(scores, methods=["echo"]), sort_by="nope")

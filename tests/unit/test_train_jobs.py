@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -12,12 +13,14 @@ from core.errors import ConfigError, TrainError
 from core.train import _parser
 from core.train_jobs import (
     TrainingRequest,
+    adapter_label,
     can_resume,
     job_status,
     read_train_log,
     resume_training,
     start_training,
     stop_training,
+    stopped_checkpoints,
 )
 
 
@@ -68,12 +71,20 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     process.wait(timeout=120)
     assert job_status(folder).state == "stopped"
     assert any((folder / "checkpoints").iterdir()) and can_resume(folder)  # resuming: the test below
+    # The stopped run's checkpoints are adapters to pick (newest first), and one loads as the encoder's adapter.
+    picked = stopped_checkpoints(tmp_path)
+    assert picked and all(p.parent == folder / "checkpoints" for p in picked) and picked == sorted(picked)[::-1]
+    assert adapter_label(picked[0]).startswith(f"long at step {int(picked[0].name.removeprefix('step-'))} (")
+    from core.encoder import Encoder
+
+    vectors = Encoder(str(tiny_model_dir), adapter=picked[0], cache=False).encode(["a man runs"], use_adapter=True)
+    assert vectors.shape[0] == 1
 
     broken = tmp_path / "broken"
     start_training(broken, ["--pairs", str(tmp_path / "missing.jsonl"), "--base-model", str(tiny_model_dir)]).wait(120)
     status = job_status(broken)
     assert status.state == "failed" and "missing.jsonl" in status.message
-    assert not can_resume(broken)
+    assert not can_resume(broken) and all(p.parent.parent != broken for p in stopped_checkpoints(tmp_path))
     with pytest.raises(TrainError, match="no checkpoint yet"):
         resume_training(broken)
 
@@ -129,3 +140,32 @@ def test_a_request_names_a_folder_under_the_root_and_refuses_paths(tmp_path):
     for bad in ("", "../escape", "a/b", "..", ".", "with space", "x" * 65):
         with pytest.raises(ConfigError, match="letters, digits"):
             TrainingRequest(bad).folder(tmp_path)
+
+
+def test_only_stopped_or_failed_runs_offer_their_checkpoints(tmp_path, tiny_adapter_dir):
+    import shutil
+
+    def run(name: str, job: dict | None, steps: tuple[int, ...], finished: bool = False):
+        folder = tmp_path / name
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "train_log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+        for step in steps:
+            shutil.copytree(tiny_adapter_dir, folder / "checkpoints" / f"step-{step:06d}")
+        (folder / "checkpoints" / "step-000009").mkdir()  # a checkpoint without adapter files is no choice
+        if job is not None:
+            (folder / "job.json").write_text(json.dumps(job))
+        if finished:
+            (folder / "card.json").write_text("{}")
+        return folder
+
+    gone = 2**22 + 11  # no such process
+    stopped = run("stopped", {"pid": gone, "command": [], "stopped": 1.0}, (2, 4))
+    failed = run("failed", {"pid": gone, "command": []}, (3,))
+    run("finished", {"pid": gone, "command": []}, (5,), finished=True)
+    run("running", {"pid": os.getpid(), "command": []}, (6,))
+    assert stopped_checkpoints(tmp_path) == [
+        failed / "checkpoints" / "step-000003",
+        stopped / "checkpoints" / "step-000004",
+        stopped / "checkpoints" / "step-000002",
+    ]
+    assert adapter_label(tmp_path / "x") == str(tmp_path / "x")
