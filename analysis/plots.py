@@ -93,6 +93,33 @@ def clustering_bars(
     return figure
 
 
+def track_gain_scatter(gains: pd.DataFrame, title: str = "In-domain gain vs transfer gain") -> go.Figure:
+    """One point per adapter row of ``analysis.clustering.track_gains``: x its gain over its base model on the
+    local track (where its pairs came from), y on the transfer track. Points below the diagonal gain less on
+    unseen corpora than in-domain; below zero, the adapter is worse than its base there."""
+    figure = go.Figure()
+    settings = [c for c in gains.columns if c not in ("variant", "local gain", "transfer gain")]
+    for variant, part in gains.groupby("variant", sort=False):
+        labels = [" / ".join(map(str, values)) for values in part[settings].itertuples(index=False)]
+        figure.add_scatter(
+            x=part["local gain"].tolist(), y=part["transfer gain"].tolist(), mode="markers", name=str(variant),
+            text=labels,
+            hovertemplate="%{text}<br>local gain %{x:+.4f}<br>transfer gain %{y:+.4f}<extra>%{fullData.name}</extra>",
+        )  # fmt: skip
+    values = [*gains["local gain"].dropna(), *gains["transfer gain"].dropna(), 0.0]
+    low, high = min(values) - 0.01, max(values) + 0.01
+    figure.add_scatter(x=[low, high], y=[low, high], mode="lines", name="equal gain", line={"dash": "dot"})
+    figure.add_hline(y=0, line_color="#999")
+    figure.add_vline(x=0, line_color="#999")
+    figure.update_layout(
+        title=title,
+        xaxis_title="local-track gain over base (V-measure)",
+        yaxis_title="transfer-track gain over base (V-measure)",
+        legend_title="adapter",
+    )
+    return figure
+
+
 # ----- attention and attribution
 
 CATEGORY_COLORS = {

@@ -8,9 +8,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.clustering import BASELINE_MODEL, filter_rows, folder_cells, heatmap_frames, quality_view, summary_tables
-from analysis.clustering.summary import task_columns
-from analysis.plots import clustering_bars, clustering_heatmap
+from analysis.clustering import (
+    BASELINE_MODEL,
+    filter_rows,
+    folder_cells,
+    heatmap_frames,
+    quality_view,
+    summary_tables,
+    track_gains,
+)
+from analysis.clustering.summary import TRACK_AVERAGES, task_columns
+from analysis.plots import clustering_bars, clustering_heatmap, track_gain_scatter
 from workbench import widgets
 from workbench.state import REPO, kept
 
@@ -59,8 +67,10 @@ st.caption(
     f"{len(view)} rows of {len(scores)}; V-measure, mean over k-means seeds; the average is over the tasks shown. "
     f"Role *baseline*: {BASELINE_MODEL} (always shown). *vs base*: an adapter row's average minus its base model's "
     "with the same " + ("method, " if has_methods else "") + "prompt, pooling and layer."
-)
-numbers = {t: st.column_config.NumberColumn(format="%.4f") for t in [*shown_tasks, "average"]}
+    + (" *local_average* / *transfer_average*: over each whole track, whatever tasks are shown." if "transfer_average"
+       in view.columns else "")
+)  # fmt: skip
+numbers = {t: st.column_config.NumberColumn(format="%.4f") for t in [*shown_tasks, "average", *TRACK_AVERAGES]}
 numbers["vs base"] = st.column_config.NumberColumn(format="%+.4f", help="adapter minus base model, same settings")
 st.dataframe(view, hide_index=True, width="stretch", column_config=numbers)
 stem = widgets.file_stem("clustering", folder.name, f"by-{sort_by}", "asc" if ascending else "desc")
@@ -76,3 +86,8 @@ widgets.figure_downloads(bars, f"{stem}_bars", "q_bars_dl")
 heat = clustering_heatmap(*heatmap_frames(view, stds), title="V-measure per task (rows as in the table; ± on hover)")
 st.plotly_chart(heat, key="q_heat")
 widgets.figure_downloads(heat, f"{stem}_heatmap", "q_heat_dl")
+gains = track_gains(scores)
+if len(gains):
+    scatter = track_gain_scatter(gains, title="In-domain gain vs transfer gain, per adapter row (all rows)")
+    st.plotly_chart(scatter, key="q_gains")
+    widgets.figure_downloads(scatter, f"{stem}_gains", "q_gains_dl")

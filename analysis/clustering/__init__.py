@@ -68,6 +68,7 @@ from analysis.clustering.summary import (
     quality_view,
     summary_tables,
     top_rows,
+    track_gains,
     write_summary,
 )
 from core.errors import GridError
@@ -101,5 +102,6 @@ __all__ = [
     "score_embeddings",
     "summary_tables",
     "top_rows",
+    "track_gains",
     "write_summary",
 ]

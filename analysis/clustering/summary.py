@@ -132,7 +132,9 @@ def filter_rows(
             chosen &= column_values.isin(list(values))
     view = table[(table["variant"] == BASELINE_MODEL) | chosen].copy()
     view["average"] = view[shown].mean(axis=1, skipna=False)
-    return view[[*index_columns(scores), *shown, "average"]].sort_values("average", ascending=False, kind="stable")
+    tracks = [c for c in TRACK_AVERAGES if c in scores.columns]  # whole-track averages, whatever tasks are shown
+    columns = [*index_columns(scores), *shown, "average", *tracks]
+    return view[columns].sort_values("average", ascending=False, kind="stable")
 
 
 SortKey = str  # a task column, "average" or "vs base"
@@ -161,6 +163,37 @@ def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending
         choices = [c for c in out.columns if c not in (*index, "role")]
         raise ValueError(f"Cannot sort by {sort_by!r}: choose one of {', '.join(choices)}.")
     return out.sort_values(sort_by, ascending=ascending, kind="stable", na_position="last")
+
+
+def track_gains(scores: Any) -> Any:
+    """Per adapter row, its gain over its base model (same method, prompt, pooling, layer) on each track's
+    whole average: ``local gain`` (in-domain: the track its pairs were drawn near) and ``transfer gain``.
+
+    A flat DataFrame with the row's index columns and the two gains; empty when ``scores`` lacks either track
+    average or has no adapter row. A gain is NaN where the adapter or its base misses a task of that track.
+    """
+    import pandas as pd
+
+    index = index_columns(scores)
+    if not set(TRACK_AVERAGES) <= set(scores.columns):
+        return pd.DataFrame(columns=[*index, "local gain", "transfer gain"])
+    table = scores.reset_index()
+    by_row = {tuple(row[index]): row for _, row in table.iterrows()}
+    records = []
+    for key, row in by_row.items():
+        if "+" not in key[0]:
+            continue
+        base = by_row.get((key[0].split("+")[0], *key[1:]))
+        if base is None:
+            continue
+        records.append(
+            {
+                **dict(zip(index, key, strict=True)),
+                "local gain": row["local_average"] - base["local_average"],
+                "transfer gain": row["transfer_average"] - base["transfer_average"],
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=[*index, "local gain", "transfer gain"])
 
 
 def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:

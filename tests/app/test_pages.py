@@ -429,3 +429,34 @@ def test_clustering_quality_compares_methods(open_page, tmp_path):
     }  # fmt: skip
     names = [trace["name"] for trace in json.loads(charts(app)[0].proto.spec)["data"]]
     assert "m · echo / last" in names and app.query_params["methods"] == "echo"
+
+
+def test_clustering_quality_shows_both_tracks_and_the_gain_chart(open_page, tmp_path):
+    import json
+
+    from core.data import LOCAL_TASKS, TRANSFER_TASKS
+
+    def cell(variant: str, task: str, v: float) -> dict:
+        return {
+            "variant": variant, "prompt": {"name": "eol", "template": "{text}"}, "pooling": "last", "layer": "-1",
+            "max_length": 128, "task": {"name": task, "texts": 10, "clusters": 2}, "kmeans": {"seeds": [42]},
+            "scores": {"v_measure": v, "v_measure_std": 0.01},
+        }  # fmt: skip
+
+    rows = [("m", 0.30, 0.40), ("m+run", 0.36, 0.39), ("minilm", 0.35, 0.33)]
+    for number, (variant, local, transfer) in enumerate(rows):
+        for task in [*LOCAL_TASKS, *TRANSFER_TASKS]:
+            folder = tmp_path / "cells" / task
+            folder.mkdir(parents=True, exist_ok=True)
+            v = local if task in LOCAL_TASKS else transfer
+            (folder / f"{number}.json").write_text(json.dumps(cell(variant, task, v)))
+    app = open_page("clustering_quality.py", adapter=False)
+    app.text_input(key="q_folder").set_value(str(tmp_path)).run()
+    assert not app.exception and not app.error
+    table = app.dataframe[0].value
+    adapter = table[table["variant"] == "m+run"].iloc[0]
+    assert abs(adapter["local_average"] - 0.36) < 1e-9 and abs(adapter["transfer_average"] - 0.39) < 1e-9
+    gains = json.loads(charts(app)[-1].proto.spec)
+    assert gains["layout"]["title"]["text"].startswith("In-domain gain vs transfer gain")
+    point = gains["data"][0]
+    assert point["name"] == "m+run" and abs(point["x"][0] - 0.06) < 1e-9 and abs(point["y"][0] + 0.01) < 1e-9

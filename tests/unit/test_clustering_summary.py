@@ -146,3 +146,29 @@ def test_quality_view_compares_methods_each_against_its_own_base_row():
     assert rows[("m+a", "echo")] == pytest.approx(0.45 - 0.3)  # against the base model under the same method
     with pytest.raises(ValueError, match="Cannot sort by 'nope': choose one of r8, zzz, average, vs base"):
         quality_view(scores, filter_rows(scores, methods=["echo"]), sort_by="nope")
+
+
+def test_track_gains_show_each_adapter_rows_gain_on_both_tracks_and_the_page_columns_keep_whole_track_averages():
+    from analysis.clustering import quality_view, track_gains
+    from analysis.plots import track_gain_scatter
+    from core.data import LOCAL_TASKS, TRANSFER_TASKS
+
+    def scored(variant: str, local: float, transfer: float, prompt: str = "eol") -> list[dict]:
+        return [cell(variant, prompt, "last", t, local if t in LOCAL_TASKS else transfer) for t in
+                [*LOCAL_TASKS, *TRANSFER_TASKS]]  # fmt: skip
+
+    cells = [*scored("m", 0.30, 0.40), *scored("m+run", 0.36, 0.39), *scored("m+run", 0.5, 0.5, prompt="cluster")]
+    scores, _ = summary_tables(cells)
+    gains = track_gains(scores)
+    # The cluster-prompt adapter row has no base row with that prompt: no gain is made up for it.
+    assert gains[["variant", "prompt"]].values.tolist() == [["m+run", "eol"]]
+    assert gains["local gain"].iloc[0] == pytest.approx(0.06) and gains["transfer gain"].iloc[0] == pytest.approx(-0.01)
+    # The page's view keeps both whole-track averages even when only one task is shown.
+    view = quality_view(scores, filter_rows(scores, tasks=[next(iter(LOCAL_TASKS))]))
+    row = view[(view["variant"] == "m+run") & (view["prompt"] == "eol")].iloc[0]
+    assert row["average"] == pytest.approx(0.36) and row["transfer_average"] == pytest.approx(0.39)
+    assert row["vs base"] == pytest.approx(0.06)
+    figure = track_gain_scatter(gains)
+    assert list(figure.data[0].x) == pytest.approx([0.06]) and list(figure.data[0].y) == pytest.approx([-0.01])
+    # A table of one track has no gains to show.
+    assert track_gains(summary_tables(cells[: len(LOCAL_TASKS)])[0]).empty
