@@ -12,7 +12,8 @@ import numpy as np
 import streamlit as st
 
 from analysis.plots import projection_scatter
-from analysis.projections import UmapSettings, embed_with_progress, project_umap
+from analysis.projections import UmapSettings, project_umap
+from analysis.sides import embed_sides
 from core.metrics import kmeans_labels, score_embeddings
 from workbench import state, widgets
 
@@ -63,13 +64,12 @@ if inputs not in embedded:
         st.info(f"{len(texts)} texts x {len(sides)} to embed with {choice.label}: press *Embed and project* (texts in "
                 "the disk cache load at once). A smaller sample is quicker.")  # fmt: skip
         st.stop()
-    bar, vectors = st.progress(0.0), {}
-    try:
-        for side, use_adapter in sides:
-            vectors[side] = embed_with_progress(
-                encoder, texts, widgets.progress_with_eta(bar, side),
-                prompt=prompt, pooling=pooling, layer=layer, use_adapter=use_adapter,
-            )  # fmt: skip
+    bar = st.progress(0.0)
+    try:  # base and adapter from one shared-trunk pass
+        vectors = embed_sides(
+            encoder, texts, widgets.progress_with_eta(bar, " + ".join(side for side, _ in sides)),
+            prompt=prompt, pooling=pooling, layer=layer,
+        )  # fmt: skip
     except ValueError as error:
         st.error(str(error))
         st.stop()

@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from analysis.plots import similarity_heatmap
+from analysis.sides import embed_sides
 from analysis.similarity import cosine_matrix, label_cosines
 from workbench import state, widgets
 
@@ -44,12 +45,9 @@ if labels is not None and len(labels) != len(texts):
     labels = None
 prompt, pooling, layer = settings
 widgets.truncation_note(encoder, texts, prompt)
-sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-vectors = {}
 try:
-    with st.spinner("Embedding..."):
-        for side, use_adapter in sides:
-            vectors[side] = encoder.encode(texts, prompt=prompt, pooling=pooling, layer=layer, use_adapter=use_adapter)
+    with st.spinner("Embedding..."):  # base and adapter from one shared-trunk pass
+        vectors = embed_sides(encoder, texts, prompt=prompt, pooling=pooling, layer=layer)
 except ValueError as error:
     st.error(str(error))
     st.stop()
