@@ -9,10 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from jaxtyping import Float
@@ -78,26 +76,6 @@ def project_umap(
     with atomic_write(path, "wb") as handle:
         handle.write(buffer.getvalue())
     return points
-
-
-def embed_with_progress(
-    encoder: Any,
-    texts: Sequence[str],
-    progress: Callable[[int, int], None],
-    chunk: int = 64,
-    **encode_options: Any,
-) -> np.ndarray:
-    """``encoder.encode(texts, **encode_options)`` in chunks of ``chunk`` texts, calling ``progress(done, total)``
-    after each (and once with 0 first), so a page can show a bar with an ETA; the vectors are the same."""
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}.")
-    texts = list(texts)
-    progress(0, len(texts))
-    parts = []
-    for start in range(0, len(texts), chunk):
-        parts.append(encoder.encode(texts[start : start + chunk], **encode_options))
-        progress(min(start + chunk, len(texts)), len(texts))
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -597,24 +597,30 @@ class Encoder:
             for variant in variants
             for p in poolings
         }
-        missing: set[int] = set(range(len(texts)))
+        everything = set(range(len(texts)))
+        missing: dict[bool, set[int]] = {variant: set(everything) for variant in variants}
         if self.cache is not None and texts:
-            missing = set()
+            missing = {variant: set() for variant in variants}
             for (variant, combo), key in keys.items():
                 found = self.cache.get_many(key, texts)
                 for index, vector in found.items():
                     results[variant][combo][index] = vector
-                missing.update(set(range(len(texts))) - set(found))
+                missing[variant].update(everything - set(found))
         # Cached texts were truncated too if they are long: count them by tokenizing alone (cheap), skipping
         # texts too short to reach max_length (a token covers at least one byte; 8 spare for special tokens).
         truncated = sum(
             self._prepare_one(texts[i], template).truncated
-            for i in set(range(len(texts))) - missing
+            for i in everything - set().union(*missing.values())
             if len(template.wrap(texts[i]).string.encode()) + 8 > self.max_length
         )
-        if missing:
-            todo = sorted(missing)
-            computed = self._compute([texts[i] for i in todo], template, plan, variants, show_progress)
+        # Texts missing on both sides run one shared-trunk pair; a text cached on one side runs the other alone.
+        both = set.intersection(*missing.values()) if len(variants) == 2 else set()
+        runs = [(variants, both), *(((variant,), missing[variant] - both) for variant in variants)]
+        for run_variants, indices in runs:
+            if not indices:
+                continue
+            todo = sorted(indices)
+            computed = self._compute([texts[i] for i in todo], template, plan, run_variants, show_progress)
             truncated += self.last_truncated
             for variant, by_combo in computed.items():
                 for combo, vectors in by_combo.items():

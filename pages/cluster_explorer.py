@@ -12,7 +12,8 @@ import numpy as np
 import streamlit as st
 
 from analysis.plots import projection_scatter
-from analysis.projections import UmapSettings, embed_with_progress, project_umap
+from analysis.projections import UmapSettings, project_umap
+from analysis.sides import embed_sides
 from core.methods import METHOD_KINDS
 from core.metrics import kmeans_labels, score_embeddings
 from workbench import state, widgets
@@ -72,12 +73,9 @@ if inputs not in embedded:
         st.stop()
     widgets.clear_stopped(STOPPED)
     stop = widgets.stop_button(STOPPED, inputs)
-    bar, vectors = st.progress(0.0), {}
-    try:
-        for side, use_adapter in sides:
-            vectors[side] = embed_with_progress(
-                view, texts, widgets.progress_with_eta(bar, side), use_adapter=use_adapter
-            )
+    bar = st.progress(0.0)
+    try:  # base and adapter from one shared-trunk pass
+        vectors = embed_sides(view, texts, widgets.progress_with_eta(bar, " + ".join(side for side, _ in sides)))
     except ValueError as error:
         st.error(str(error))
         st.stop()

@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from analysis.plots import similarity_heatmap
+from analysis.sides import embed_sides
 from analysis.similarity import cosine_matrix, label_cosines
 from core.methods import METHOD_KINDS
 from workbench import state, widgets
@@ -45,12 +46,9 @@ if labels is not None and len(labels) != len(texts):
     st.warning(f"{len(labels)} labels for {len(texts)} texts: give one label per text (or none). Labels ignored.")
     labels = None
 widgets.truncation_note(view, texts)
-sides = [("base", False), ("adapter", True)] if encoder.loaded.has_adapter else [("base", False)]
-vectors = {}
 try:
-    with st.spinner("Embedding..."):
-        for side, use_adapter in sides:
-            vectors[side] = view.encode(texts, use_adapter=use_adapter)
+    with st.spinner("Embedding..."):  # base and adapter from one shared-trunk pass
+        vectors = embed_sides(view, texts)
 except ValueError as error:
     st.error(str(error))
     st.stop()

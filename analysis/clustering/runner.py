@@ -1,5 +1,6 @@
-"""Running the grid: one forward per (variant, task, method, prompt) serves every pooling and layer; each cell is
-scored and written as soon as it is done, and a stored cell with the same key is skipped."""
+"""Running the grid: one forward per (model, task, method, prompt) serves every pooling and layer, and a model's
+base and adapter rows together (the layers below the adapter run once); each cell is scored and written as soon
+as it is done, and a stored cell with the same key is skipped."""
 
 from __future__ import annotations
 
@@ -140,9 +141,11 @@ class _Models:
 def run_grid(config: GridConfig) -> GridResult:
     """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored.
 
-    Under ``torchrun --nproc_per_node=N`` group ``i`` (one forward: variant, task, method, prompt) belongs to
-    rank ``i % N``; every rank gets the merged result and rank 0 writes the summary. A cell does not depend on
-    which process scored it (vectors do not depend on their batch), so the cells equal one process's.
+    A group is one model's rows (base, and adapter where it has one) on one (task, method, prompt): the rows
+    with missing cells share one forward (``Encoder.encode_variants``). Under ``torchrun --nproc_per_node=N``
+    group ``i`` belongs to rank ``i % N``; every rank gets the merged result and rank 0 writes the summary. A cell
+    does not depend on which process scored it (vectors do not depend on their batch), so the cells equal one
+    process's.
     """
     from tqdm.auto import tqdm
 
@@ -176,21 +179,24 @@ def run_grid(config: GridConfig) -> GridResult:
         methods = {spec: models.methods(spec, parse_methods(config.methods)) for spec in causal}
     except ConfigError as exc:  # e.g. a TP layer range outside a model
         raise GridError(str(exc)) from None
+    rows_of = {
+        spec: [v for v in row_sources if v.model == spec] for spec in dict.fromkeys(v.model for v in row_sources)
+    }
     groups = [
-        (v, plan, method, template)
-        for v in row_sources
+        (spec, plan, method, template)
+        for spec in rows_of
         for plan in plans
-        for method in methods[v.model]
-        for template in _templates(method, prompts if causal[v.model] else prompts[:1])
+        for method in methods[spec]
+        for template in _templates(method, prompts if causal[spec] else prompts[:1])
     ]
     bar = tqdm(total=len(groups), desc="clustering grid", unit="group", disable=not config.progress or rank != 0)
     samples: dict[str, Dataset | None] = {}
-    for index, (variant, plan, method, template) in enumerate(groups):
+    for index, (spec, plan, method, template) in enumerate(groups):
         if index % world != rank:  # another process's group
             bar.update(1)
             continue
         prompt_name = template.name if template is not None else method.spec
-        bar.set_postfix_str(f"{variant.label} | {plan.name} | {method.spec} | {prompt_name}")
+        bar.set_postfix_str(f"{spec.label} | {plan.name} | {method.spec} | {prompt_name}")
         if plan.spec not in samples:
             try:
                 samples[plan.spec] = check_task_data(plan, plan.load())
@@ -201,53 +207,53 @@ def run_grid(config: GridConfig) -> GridResult:
         if sample is None:
             bar.update(1)
             continue
-        is_causal = causal[variant.model]
+        is_causal = causal[spec]
         if not is_causal:
             template = resolve_prompt("none")  # a bidirectional encoder gets the text alone
         combos = [(pool, layer) for pool in poolings for layer in layers] if is_causal else [(BASELINE_POOLING, "-1")]
-        try:
-            identity = models.identity(variant.model, variant.use_adapter)
-        except (ModelNotFoundError, OSError, ValueError) as exc:
-            raise GridError(str(exc).splitlines()[0]) from None
-        todo: list[tuple[str, str, dict[str, Any], Path]] = []
-        for pooling, layer in combos:
-            key = cell_key(
-                identity,
-                template.template if template is not None else None,
-                pooling,
-                layer,
-                -1,
-                precision,
-                plan.budget.max_length,
-                sample,
-                plan.budget,
-                config.kmeans_seeds,
-                config.normalize,
-                method.settings(),
-            )
-            path = cell_path(out, plan.name, variant.label, prompt_name, pooling, layer, key)
-            stored = read_cell(path, key)
-            if stored is not None:
-                result.cells.append(stored)
-                result.skipped += 1
-            else:
-                todo.append((pooling, layer, key, path))
+        todo: dict[Variant, list[tuple[str, str, dict[str, Any], Path]]] = {}
+        for variant in rows_of[spec]:
+            try:
+                identity = models.identity(spec, variant.use_adapter)
+            except (ModelNotFoundError, OSError, ValueError) as exc:
+                raise GridError(str(exc).splitlines()[0]) from None
+            for pooling, layer in combos:
+                key = cell_key(
+                    identity,
+                    template.template if template is not None else None,
+                    pooling,
+                    layer,
+                    -1,
+                    precision,
+                    plan.budget.max_length,
+                    sample,
+                    plan.budget,
+                    config.kmeans_seeds,
+                    config.normalize,
+                    method.settings(),
+                )
+                path = cell_path(out, plan.name, variant.label, prompt_name, pooling, layer, key)
+                stored = read_cell(path, key)
+                if stored is not None:
+                    result.cells.append(stored)
+                    result.skipped += 1
+                else:
+                    todo.setdefault(variant, []).append((pooling, layer, key, path))
         if todo:
             try:
-                cells = _compute_group(
-                    models, variant, plan, sample, method, template, todo, config, precision, versions, git
-                )
+                cells = _compute_group(models, plan, sample, method, template, todo, config, precision, versions, git)
             except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
                 # Bad model/adapter/layer for this model; cells scored so far are already on disk.
-                raise GridError(f"{variant.label} on {plan.name}: {str(exc).splitlines()[0]}") from None
+                labels = " and ".join(variant.label for variant in todo)
+                raise GridError(f"{labels} on {plan.name}: {str(exc).splitlines()[0]}") from None
             result.cells.extend(cells)
             result.computed += len(cells)
             timing = cells[0]["timing"]
-            if timing["forward_batches"]:
+            if timing["forward_batches"]:  # texts and tokens embedded: a shared pair embeds each text twice
                 stats = result.throughput[plan.name]
-                stats[0] += timing["texts"]
+                stats[0] += timing["texts"] * len(timing["variants_sharing_forward"])
                 stats[1] += timing["encode_seconds"]
-                stats[2] += timing["tokens"]
+                stats[2] += timing["tokens"] * len(timing["variants_sharing_forward"])
         bar.update(1)
     bar.close()
     if world > 1:
@@ -297,23 +303,24 @@ def _prompt_record(method: Any, template: Any) -> dict[str, Any]:
 
 def _compute_group(
     models: _Models,
-    variant: Variant,
     plan: TaskPlan,
     sample: Dataset,
     method: Any,
     template: Any,
-    todo: list[tuple[str, str, dict[str, Any], Path]],
+    todo: dict[Variant, list[tuple[str, str, dict[str, Any], Path]]],
     config: GridConfig,
     precision: str,
     versions: dict[str, str | None],
     git: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """One forward for every missing (pooling, layer) of this (variant, task, method, prompt); one JSON per cell.
+    """One forward for every missing (pooling, layer) of one model's rows (``todo``: base and/or adapter) on this
+    (task, method, prompt); one JSON per cell. Base and adapter together share the layers below the adapter.
 
     ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
     from core.methods import PLAIN, Plain
 
-    encoder = models.encoder(variant.model, plan.budget.max_length, method)
+    spec = next(iter(todo)).model
+    encoder = models.encoder(spec, plan.budget.max_length, method)
     own_prompt = template if isinstance(method, Plain) else None  # echo and tp wrap with their own template
     if template is not None:
         prepared = encoder.prepare(sample.texts, prompt=own_prompt)
@@ -328,11 +335,15 @@ def _compute_group(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation is recorded per cell instead
             begin = time.perf_counter()
-            grid = encoder.encode_grid(
+            # The union of the rows' missing combos: pooling is cheap next to the forward the rows share.
+            combos = list(
+                dict.fromkeys((pooling, layer) for entries in todo.values() for pooling, layer, _, _ in entries)
+            )
+            grids = encoder.encode_variants(
                 sample.texts,
-                [(pooling, layer) for pooling, layer, _, _ in todo],
+                combos,
+                [variant.use_adapter for variant in todo],
                 prompt=own_prompt,
-                use_adapter=variant.use_adapter if variant.model.adapter is not None else None,
                 show_progress=config.progress,
             )
             encode_seconds = time.perf_counter() - begin
@@ -347,11 +358,12 @@ def _compute_group(
         "tokens_per_second": round(tokens / encode_seconds, 1) if encode_seconds > 0 else None,
         "forward_batches": calls[0],
         "from_cache": calls[0] == 0,
-        "cells_sharing_forward": len(todo),
+        "cells_sharing_forward": sum(len(entries) for entries in todo.values()),
+        "variants_sharing_forward": [variant.label for variant in todo],
     }
     cells = []
-    for pooling, layer, key, path in todo:
-        vectors = grid[(pooling, layer)]
+    for variant, pooling, layer, key, path in ((v, *cell) for v, entries in todo.items() for cell in entries):
+        vectors = grids[variant.use_adapter][(pooling, layer)]
         if config.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         begin = time.perf_counter()

@@ -63,17 +63,37 @@ def labelled_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "topics.csv", synthetic_rows())
 
 
+class GridCalls(list):
+    """The (pooling, layer) combos of each grid forward; ``variants`` holds each call's use_adapter values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.variants: list[tuple[bool, ...]] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.variants.clear()
+
+
 @pytest.fixture
-def grid_calls(monkeypatch) -> list[list[tuple[str, str]]]:
-    """Records the (pooling, layer) combos of every Encoder.encode_grid call (one call = one forward pass)."""
-    calls: list[list[tuple[str, str]]] = []
-    original = Encoder.encode_grid
+def grid_calls(monkeypatch) -> GridCalls:
+    """Records every top-level Encoder.encode_variants call: one call = one forward pass per batch, shared by
+    base and adapter when both are asked for (an ensemble's per-prompt calls inside it are not counted)."""
+    calls = GridCalls()
+    original = Encoder.encode_variants
+    depth = [0]
 
-    def counting(self, texts, combos, **kwargs):
-        calls.append(list(combos))
-        return original(self, texts, combos, **kwargs)
+    def counting(self, texts, combos, variants, **kwargs):
+        if depth[0] == 0:
+            calls.append(list(combos))
+            calls.variants.append(tuple(variants))
+        depth[0] += 1
+        try:
+            return original(self, texts, combos, variants, **kwargs)
+        finally:
+            depth[0] -= 1
 
-    monkeypatch.setattr(Encoder, "encode_grid", counting)
+    monkeypatch.setattr(Encoder, "encode_variants", counting)
     return calls
 
 
@@ -211,6 +231,53 @@ def test_adapter_and_base_come_from_one_model(tiny_model_dir, labelled_csv, tmp_
     assert {p.name: p.read_bytes() for p in cell_files(out) if p.name in base_cells} == base_cells
     scores, _ = summary_tables(cells)
     assert len(scores) == 8 and scores.index.get_level_values("variant").nunique() == 2
+
+
+def test_base_and_adapter_rows_share_one_trunk(tiny_model_dir, labelled_csv, tmp_path, grid_calls):
+    """A fresh base+adapter grid runs each (task, method, prompt) once for both rows, with the layers below the
+    adapter's top-layer LoRA run once per batch, and writes the same cells as the rows computed one at a time."""
+    from peft import LoraConfig, get_peft_model
+
+    from core.models import load_model
+    from tests.conftest import TINY_LAYERS
+
+    adapter_dir = tmp_path / "adapter"
+    loaded = load_model(str(tiny_model_dir))
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], layers_to_transform=[TINY_LAYERS - 1],
+        init_lora_weights=False,
+    )  # fmt: skip
+    get_peft_model(loaded.model, lora).save_pretrained(adapter_dir)
+    pair = f"{tiny_model_dir}+{adapter_dir}"
+
+    apart, together = tmp_path / "apart", tmp_path / "together"
+    assert main(cli(tiny_model_dir, str(labelled_csv), apart)) == 0  # base rows alone, then the adapter rows alone
+    assert main(_with_models(cli(tiny_model_dir, str(labelled_csv), apart), pair)) == 0
+    assert grid_calls.variants == [(False,)] * 2 + [(True,)] * 2
+    grid_calls.clear()
+    assert main(_with_models(cli(tiny_model_dir, str(labelled_csv), together), pair)) == 0
+    assert grid_calls.variants == [(False, True)] * 2  # one call per prompt serves both rows
+
+    def cells(out: Path) -> dict[str, dict]:
+        return {p.relative_to(out).as_posix(): json.loads(p.read_text()) for p in cell_files(out)}
+
+    separate, shared = cells(apart), cells(together)
+    assert sorted(shared) == sorted(separate) and len(shared) == 8  # same keys, so the same files
+    base_batches = {
+        (c["prompt"]["name"], c["pooling"]): c["timing"]["forward_batches"]
+        for c in separate.values()
+        if not c["use_adapter"]
+    }
+    rows = [Path(tiny_model_dir).name, f"{Path(tiny_model_dir).name}+adapter"]
+    for name, cell in shared.items():
+        assert cell["key"] == separate[name]["key"]
+        for score in ("v_measure", "ami", "ari"):
+            assert cell["scores"][score] == pytest.approx(separate[name]["scores"][score], abs=1e-6)
+        assert cell["timing"]["variants_sharing_forward"] == rows
+        # The backbone ran whole once per batch for both rows (the adapter row reran its top layer only).
+        assert cell["timing"]["forward_batches"] == base_batches[(cell["prompt"]["name"], cell["pooling"])]
+    adapter_cells = [c for c in shared.values() if c["use_adapter"]]
+    assert len(adapter_cells) == 4 and all(c["adapter_sha256"] for c in adapter_cells)
 
 
 def _with_models(argv: list[str], models: str) -> list[str]:

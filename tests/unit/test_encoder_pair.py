@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,25 @@ def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
     base, tuned = encoder.encode_pair(sample_texts)
     np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=False), base)
     np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=True), tuned)
+
+
+def test_pair_with_one_side_cached_runs_only_the_other(top_layer_encoder, tmp_path, sample_texts, forward_counter):
+    """Base vectors in the cache: the pair runs the adapter alone (one pass), not the shared pair again."""
+    from core.cache import EmbeddingCache
+
+    encoder = copy.copy(top_layer_encoder)
+    encoder.cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    base = encoder.encode(sample_texts[:4], use_adapter=False)
+    layers = encoder.loaded.backbone.layers
+    with forward_counter(layers[0]) as bottom, forward_counter(layers[-1]) as top:
+        pair_base, pair_tuned = encoder.encode_pair(sample_texts)
+    # Texts 0-3: adapter alone; the rest: base and adapter from one trunk.
+    alone = len(encoder.batches(encoder.prepare(sample_texts[:4])))
+    shared = len(encoder.batches(encoder.prepare(sample_texts[4:])))
+    assert (bottom.calls, top.calls) == (alone + shared, alone + 2 * shared)
+    np.testing.assert_array_equal(pair_base[:4], base)
+    np.testing.assert_allclose(pair_base, top_layer_encoder.encode(sample_texts, use_adapter=False), atol=1e-5)
+    np.testing.assert_allclose(pair_tuned, top_layer_encoder.encode(sample_texts, use_adapter=True), atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["echo", "tp:1-3", "tp:0-1", "ensemble:eol+summarize"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.projections import UmapSettings, embed_with_progress, project_umap, projection_key
+from analysis.projections import UmapSettings, project_umap, projection_key
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +47,6 @@ def test_bad_settings_and_too_few_points_are_clear_errors(blobs, tmp_path):
         project_umap(blobs[:3], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="min_dist"):
         project_umap(blobs, UmapSettings(min_dist=2.0), cache_dir=tmp_path)
-
-
-def test_embedding_in_chunks_reports_progress_and_matches_one_call(tiny_encoder):
-    texts = [f"text number {i} about {'cats' if i % 2 else 'markets'}" for i in range(7)]
-    calls: list[tuple[int, int]] = []
-    vectors = embed_with_progress(tiny_encoder, texts, lambda done, total: calls.append((done, total)), chunk=3)
-    assert calls == [(0, 7), (3, 7), (6, 7), (7, 7)]
-    assert np.allclose(vectors, tiny_encoder.encode(texts), atol=1e-5)
-    with pytest.raises(ValueError, match="chunk"):
-        embed_with_progress(tiny_encoder, texts, lambda *_: None, chunk=0)
 
 
 def test_scatter_highlights_the_same_texts_and_uses_distinct_colours(blobs):
