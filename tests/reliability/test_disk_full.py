@@ -66,9 +66,9 @@ def test_a_full_disk_keeps_the_earlier_output(embed, small_disk, tmp_path, case)
     Case(
         "disk-full-cache",
         "the embedding cache on a full disk (new texts to add to it)",
-        "a warning `The embedding cache ... cannot be used (database or disk is full): embedding without the cache "
-        "in this process.`; `wrote ...`",
-        "the vectors (written elsewhere); the cache's earlier entries, intact and readable",
+        "a warning `The embedding cache ... cannot be written: the disk of ... is full (...). Free some space there "
+        "to cache again; vectors cached before are kept: embedding without the cache in this process.`; `wrote ...`",
+        "the vectors (written elsewhere); the cache's earlier entries, intact and readable once there is room",
         "storage",
     )
 )
@@ -83,10 +83,11 @@ def test_a_full_disk_under_the_cache_does_not_stop_the_embedding(cli, tiny_model
 
     code, _ = embed(write_texts(tmp_path / "a.txt", 40, seed=33), tmp_path / "a.npy")
     assert code == 0 and cache_entries(cache) == 40
-    fill(small_disk)
+    filler = fill(small_disk)
     code, run = embed(write_texts(tmp_path / "b.txt", 400, seed=34), tmp_path / "b.npy")
     assert code == 0, run.stderr
     assert "Traceback" not in run.stderr
-    assert f"The embedding cache {cache} cannot be used (database or disk is full)" in run.stderr, run.stderr
+    assert f"The embedding cache {cache} cannot be written: the disk of {small_disk} is full" in run.stderr, run.stderr
     assert np.load(tmp_path / "b.npy").shape == (400, 32)
+    filler.unlink()  # sqlite needs a little room even to read a WAL database
     assert cache_entries(cache) == 40
