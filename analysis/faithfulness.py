@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -48,11 +49,11 @@ from analysis.attribution import Attributor, _frozen
 from analysis.categories import query_index, sides
 from analysis.stats import paired_stats
 from core.capture import check_eager, resolve_layers
-from core.data import load_task, sample_items
+from core.data import resolve_dataset, sample_items
 from core.device import DEVICE_HELP
 from core.encoder import Encoder, PreparedText
 from core.errors import ConfigError, run_cli
-from core.files import write_json
+from core.files import disk_full, write_json
 from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL, load_model
 from core.paths import REPO_ROOT
@@ -79,7 +80,7 @@ class FaithfulnessConfig:
     adapter: str | None = None  # LoRA adapter folder; without it base only
     prompt: str | None = None  # default: the adapter's, else eol
     pooling: str | None = None  # default: the adapter's, else last
-    tasks: tuple[str, ...] = ("trec-fine", "emoji-names")  # local or transfer tasks (core.data.load_task)
+    tasks: tuple[str, ...] = ("trec-fine", "emoji-names")  # local or transfer tasks, or files (resolve_dataset)
     n: int = 300  # texts sampled per task
     seed: int = 0
     k: int = 8  # content tokens removed / inserted at most
@@ -361,11 +362,20 @@ def _read_records(path: Path, digest: str) -> dict[tuple[str, str], dict[str, An
 
 
 def _append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append one line per record; a line a kill cut short is ended first, so it spoils no record after it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-        handle.flush()
+    with path.open("a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        cut_short = size > 0 and handle.seek(size - 1) >= 0 and handle.read(1) != b"\n"
+        lines = "".join(json.dumps(record) + "\n" for record in records)
+        try:
+            handle.write((("\n" if cut_short else "") + lines).encode())
+            handle.flush()
+        except OSError as error:
+            full = disk_full(error, path)
+            if full is None:
+                raise
+            raise full from None
 
 
 def _score(
@@ -466,7 +476,7 @@ def _sample(config: FaithfulnessConfig) -> list[tuple[str, str]]:
     """(key, text) of the sampled texts of every task; the key is ``task:index`` in the task's test split."""
     out = []
     for task in config.tasks:
-        texts = load_task(task, "test").texts
+        texts = resolve_dataset(task, "test").texts
         indices = sample_items(list(range(len(texts))), config.n, config.seed)
         out += [(f"{task}:{i}", texts[i]) for i in indices]
     return out
@@ -498,10 +508,14 @@ def run_side(
     partners = _partners([key for key, _ in sample], originals)
     pending = []
     for index, (key, text) in enumerate(sample):
-        if (key, label) in done:
-            run.records.append(done[(key, label)])
+        earlier = done.get((key, label))
+        if earlier is not None and earlier["text"] == text.text:  # a file edited since is measured afresh
+            run.records.append(earlier)
         else:
             pending.append((key, text, originals[index], originals[partners[index]]))
+    if run.records:
+        log.info("%s: %d of %d texts already measured in %s, resuming", label, len(run.records), len(sample),
+                 records_path)  # fmt: skip
     for start in range(0, len(pending), config.chunk):
         chunk = pending[start : start + config.chunk]
         records = _run_chunk(encoder, chunk, use_adapter, label, config, peak, run.seconds)
@@ -715,7 +729,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder; without it base only")
     parser.add_argument("--prompt", default=None, help="prompt name or template (default: adapter's, else eol)")
     parser.add_argument("--pooling", default=None, help="pooling (default: adapter's, else last)")
-    parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks), help="local or transfer tasks")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(defaults.tasks),
+        help="local or transfer tasks, or PATH[:TEXTCOL[:LABELCOL]] files",
+    )
     parser.add_argument("--n", type=int, default=defaults.n, help="texts per task")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--k", type=int, default=defaults.k, help="content tokens removed / inserted at most")

@@ -136,7 +136,8 @@ def weight_names(weights_file: Path) -> list[str]:
 def list_adapters(root: str | Path = ADAPTERS_DIR, *, in_training: bool = False) -> list[Path]:
     """Adapter folders under ``root``, the shipped one first, then by name.
 
-    ``in_training=True`` also lists folders with only a training log yet (a run going on or stopped).
+    ``in_training=True`` also lists folders with only a training log yet (a run going on or stopped), or only the
+    app's job file (``job.json`` of ``core.train_jobs``: a job still loading its model).
     """
     root = Path(root)
     if not root.is_dir():
@@ -144,7 +145,10 @@ def list_adapters(root: str | Path = ADAPTERS_DIR, *, in_training: bool = False)
     found = [
         p
         for p in sorted(root.iterdir())
-        if p.is_dir() and ((p / ADAPTER_CONFIG).is_file() or (in_training and (p / TRAIN_LOG).is_file()))
+        if p.is_dir()
+        and (
+            (p / ADAPTER_CONFIG).is_file() or (in_training and any((p / f).is_file() for f in (TRAIN_LOG, "job.json")))
+        )
     ]
     return sorted(found, key=lambda p: p != SHIPPED_ADAPTER)
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ T = TypeVar("T")
 DEFAULT_BUSY_TIMEOUT = 30.0
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+FULL_BELOW_BYTES = 1 << 20  # less room than this on the cache's disk: a failed write is the full disk's
 
 
 def settings_key(settings: Mapping[str, object]) -> str:
@@ -152,9 +154,22 @@ class EmbeddingCache:
         self.close()
         if isinstance(error, sqlite3.Error) and _primary_code(error) in _BUSY:
             reason = f"is locked by another process (waited {self.timeout:g} s)"
+        elif self._disk_full(error):  # sqlite says SQLITE_FULL, or a plain I/O error when its journal cannot grow
+            reason = (
+                f"cannot be written: the disk of {self.path.parent} is full ({error}). Free some space there to cache "
+                "again; vectors cached before are kept"
+            )
         else:
             reason = f"cannot be used ({error})"
         log.warning("The embedding cache %s %s: embedding without the cache in this process.", self.path, reason)
+
+    def _disk_full(self, error: Exception) -> bool:
+        if isinstance(error, sqlite3.Error) and _primary_code(error) == sqlite3.SQLITE_FULL:
+            return True
+        try:
+            return shutil.disk_usage(self.path.parent).free < FULL_BELOW_BYTES
+        except OSError:
+            return False
 
     # ----- entries
     @staticmethod

@@ -71,6 +71,11 @@ class EagerAttentionError(LensError, RuntimeError):
     """Attention capture asked of a model that does not run eager attention."""
 
 
+class StorageError(LensError, OSError):
+    """A write the disk refused for lack of room (no space left, quota, file size limit), or a folder another
+    process is writing into; what was written before is intact."""
+
+
 def configure_environment() -> None:
     """What every entry point (CLI or app) sets before loading models: no hub unless the user allows it.
 

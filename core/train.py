@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from core.data import load_task, sample_dataset, sample_items
 from core.device import resolve_device
 from core.distributed import dist_info, init_distributed
 from core.errors import TrainError, run_cli
-from core.files import atomic_write, write_json
+from core.files import atomic_write, disk_full, lock_folder, write_json
 from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL, load_model
 from core.pair_files import read_pairs
@@ -335,11 +336,20 @@ class Trainer:
         self.is_main = self.rank == 0
         self._check_config()
         self.pairs, self.pair_provenance = self._load_pairs()
+        # One run per folder: a second run would interleave its checkpoints and log rows with this one's. The lock is
+        # held while this sets up (it may set damaged checkpoints aside, rewrite the log) and again while it trains.
+        self._out_lock = self._claim_out()
+        try:
+            self._prepare(resume)
+        finally:
+            self.release()
+
+    def _prepare(self, resume: bool) -> None:
+        config = self.config
         # Everything a user can get wrong is checked before the model loads (seconds to minutes).
         self.checkpoint = self._checkpoint_to_resume() if resume else None
         if not resume and self.is_main and any(self.out.glob("checkpoints/*")):
             raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
-        self._check_out()
         self.loaded = load_model(config.base_model, device=config.device)
         self._attach_lora()
         from core.encoder import Encoder
@@ -457,16 +467,24 @@ class Trainer:
             log.info("pairs moved from %s to %s, same content: resuming", saved_data["file"], mine["file"])
         return checkpoint
 
-    def _check_out(self) -> None:
-        """An unwritable ``--out`` fails now, not after the model load and the training."""
+    def _claim_out(self) -> int | None:
+        """Create ``--out`` (an unwritable one fails now, not after the model load and the training) and lock it
+        (main process only): a second run into the same folder is refused while this one sets up or trains."""
         if not self.is_main:
-            return
+            return None
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrainError(f"cannot create --out {self.out}: {exc.strerror}; choose a writable folder") from None
         if not os.access(self.out, os.W_OK | os.X_OK):
             raise TrainError(f"--out {self.out} is not writable; choose a writable folder")
+        return lock_folder(self.out, "--out")
+
+    def release(self) -> None:
+        """Let another run write into ``--out`` (setup and :meth:`train` do it at their end)."""
+        if self._out_lock is not None:
+            os.close(self._out_lock)
+            self._out_lock = None
 
     def _attach_lora(self) -> None:
         from peft import LoraConfig, get_peft_model
@@ -624,6 +642,39 @@ class Trainer:
         self.peft_model.save_pretrained(str(folder), safe_serialization=True)
         write_metadata(folder, self.metadata())
 
+    def _write_checkpoint(self, staging: Path, rng_by_rank: list[Any]) -> None:
+        staging.mkdir()
+        self._save_adapter(staging)
+        # Serialized in memory first: torch.save reports a full disk as a RuntimeError without its errno.
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng_by_rank": rng_by_rank,
+            },
+            buffer,
+        )
+        with atomic_write(staging / "trainer_state.pt", "wb") as handle:
+            handle.write(buffer.getbuffer())
+        per_epoch = len(self.pairs) // self.config.batch_size
+        write_json(
+            staging / "trainer_state.json",
+            {
+                "step": self.step,
+                "epoch": self.step // per_epoch,
+                "batch_in_epoch": self.step % per_epoch,
+                "world_size": self.world,
+                "config": asdict(self.config),
+                "data": self.pair_provenance,  # the pairs' fingerprint: a resume must train on the same ones
+                "losses": self.losses,
+                "scores": self.scores,
+                "best": self.best,
+                "train_seconds": self.train_seconds,
+            },
+        )
+
     def save_checkpoint(self) -> Path | None:
         rng = rng_states()
         if self.world > 1:
@@ -641,34 +692,11 @@ class Trainer:
         final = root / f"step-{self.step:06d}"
         staging = root / f".tmp-step-{self.step:06d}"
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        self._save_adapter(staging)
-        with atomic_write(staging / "trainer_state.pt", "wb") as handle:
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "rng_by_rank": rng_by_rank,
-                },
-                handle,
-            )
-        per_epoch = len(self.pairs) // self.config.batch_size
-        write_json(
-            staging / "trainer_state.json",
-            {
-                "step": self.step,
-                "epoch": self.step // per_epoch,
-                "batch_in_epoch": self.step % per_epoch,
-                "world_size": self.world,
-                "config": asdict(self.config),
-                "data": self.pair_provenance,  # the pairs' fingerprint: a resume must train on the same ones
-                "losses": self.losses,
-                "scores": self.scores,
-                "best": self.best,
-                "train_seconds": self.train_seconds,
-            },
-        )
+        try:
+            self._write_checkpoint(staging, rng_by_rank)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a checkpoint cut short (full disk, kill) is never kept
+            raise
         # Renamed out of the step-* names before deletion: a kill while deleting leaves no partial checkpoint.
         if final.exists():
             os.replace(final, root / f".old-{final.name}")
@@ -734,7 +762,20 @@ class Trainer:
 
         The checkpoint is the state after the last completed step: a step cut short is undone
         (:meth:`train_step`), and a signal during a step's update waits for the update to end.
+        ``--out`` is free for another run afterwards, however the run ended.
         """
+        self._out_lock = lock_folder(self.out, "--out") if self.is_main else None
+        try:
+            return self._train(callback)
+        except Exception as error:
+            full = disk_full(error, self.out, then="continue with the same command plus --resume")
+            if full is None:
+                raise
+            raise full from None
+        finally:
+            self.release()
+
+    def _train(self, callback: Callable[[StepResult], None] | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         c = self.config

@@ -15,13 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from core.adapters import ADAPTER_CONFIG, list_adapters
 from core.errors import ConfigError, TrainError
-from core.files import write_json
+from core.files import folder_locked, lock_folder, process_alive, write_json
 from core.paths import REPO_ROOT
 
 JobState = Literal["running", "finished", "failed", "stopped", "unknown"]
@@ -73,12 +75,13 @@ class TrainingRequest:
 def start_training(out: str | Path, options: list[str], python: str = sys.executable) -> subprocess.Popen:
     """Launch ``python -m core.train --out OUT OPTIONS`` in the background; refuses a folder already in use."""
     folder = Path(out)
-    if (folder / "job.json").is_file() and job_status(folder).state == "running":
-        raise TrainError(f"{folder} already has a running job; stop it first or choose another folder")
-    if (folder / "adapter_config.json").is_file() or (folder / "checkpoints").is_dir():
-        raise TrainError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
-    folder.mkdir(parents=True, exist_ok=True)
-    return _launch(folder, [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"], "wb")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _launching(folder):
+        _refuse_if_in_use(folder)
+        if (folder / "adapter_config.json").is_file() or (folder / "checkpoints").is_dir():
+            raise TrainError(f"{folder} already holds an adapter or checkpoints; choose a new folder name")
+        folder.mkdir(parents=True, exist_ok=True)
+        return _launch(folder, [python, "-m", "core.train", "--out", str(folder), *options, "--no-progress"], "wb")
 
 
 def resume_training(folder: str | Path, python: str = sys.executable) -> subprocess.Popen:
@@ -86,13 +89,32 @@ def resume_training(folder: str | Path, python: str = sys.executable) -> subproc
     folder = Path(folder)
     if not (folder / "job.json").is_file():
         raise TrainError(f"{folder} has no training job to resume; start one instead")
-    state = job_status(folder).state
-    if state in ("running", "finished"):
-        raise TrainError(f"the job in {folder} is {state}: nothing to resume")
-    if not any(folder.glob("checkpoints/step-*")):
-        raise TrainError(f"{folder} has no checkpoint yet; start the job again in a new folder")
-    command = json.loads((folder / "job.json").read_text())["command"]
-    return _launch(folder, [python, *command[1:], *([] if "--resume" in command else ["--resume"])], "ab")
+    with _launching(folder):
+        _refuse_if_in_use(folder)
+        if job_status(folder).state == "finished":
+            raise TrainError(f"the job in {folder} is finished: nothing to resume")
+        if not any(folder.glob("checkpoints/step-*")):
+            raise TrainError(f"{folder} has no checkpoint yet; start the job again in a new folder")
+        command = json.loads((folder / "job.json").read_text())["command"]
+        return _launch(folder, [python, *command[1:], *([] if "--resume" in command else ["--resume"])], "ab")
+
+
+@contextmanager
+def _launching(folder: Path) -> Iterator[None]:
+    """One launch at a time among the runs beside ``folder``: two tabs pressing Start at once see each other's job."""
+    descriptor = lock_folder(folder.parent, "folder", wait=True)
+    try:
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _refuse_if_in_use(folder: Path) -> None:
+    """A job of the app that runs, or any training run holding the folder (``core.train`` locks its --out)."""
+    if (folder / "job.json").is_file() and job_status(folder).state == "running":
+        raise TrainError(f"{folder} already has a running job; stop it first or choose another folder")
+    if folder_locked(folder):
+        raise TrainError(f"{folder} is in use by another training run right now; wait for it or choose another folder")
 
 
 def _launch(folder: Path, command: list[str], log_mode: Literal["wb", "ab"]) -> subprocess.Popen:
@@ -146,20 +168,6 @@ def read_train_log(folder: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child we started stays a zombie until reaped
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True  # not our child: it exists, so it runs
-
-
 def _steps_total(command: list[str]) -> int | None:
     if "--steps" in command:
         try:
@@ -178,7 +186,7 @@ def job_status(folder: str | Path) -> JobStatus:
     last = rows[-1] if rows else None
     if (folder / "card.json").is_file():
         return JobStatus("finished", steps, total or steps, last)
-    if job and _alive(int(job["pid"])):
+    if job and process_alive(int(job["pid"])):
         return JobStatus("running", steps, total, last)
     tail = ""
     if (folder / "job.log").is_file():
@@ -195,6 +203,6 @@ def stop_training(folder: str | Path) -> None:
     """Ctrl-C for the job: the trainer writes a checkpoint and exits; ``--resume`` continues it."""
     folder = Path(folder)
     job = json.loads((folder / "job.json").read_text())
-    if _alive(int(job["pid"])):
+    if process_alive(int(job["pid"])):
         os.kill(int(job["pid"]), signal.SIGINT)
     write_json(folder / "job.json", {**job, "stopped": time.time()})

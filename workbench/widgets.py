@@ -96,6 +96,7 @@ def pick_dataset(key: str, default_task: str = "trec-coarse"):
     from workbench.state import kept
 
     source = st.radio("Data", ["local task", "upload a file"], horizontal=True, **kept(f"{key}_source", "local task"))
+    upload, stored = None, None
     try:
         if source == "local task":
             tasks = list(LOCAL_TASKS)
@@ -110,19 +111,26 @@ def pick_dataset(key: str, default_task: str = "trec-coarse"):
             if upload is None:
                 st.info("Upload a file with a text column and, optionally, a label column.")
                 st.stop()
-            path = save_upload(upload.name, upload.getvalue())
-            columns = file_columns(path)
+            stored = save_upload(upload.name, upload.getvalue())
+            columns = file_columns(stored)
             left, right = st.columns(2)
             text_column = left.selectbox(
                 "Text column", columns, index=columns.index("text") if "text" in columns else 0
             )
+            if "text" not in columns:
+                st.info(
+                    f"{upload.name} has no column named `text`: showing `{text_column}`. Pick the text column above."
+                )
             label_options = ["(none)", *columns]
             label_column = right.selectbox(
                 "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
             )
-            full = load_user_file(path, text_column, None if label_column == "(none)" else label_column)
+            full = load_user_file(stored, text_column, None if label_column == "(none)" else label_column)
     except (ValueError, DataError) as error:
-        st.error(f"Cannot use this data: {error}")
+        message = str(error)
+        if upload is not None and stored is not None:  # the user knows their file's name, not the stored copy's
+            message = message.replace(str(stored), upload.name).replace(stored.name, upload.name)
+        st.error(f"Cannot use this data: {message}")
         st.stop()
     if len(full) <= 100:
         st.caption(f"All {len(full)} texts are used.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from analysis.clustering.grid import SUBSAMPLE_SEED, TaskBudget
 from core.data import Dataset
 from core.metrics import KMEANS_BATCH_SIZE
+
+log = logging.getLogger(__name__)
 
 # Bump when scoring changes, so cells scored the old way are redone.
 SCORING_VERSION = 1
@@ -76,13 +79,29 @@ def cell_path(out: Path, task: str, variant: str, prompt: str, pooling: str, lay
     return out / "cells" / _slug(task) / name
 
 
-def read_cell(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored cell if it is complete and made with this key; None means: compute it."""
+def _damage(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the cell, None) if ``path`` holds a readable cell, else (None, what is wrong with it)."""
     try:
-        cell = json.loads(path.read_text())
-    except (OSError, ValueError):
+        cell = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        return None, f"not UTF-8 text (byte {error.start})"
+    except ValueError as error:
+        return None, f"not JSON ({error})"
+    except OSError as error:
+        return None, f"unreadable ({error.strerror or error})"
+    if not isinstance(cell, dict) or not isinstance(cell.get("scores"), dict) or not isinstance(cell.get("key"), dict):
+        return None, "not a grid cell (no key or scores)"
+    return cell, None
+
+
+def read_cell(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored cell if it is complete and made with this key; None means: compute it (a damaged file is named
+    in a warning and then overwritten by the recomputed cell)."""
+    if not path.exists():
         return None
-    if not isinstance(cell, dict) or cell.get("key") != key or "scores" not in cell:
+    cell, damage = _damage(path)
+    if cell is None or cell["key"] != key:
+        log.warning("grid cell %s is damaged (%s): recomputing it", path, damage or "its key is not its name's")
         return None
     return cell
 
@@ -106,14 +125,24 @@ def folder_cells(out: Path, run_cells: Sequence[dict[str, Any]]) -> list[dict[st
         )
 
     stored: dict[tuple[str, ...], dict[str, Any]] = {}
+    damaged: list[str] = []
     for path in sorted((out / "cells").glob("*/*.json")):
+        cell, damage = _damage(path)
         try:
-            cell = json.loads(path.read_text())
-            key = slot(cell)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # an unreadable or foreign file is not a result
+            key = slot(cell) if cell is not None else None
+        except (KeyError, TypeError):
+            key, damage = None, "not a grid cell (no variant, prompt, pooling, layer or task)"
+        if cell is None or key is None:
+            damaged.append(f"{path} ({damage})")  # never a row of the summary
+            continue
         if key not in stored or cell.get("created", "") > stored[key].get("created", ""):
             stored[key] = cell
+    if damaged:
+        log.warning(
+            "left out of the summary: %d damaged cell file(s) in %s: %s. Run the grid that made them again to "
+            "recompute them, or delete them.",
+            len(damaged), out / "cells", "; ".join(damaged[:3]) + (" ..." if len(damaged) > 3 else ""),
+        )  # fmt: skip
     chosen = {slot(c): c for c in run_cells}
     for key, cell in stored.items():
         chosen.setdefault(key, cell)

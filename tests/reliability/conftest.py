@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.runner import Run, start_embed
+from tests.reliability.runner import Run, start_cli
 
 CACHE_TIMEOUT_S = 2  # how long a run waits for a locked cache before going on without it
 
@@ -35,15 +36,33 @@ def cache_file(home) -> Path:
 
 
 @pytest.fixture
-def start(tiny_model_dir, home, tmp_path) -> Callable[..., Run]:
-    """``start(*args, input=..., output=...)`` -> a running ``python -m core.embed`` on the tiny model."""
+def cli(home, tmp_path) -> Callable[..., Run]:
+    """``cli(module, *args, env=..., setup=...)`` -> a running ``python -m MODULE ARGS``; ``home`` is its cache root."""
     counter = iter(range(1000))
+
+    def run(
+        module: str,
+        *args: str | Path,
+        env: dict[str, str] | None = None,
+        as_user: bool = False,
+        setup: Callable[[], None] | None = None,
+    ) -> Run:
+        settings = {"EMBEDDING_LENS_HOME": str(home), "EMBEDDING_LENS_CACHE_TIMEOUT": str(CACHE_TIMEOUT_S)}
+        settings.update(env or {})
+        name = f"{module.rsplit('.', 1)[-1]}{next(counter)}"
+        return start_cli(module, list(args), tmp_path, settings, name=name, as_user=as_user, setup=setup)
+
+    return run
+
+
+@pytest.fixture
+def start(cli, tiny_model_dir, tmp_path) -> Callable[..., Run]:
+    """``start(*args, input=..., output=...)`` -> a running ``python -m core.embed`` on the tiny model."""
 
     def run(*args: str | Path, input: Path, output: Path | None = None, as_user: bool = False) -> Run:
         output = output if output is not None else tmp_path / "out" / "vectors.npy"
         argv = ["--model", tiny_model_dir, "--input", input, "--output", output, *args]
-        env = {"EMBEDDING_LENS_HOME": str(home), "EMBEDDING_LENS_CACHE_TIMEOUT": str(CACHE_TIMEOUT_S)}
-        return start_embed(argv, tmp_path, env, name=f"run{next(counter)}", as_user=as_user)
+        return cli("core.embed", *argv, as_user=as_user)
 
     return run
 
@@ -59,6 +78,20 @@ def embed(start, tmp_path) -> Callable[..., Outcome]:
         return Outcome(code, process.stdout, process.stderr, output)
 
     return run
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A folder on its own 4 MB tmpfs: a disk that fills up (mounting needs root; the case is skipped without)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 # ----- the table's size

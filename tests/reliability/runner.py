@@ -1,26 +1,36 @@
-"""Runs ``python -m core.embed`` as its own process, without paying the imports each time.
+"""Runs a CLI (``python -m core.embed``, ``analysis.clustering``, ...) as its own process, without paying the imports
+each time.
 
-A multiprocessing fork server imports ``core.embed`` (torch, transformers, mteb: seconds of CPU)
-once; each run is a fresh process forked from it that applies its environment, redirects
-stdout/stderr to files and calls the same ``run_cli(main)`` as ``python -m core.embed``. It has
-its own pid, so tests send it SIGINT or SIGKILL as a user's shell would.
+A multiprocessing fork server imports the CLIs (torch, transformers, mteb: seconds of CPU) once; each run is a
+fresh process forked from it that applies its environment, redirects stdout/stderr to files and calls the same
+``run_cli(main)`` as ``python -m MODULE``. It has its own pid, so tests send it SIGINT or SIGKILL as a user's
+shell would.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import multiprocessing
 import os
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["core.embed"])
+# The CLIs the cases run (a module's ``main`` is what ``python -m MODULE`` runs through ``run_cli``).
+CLI_MODULES = {
+    "core.embed": "core.embed",
+    "core.models": "core.models",
+    "analysis.clustering": "analysis.clustering.__main__",
+    "analysis.attention": "analysis.attention.report",
+    "analysis.faithfulness": "analysis.faithfulness",
+}
+_CONTEXT.set_forkserver_preload(list(CLI_MODULES.values()))
 
 
 def drop_file_permission_override() -> None:
@@ -45,7 +55,15 @@ def drop_file_permission_override() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
-def _child(argv: list[str], env: dict[str, str], stdout: str, stderr: str, as_user: bool) -> None:
+def _child(
+    module: str,
+    argv: list[str],
+    env: dict[str, str],
+    stdout: str,
+    stderr: str,
+    as_user: bool,
+    setup: Callable[[], None] | None,
+) -> None:
     os.environ.update(env)
     if as_user:
         drop_file_permission_override()
@@ -56,13 +74,13 @@ def _child(argv: list[str], env: dict[str, str], stdout: str, stderr: str, as_us
     sys.stdout, sys.stderr = out, err
     import torch
 
-    from core.embed import main
     from core.errors import run_cli
 
     # The tiny model's matrices are 32 wide: one thread is many times faster than two fighting over them.
     torch.set_num_threads(1)
-
-    code = run_cli(main, argv)
+    if setup is not None:
+        setup()
+    code = run_cli(importlib.import_module(CLI_MODULES[module]).main, argv)
     out.flush()
     err.flush()
     sys.exit(code)
@@ -92,27 +110,44 @@ class Run:
         self.process.join(timeout)
         if self.process.exitcode is None:
             self.process.kill()
-            raise TimeoutError(f"core.embed did not finish in {timeout} s; stderr:\n{self.stderr}")
+            raise TimeoutError(f"the run did not finish in {timeout} s; stderr:\n{self.stderr}")
         return self.process.exitcode
 
     def wait_for_stderr(self, text: str, timeout: float = 120) -> None:
+        self.wait_until(lambda: text in self.stderr, f"{text!r} on stderr", timeout)
+
+    def wait_until(self, done: Callable[[], bool], what: str, timeout: float = 120, poll: float = 0.05) -> None:
+        """Poll ``done()`` while the run lives; an AssertionError if it ends or times out first."""
         deadline = time.monotonic() + timeout
-        while text not in self.stderr:
+        while not done():
             if not self.process.is_alive() or time.monotonic() > deadline:
-                raise AssertionError(f"never saw {text!r} on stderr; it was:\n{self.stderr}")
-            time.sleep(0.05)
+                raise AssertionError(f"never saw {what} while the run lived; stderr:\n{self.stderr}")
+            time.sleep(poll)
+
+    def interrupt(self, signal_number: int) -> int:
+        """Send ``signal_number`` as a shell would, then the exit code (minus the signal that ended it)."""
+        os.kill(self.pid, signal_number)
+        return self.wait()
 
 
-def start_embed(
-    args: list[str], folder: Path, env: dict[str, str] | None = None, name: str = "run", as_user: bool = False
+def start_cli(
+    module: str,
+    args: list[str | Path],
+    folder: Path,
+    env: dict[str, str] | None = None,
+    name: str = "run",
+    as_user: bool = False,
+    setup: Callable[[], None] | None = None,
 ) -> Run:
-    """Start ``python -m core.embed ARGS``; its stdout and stderr go to files in ``folder``.
+    """Start ``python -m MODULE ARGS`` (a key of :data:`CLI_MODULES`); its stdout and stderr go to files in ``folder``.
 
     ``as_user``: file modes bind even when the tests run as root (read-only folders stay read-only).
+    ``setup``: a module-level function the child calls first (e.g. to register a test model).
     """
     stdout, stderr = folder / f"{name}.stdout", folder / f"{name}.stderr"
     argv = [str(a) for a in args]
-    process = _CONTEXT.Process(target=_child, args=(argv, env or {}, str(stdout), str(stderr), as_user), name=name)
+    arguments = (module, argv, env or {}, str(stdout), str(stderr), as_user, setup)
+    process = _CONTEXT.Process(target=_child, args=arguments, name=name)
     with _no_main_module():
         process.start()
     return Run(process, stdout, stderr)

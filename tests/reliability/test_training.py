@@ -213,3 +213,190 @@ def test_sixteen_identical_pairs_are_refused(case, tiny_model_dir, tmp_path):
     assert result.returncode == 2
     assert "error: only 1 usable pair(s)" in result.stderr and "15 duplicate pair(s)" in result.stderr
     assert not out.exists()
+
+
+# ----- two runs at once, a full disk, and the app's background jobs
+
+TWO_RUNS = Case(
+    "train-two-runs-one-out",
+    "a second `core.train` into the `--out` of a run that is training",
+    "the second: `error: --out ... is in use by another process writing into it right now: wait for it to end "
+    "(or stop it), or choose another --out`, exit 2, before its model loads",
+    "the first run's folder untouched by the second: its adapter equals an uninterrupted run's bit for bit",
+    area="concurrency",
+)
+DISK_FULL = Case(
+    "train-disk-full",
+    "`core.train --out` on a disk that fills up after the first checkpoint, then `--resume` once there is room",
+    "`error: cannot write ...: No space left on device (...). Free some space there (df -h ...) and continue with "
+    "the same command plus --resume ...`, exit 2",
+    "the checkpoints written before, intact (no half-written one); the resumed adapter equals an uninterrupted "
+    "run's bit for bit",
+    area="storage",
+)
+TWO_TABS = Case(
+    "app-two-tabs-train",
+    "the Adapters page's *Start training* in a second tab (or process) for a folder whose job is running",
+    "`... already has a running job; stop it first or choose another folder` in the page",
+    "the running job untouched: its adapter equals an uninterrupted run's bit for bit",
+    area="concurrency",
+)
+SWITCH_MODEL = Case(
+    "app-switch-model-during-job",
+    "another model chosen in the sidebar (and a page embedding with it) while an Adapters-page job trains",
+    "the page with the new model, no error; the Adapters page still shows the job, then `finished`",
+    "the job's adapter equals an uninterrupted run's bit for bit",
+    area="concurrency",
+)
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}: {(process.communicate()[1] or '')[-2000:]}"
+        assert time.time() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.1)
+
+
+@cases(TWO_RUNS)
+def test_a_second_run_into_the_same_out_is_refused(case, tiny_model_dir, pairs, reference, tmp_path):
+    """The first run is paused (SIGSTOP) after a step so it is surely training while the second one starts."""
+    out = tmp_path / "adapter"
+    first = start(command(tiny_model_dir, pairs, out))
+    try:
+        wait_for(lambda: logged_steps(out) >= 1, first, "a first step")
+        first.send_signal(signal.SIGSTOP)
+        second = run(command(tiny_model_dir, pairs, out))
+        first.send_signal(signal.SIGCONT)
+        _, stderr = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"error: --out {out} is in use by another process writing into it right now" in second.stderr
+    assert "from step" not in second.stdout  # refused before its model loaded
+    assert first.returncode == 0, stderr[-2000:]
+    assert_same_weights(reference, out)
+
+
+@cases(DISK_FULL)
+def test_a_full_disk_stops_training_with_its_checkpoints_intact(
+    case, tiny_model_dir, pairs, reference, small_disk, tmp_path
+):
+    """The run is paused once its first checkpoint is on the (4 MB tmpfs) disk, the disk filled, the run resumed."""
+    from tests.reliability.test_disk_full import fill
+
+    out = small_disk / "adapter"
+    process = start(command(tiny_model_dir, pairs, out))
+    try:
+        wait_for(lambda: (out / "checkpoints" / "step-000002").is_dir(), process, "a first checkpoint")
+        process.send_signal(signal.SIGSTOP)
+        filler = fill(small_disk)
+        process.send_signal(signal.SIGCONT)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert re.search(r"error: cannot write .*: No space left on device .*the same command plus --resume", stderr)
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints and all(name.startswith("step-") for name in checkpoints), checkpoints  # no half-written one
+    filler.unlink()
+    resumed = run(command(tiny_model_dir, pairs, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(reference, out)
+
+
+def adapters_page(watch: Path | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PAGES_DIR
+
+    app = AppTest.from_file(str(PAGES_DIR / "adapters.py"), default_timeout=120)
+    if watch is not None:
+        app.query_params["watch"] = str(watch)
+    return app.run()
+
+
+def job_options(tiny_model_dir: Path, pairs: Path) -> list[str]:
+    """The Adapters page's job options for the tiny model and pairs: ``command`` less ``python -m core.train --out``."""
+    return command(tiny_model_dir, pairs, Path("unused"))[5:]
+
+
+def wait_for_job(folder: Path, timeout: float = 600) -> str:
+    from core.train_jobs import job_status
+
+    deadline = time.time() + timeout
+    while (state := job_status(folder).state) == "running":
+        assert time.time() < deadline, f"the job in {folder} still runs after {timeout} s"
+        time.sleep(0.2)
+    return state
+
+
+@cases(TWO_TABS)
+def test_a_second_tab_cannot_start_a_running_job_again(case, tiny_model_dir, pairs, reference, tmp_path, monkeypatch):
+    """The first tab's job (what its *Start training* launches) is paused while the second tab presses Start."""
+    from core.train_jobs import start_training
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job inherits it: one thread, as the reference ran
+    folder = tmp_path / "runs" / "shared"
+    job = start_training(folder, job_options(tiny_model_dir, pairs))
+    try:
+        job.send_signal(signal.SIGSTOP)
+        app = adapters_page()
+        form = {t.label.split(" ")[0]: t for t in app.text_input}
+        form["Name"].set_value("shared")
+        form["Output"].set_value(str(folder.parent))
+        app.button[-1].click().run()  # the form's submit button: the page's last
+        job.send_signal(signal.SIGCONT)
+        assert not app.exception
+        assert any(f"{folder} already has a running job; stop it first" in e.value for e in app.error), app.error
+        assert job.wait(timeout=600) == 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert wait_for_job(folder) == "finished"
+    assert_same_weights(reference, folder)
+
+
+@cases(SWITCH_MODEL)
+def test_switching_model_while_a_job_trains(case, tiny_model_dir, pairs, reference, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.train_jobs import start_training
+    from tests.app.test_app import APP
+    from tests.conftest import build_tiny_model
+    from workbench.state import CUSTOM_MODEL, NO_ADAPTER, TRAINED_DIR
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    other_model = build_tiny_model(tmp_path / "other-model", seed=1)
+    folder = TRAINED_DIR / "while-switching"
+    job = start_training(folder, job_options(tiny_model_dir, pairs))
+    try:
+        wait_for(lambda: logged_steps(folder) >= 1, job, "the job's first step")
+        app = AppTest.from_file(APP, default_timeout=120)
+        app.session_state["model_pick"] = CUSTOM_MODEL
+        app.session_state["model_custom"] = str(tiny_model_dir)
+        app.session_state["adapter_pick"] = NO_ADAPTER
+        app.run()
+        app.switch_page("../pages/embed.py").run()
+        assert not app.exception and not app.error
+        app.text_input(key="model_custom").set_value(str(other_model)).run()  # the switch, mid-job
+        assert not app.exception and not app.error
+        assert str(other_model) in app.caption[0].value
+        app.switch_page("../pages/adapters.py").run()
+        assert not app.exception
+        assert any(e.label in ("while-switching: running", "while-switching: finished") for e in app.expander)
+        assert job.wait(timeout=600) == 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert wait_for_job(folder) == "finished"
+    page = adapters_page()
+    assert any(e.label == "while-switching: finished" for e in page.expander)
+    assert_same_weights(reference, folder)

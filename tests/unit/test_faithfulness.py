@@ -165,3 +165,14 @@ def test_one_texts_curves_for_the_page(encoder):
     assert len(text_curves_figure(record, "t").data) == 4
     with pytest.raises(ConfigError, match="no content tokens"):
         text_curves(encoder, "in the", SAMPLE[1][1])
+
+
+def test_a_record_line_cut_short_by_a_kill_spoils_no_later_record(tmp_path):
+    from analysis.faithfulness import _append_records, _read_records
+
+    path = tmp_path / "records.jsonl"
+    _append_records(path, [{"config": "c", "key": "t:0", "side": "base"}])
+    with path.open("a") as handle:
+        handle.write('{"config": "c", "key": "t:1", "si')  # a kill mid-line
+    _append_records(path, [{"config": "c", "key": "t:2", "side": "base"}])
+    assert sorted(key for key, _ in _read_records(path, "c")) == ["t:0", "t:2"]

@@ -45,3 +45,47 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
 def test_missing_folders_are_created(tmp_path):
     write_json(tmp_path / "new" / "deeper" / "c.json", [1])
     assert (tmp_path / "new" / "deeper" / "c.json").read_text() == "[\n  1\n]\n"
+
+
+def test_a_full_disk_is_a_storage_error_and_the_old_file_stays(tmp_path, monkeypatch):
+    import errno
+
+    from core.errors import StorageError
+    from core.files import disk_full
+
+    target = tmp_path / "out.json"
+    write_json(target, {"old": 1})
+
+    def no_room(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_room)
+    with pytest.raises(StorageError, match=r"cannot write .*out\.json: No space left on device .*df -h"):
+        write_json(target, {"new": 2})
+    assert target.read_text() == '{\n  "old": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    # safetensors reports it in its message only; anything else is no full disk
+    assert disk_full(Exception("Error while serializing: No space left on device (os error 28)"), target)
+    assert disk_full(OSError(errno.EACCES, "Permission denied"), target) is None
+    assert disk_full(ValueError("bad"), target) is None
+
+
+def test_a_locked_folder_refuses_a_second_process_and_is_free_after(tmp_path):
+    from core.errors import StorageError
+    from core.files import folder_locked, lock_folder
+
+    held = lock_folder(tmp_path, "--out")
+    try:
+        child = os.fork()
+        if child == 0:  # another process: refused, and sees the lock
+            try:
+                lock_folder(tmp_path, "--out")
+            except StorageError as error:
+                os._exit(0 if "is in use by another process" in str(error) and folder_locked(tmp_path) else 1)
+            os._exit(2)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(held)
+    assert not folder_locked(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no lock file left behind

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -443,3 +445,24 @@ def test_embed_cli_says_error_for_an_adapter_that_does_not_fit(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and str(adapter) in err
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_a_killed_conversions_staging_folder_is_removed_by_the_next(home, tmp_path, monkeypatch):
+    models = home / "models"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = models / f".killed.{dead.pid}.abcd"  # a staging folder whose process is gone
+    abandoned.mkdir(parents=True)
+    (abandoned / "model.safetensors").write_bytes(b"half a file")
+    live = models / f".killed.{os.getpid()}.efgh"  # one whose process runs: another conversion under way
+    live.mkdir()
+
+    def convert(_gguf_path: Path, out_dir: Path) -> None:
+        shutil.copytree(tmp_path / "src", out_dir)
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    (tmp_path / "src" / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setattr(models_module, "_convert_gguf", convert)
+    assert _converted_folder("killed", packaged(), tmp_path) == models / "killed"
+    assert not abandoned.exists() and live.is_dir()
