@@ -27,6 +27,8 @@ from analysis.clustering.grid import (
     validate_grid,
     variants,
 )
+from analysis.clustering.mteb_results import MTEB_FOLDER
+from analysis.clustering.mteb_results import write_cell as write_mteb_result
 from analysis.clustering.provenance import git_state, package_versions
 from analysis.clustering.store import cell_id, cell_key, cell_path, folder_cells, read_cell
 from analysis.clustering.summary import write_summary
@@ -216,6 +218,7 @@ def run_grid(config: GridConfig) -> GridResult:
             path = cell_path(out, plan.name, variant.label, prompt_name, pooling, layer, key)
             stored = read_cell(path, key)
             if stored is not None:
+                write_mteb_result(stored, out / MTEB_FOLDER, missing_only=True)  # e.g. cut off after the cell's JSON
                 result.cells.append(stored)
                 result.skipped += 1
             else:
@@ -223,7 +226,7 @@ def run_grid(config: GridConfig) -> GridResult:
         if todo:
             try:
                 cells = _compute_group(
-                    models, variant, plan, sample, method, template, todo, config, precision, versions, git
+                    models, variant, plan, sample, method, template, todo, config, precision, versions, git, out
                 )
             except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
                 # Bad model/adapter/layer for this model; cells scored so far are already on disk.
@@ -277,8 +280,10 @@ def _compute_group(
     precision: str,
     versions: dict[str, str | None],
     git: dict[str, Any],
+    out: Path,
 ) -> list[dict[str, Any]]:
-    """One forward for every missing (pooling, layer) of this (variant, task, method, prompt); one JSON per cell.
+    """One forward for every missing (pooling, layer) of this (variant, task, method, prompt); one JSON per cell,
+    and the cell as an mteb result in ``out``/mteb.
 
     ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
     from core.methods import PLAIN, Plain
@@ -370,5 +375,6 @@ def _compute_group(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json(path, cell)
+        write_mteb_result(cell, out / MTEB_FOLDER)
         cells.append(cell)
     return cells
