@@ -27,8 +27,6 @@ from analysis.clustering.grid import (
     validate_grid,
     variants,
 )
-from analysis.clustering.mteb_results import MTEB_FOLDER
-from analysis.clustering.mteb_results import write_cell as write_mteb_result
 from analysis.clustering.provenance import git_state, package_versions
 from analysis.clustering.store import cell_id, cell_key, cell_path, folder_cells, read_cell
 from analysis.clustering.summary import write_summary
@@ -142,6 +140,8 @@ def run_grid(config: GridConfig) -> GridResult:
     """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored."""
     from tqdm.auto import tqdm
 
+    from analysis.clustering.mteb_results import MTEB_FOLDER
+    from analysis.clustering.mteb_results import write_cell as write_mteb_result
     from core.encoder import resolve_precision
     from core.models import ModelNotFoundError
     from core.pooling import LayerChoice
@@ -286,6 +286,8 @@ def _compute_group(
     and the cell as an mteb result in ``out``/mteb.
 
     ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
+    from analysis.clustering.mteb_results import MTEB_FOLDER
+    from analysis.clustering.mteb_results import write_cell as write_mteb_result
     from core.methods import PLAIN, Plain
 
     encoder = models.encoder(variant.model, plan.budget.max_length, method)
