@@ -124,7 +124,10 @@ def test_every_shipped_adapter_loads_with_plain_peft_on_a_bare_automodel(adapter
             (resolve_model_path(info.base_model), adapter),
             (exported, exported / "adapter"),
         ):
-            bare = PeftModel.from_pretrained(AutoModel.from_pretrained(model_dir, dtype=torch.float32), adapter_dir)
+            # Eager attention, as the workbench runs (it reads attention weights); sdpa moved these hidden
+            # states by up to 3.6e-5 (measured on the shipped adapter).
+            model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+            bare = PeftModel.from_pretrained(model, adapter_dir)
             saved = load_file(Path(adapter_dir) / "adapter_model.safetensors")
             assert get_peft_model_state_dict(bare).keys() == saved.keys()
             got = bare.eval()(**inputs).last_hidden_state
@@ -162,5 +165,8 @@ def test_the_shipped_adapter_in_the_old_causal_format_loads_and_upgrades_to_the_
     upgraded = load_file(old / "adapter_model.safetensors")
     assert upgraded.keys() == shipped.keys() and all(torch.equal(upgraded[k], shipped[k]) for k in shipped)
     ignore = ("base_model_name_or_path", "peft_version")
-    new_config = {k: v for k, v in read_adapter(old).config.items() if k not in ignore}
-    assert new_config == {k: v for k, v in info.config.items() if k not in ignore}
+
+    def meaning(config: dict) -> dict:  # peft writes target_modules from a set: the order is arbitrary
+        return {k: sorted(v) if k == "target_modules" else v for k, v in config.items() if k not in ignore}
+
+    assert meaning(read_adapter(old).config) == meaning(info.config)
