@@ -2,7 +2,11 @@
 
 An adapter folder is a plain peft folder plus files this project writes:
 
-- ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``): peft's own files;
+- ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``): peft's own files, saved on the
+  model's backbone (the transformer ``AutoModel`` loads, without LM head: tensors ``base_model.model.layers...``,
+  ``layers_pattern`` set), so plain ``PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), DIR)`` loads
+  them. Adapters saved before on the causal LM (``base_model.model.model.layers...``, the *causal format*) still
+  load in the workbench; ``python -m core.models upgrade DIR`` rewrites one in the backbone format;
 - ``embedding_lens.json`` (:data:`ADAPTER_METADATA`): the settings the adapter was trained with (base
   model name and weights hash, prompt, pooling, layer, max length, training config, steps). The encoder
   applies them when it loads the adapter, and :func:`core.models.attach_adapter` refuses another base;
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +41,8 @@ ADAPTERS_DIR = REPO_ROOT / "adapters"
 # The adapter shipped with the project, used out of the box when it exists.
 SHIPPED_ADAPTER = ADAPTERS_DIR / "smollm2-135m-embed"
 MAKE_ONE = "python -m core.train --pairs PAIRS.jsonl --out"
+# peft's prefix of every tensor name: the wrapped model's own module names follow it.
+PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,37 @@ def weight_names(weights_file: Path) -> list[str]:
     import torch
 
     return list(torch.load(weights_file, map_location="cpu", weights_only=True))
+
+
+def read_weights(weights_file: Path) -> dict[str, Any]:
+    """An adapter's tensors by name."""
+    import torch
+
+    if weights_file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(weights_file))
+    return torch.load(weights_file, map_location="cpu", weights_only=True)
+
+
+def is_causal_format(names: Iterable[str], decoder_name: str) -> bool:
+    """Whether tensor names were saved on the causal LM, whose backbone is its module ``decoder_name``."""
+    return any(name.startswith(f"{PEFT_PREFIX}{decoder_name}.") for name in names)
+
+
+def rekey_for_backbone(weights: dict[str, Any], decoder_name: str) -> dict[str, Any]:
+    """Tensor names saved on the causal LM (``base_model.model.model.layers...``) as peft names them on its
+    backbone (``base_model.model.layers...``); names already so are returned unchanged."""
+    if not is_causal_format(weights, decoder_name):
+        return dict(weights)
+    prefix = f"{PEFT_PREFIX}{decoder_name}."
+    outside = sorted(name for name in weights if not name.startswith(prefix))
+    if outside:
+        raise AdapterError(
+            f"{len(outside)} adapter tensor(s) sit outside the transformer backbone, which is all embedding runs "
+            f"(e.g. {outside[0]}); retrain the adapter without those target modules."
+        )
+    return {PEFT_PREFIX + name[len(prefix) :]: tensor for name, tensor in weights.items()}
 
 
 def list_adapters(root: str | Path = ADAPTERS_DIR, *, in_training: bool = False) -> list[Path]:

@@ -17,7 +17,6 @@ complete and verified: an interrupted export leaves no folder that looks finishe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -33,6 +32,7 @@ import torch
 from core.adapters import read_card, read_metadata
 from core.errors import AdapterError, ConfigError, LensError, ModelNotFoundError, run_cli
 from core.files import write_json
+from core.models import backbone_adapter
 
 log = logging.getLogger(__name__)
 
@@ -252,13 +252,14 @@ def _replace(staging: Path, out: Path) -> None:
 
 def _write_weights(loaded, folder: Path, dtype: torch.dtype, *, merge: bool) -> None:
     """The model's weights (the LoRA merged in, or the base weights plus ``adapter/``) and tokenizer."""
-    model = loaded.model
     if loaded.has_adapter:
+        # Either call changes the LoRA layers inside loaded.model in place (merged, or taken out).
         if merge:
-            model = model.merge_and_unload()
+            loaded.peft_model.merge_and_unload()
         else:
-            _write_adapter(Path(loaded.adapter_path), folder / ADAPTER_SUBFOLDER, dtype, loaded.is_causal)
-            model = model.unload()
+            _write_adapter(loaded, folder / ADAPTER_SUBFOLDER, dtype)
+            loaded.peft_model.unload()
+    model = loaded.model
     model.to(dtype).save_pretrained(folder)
     model.to(torch.float32)
     tokenizer = loaded.tokenizer
@@ -267,25 +268,15 @@ def _write_weights(loaded, folder: Path, dtype: torch.dtype, *, merge: bool) -> 
     tokenizer.save_pretrained(folder)
 
 
-def _write_adapter(adapter_dir: Path, target: Path, dtype: torch.dtype, causal: bool) -> None:
-    """The peft adapter re-keyed for ``AutoModel`` (the transformer without LM head), which the folder loads.
+def _write_adapter(loaded, target: Path, dtype: torch.dtype) -> None:
+    """The peft adapter in the backbone format (``core.models.backbone_adapter``), which ``AutoModel`` loads;
+    an adapter saved in the older causal format is re-keyed on the way."""
+    from safetensors.torch import save_file
 
-    The workbench saves adapters on the causal LM (``base_model.model.model.layers...``); peft's
-    ``layers_to_transform`` only finds ``layers.N`` on the bare transformer with ``layers_pattern="layers"``.
-    """
-    from safetensors.torch import load_file, save_file
-
-    target.mkdir(parents=True)
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    weights = load_file(adapter_dir / "adapter_model.safetensors")
-    if causal:
-        prefix, bare = "base_model.model.model.", "base_model.model."
-        weights = {(bare + k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in weights.items()}
-        if config.get("layers_to_transform") is not None and not config.get("layers_pattern"):
-            config["layers_pattern"] = "layers"
-        config["auto_mapping"] = None
+    config, weights = backbone_adapter(loaded, loaded.adapter_path)
     config["base_model_name_or_path"] = None
     config["inference_mode"] = True
+    target.mkdir(parents=True)
     save_file({k: v.to(dtype).contiguous() for k, v in weights.items()}, target / "adapter_model.safetensors")
     write_json(target / "adapter_config.json", config)
 

