@@ -85,7 +85,7 @@ class FaithfulnessConfig:
     methods: tuple[str, ...] = METHODS
     random_seeds: int = 3  # orders of the random floor
     peak_layer: int | None = None  # default: the attention report's peak, else 24 for SmolLM2, else the last
-    ig_steps: int = 16  # integrated-gradients steps of the first (whole-path) Gauss-Legendre segment
+    ig_steps: int = 8  # integrated-gradients steps of the first (whole-path) Gauss-Legendre segment
     ig_max_steps: int = 128  # per text, where segments above the tolerance are halved
     ig_tolerance: float = 0.05  # completeness error allowed, relative to f(text) - f(baseline)
     max_length: int = 128
