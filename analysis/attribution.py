@@ -17,7 +17,11 @@ Two quantities, both attributed on the input embeddings (IG on ``inputs_embeds``
 Completeness: the attributions sum to f(x) - f(baseline) up to the convergence delta, which must
 stay under ``tolerance`` (5%) of that difference. The path is integrated adaptively: captum's IG
 with ``n_steps`` per segment, halving the segments that miss their share of the error budget, up to
-``max_steps`` gradient evaluations in all.
+``max_steps`` gradient evaluations per text. ``token_shares_many`` does this for many texts at once: each
+round's pending segments of all texts go through the model in the same batched passes (captum's IG takes
+one row per segment, its text's row index as an extra forward argument). The public plumbing
+(``collate``, ``pooled_at``, ``baseline_embeds``, ``frozen``) is what ``analysis.pair_attribution`` and
+``analysis.faithfulness`` build on.
 """
 
 from __future__ import annotations
