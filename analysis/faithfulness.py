@@ -517,7 +517,18 @@ def run_side(
         _append_records(records_path, records)
         run.records += records
         run.computed += len(records)
-        log.info("%s: %d/%d texts measured", label, start + len(chunk), len(pending))
+        ig = [r for r in records if "ig_steps" in r]
+        log.info(
+            "%s: %d/%d texts measured; seconds so far per method (ranking + perturbation): %s%s",
+            label,
+            start + len(chunk),
+            len(pending),
+            ", ".join(f"{m} {v:.0f}" for m, v in run.seconds.items()),
+            f"; this chunk's IG steps mean {np.mean([r['ig_steps'] for r in ig]):.0f}, relative error max "
+            f"{max(r['ig_relative_delta'] for r in ig):.3f}"
+            if ig
+            else "",
+        )
     return run
 
 
