@@ -17,7 +17,11 @@ Two quantities, both attributed on the input embeddings (IG on ``inputs_embeds``
 Completeness: the attributions sum to f(x) - f(baseline) up to the convergence delta, which must
 stay under ``tolerance`` (5%) of that difference. The path is integrated adaptively: captum's IG
 with ``n_steps`` per segment, halving the segments that miss their share of the error budget, up to
-``max_steps`` gradient evaluations in all.
+``max_steps`` gradient evaluations per text. ``token_shares_many`` does this for many texts at once: each
+round's pending segments of all texts go through the model in the same batched passes (captum's IG takes
+one row per segment, its text's row index as an extra forward argument). The public plumbing
+(``collate``, ``pooled_at``, ``baseline_embeds``, ``frozen``) is what ``analysis.pair_attribution`` and
+``analysis.faithfulness`` build on.
 """
 
 from __future__ import annotations
@@ -106,8 +110,31 @@ class SimilarityAttribution:
         return {"cosine": round(self.cosine, 6), "a": self.a.to_dict(), "b": self.b.to_dict()}
 
 
+@dataclass(frozen=True)
+class AttributionBatch:
+    """Texts collated for attribution: one padded row per text, its input embeddings and token labels."""
+
+    batch: dict[str, Tensor]
+    embeds: Float[Tensor, "texts seq hidden"]
+    tokens: list[list[str]]  # each text's own tokens (no padding)
+    categories: list[list[str]]
+
+    def unpadded(self, row: int, values: Tensor) -> Float[np.ndarray, " tokens"]:
+        """Row ``row`` of a per-position (texts, seq) tensor, cut to that text's own tokens."""
+        start = int(self.batch["start"][row])
+        return values[row, start : start + len(self.tokens[row])].detach().double().cpu().numpy()
+
+
+# A scalar of the pooled vectors: (pooled (m, hidden), text row of each (m,)) -> (m,).
+Scalar = Callable[[Tensor, Tensor], Tensor]
+
+
 class Attributor:
-    """IG on the input embeddings of ``encoder``'s model, pooled as the encoder pools."""
+    """IG on the input embeddings of ``encoder``'s model, pooled as the encoder pools.
+
+    Many texts are attributed together (``token_shares_many``): every pending path segment of every text
+    goes through the model in the same batched forward and backward, within ``token_budget`` tokens.
+    """
 
     def __init__(
         self,
@@ -134,30 +161,33 @@ class Attributor:
         self.plan = encoder.plan()
 
     # ----- model plumbing
-    def _prepare(self, text: str) -> tuple[dict[str, Tensor], list[str], list[str]]:
-        item = self.encoder.prepare([text])[0]
-        query = query_index(item, self.token)
-        batch = self.encoder.collate([item])
-        tokens = [self.encoder.tokenizer.decode([i]) for i in item.input_ids]
-        categories = [CATEGORIES[c] for c in token_categories(item, len(item.input_ids) - 1)]
-        batch["query"] = torch.tensor([query])
-        return self.encoder.to_device(batch), tokens, categories
+    def collate(self, texts: Sequence[str]) -> AttributionBatch:
+        """Prepare, pad and embed ``texts`` (one row each) as the encoder would feed them."""
+        items = self.encoder.prepare(list(texts))
+        batch = self.encoder.collate(items)
+        batch["query"] = batch["start"] + torch.tensor([query_index(item, self.token) for item in items])
+        batch = self.encoder.to_device(batch)
+        tokens = [[self.encoder.tokenizer.decode([i]) for i in item.input_ids] for item in items]
+        categories = [[CATEGORIES[c] for c in token_categories(item, len(item.input_ids) - 1)] for item in items]
+        embeds = self.encoder.loaded.backbone.get_input_embeddings()(batch["input_ids"]).detach()
+        return AttributionBatch(batch, embeds, tokens, categories)
 
-    def _embed(self, batch: dict[str, Tensor]) -> Float[Tensor, "1 seq hidden"]:
-        return self.encoder.loaded.backbone.get_input_embeddings()(batch["input_ids"]).detach()
-
-    def _pooled(self, embeds: Float[Tensor, "n seq hidden"], batch: dict[str, Tensor]) -> Float[Tensor, "n hidden"]:
-        """The encoder's pooled vectors for ``n`` input-embedding points of the one text in ``batch``."""
-        n = embeds.shape[0]
-        repeated = {key: value.expand(n, *value.shape[1:]) for key, value in batch.items()}
-        states = self.encoder.forward(repeated, self.plan, inputs_embeds=embeds)
+    def pooled_at(
+        self, embeds: Float[Tensor, "m seq hidden"], batch: dict[str, Tensor], rows: Tensor | None = None
+    ) -> Float[Tensor, "m hidden"]:
+        """The encoder's pooled vectors at input-embedding points; point i belongs to ``batch`` row ``rows[i]``
+        (default: point i is row i)."""
+        if rows is None:
+            rows = torch.arange(embeds.shape[0], device=embeds.device)
+        selected = {key: value[rows] for key, value in batch.items()}
+        states = self.encoder.forward(selected, self.plan, inputs_embeds=embeds)
         return self.plan.poolings[0](states)
 
     def pooled(self, text: str, use_adapter: bool) -> Float[Tensor, " hidden"]:
         """The pooled vector of ``text`` through the embedding path IG differentiates."""
-        batch, _, _ = self._prepare(text)
+        prepared = self.collate([text])
         with torch.no_grad(), self.encoder.loaded.adapter_enabled(use_adapter):
-            return self._pooled(self._embed(batch), batch)[0]
+            return self.pooled_at(prepared.embeds, prepared.batch)[0]
 
     def _reference_embedding(self) -> Float[Tensor, " hidden"]:
         """The pad token's embedding, or EOS's where the pad row is zero (Llama initialises it so)."""
@@ -168,7 +198,9 @@ class Attributor:
                 return table[token_id]
         return torch.zeros_like(table[0])
 
-    def _baseline(self, embeds: Tensor, batch: dict[str, Tensor], baseline: Baseline) -> Tensor:
+    def baseline_embeds(self, prepared: AttributionBatch, baseline: Baseline) -> Float[Tensor, "texts seq hidden"]:
+        """The path's start for each row: ``pad`` (all but the sink), ``text`` (the text's tokens) or ``zero``."""
+        embeds, batch = prepared.embeds, prepared.batch
         if baseline == "zero":
             return torch.zeros_like(embeds)
         if baseline not in ("pad", "text"):
@@ -181,104 +213,158 @@ class Attributor:
         replace = replace[..., None].to(embeds.dtype)
         return embeds * (1 - replace) + self._reference_embedding() * replace
 
+    def _chunks(self, n: int, width: int) -> list[slice]:
+        size = max(1, self.token_budget // width)
+        return [slice(i, i + size) for i in range(0, n, size)]
+
     # ----- integrated gradients
-    def _attribute(
+    def _attribute_many(
         self,
-        text: str,
-        scalar: Callable[[Tensor], Tensor],
+        prepared: AttributionBatch,
+        texts: Sequence[str],
+        scalar: Scalar,
         use_adapter: bool,
         baseline: Baseline,
         quantity: str,
-        prepared: tuple[dict[str, Tensor], list[str], list[str]] | None = None,
-    ) -> Attribution:
-        batch, tokens, categories = prepared or self._prepare(text)
-        embeds = self._embed(batch)
-        reference_embeds = self._baseline(embeds, batch, baseline)
+    ) -> list[Attribution]:
+        """Adaptive IG of ``scalar`` for every row of ``prepared``, all rows' segments batched together."""
+        batch, embeds = prepared.batch, prepared.embeds
+        reference_embeds = self.baseline_embeds(prepared, baseline)
+        n, width = embeds.shape[:2]
+        all_rows = torch.arange(n, device=embeds.device)
 
-        def forward(inputs: Tensor) -> Tensor:
-            return scalar(self._pooled(inputs, batch))
+        def forward(inputs: Tensor, rows: Tensor) -> Tensor:
+            return scalar(self.pooled_at(inputs, batch, rows), rows)
 
-        width = embeds.shape[1]
-        internal = max(1, self.token_budget // width)
-        with self.encoder.loaded.adapter_enabled(use_adapter), _frozen(self.encoder.loaded.model):
+        with self.encoder.loaded.adapter_enabled(use_adapter), frozen(self.encoder.loaded.model):
+            with torch.no_grad():
+                both = torch.cat([embeds, reference_embeds])
+                both_rows = torch.cat([all_rows, all_rows])
+                values = torch.cat([forward(both[c], both_rows[c]) for c in self._chunks(2 * n, width)])
+            target, reference = values[:n].double().cpu().numpy(), values[n:].double().cpu().numpy()
+            budget = self.tolerance * np.abs(target - reference)
             ig = IntegratedGradients(forward)
-
-            def point(alpha: float) -> Tensor:
-                return reference_embeds + alpha * (embeds - reference_embeds)
-
-            def value(alpha: float) -> float:
-                with torch.no_grad():
-                    return float(forward(point(alpha))[0])
-
-            def segment(a: float, b: float) -> tuple[Tensor, float]:
-                with torch.enable_grad():
-                    attributions, delta = ig.attribute(
-                        point(b),
-                        baselines=point(a),
-                        n_steps=self.n_steps,
-                        internal_batch_size=internal,
-                        return_convergence_delta=True,
-                    )
-                return attributions[0].sum(-1).detach().double(), float(delta[0])
-
-            target, reference = value(1.0), value(0.0)
-            budget = self.tolerance * abs(target - reference)
             # Adaptive quadrature: the path's integrand is smooth almost everywhere but changes sharply
             # near a few points (norms and softmaxes switching regime), so one fixed grid converges slowly.
             # Each segment is integrated by captum's Gauss-Legendre rule; a segment whose completeness gap
-            # exceeds its share of the error budget (by length) is halved, until the step cap.
-            pending, done, steps = [(0.0, 1.0)], [], 0
+            # exceeds its share of the error budget (by length) is halved, until a text's step cap. Each
+            # round integrates the pending segments of all texts in one batched pass.
+            scores = torch.zeros(n, width, dtype=torch.float64)
+            steps = [0] * n
+            pending = [(row, 0.0, 1.0) for row in range(n)]
             while pending:
-                a, b = pending.pop()
-                scores_ab, delta_ab = segment(a, b)
-                steps += self.n_steps
+                rows = torch.tensor([row for row, _, _ in pending], device=embeds.device)
+                a = torch.tensor([lo for _, lo, _ in pending], dtype=embeds.dtype, device=embeds.device)[:, None, None]
+                b = torch.tensor([hi for _, _, hi in pending], dtype=embeds.dtype, device=embeds.device)[:, None, None]
+                change = embeds[rows] - reference_embeds[rows]
+                starts, ends = reference_embeds[rows] + a * change, reference_embeds[rows] + b * change
+                parts, deltas = [], []
+                # One internal batch of captum holds at least one step of every segment given: cap the segments.
+                for c in self._chunks(len(pending), width):
+                    with torch.enable_grad():
+                        attributions, delta = ig.attribute(
+                            ends[c],
+                            baselines=starts[c],
+                            additional_forward_args=(rows[c],),
+                            n_steps=self.n_steps,
+                            internal_batch_size=max(self.token_budget // width, len(rows[c])),
+                            return_convergence_delta=True,
+                        )
+                    parts.append(attributions.sum(-1).detach().double().cpu())
+                    deltas += [float(d) for d in delta]
+                segment_scores = torch.cat(parts)
+                for row, _, _ in pending:
+                    steps[row] += self.n_steps
                 if self.on_steps is not None:
-                    self.on_steps(steps)
-                remaining = self.max_steps - steps - self.n_steps * len(pending)
-                if abs(delta_ab) > budget * (b - a) and remaining >= 2 * self.n_steps:
-                    middle = (a + b) / 2
-                    pending += [(middle, b), (a, middle)]
-                else:
-                    done.append((scores_ab, delta_ab))
-            scores = torch.stack([sc for sc, _ in done]).sum(0).cpu().numpy()
-            delta = (target - reference) - float(scores.sum())
-            result = Attribution(text, tokens, categories, scores, target, reference, delta, steps, quantity, baseline)
-        if result.relative_delta > self.tolerance:
-            warnings.warn(
-                f"IG for {quantity} of {text[:40]!r} did not converge: relative delta {result.relative_delta:.3f} > "
-                f"{self.tolerance} at the cap of {self.max_steps} steps; raise max_steps.",
-                stacklevel=3,
+                    self.on_steps(max(steps))
+                scheduled = [0] * n  # segments already queued for the next round, per text
+                undecided = [sum(1 for r, _, _ in pending if r == row) for row in range(n)]
+                next_round = []
+                for index, (row, lo, hi) in enumerate(pending):
+                    undecided[row] -= 1
+                    remaining = self.max_steps - steps[row] - self.n_steps * (scheduled[row] + undecided[row])
+                    if abs(deltas[index]) > budget[row] * (hi - lo) and remaining >= 2 * self.n_steps:
+                        middle = (lo + hi) / 2
+                        next_round += [(row, lo, middle), (row, middle, hi)]
+                        scheduled[row] += 2
+                    else:
+                        scores[row] += segment_scores[index]
+                pending = next_round
+        results = []
+        for row, text in enumerate(texts):
+            row_scores = prepared.unpadded(row, scores)
+            delta = float(target[row] - reference[row]) - float(row_scores.sum())
+            result = Attribution(
+                text,
+                prepared.tokens[row],
+                prepared.categories[row],
+                row_scores,
+                float(target[row]),
+                float(reference[row]),
+                delta,
+                steps[row],
+                quantity,
+                baseline,
             )
-        return result
+            if result.relative_delta > self.tolerance:
+                warnings.warn(
+                    f"IG for {quantity} of {text[:40]!r} did not converge: relative delta "
+                    f"{result.relative_delta:.3f} > {self.tolerance} at the cap of {self.max_steps} steps; "
+                    "raise max_steps.",
+                    stacklevel=3,
+                )
+            results.append(result)
+        return results
+
+    def token_shares_many(
+        self, texts: Sequence[str], use_adapter: bool, baseline: Baseline = "pad"
+    ) -> list[Attribution]:
+        """``token_shares`` of each text; texts of similar length are batched (the encoder's batches)."""
+        if baseline not in BASELINES:
+            raise ConfigError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
+        texts = list(texts)
+        results: list[Attribution | None] = [None] * len(texts)
+        for group in self.encoder.batches(self.encoder.prepare(texts)):
+            group_texts = [texts[i] for i in group]
+            prepared = self.collate(group_texts)
+            with torch.no_grad(), self.encoder.loaded.adapter_enabled(use_adapter):
+                vectors = self.pooled_at(prepared.embeds, prepared.batch)
+            directions = (vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)).detach()
+
+            def along_direction(pooled: Tensor, rows: Tensor, directions: Tensor = directions) -> Tensor:
+                return (pooled * directions[rows]).sum(-1)
+
+            quantity = "norm of the pooled vector"
+            attributions = self._attribute_many(prepared, group_texts, along_direction, use_adapter, baseline, quantity)
+            for index, result in zip(group, attributions, strict=True):
+                results[index] = result
+        return [r for r in results if r is not None]
 
     def token_shares(self, text: str, use_adapter: bool, baseline: Baseline = "pad") -> Attribution:
         """Each token's contribution to the pooled vector's norm (projection on its own fixed direction)."""
-        prepared = self._prepare(text)
-        with torch.no_grad(), self.encoder.loaded.adapter_enabled(use_adapter):
-            vector = self._pooled(self._embed(prepared[0]), prepared[0])[0]
-        direction = (vector / vector.norm().clamp_min(1e-12)).detach()
-        return self._attribute(
-            text, lambda pooled: pooled @ direction, use_adapter, baseline, "norm of the pooled vector", prepared
-        )
+        return self.token_shares_many([text], use_adapter, baseline)[0]
 
     def similarity(
         self, text_a: str, text_b: str, use_adapter: bool, baseline: Baseline = "text"
     ) -> SimilarityAttribution:
         """Cosine of A to B attributed to each text's tokens, the other text's vector held fixed."""
-        vector_a, vector_b = self.pooled(text_a, use_adapter), self.pooled(text_b, use_adapter)
-        cosine = float(torch.nn.functional.cosine_similarity(vector_a, vector_b, dim=0))
+        prepared = self.collate([text_a, text_b])
+        with torch.no_grad(), self.encoder.loaded.adapter_enabled(use_adapter):
+            vectors = self.pooled_at(prepared.embeds, prepared.batch)
+        units = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        cosine = float(units[0] @ units[1])
+        others = units.flip(0)  # A is attributed against B's vector and B against A's
 
-        def cosine_to(fixed: Tensor) -> Callable[[Tensor], Tensor]:
-            unit = fixed / fixed.norm().clamp_min(1e-12)
-            return lambda pooled: (pooled @ unit) / pooled.norm(dim=-1).clamp_min(1e-12)
+        def cosine_to_other(pooled: Tensor, rows: Tensor) -> Tensor:
+            return (pooled * others[rows]).sum(-1) / pooled.norm(dim=-1).clamp_min(1e-12)
 
-        a = self._attribute(text_a, cosine_to(vector_b), use_adapter, baseline, "cosine to text B")
-        b = self._attribute(text_b, cosine_to(vector_a), use_adapter, baseline, "cosine to text A")
+        a, b = self._attribute_many(prepared, [text_a, text_b], cosine_to_other, use_adapter, baseline, "cosine")
+        a.quantity, b.quantity = "cosine to text B", "cosine to text A"
         return SimilarityAttribution(cosine, a, b)
 
 
 @contextmanager
-def _frozen(model: torch.nn.Module):
+def frozen(model: torch.nn.Module):
     """Parameters without gradients while attributing: IG needs input gradients only."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for parameter, _ in flags:

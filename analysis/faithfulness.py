@@ -45,7 +45,7 @@ from jaxtyping import Float
 
 from analysis import plots
 from analysis.attention import capture_corpus, query_token_for
-from analysis.attribution import Attributor, _frozen
+from analysis.attribution import Attributor, frozen
 from analysis.categories import query_index, sides
 from analysis.stats import paired_stats
 from core.capture import check_eager, resolve_layers
@@ -87,7 +87,9 @@ class FaithfulnessConfig:
     methods: tuple[str, ...] = METHODS
     random_seeds: int = 3  # orders of the random floor
     peak_layer: int | None = None  # default: the attention report's peak, else 24 for SmolLM2, else the last
-    ig_steps: int = 16  # integrated-gradients steps (one Gauss-Legendre segment)
+    ig_steps: int = 8  # integrated-gradients steps of the first (whole-path) Gauss-Legendre segment
+    ig_max_steps: int = 128  # per text, where segments above the tolerance are halved
+    ig_tolerance: float = 0.05  # completeness error allowed, relative to f(text) - f(baseline)
     max_length: int = 128
     chunk: int = 32  # texts scored and perturbed per batch (and per resume checkpoint)
     bootstrap: int = 2000
@@ -107,8 +109,8 @@ class FaithfulnessConfig:
             raise ConfigError(f"--n must be at least 2 texts per task for the statistics, got {self.n}.")
         if self.random_seeds < 1:
             raise ConfigError(f"--random-seeds must be at least 1, got {self.random_seeds}.")
-        if self.chunk < 1 or self.ig_steps < 2:
-            raise ConfigError("--chunk must be >= 1 and --ig-steps >= 2.")
+        if self.chunk < 1 or self.ig_steps < 2 or self.ig_max_steps < self.ig_steps or self.ig_tolerance <= 0:
+            raise ConfigError("--chunk must be >= 1, 2 <= --ig-steps <= --ig-max-steps and --ig-tolerance > 0.")
 
     def digest(self) -> str:
         """Hash of everything that changes a per-text result (not where it is written, nor the batching)."""
@@ -160,10 +162,10 @@ def content_text(encoder: Encoder, text: str) -> ContentText:
 def pooled_vectors(encoder: Encoder, texts: Sequence[str], use_adapter: bool) -> Float[np.ndarray, "texts hidden"]:
     """Pooled vectors of (possibly empty) texts in the encoder's template, batched, no cache.
 
-    Perturbed texts may lose every character, so the empty-text check of ``Encoder.encode`` is bypassed:
-    the template wrapped around nothing is a valid input (the prompt alone).
+    Perturbed texts may lose every character: the template wrapped around nothing is a valid input (the
+    prompt alone), so empty texts are allowed.
     """
-    items = [encoder._prepare_one(text, encoder.prompt) for text in texts]
+    items = encoder.prepare(texts, allow_empty=True)
     plan = encoder.plan()
     out = np.zeros((len(items), encoder.dim), dtype=np.float64)
     with torch.inference_mode(), encoder.loaded.adapter_enabled(use_adapter):
@@ -228,7 +230,7 @@ def gradient_x_input_scores(encoder: Encoder, texts: Sequence[ContentText], use_
     plan = encoder.plan()
     table = encoder.loaded.backbone.get_input_embeddings()
     scores: list[np.ndarray | None] = [None] * len(items)
-    with encoder.loaded.adapter_enabled(use_adapter), _frozen(encoder.loaded.model), torch.enable_grad():
+    with encoder.loaded.adapter_enabled(use_adapter), frozen(encoder.loaded.model), torch.enable_grad():
         for group in encoder.batches(items):
             batch = encoder.to_device(encoder.collate([items[i] for i in group]))
             embeds = table(batch["input_ids"]).detach().requires_grad_(True)
@@ -243,18 +245,25 @@ def gradient_x_input_scores(encoder: Encoder, texts: Sequence[ContentText], use_
 
 
 def integrated_gradients_scores(
-    encoder: Encoder, texts: Sequence[ContentText], use_adapter: bool, steps: int
-) -> tuple[list[np.ndarray], list[float]]:
-    """``Attributor.token_shares`` (pad baseline) with one fixed segment of ``steps``; scores and relative deltas."""
-    attributor = Attributor(encoder, token=query_token_for(encoder.pooling), n_steps=steps, max_steps=steps)
-    scores, deltas = [], []
+    encoder: Encoder, texts: Sequence[ContentText], use_adapter: bool, config: FaithfulnessConfig
+) -> tuple[list[np.ndarray], list[float], list[int]]:
+    """``Attributor.token_shares_many`` (pad baseline): scores, relative completeness deltas, steps per text.
+
+    Adaptive: ``ig_steps`` Gauss-Legendre steps over the whole path first; a segment whose completeness gap
+    exceeds its share of ``ig_tolerance`` is halved (twice the steps there), up to ``ig_max_steps`` per text.
+    """
+    attributor = Attributor(
+        encoder,
+        token=query_token_for(encoder.pooling),
+        n_steps=config.ig_steps,
+        max_steps=config.ig_max_steps,
+        tolerance=config.ig_tolerance,
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the deltas are reported, not warned per text
-        for text in texts:
-            attribution = attributor.token_shares(text.text, use_adapter)
-            scores.append(np.asarray(attribution.scores, dtype=np.float64))
-            deltas.append(attribution.relative_delta)
-    return scores, deltas
+        warnings.simplefilter("ignore")  # the deltas are reported (distribution, count above tolerance), not warned
+        attributions = attributor.token_shares_many([text.text for text in texts], use_adapter)
+    scores = [np.asarray(a.scores, dtype=np.float64) for a in attributions]
+    return scores, [a.relative_delta for a in attributions], [a.steps for a in attributions]
 
 
 def random_order(n: int, seed: int, key: str, draw: int) -> list[int]:
@@ -385,8 +394,8 @@ def _score(
     config: FaithfulnessConfig,
     peak: int,
     seconds: dict[str, float],
-) -> tuple[list[dict[str, np.ndarray]], list[float]]:
-    """Per text, each ranking method's token scores; integrated-gradients relative deltas."""
+) -> tuple[list[dict[str, np.ndarray]], list[float], list[int]]:
+    """Per text, each ranking method's token scores; integrated gradients' relative deltas and steps."""
     per_text: list[dict[str, np.ndarray]] = [{} for _ in chunk]
     started = time.perf_counter()
     attention = attention_scores(encoder, chunk, use_adapter, config.methods, peak)
@@ -396,6 +405,7 @@ def _score(
         for index, value in enumerate(values):
             per_text[index][name] = value
     deltas: list[float] = []
+    ig_steps: list[int] = []
     if "gradient_x_input" in config.methods:
         started = time.perf_counter()
         for index, value in enumerate(gradient_x_input_scores(encoder, chunk, use_adapter)):
@@ -403,11 +413,11 @@ def _score(
         seconds["gradient_x_input"] = seconds.get("gradient_x_input", 0.0) + time.perf_counter() - started
     if "integrated_gradients" in config.methods:
         started = time.perf_counter()
-        values, deltas = integrated_gradients_scores(encoder, chunk, use_adapter, config.ig_steps)
+        values, deltas, ig_steps = integrated_gradients_scores(encoder, chunk, use_adapter, config)
         for index, value in enumerate(values):
             per_text[index]["integrated_gradients"] = value
         seconds["integrated_gradients"] = seconds.get("integrated_gradients", 0.0) + time.perf_counter() - started
-    return per_text, deltas
+    return per_text, deltas, ig_steps
 
 
 def _run_chunk(
@@ -421,7 +431,7 @@ def _run_chunk(
 ) -> list[dict[str, Any]]:
     """Score, perturb (one batched encode per method) and measure a chunk of texts for one setting."""
     texts = [text for _, text, _, _ in chunk]
-    scores, deltas = _score(encoder, texts, use_adapter, config, peak, seconds)
+    scores, deltas, ig_steps = _score(encoder, texts, use_adapter, config, peak, seconds)
     keys = [key for key, _, _, _ in chunk]
     orders = [
         orders_for(text, key, s, config.methods, config) for key, text, s in zip(keys, texts, scores, strict=True)
@@ -468,6 +478,7 @@ def _run_chunk(
         }
         if deltas:
             record["ig_relative_delta"] = round(deltas[index], 6)
+            record["ig_steps"] = ig_steps[index]
         records.append(record)
     return records
 
@@ -522,7 +533,18 @@ def run_side(
         _append_records(records_path, records)
         run.records += records
         run.computed += len(records)
-        log.info("%s: %d/%d texts measured", label, start + len(chunk), len(pending))
+        ig = [r for r in records if "ig_steps" in r]
+        log.info(
+            "%s: %d/%d texts measured; seconds so far per method (ranking + perturbation): %s%s",
+            label,
+            start + len(chunk),
+            len(pending),
+            ", ".join(f"{m} {v:.0f}" for m, v in run.seconds.items()),
+            f"; this chunk's IG steps mean {np.mean([r['ig_steps'] for r in ig]):.0f}, relative error max "
+            f"{max(r['ig_relative_delta'] for r in ig):.3f}"
+            if ig
+            else "",
+        )
     return run
 
 
@@ -662,12 +684,9 @@ def run_report(
     }
     for label, run in runs.items():
         report[label] = summarise(run.records, config)
-        deltas = [r["ig_relative_delta"] for r in run.records if "ig_relative_delta" in r]
-        if deltas:
-            report[label]["ig_relative_delta"] = {
-                "median": round(float(np.median(deltas)), 4),
-                "max": round(max(deltas), 4),
-            }
+        ig = [r for r in run.records if "ig_relative_delta" in r]
+        if ig:
+            report[label]["integrated_gradients_convergence"] = ig_convergence(ig, config)
         report[label]["per_task"] = {
             task: summarise([r for r in run.records if r["task"] == task], config)["most_faithful"]
             for task in report["tasks"]
@@ -690,6 +709,27 @@ def run_report(
     report["figures"] = plots.write_figures(plots.faithfulness_figures(report), out_dir, png=config.png)
     write_json(out_dir / REPORT_FILE, report)
     return report
+
+
+def ig_convergence(records: Sequence[dict[str, Any]], config: FaithfulnessConfig) -> dict[str, Any]:
+    """Distribution of integrated gradients' relative completeness errors and of the steps they took."""
+    deltas = np.array([r["ig_relative_delta"] for r in records])
+    steps = np.array([r.get("ig_steps", config.ig_steps) for r in records])
+    quantiles = (0.5, 0.9, 0.99)
+    return {
+        "tolerance": config.ig_tolerance,
+        "relative_delta": {
+            **{f"q{round(q * 100)}": round(float(np.quantile(deltas, q)), 4) for q in quantiles},
+            "max": round(float(deltas.max()), 4),
+            "n_above_tolerance": int((deltas > config.ig_tolerance).sum()),
+        },
+        "steps": {
+            "mean": round(float(steps.mean()), 1),
+            **{f"q{round(q * 100)}": int(np.quantile(steps, q)) for q in quantiles},
+            "max": int(steps.max()),
+            "counts": {str(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True), strict=True)},
+        },
+    }
 
 
 def _difference(runs: dict[str, SideRun], method: str, measure: str, config: FaithfulnessConfig) -> dict[str, Any]:
@@ -741,7 +781,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(defaults.methods), help=", ".join(METHODS))
     parser.add_argument("--random-seeds", type=int, default=defaults.random_seeds)
     parser.add_argument("--peak-layer", type=int, default=None, help="default: the attention report's peak")
-    parser.add_argument("--ig-steps", type=int, default=defaults.ig_steps)
+    parser.add_argument("--ig-steps", type=int, default=defaults.ig_steps, help="IG steps of the first segment")
+    parser.add_argument("--ig-max-steps", type=int, default=defaults.ig_max_steps, help="IG steps per text at most")
+    parser.add_argument(
+        "--ig-tolerance", type=float, default=defaults.ig_tolerance, help="IG completeness error allowed (relative)"
+    )
     parser.add_argument("--max-length", type=int, default=defaults.max_length)
     parser.add_argument("--chunk", type=int, default=defaults.chunk, help="texts per batch and resume checkpoint")
     parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap)
@@ -779,6 +823,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         speed = report["speed"][label]["texts_per_second"]
         print(f"{label} texts/s per method: " + ", ".join(f"{m} {v:.2f}" for m, v in speed.items()))
+        convergence = summary.get("integrated_gradients_convergence")
+        if convergence:
+            delta, steps = convergence["relative_delta"], convergence["steps"]
+            print(
+                f"{label} IG completeness error: median {delta['q50']:.3f}, q90 {delta['q90']:.3f}, max "
+                f"{delta['max']:.3f} ({delta['n_above_tolerance']} above {convergence['tolerance']}); "
+                f"steps mean {steps['mean']}, max {steps['max']}"
+            )
     print(f"peak RSS {report['speed']['peak_rss_mb']:.0f} MB, total {report['speed']['total_seconds']:.0f} s")
     print(f"wrote {Path(config.out) / REPORT_FILE}")
     return 0

@@ -1,18 +1,24 @@
 """Token-pair explanation of a similarity: which token of A with which token of B makes the cosine.
 
-Along a joint straight path (both texts' tokens move from the pad embedding to their own together, the
-prompt kept, as the ``text`` baseline of ``analysis.attribution``), the unit vectors u (of A) and w (of B)
-change by the integrated Jacobian contributions of their tokens: ``u(1) = u(0) + sum_i U_i`` and
-``w(1) = w(0) + sum_j W_j`` (``U_i`` in R^hidden: what token i moved A's unit vector). The cosine is
-bilinear in them, so exactly
+Each text's tokens move from the pad embedding to their own (the prompt kept, as the ``text`` baseline of
+``analysis.attribution``), and the unit vectors u (of A) and w (of B) change by their tokens' contributions:
+``u(1) = u(0) + sum_i U_i`` and ``w(1) = w(0) + sum_j W_j`` (``U_i`` in R^hidden: what token i moved A's unit
+vector). The cosine is bilinear in them, so exactly
 
     cos(A, B) - cos(A0, B0) = sum_ij U_i . W_j  +  sum_i U_i . w(0)  +  sum_j u(0) . W_j
 
-(the matrix, plus each token against the other text's blank). ``U_i`` is integrated by the midpoint rule
-with central differences along the path (``steps`` midpoints, 2 forwards per token and midpoint, all
-batched), so the completeness error ``|sum of all terms - (cos - cos at baseline)|`` is the quadrature's
-error alone and shrinks as ``steps`` grows (O(1/steps^2)). A text's ``U`` depends on that text only, so it
-is cached: explaining A against another B reuses A's.
+(the matrix, plus each token against the other text's blank).
+
+The path is a staircase: in ``steps`` stages every text token moves a 1/steps part of the way, one token at a
+time (left to right in even stages, right to left in odd ones, so the order's first-order bias cancels). On
+each leg only one token moves, so the integral of its gradient along the leg (integrated gradients on this
+path) is exactly the change of the unit vector: ``U_i`` is the sum of the changes while token i moves, no
+quadrature is involved, and the contributions add up to ``u(1) - u(0)`` exactly. The completeness error is
+rounding alone. (The straight path with midpoints and central differences, used before, left errors of
+0.5-0.7 on SmolLM2 for cosine changes of 0.1-0.5: its integrand changes too sharply for a few midpoints, and
+each extra midpoint costs two forwards per token.) The staircase costs ``steps * tokens + 1`` forwards per
+text, batched; more stages bring it closer to the straight path (the unit tests check that the matrix
+settles). A text's ``U`` depends on that text only, so it is cached: explaining A against another B reuses A's.
 """
 
 from __future__ import annotations
@@ -103,8 +109,8 @@ class PairMatrix:
         }
 
 
-def text_jacobian(encoder: Encoder, text: str, use_adapter: bool, steps: int = 4) -> TextJacobian:
-    """Integrated contributions of ``text``'s tokens to its unit vector along the ``text`` baseline's path."""
+def text_jacobian(encoder: Encoder, text: str, use_adapter: bool, steps: int = 2) -> TextJacobian:
+    """Contributions of ``text``'s tokens to its unit vector along a staircase path from the ``text`` baseline."""
     if steps < 1:
         raise ConfigError(f"steps must be at least 1, got {steps}.")
     key = (
@@ -120,35 +126,43 @@ def text_jacobian(encoder: Encoder, text: str, use_adapter: bool, steps: int = 4
         _CACHE.move_to_end(key)
         return _CACHE[key]
     attributor = Attributor(encoder)
-    batch, tokens, _ = attributor._prepare(text)
-    embeds = attributor._embed(batch)
-    reference = attributor._baseline(embeds, batch, "text")
+    prepared = attributor.collate([text])
+    batch, tokens, embeds = prepared.batch, prepared.tokens[0], prepared.embeds
+    reference = attributor.baseline_embeds(prepared, "text")
     positions = batch["text_mask"][0].nonzero().flatten().tolist()
     if not positions:
         raise ConfigError(f"The text {text[:40]!r} has no tokens of its own to attribute; give a longer text.")
-    change = embeds - reference  # (1, seq, hidden): non-zero on the text tokens only
-    points = [reference, embeds]
-    for step in range(steps):
-        middle = reference + (step + 0.5) / steps * change
-        for position in positions:
-            half = torch.zeros_like(change)
-            half[:, position] = change[:, position] / (2 * steps)
-            points += [middle + half, middle - half]
-    stacked = torch.cat(points)
-    rows = max(1, attributor.token_budget // stacked.shape[1])
+    # Fractions of the way each token has moved in each state: stage s moves the tokens one at a time from
+    # s/steps to (s+1)/steps, left to right in even stages and right to left in odd ones.
+    movers: list[int] = []
+    for stage in range(steps):
+        movers += list(range(len(positions))) if stage % 2 == 0 else list(range(len(positions)))[::-1]
+    fractions = np.zeros((len(movers) + 1, len(positions)))
+    for leg, mover in enumerate(movers, start=1):
+        fractions[leg] = fractions[leg - 1]
+        fractions[leg, mover] += 1.0 / steps
+    change = (embeds - reference)[0, positions]  # (text tokens, hidden)
+    states = reference.expand(len(fractions), -1, -1).clone()
+    states[:, positions] += torch.tensor(fractions, dtype=states.dtype, device=states.device)[..., None] * change
+    rows = max(1, attributor.token_budget // states.shape[1])
     with torch.inference_mode(), encoder.loaded.adapter_enabled(use_adapter):
-        pooled = torch.cat([attributor._pooled(stacked[i : i + rows], batch) for i in range(0, len(stacked), rows)])
+        pooled = torch.cat(
+            [
+                attributor.pooled_at(part, batch, torch.zeros(len(part), dtype=torch.long, device=part.device))
+                for part in torch.split(states, rows)
+            ]
+        )
     unit = (pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)).double().cpu().numpy()
-    differences = unit[2::2] - unit[3::2]  # (steps * tokens, hidden)
-    contributions = differences.reshape(steps, len(positions), -1).sum(0)
-    result = TextJacobian([tokens[p] for p in positions], contributions, unit[1], unit[0])
+    contributions = np.zeros((len(positions), unit.shape[1]))
+    np.add.at(contributions, movers, np.diff(unit, axis=0))  # each leg's change belongs to the token that moved
+    result = TextJacobian([tokens[p] for p in positions], contributions, unit[-1], unit[0])
     _CACHE[key] = result
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return result
 
 
-def pair_matrix(encoder: Encoder, text_a: str, text_b: str, use_adapter: bool, steps: int = 4) -> PairMatrix:
+def pair_matrix(encoder: Encoder, text_a: str, text_b: str, use_adapter: bool, steps: int = 2) -> PairMatrix:
     """The token x token contributions to the cosine of ``text_a`` and ``text_b``, with the blank terms."""
     started = time.perf_counter()
     a = text_jacobian(encoder, text_a, use_adapter, steps)
@@ -168,7 +182,7 @@ def pair_matrix(encoder: Encoder, text_a: str, text_b: str, use_adapter: bool, s
     )
 
 
-def compare_pair_matrices(encoder: Encoder, text_a: str, text_b: str, steps: int = 4) -> dict[str, PairMatrix]:
+def compare_pair_matrices(encoder: Encoder, text_a: str, text_b: str, steps: int = 2) -> dict[str, PairMatrix]:
     """``pair_matrix`` for the base and, where loaded, the adapter (label -> matrix)."""
     return {
         label: pair_matrix(encoder, text_a, text_b, use_adapter, steps)

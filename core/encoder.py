@@ -311,9 +311,19 @@ class Encoder:
             )
         return template
 
-    def prepare(self, texts: Sequence[str], prompt: str | Template | None = None) -> list[PreparedText]:
-        """Wrap and tokenize; over-long texts are cut before wrapping so the template's end survives."""
+    def prepare(
+        self, texts: Sequence[str], prompt: str | Template | None = None, *, allow_empty: bool = False
+    ) -> list[PreparedText]:
+        """Wrap and tokenize; over-long texts are cut before wrapping so the template's end survives.
+
+        ``allow_empty`` lets empty texts through: the template around nothing (the prompt alone) is a valid
+        input, which perturbation tests need once every token of a text is removed.
+        """
         template = self.template(prompt)
+        if allow_empty:
+            if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+                raise TypeError("prepare() takes a list of strings.")
+            return [self._prepare_one(text, template) for text in texts]
         return [self._prepare_one(text, template) for text in validate_texts(texts)]
 
     def _prepare_one(self, text: str, template: Template) -> PreparedText:

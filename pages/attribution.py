@@ -102,7 +102,7 @@ if len(comparison.results) == 1:
     st.info(f"No adapter loaded: base only. Make one with `{state.TRAIN_COMMAND}`.")
 
 st.subheader("Token pairs behind the cosine")
-pair_steps = st.select_slider("Path midpoints per text (more: smaller completeness error, slower)", [2, 4, 8, 16], 4)
+pair_steps = st.select_slider("Staircase stages per text (more: closer to the straight path, slower)", [1, 2, 4, 8], 2)
 pair_done = st.session_state.setdefault("attr_pairs", {})  # kept for its inputs, like the IG result
 PAIRS_STOPPED = "attr_pairs_stopped"
 if (inputs, pair_steps) not in pair_done:

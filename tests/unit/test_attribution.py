@@ -50,6 +50,17 @@ def test_token_shares_are_complete_and_converged(encoder):
     assert len(result.tokens) == len(result.categories) == len(result.scores)
 
 
+def test_many_texts_batched_equal_each_alone(encoder):
+    attributor = Attributor(encoder, n_steps=4, max_steps=64)
+    texts = [TEXT, OTHER, "city lights"]
+    together = attributor.token_shares_many(texts, use_adapter=True)
+    for text, batched in zip(texts, together, strict=True):
+        alone = attributor.token_shares(text, use_adapter=True)
+        assert batched.tokens == alone.tokens and batched.steps == alone.steps
+        np.testing.assert_allclose(batched.scores, alone.scores, atol=1e-5)
+        assert batched.relative_delta < 0.05
+
+
 def test_base_and_adapter_attributions_differ(encoder):
     attributor = Attributor(encoder)
     base, adapter = attributor.token_shares(TEXT, False), attributor.token_shares(TEXT, True)

@@ -96,6 +96,10 @@ def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
         assert report[label]["most_faithful"]["deletion"]["method"] in faithfulness.METHODS
         assert set(report["speed"][label]["texts_per_second"]) == set(faithfulness.METHODS)
     assert set(report["adapter_minus_base"]) == set(faithfulness.METHODS)
+    convergence = report["adapter"]["integrated_gradients_convergence"]
+    assert convergence["tolerance"] == 0.05 and sum(convergence["steps"]["counts"].values()) == 5
+    assert 4 <= convergence["steps"]["q50"] <= convergence["steps"]["max"] <= 128
+    assert convergence["relative_delta"]["q50"] <= convergence["relative_delta"]["max"]
     assert (tmp_path / "faith" / "report.json").is_file()
     assert "deletion_base.html" in report["figures"]["html"]
 
@@ -135,6 +139,7 @@ def test_killed_report_resumes_from_its_records(encoder, tmp_path, monkeypatch):
         ({"methods": ("attention_last", "shap")}, "Unknown method"),
         ({"k": 0}, "K must be at least 1"),
         ({"random_seeds": 0}, "random-seeds"),
+        ({"ig_steps": 32, "ig_max_steps": 16}, "ig-max-steps"),
     ],
 )
 def test_bad_settings_are_refused(encoder, tmp_path, overrides, message):
