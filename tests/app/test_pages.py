@@ -408,7 +408,7 @@ def test_clustering_quality_compares_methods(open_page, tmp_path):
         return {
             "variant": variant, "method": method, "prompt": {"name": "eol", "template": "{text}"}, "pooling": "last",
             "layer": "-1", "max_length": 128, "task": {"name": task, "texts": 10, "clusters": 2},
-            "kmeans": {"seeds": [42]}, "scores": {"v_measure": v, "v_measure_std": 0.01},
+            "kmeans": {"seeds": [42]}, "scores": {"v_measure": v, "v_measure_std": 0.01}, "key": {"task": task},
         }  # fmt: skip
 
     rows = [("m", "plain", 0.5), ("m", "echo", 0.55), ("m", "tp:1-2", 0.52), ("minilm", "plain", 0.4)]
@@ -440,7 +440,7 @@ def test_clustering_quality_shows_both_tracks_and_the_gain_chart(open_page, tmp_
         return {
             "variant": variant, "prompt": {"name": "eol", "template": "{text}"}, "pooling": "last", "layer": "-1",
             "max_length": 128, "task": {"name": task, "texts": 10, "clusters": 2}, "kmeans": {"seeds": [42]},
-            "scores": {"v_measure": v, "v_measure_std": 0.01},
+            "scores": {"v_measure": v, "v_measure_std": 0.01}, "key": {"task": task},
         }  # fmt: skip
 
     rows = [("m", 0.30, 0.40), ("m+run", 0.36, 0.39), ("minilm", 0.35, 0.33)]
