@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,8 @@ from core.data.user_files import iter_texts
 from core.data.wheels import file_sha256
 from core.distributed import barrier, dist_info
 from core.encoder import Encoder
-from core.errors import ConfigError, DataError
-from core.files import atomic_write, write_json
+from core.errors import ConfigError, DataError, StorageError
+from core.files import atomic_write, disk_full, write_json
 from core.paths import cache_root
 
 logger = logging.getLogger(__name__)
@@ -81,10 +81,16 @@ def shard_folder(output: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class ShardStore:
-    """The shards of one output: ``chunk-NNNNNN.{npy,json}`` in ``folder``, valid only for ``run_key``."""
+    """The shards of one output: ``chunk-NNNNNN.{npy,json}`` in ``folder``, valid only for ``run_key``.
+
+    With ``hold_when_full``, a shard the disk has no room for is held in memory instead (this run finishes; a
+    kill then loses those chunks, which a rerun redoes), so a full cache disk does not stop a one-process run.
+    """
 
     folder: Path
     run_key: str
+    hold_when_full: bool = False
+    held: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
 
     def paths(self, index: int) -> tuple[Path, Path]:
         stem = self.folder / f"chunk-{index:06d}"
@@ -92,6 +98,9 @@ class ShardStore:
 
     def record(self, index: int) -> dict | None:
         """The shard's record if the shard is complete and belongs to this run, else ``None``."""
+        if index in self.held:
+            vectors_held, truncated = self.held[index]
+            return {"rows": int(vectors_held.shape[0]), "truncated": truncated}
         vectors, meta = self.paths(index)
         if not (vectors.is_file() and meta.is_file()):
             return None
@@ -115,6 +124,16 @@ class ShardStore:
 
     def write(self, index: int, digest: str, vectors: np.ndarray, truncated: int) -> None:
         """Vectors first, record last: a shard without its record (a kill in between) is redone."""
+        try:
+            self._write(index, digest, vectors, truncated)
+        except StorageError as error:
+            if not self.hold_when_full:
+                raise
+            if not self.held:
+                logger.warning("%s Until then this run keeps its vectors in memory and cannot resume.", error)
+            self.held[index] = (np.ascontiguousarray(vectors, dtype=np.float32), truncated)
+
+    def _write(self, index: int, digest: str, vectors: np.ndarray, truncated: int) -> None:
         path, meta = self.paths(index)
         meta.unlink(missing_ok=True)
         with atomic_write(path, "wb") as handle:
@@ -134,6 +153,8 @@ class ShardStore:
 
     def load(self, index: int) -> np.ndarray:
         """A shard's vectors after checking its bytes against its record (a corrupt shard is a DataError)."""
+        if index in self.held:
+            return self.held[index][0]
         path, _meta = self.paths(index)
         record = self.record(index)
         if record is None or file_sha256(path) != record["npy_sha256"]:
@@ -176,7 +197,7 @@ def embed_stream(
     use_adapter = encoder.use_adapter if use_adapter is None else use_adapter
     settings = encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter)
     run_key = settings_key({**settings, "normalize": normalize, "chunk_size": chunk_size, "shards": SHARD_VERSION})
-    store = ShardStore(shard_folder(output), run_key)
+    store = ShardStore(shard_folder(output), run_key, hold_when_full=world == 1)
 
     # First pass: which of this rank's chunks are missing (reads the input once more, one chunk at a time); a bad
     # input fails here, before anything is written.
@@ -245,8 +266,11 @@ def assemble(store: ShardStore, chunks: int, output: Path, dim: int) -> tuple[tu
         with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, output)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        full = disk_full(error, output, "the shards are kept: run the same command again")
+        if full is not None:
+            raise full from None
         raise
     shutil.rmtree(store.folder, ignore_errors=True)
     return (rows, dim), sum(int(record["truncated"]) for record in records)  # type: ignore[index]
