@@ -141,6 +141,12 @@ SortKey = str  # a task column, "average" or "vs base"
 QUALITY_COLUMNS = ("role", "vs base")  # what quality_view adds to a filter_rows view
 
 
+def base_row_key(key: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The row of an adapter row's base model with the same settings (``MODEL+ADAPTER`` -> ``MODEL``); None for a
+    row that is not an adapter's."""
+    return (key[0].split("+")[0], *key[1:]) if "+" in key[0] else None
+
+
 def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending: bool = False) -> Any:
     """A ``filter_rows`` view as the Clustering quality page shows it: a ``role`` column (``baseline`` for MiniLM,
     ``adapter`` for ``MODEL+ADAPTER`` rows, else ``base``), ``vs base`` (an adapter row's average minus its base
@@ -157,7 +163,7 @@ def quality_view(scores: Any, view: Any, sort_by: SortKey = "average", ascending
     out.insert(
         0, "role", ["baseline" if k[0] == BASELINE_MODEL else "adapter" if "+" in k[0] else "base" for k in keys]
     )
-    base = [averages.get((k[0].split("+")[0], *k[1:]), math.nan) if "+" in k[0] else math.nan for k in keys]
+    base = [averages.get(base_row_key(k), math.nan) for k in keys]
     out["vs base"] = out["average"].to_numpy() - base
     if sort_by not in out.columns:
         choices = [c for c in out.columns if c not in (*index, "role")]
@@ -181,9 +187,7 @@ def track_gains(scores: Any) -> Any:
     by_row = {tuple(row[index]): row for _, row in table.iterrows()}
     records = []
     for key, row in by_row.items():
-        if "+" not in key[0]:
-            continue
-        base = by_row.get((key[0].split("+")[0], *key[1:]))
+        base = by_row.get(base_row_key(key))
         if base is None:
             continue
         records.append(
