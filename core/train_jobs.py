@@ -24,6 +24,7 @@ from typing import Any, Literal
 from core.adapters import ADAPTER_CONFIG, list_adapters
 from core.errors import ConfigError, TrainError
 from core.files import folder_locked, lock_folder, process_alive, write_json
+from core.models import DEFAULT_MODEL
 from core.paths import REPO_ROOT
 
 JobState = Literal["running", "finished", "failed", "stopped", "unknown"]
@@ -54,6 +55,8 @@ class TrainingRequest:
     lora_layers: int = 8  # LoRA on the top k layers; 0 = all
     lr: float = 3e-4
     checkpoint_every: int = 10
+    base_model: str = DEFAULT_MODEL  # the sidebar's model: a packaged name, a folder or a hub id
+    device: str = "auto"
 
     def folder(self, root: str | Path) -> Path:
         """The adapter folder under ``root``; a name that is not a plain folder name is a :class:`ConfigError`."""
@@ -68,7 +71,7 @@ class TrainingRequest:
         return [
             "--pairs", self.pairs, "--prompt", self.prompt, "--steps", str(self.steps),
             "--batch-size", str(self.batch_size), "--lora-layers", str(self.lora_layers), "--lr", str(self.lr),
-            "--checkpoint-every", str(self.checkpoint_every),
+            "--checkpoint-every", str(self.checkpoint_every), "--base-model", self.base_model, "--device", self.device,
         ]  # fmt: skip
 
 

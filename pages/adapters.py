@@ -72,9 +72,11 @@ for folder in folders:
             )  # fmt: skip
 
 st.header("Train a small adapter")
+choice = state.model_choice()
 st.caption(
-    "Runs `python -m core.train` in the background on this machine (a step of batch 16 takes ~5 s with "
-    "`--lora-layers 8`). It keeps running if you leave the page; come back (or reload) to watch it."
+    f"Runs `python -m core.train` on **{choice.model}** (the sidebar's base model) on device {choice.device}, in the "
+    "background on this machine (SmolLM2: a step of batch 16 takes ~5 s with `--lora-layers 8`). It keeps running "
+    "if you leave the page; come back (or reload) to watch it."
 )
 with st.form("train"):
     left, middle, right = st.columns(3)
@@ -90,8 +92,9 @@ with st.form("train"):
     submitted = st.form_submit_button("Start training", type="primary")
 if submitted:
     request = TrainingRequest(
-        name, pairs, prompt, steps=int(steps), batch_size=int(batch), lora_layers=int(layers), lr=float(lr)
-    )
+        name, pairs, prompt, steps=int(steps), batch_size=int(batch), lora_layers=int(layers), lr=float(lr),
+        base_model=choice.model, device=choice.device,
+    )  # fmt: skip
     try:
         folder = request.folder(Path(root.strip() or state.TRAINED_DIR).expanduser())
         start_training(folder, request.options())

@@ -124,15 +124,19 @@ def test_a_stopped_job_resumes_to_the_adapter_of_an_unstopped_one(tiny_model_dir
 
 
 def test_a_request_becomes_train_options_the_trainer_parses_back():
-    request = TrainingRequest("my-adapter", pairs="p.jsonl", prompt="cluster", steps=30, batch_size=8, lora_layers=4)
+    request = TrainingRequest(
+        "my-adapter", pairs="p.jsonl", prompt="cluster", steps=30, batch_size=8, lora_layers=4,
+        base_model="gemma3-270m", device="cpu",
+    )  # fmt: skip
     options = request.options()
     assert options == [
         "--pairs", "p.jsonl", "--prompt", "cluster", "--steps", "30", "--batch-size", "8",
-        "--lora-layers", "4", "--lr", "0.0003", "--checkpoint-every", "10",
+        "--lora-layers", "4", "--lr", "0.0003", "--checkpoint-every", "10", "--base-model", "gemma3-270m",
+        "--device", "cpu",
     ]  # fmt: skip
     args = _parser().parse_args(["--out", "x", *options])
     assert (args.pairs, args.prompt, args.steps, args.batch_size, args.lora_layers) == ("p.jsonl", "cluster", 30, 8, 4)
-    assert (args.lr, args.checkpoint_every) == (3e-4, 10)
+    assert (args.lr, args.checkpoint_every, args.base_model, args.device) == (3e-4, 10, "gemma3-270m", "cpu")
 
 
 def test_a_request_names_a_folder_under_the_root_and_refuses_paths(tmp_path):
