@@ -191,6 +191,15 @@ def list_adapters(root: str | Path = ADAPTERS_DIR, *, in_training: bool = False)
     return sorted(found, key=lambda p: p != SHIPPED_ADAPTER)
 
 
+def adapter_name(folder: str | Path) -> str:
+    """An adapter folder's short name in tables and labels; a checkpoint ``RUN/checkpoints/step-N`` is ``RUN@step-N``
+    (every run's checkpoints share the names ``step-N``)."""
+    folder = Path(folder)
+    if folder.parent.name == "checkpoints" and folder.name.startswith("step-"):
+        return f"{folder.parent.parent.name}@{folder.name}"
+    return folder.name
+
+
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     """The settings the adapter was trained with; ``{}`` for an adapter not made by ``core.train``."""
     path = Path(folder) / ADAPTER_METADATA

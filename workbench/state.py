@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.adapters import ADAPTERS_DIR, list_adapters
+from core.adapters import ADAPTERS_DIR, adapter_name, list_adapters
 from core.errors import LensError
 from core.models import DEFAULT_MODEL, PACKAGED
 from core.paths import cache_root
@@ -100,7 +100,7 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
-        name = f"{self.model} + {Path(self.adapter).name}" if self.adapter else self.model
+        name = f"{self.model} + {adapter_name(self.adapter)}" if self.adapter else self.model
         return (
             name
             + (f", max {self.max_length} tokens" if self.max_length else "")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from analysis.clustering.sampling import check_clusterable
-from core.adapters import read_metadata
+from core.adapters import adapter_name, read_metadata
 from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
 from core.errors import ConfigError, GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS
@@ -82,7 +82,7 @@ class Variant:
     @property
     def label(self) -> str:
         if self.use_adapter and self.model.adapter is not None:
-            return f"{Path(self.model.name).name}+{Path(self.model.adapter).name}"
+            return f"{Path(self.model.name).name}+{adapter_name(self.model.adapter)}"
         return Path(self.model.name).name
 
 

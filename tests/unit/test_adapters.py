@@ -12,6 +12,7 @@ from core.adapters import (
     ADAPTER_METADATA,
     SHIPPED_ADAPTER,
     adapter_hash,
+    adapter_name,
     list_adapters,
     read_adapter,
     read_card,
@@ -216,3 +217,13 @@ def test_adapter_hash_covers_config_and_weights_not_settings_or_card(tmp_path):
     copy = Path(shutil.copytree(folder, tmp_path / "copy"))
     (copy / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "/some/base"}))
     assert adapter_hash(copy) != before
+
+
+def test_adapter_name_tells_checkpoints_of_different_runs_apart(tmp_path):
+    from analysis.clustering.grid import ModelSpec, Variant
+
+    assert adapter_name(tmp_path / "run-a") == "run-a"
+    first, second = (tmp_path / run / "checkpoints" / "step-00100" for run in ("mix-a", "mix-b"))
+    assert (adapter_name(first), adapter_name(second)) == ("mix-a@step-00100", "mix-b@step-00100")
+    labels = {Variant(ModelSpec("smollm2-135m", str(folder)), True).label for folder in (first, second)}
+    assert labels == {"smollm2-135m+mix-a@step-00100", "smollm2-135m+mix-b@step-00100"}
