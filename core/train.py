@@ -93,6 +93,8 @@ class TrainConfig:
     temperature: float = 0.2
     margin: float = 0.0
     symmetric: bool = False
+    # Each pair's "negative" (core.pairs --negatives) joins the InfoNCE candidates; every pair must have one.
+    hard_negatives: bool = False
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -107,11 +109,12 @@ class TrainConfig:
     progress: bool = True
 
     def differences(self, other: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
-        mine = asdict(self)
+        """What differs from ``other`` (a saved config); a setting newer than the save counts at its default."""
+        mine, defaults = asdict(self), asdict(TrainConfig())
         return [
-            f"{key}: checkpoint {other.get(key)!r} vs now {mine[key]!r}"
+            f"{key}: checkpoint {other.get(key, defaults[key])!r} vs now {mine[key]!r}"
             for key in mine
-            if key not in RESUME_FREE | ignore and other.get(key) != mine[key]
+            if key not in RESUME_FREE | ignore and other.get(key, defaults[key]) != mine[key]
         ]
 
 
@@ -119,21 +122,30 @@ class TrainConfig:
 
 
 def info_nce(
-    anchors: Tensor, positives: Tensor, temperature: float, margin: float = 0.0, symmetric: bool = False
+    anchors: Tensor,
+    positives: Tensor,
+    temperature: float,
+    margin: float = 0.0,
+    symmetric: bool = False,
+    negatives: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE on cosine similarity; every other positive in the batch is a negative.
 
     The margin is subtracted from each positive's cosine (an additive-margin softmax), so a positive
-    must beat the negatives by ``margin``.
+    must beat the negatives by ``margin``. ``negatives`` (one hard negative per pair, mined with the base
+    encoder) join every anchor's candidates, as in-batch negatives do; the symmetric term (positive ->
+    anchors) stays over the pairs alone.
     """
     a, p = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
-    cos = a @ p.T
-    cos = cos - margin * torch.eye(cos.shape[0], dtype=cos.dtype, device=cos.device)
+    candidates = p if negatives is None else torch.cat([p, F.normalize(negatives, dim=-1)])
+    cos = a @ candidates.T
+    n = a.shape[0]
+    cos = cos - margin * torch.eye(n, cos.shape[1], dtype=cos.dtype, device=cos.device)
     logits = cos / temperature
-    labels = torch.arange(cos.shape[0], device=cos.device)
+    labels = torch.arange(n, device=cos.device)
     loss = F.cross_entropy(logits, labels)
     if symmetric:
-        loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+        loss = (loss + F.cross_entropy(logits[:, :n].T, labels)) / 2
     return loss
 
 
@@ -174,8 +186,9 @@ def clean_pairs(pairs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 
 
 def pairs_fingerprint(pairs: Sequence[dict[str, Any]]) -> str:
-    """SHA-256 of the training pairs themselves (after sampling and cleaning), in training order."""
-    texts = [[pair["anchor"], pair["positive"]] for pair in pairs]
+    """SHA-256 of the training pairs themselves (after sampling and cleaning), in training order; a pair's hard
+    negative counts where it has one."""
+    texts = [[pair["anchor"], pair["positive"], *([pair["negative"]] if "negative" in pair else [])] for pair in pairs]
     return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -366,7 +379,8 @@ class Trainer:
         self.plan = self.encoder.plan()
         self.anchors = self.encoder.prepare([p["anchor"] for p in self.pairs])
         self.positives = self.encoder.prepare([p["positive"] for p in self.pairs])
-        self.truncated = sum(item.truncated for item in self.anchors + self.positives)
+        self.negatives = self.encoder.prepare([p["negative"] for p in self.pairs]) if self.config.hard_negatives else []
+        self.truncated = sum(item.truncated for item in self.anchors + self.positives + self.negatives)
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         # fp16 gradients underflow without loss scaling; in bf16/fp32 the scaler is off (a pass-through).
@@ -424,6 +438,15 @@ class Trainer:
                 f'(dropped {dropped.describe()}; SimCSE views need "method": "dropout"); '
                 "add distinct pairs or lower --batch-size"
             )
+        if c.hard_negatives:
+            lacking = sum("negative" not in p for p in pairs)
+            if lacking:
+                raise TrainError(
+                    f"--hard-negatives needs a negative in every pair, but {lacking} of {len(pairs)} pairs in "
+                    f"{provenance['file']} have none; mine them with `python -m core.pairs ... --negatives`"
+                )
+        else:
+            pairs = [{k: v for k, v in p.items() if k != "negative"} for p in pairs]
         dropout_views = sum(p["anchor"] == p["positive"] for p in pairs)
         if dropout_views > len(pairs) // 2 and c.lora_dropout == 0:
             # Llama configs have no attention or hidden dropout: LoRA dropout is the only noise.
@@ -535,16 +558,18 @@ class Trainer:
         return self.plan.poolings[0](states)
 
     def loss_of(self, reps: Tensor) -> Tensor:
-        half = reps.shape[0] // 2
-        anchors, positives = reps[:half], reps[half:]
-        if self.world > 1:
-            anchors, positives = gather_with_grad(anchors), gather_with_grad(positives)
+        """``reps``: anchors, positives (and hard negatives) of the batch, in that order."""
         c = self.config
-        return info_nce(anchors, positives, c.temperature, c.margin, c.symmetric)
+        parts = list(reps.chunk(3 if c.hard_negatives else 2))
+        if self.world > 1:
+            parts = [gather_with_grad(part) for part in parts]
+        negatives = parts[2] if c.hard_negatives else None
+        return info_nce(parts[0], parts[1], c.temperature, c.margin, c.symmetric, negatives)
 
     def compute_gradients(self, indices: Sequence[int]) -> float:
         """Accumulate parameter gradients of the batch's loss; returns the loss."""
         items = [self.anchors[i] for i in indices] + [self.positives[i] for i in indices]
+        items += [self.negatives[i] for i in indices] if self.negatives else []
         micro = self.config.micro_batch_size or len(items)
         if micro >= len(items):
             loss = self.loss_of(self.embed(items))

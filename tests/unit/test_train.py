@@ -126,6 +126,21 @@ def test_info_nce_matches_a_hand_computation():
     assert info_nce(a, p, 0.2, margin=0.3) > info_nce(a, p, 0.2)
 
 
+def test_hard_negatives_join_each_anchors_candidates():
+    torch.manual_seed(0)
+    a, p, n = torch.randn(5, 7), torch.randn(5, 7), torch.randn(5, 7)
+    candidates = torch.cat([p, n])
+    cos = torch.nn.functional.cosine_similarity(a[:, None], candidates[None], dim=-1)
+    cos_m = cos - 0.1 * torch.eye(5, 10)
+    expected = -(torch.log_softmax(cos_m / 0.2, dim=1).diagonal()).mean()
+    assert torch.allclose(info_nce(a, p, 0.2, margin=0.1, negatives=n), expected, atol=1e-6)
+    backward = -(torch.log_softmax(cos_m[:, :5].T / 0.2, dim=1).diagonal()).mean()
+    both = info_nce(a, p, 0.2, 0.1, symmetric=True, negatives=n)
+    assert torch.allclose(both, (expected + backward) / 2, atol=1e-6)
+    # A negative equal to its anchor is the hardest there is: the loss rises over random ones.
+    assert info_nce(a, p, 0.2, negatives=a) > info_nce(a, p, 0.2, negatives=n)
+
+
 # ----- gradient caching
 
 
@@ -152,6 +167,36 @@ def test_gradient_cache_equals_full_batch_gradients(tiny_dir, pair_file, tmp_pat
         cached = _grads(trainer)
         assert max_diff(full, cached) <= 1e-5
         assert any(float(g.abs().max()) > 0 for n, g in cached.items() if "lora_A" in n)
+
+
+def test_hard_negatives_train_under_gradient_caching_and_need_one_per_pair(tiny_dir, pair_file, tmp_path):
+    rows = [json.loads(line) for line in pair_file.read_text().splitlines()]
+    with_negatives = tmp_path / "negatives.jsonl"
+    with_negatives.write_text(
+        "".join(
+            json.dumps({**row, "negative": rows[(i + 7) % len(rows)]["anchor"]}) + "\n" for i, row in enumerate(rows)
+        )
+    )
+    trainer = Trainer(make_config(tiny_dir, with_negatives, hard_negatives=True), tmp_path / "run")
+    assert len(trainer.negatives) == len(trainer.pairs)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, param in trainer.peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    trainer.peft_model.train()
+    indices = trainer.batch_indices(0)
+    full_loss = trainer.compute_gradients(indices)
+    full = _grads(trainer)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.config.micro_batch_size = 5
+    assert trainer.compute_gradients(indices) == pytest.approx(full_loss, abs=1e-6)
+    assert max_diff(full, _grads(trainer)) <= 1e-5
+    # The same pairs without their negatives: a different (smaller-candidate) loss and fingerprint.
+    plain = Trainer(make_config(tiny_dir, with_negatives), tmp_path / "plain")
+    assert plain.negatives == [] and plain.pair_provenance["pairs_sha256"] != trainer.pair_provenance["pairs_sha256"]
+    with pytest.raises(TrainError, match=r"needs a negative in every pair, but 40 of 40 .*core.pairs ... --negatives"):
+        Trainer(make_config(tiny_dir, pair_file, hard_negatives=True), tmp_path / "none")
 
 
 def test_gradient_cache_replays_dropout_masks(tiny_dir, pair_file, tmp_path):
