@@ -71,6 +71,8 @@ def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
 
     Where a cell holds a non-plain method the rows are variant x method x prompt x pooling x layer
     (``METHOD_INDEX``). The average is over the row's tasks; it is NaN when a row lacks a task the others have.
+    An average's std is over k-means seeds of the per-seed task average (seed i of every task together), so it
+    is the spread of the number a reader compares, not a mean of the tasks' stds.
     """
     import pandas as pd
 
@@ -83,6 +85,7 @@ def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
             "task": c["task"]["name"],
             "v": c["scores"]["v_measure"],
             "std": c["scores"]["v_measure_std"],
+            "per_seed": tuple(c["scores"].get("v_measure_per_seed") or ()),
         }
         for c in cells
     ]
@@ -93,11 +96,28 @@ def summary_tables(cells: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
     stds = frame.pivot_table(index=index, columns="task", values="std", aggfunc="first", sort=False)
     scores = scores.reindex(index=pd.MultiIndex.from_tuples(rows, names=index), columns=tasks)
     stds = stds.reindex(index=scores.index, columns=tasks)
-    scores["average"] = scores[tasks].mean(axis=1, skipna=False)
+    per_seed = frame.pivot_table(index=index, columns="task", values="per_seed", aggfunc="first", sort=False)
+    per_seed = per_seed.reindex(index=scores.index, columns=tasks)
+    averages = {"average": tasks}
     if len([track for track in TRACK_AVERAGES.values() if set(track) & set(tasks)]) > 1:
-        for column, track in TRACK_AVERAGES.items():
-            scores[column] = scores[list(track)].mean(axis=1, skipna=False) if set(track) <= set(tasks) else math.nan
+        averages |= {column: list(track) for column, track in TRACK_AVERAGES.items()}
+    for column, columns in averages.items():
+        if set(columns) <= set(tasks):
+            scores[column] = scores[columns].mean(axis=1, skipna=False)
+            stds[column] = [_average_std(per_seed.loc[row, columns]) for row in scores.index]
+        else:
+            scores[column], stds[column] = math.nan, math.nan
     return scores, stds
+
+
+def _average_std(per_seed: Any) -> float:
+    """Std over k-means seeds of the task average; NaN when a task is missing or the tasks' seed counts differ."""
+    import numpy as np
+
+    runs = [seeds for seeds in per_seed if isinstance(seeds, tuple)]
+    if len(runs) != len(per_seed) or len({len(seeds) for seeds in runs}) != 1 or len(runs[0]) < 2:
+        return math.nan
+    return float(np.mean(np.array(runs, dtype=float), axis=0).std())
 
 
 def task_columns(scores: Any) -> list[str]:
@@ -227,8 +247,10 @@ def markdown_table(scores: Any, stds: Any) -> str:
             v, s = scores.loc[row, task], stds.loc[row, task]
             values.append("" if math.isnan(v) else f"{v:.4f} ± {s:.4f}")
         for column in averages:
-            avg = scores.loc[row, column]
-            values.append("" if math.isnan(avg) else f"**{avg:.4f}**")
+            avg, spread = scores.loc[row, column], stds.loc[row, column]
+            values.append(
+                "" if math.isnan(avg) else f"**{avg:.4f}**" + ("" if math.isnan(spread) else f" ± {spread:.4f}")
+            )
         lines.append("| " + " | ".join([*map(str, row), *values]) + " |")
     return "\n".join(lines) + "\n"
 

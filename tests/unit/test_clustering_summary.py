@@ -81,6 +81,22 @@ def test_top_rows_are_the_best_non_baseline_rows_then_the_baseline():
     ]
 
 
+def test_an_average_std_is_the_spread_of_the_per_seed_task_average():
+    def seeded(task: str, per_seed: list[float]) -> dict:
+        row = cell("m", "eol", "last", task, sum(per_seed) / len(per_seed))
+        row["scores"] |= {"v_measure_per_seed": per_seed}
+        return row
+
+    # The tasks' seeds move against each other: each task has a spread, their average has none.
+    scores, stds = summary_tables([seeded("r8", [0.4, 0.6]), seeded("r52", [0.6, 0.4])])
+    assert scores.loc[("m", "eol", "last", "-1"), "average"] == pytest.approx(0.5)
+    assert stds.loc[("m", "eol", "last", "-1"), "average"] == pytest.approx(0.0)
+    _, stds = summary_tables([seeded("r8", [0.4, 0.6]), seeded("r52", [0.4, 0.6])])
+    assert stds.loc[("m", "eol", "last", "-1"), "average"] == pytest.approx(0.1)
+    _, stds = summary_tables([seeded("r8", [0.4, 0.6]), seeded("r52", [0.4, 0.6, 0.5])])  # other seeds: unknown
+    assert math.isnan(stds.loc[("m", "eol", "last", "-1"), "average"])
+
+
 @pytest.mark.skipif(not (LOCAL_TRACK / "cells").is_dir(), reason="no committed local-track cells")
 def test_the_committed_local_track_summary_regenerates_identically(tmp_path):
     write_tables(tmp_path, folder_cells(LOCAL_TRACK, []))
