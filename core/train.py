@@ -869,7 +869,7 @@ class Trainer:
                 **self.pair_provenance,
                 "pairs": len(self.pairs),
                 "methods": dict(Counter(p.get("method", "file") for p in self.pairs)),
-                "sources": dict(Counter(str(p.get("source", c.pairs)) for p in self.pairs).most_common(5)),
+                "sources": dict(Counter(str(p.get("source", c.pairs)) for p in self.pairs).most_common()),
                 "truncated_texts": self.truncated,
             },
             "run": {

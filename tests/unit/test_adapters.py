@@ -45,7 +45,14 @@ def card(**extra) -> dict:
     return {
         "settings": settings,
         "metadata": {"prompt": "{text}", "pooling": "last", "layer": "-1", "steps_done": 3},
-        "data": {"pairs": 8, "file": "p.jsonl", "sha256": "ab", "methods": {"file": 8}, "truncated_texts": 0},
+        "data": {
+            "pairs": 8,
+            "file": "p.jsonl",
+            "sha256": "ab",
+            "methods": {"file": 8},
+            "sources": {"p.jsonl": 8},
+            "truncated_texts": 0,
+        },
         "run": {"train_seconds": 1.0, "pairs_per_s": 8.0, "peak_rss_mb": 100, "world_size": 1, "precision": "fp32"},
         "loss": {"first": 2.0, "last": 1.0},
         "best": None,
@@ -184,6 +191,15 @@ def test_record_scores_extends_card_and_readme(tmp_path):
     assert stored == card(local_track=TRACK)
     readme = (folder / "README.md").read_text()
     assert readme == render_card(stored) and "| this adapter | 0.5000 | 0.2500 | **0.3750** |" in readme
+    assert "- pair sources (pairs each): p.jsonl (8)" in readme
+    # The transfer track goes beside the local one (each track's own table), and both averages are listed.
+    transfer = {**TRACK, "track": "transfer", "rows": [{**TRACK["rows"][0], "average": 0.125}]}
+    record_scores(folder, transfer)
+    stored = read_card(folder)
+    assert stored == card(local_track=TRACK, transfer_track=transfer)
+    readme = (folder / "README.md").read_text()
+    assert "## Local-track clustering" in readme and "## Transfer-track clustering" in readme
+    assert "- clustering average, own setting: local track 0.3750, transfer track 0.1250" in readme
 
 
 def test_record_scores_leaves_an_adapter_without_card_alone(tmp_path):

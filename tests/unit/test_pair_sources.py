@@ -119,8 +119,9 @@ def test_load_pair_source_dedupes_and_records_provenance(fake_store):
     assert record["package"] == "inspirational-quotes" and record["version"] == "2.0.1"
     assert record["registry"] == "npm" and record["licence"] == "MIT" and record["texts"] == 3
     assert record["sha256"] == S.PAIR_SOURCES["quotes"].package.sha256
+    assert record["label"] == "quotes (inspirational-quotes@2.0.1)"  # each pair's "source": package and version
     texts, record = S.load_pair_source("pyjokes", fake_store)
-    assert len(texts) == 3 and record["registry"] == "pypi"
+    assert len(texts) == 3 and record["registry"] == "pypi" and record["label"] == "pyjokes (pyjokes==0.8.3)"
 
 
 def test_unknown_missing_and_corrupt_sources(fake_store, tmp_path):
