@@ -400,6 +400,8 @@ def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
     try:
         with warnings.catch_warnings():  # _check_all_weights_loaded below turns this warning into an error
             warnings.filterwarnings("ignore", message="Found missing adapter keys", category=UserWarning)
+            # peft probes a transformers attribute deprecated in 4.5x: noise for every user, nothing to act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
             target = loaded.model if causal_format else loaded.backbone
             model = PeftModel.from_pretrained(target, str(info.path))
     except (RuntimeError, ValueError, KeyError) as error:

@@ -37,6 +37,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -532,7 +533,9 @@ class Trainer:
             layers_pattern=layers_name(backbone) if layers else None,
             bias="none",
         )
-        self.peft_model = get_peft_model(backbone, lora)
+        with warnings.catch_warnings():  # peft probes a deprecated transformers attribute: noise, nothing to act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            self.peft_model = get_peft_model(backbone, lora)
         self.loaded.peft_model = self.peft_model
         torch.manual_seed(c.seed + 1 + self.rank)  # different dropout noise per process
 
