@@ -356,7 +356,17 @@ def _apply_quality(
                      "similarity": "centred cosine, base encoder", "encoder": quality.encoder_model}  # fmt: skip
     overlap = None
     if quality.track_check != "off" and pairs:
-        overlap = check_pairs_against_tracks(pairs, strict=quality.track_check == "strict").to_dict()
+        checked = check_pairs_against_tracks(pairs)
+        if quality.track_check == "strict":
+            if checked.tasks_missing:  # unchecked is not clean
+                check_pairs_against_tracks(pairs, strict=True)  # raises, naming the command that prepares them
+            # Dropped, not refused wholesale: the kept file is clean, and hours of generation are not thrown away.
+            drop = set(checked.overlapping)
+            pairs = [pair for index, pair in enumerate(pairs) if index not in drop]
+            if drop:
+                report.dropped["track_overlap"] += len(drop)
+                log.warning("dropped %d pair(s) sharing text with evaluation tasks (leave-one-corpus-out)", len(drop))
+        overlap = checked.to_dict()
     report.details = pair_report(
         n_sources=n_texts,
         generation_drops=generation_drops,
@@ -407,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--negative-ceiling", type=float, default=0.7)
     parser.add_argument(
         "--check-tracks", choices=TRACK_CHECKS, default="warn",
-        help="overlap with evaluation tasks: warn with counts, refuse (strict: the shipped recipe), or skip",
+        help="overlap with evaluation tasks: warn with counts, drop the overlapping pairs (strict: the shipped "
+        "recipe; counted in the report), or skip",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:

@@ -167,17 +167,33 @@ def test_cli_writes_report_with_negatives(tiny_model_dir, tmp_path):
     assert report["track_overlap"] is None
 
 
-def test_strict_track_check_refuses_overlapping_pairs(tmp_path, monkeypatch):
+def test_strict_track_check_drops_overlapping_pairs_and_counts_them(tmp_path, monkeypatch):
     monkeypatch.setattr(
         pair_guard,
         "_task_fingerprint",
         lambda name, data_dir, span: pair_guard.fingerprint_texts(name, ["Who wrote Hamlet ?"]),
     )
     pairs = tmp_path / "p.jsonl"
-    pairs.write_text('{"anchor": "Who wrote Hamlet?", "positive": "Hamlet was written by whom?"}\n')
+    pairs.write_text(
+        '{"anchor": "Who wrote Hamlet?", "positive": "Hamlet was written by whom?"}\n'
+        '{"anchor": "A cat sat on the mat.", "positive": "On the mat sat a cat."}\n'
+    )
     quality = QualitySettings(similarity=False, track_check="strict")
-    with pytest.raises(PairFileError, match="refused for the shipped recipe"):
-        build_pairs("file", str(pairs), None, quality=quality)
+    kept, report = build_pairs("file", str(pairs), None, quality=quality)
+    assert [p["anchor"] for p in kept] == ["A cat sat on the mat."] and report.dropped["track_overlap"] == 1
+    assert report.details["track_overlap"]["overlapping_pairs"] == 1  # the report still names what was dropped
+
+    def missing(name, data_dir, span):
+        raise pair_guard.DataUnavailableError(f"{name} is not prepared")
+
+    monkeypatch.setattr(pair_guard, "_task_fingerprint", missing)
+    with pytest.raises(PairFileError, match=r"refused for the shipped recipe.*prepare the missing tasks"):
+        build_pairs("file", str(pairs), None, quality=quality)  # a task it cannot check: refused, never "clean"
+    monkeypatch.setattr(
+        pair_guard,
+        "_task_fingerprint",
+        lambda name, data_dir, span: pair_guard.fingerprint_texts(name, ["Who wrote Hamlet ?"]),
+    )
     _, report = build_pairs("file", str(pairs), None, quality=QualitySettings(similarity=False, track_check="warn"))
     assert report.details["track_overlap"]["overlapping_pairs"] == 1
     assert report.details["track_overlap"]["exact"] == dict.fromkeys(pair_guard.evaluation_tasks(), 1)
