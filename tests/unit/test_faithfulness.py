@@ -104,6 +104,25 @@ def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
     assert "deletion_base.html" in report["figures"]["html"]
 
 
+def test_integrated_gradients_run_on_the_first_texts_of_each_task_only(encoder, tmp_path):
+    sample = [*SAMPLE, ("other:0", "Farmers sell fresh apples at the market."), ("other:1", "Old ships sail far.")]
+    assert faithfulness.ig_subsample([key for key, _ in sample], 2) == {"toy:0", "toy:1", "other:0", "other:1"}
+    assert faithfulness.ig_subsample([key for key, _ in sample], 0) is None  # 0: every text
+    report = run_report(config(tmp_path, ig_texts=2), encoder, sample)
+    records = [json.loads(line) for line in (tmp_path / "faith" / "records.jsonl").read_text().splitlines()]
+    with_ig = {r["key"] for r in records if "integrated_gradients" in r["methods"]}
+    assert with_ig == {"toy:0", "toy:1", "other:0", "other:1"}  # "toy:4" has no content tokens, still one of two
+    assert all(("ig_steps" in r) == (r["key"] in with_ig) for r in records)
+    for label in ("base", "adapter"):
+        methods = report[label]["methods"]
+        assert methods["integrated_gradients"]["n_texts"] == 4 and methods["rollout"]["n_texts"] == 7
+        pair = report[label]["paired_differences"]["deletion"]
+        assert pair["integrated_gradients - gradient_x_input"]["n"] == 4 and pair["rollout - random"]["n"] == 7
+    assert report["adapter_minus_base"]["integrated_gradients"]["deletion"]["n"] == 4
+    with pytest.raises(ConfigError, match="ig-texts"):
+        run_report(config(tmp_path, ig_texts=-1), encoder, sample)
+
+
 def test_killed_report_resumes_from_its_records(encoder, tmp_path, monkeypatch):
     settings = config(tmp_path, methods=("attention_last", "gradient_x_input", "random"))
     calls = {"n": 0}
