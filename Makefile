@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt |
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-unit lint bench adapter chromium clean-venv
+.PHONY: install run test test-unit lint bench adapter ablation chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -69,6 +69,11 @@ adapter: install
 	rm -rf $(ADAPTER)/checkpoints
 	$(BIN)/python -m analysis.clustering --models smollm2-135m+$(ADAPTER) --prompts eol \
 		--poolings mean,last,eos,weighted,text_mean --tasks local --precision fp32 --out results/local-track
+
+# Which leave-one-corpus-out pair mix transfers: each mix trained with the shipped recipe, scored at half and all
+# of its steps on the transfer track and two local tasks into results/ablation/ (resumable; MIXES="bible dropout").
+ablation: install
+	scripts/pairs_ablation.sh $(MIXES)
 
 clean-venv:
 	rm -rf $(VENV)

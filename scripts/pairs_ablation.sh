@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Pairs mix x steps ablation (issue #11): which leave-one-corpus-out pair mix makes SmolLM2 embeddings transfer.
+#
+#   scripts/pairs_ablation.sh [MIX ...]     (default: every mix below; `make ablation` runs it)
+#
+# Every pair source is outside both evaluation tracks (core.pair_sources, KJV/WEB verses) and every pair file is
+# checked with --check-tracks strict. Each mix trains the shipped recipe (adapters/smollm2-135m-embed.json) for
+# STEPS steps with a checkpoint at STEPS/2; both are scored on the transfer track and on two local tasks
+# (20ng-s2s, trec-fine) in the adapter's own setting (eol, last token) into results/ablation/. Everything resumes:
+# pair files and finished runs are kept, a stopped run continues from its checkpoint, scored cells are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+PAIRS=${PAIRS:-build/pairs}
+RUNS=${RUNS:-build/ablation}
+RESULTS=${RESULTS:-results/ablation}
+STEPS=${STEPS:-200}
+TASKS=${TASKS:-transfer,20ng-s2s,trec-fine}
+mkdir -p "$PAIRS" "$RUNS"
+
+pair_file() {  # PART: build the pair file PART once (only the parts a chosen mix needs)
+    local out="$PAIRS/$1.jsonl" source="${1#*-}" method="${1%%-*}" n
+    [ -s "$out" ] && return
+    case "$1" in
+        bible) "$PY" -m core.pairs --source bible --method bible --n 1200 --out "$out" --check-tracks strict; return ;;
+        *-quotes) n=306 ;;
+        *-pyjokes) n=283 ;;
+        para-one-liners) n=500 ;;  # a fifth of the generations survive the filters; each takes ~2 s on a CPU
+        dropout-one-liners) n=1000 ;;
+    esac
+    [ "$method" = para ] && method=paraphrase
+    "$PY" -m core.pairs --source "$source" --method "$method" --n "$n" --out "$out" --check-tracks strict
+}
+
+declare -A MIXES=(
+    [bible]="bible"
+    [para]="para-quotes para-pyjokes para-one-liners"
+    [dropout]="dropout-quotes dropout-pyjokes dropout-one-liners"
+    [para+bible]="para-quotes para-pyjokes para-one-liners bible"
+    [para+bible+dropout]="para-quotes para-pyjokes para-one-liners bible dropout-quotes dropout-pyjokes dropout-one-liners"
+)
+chosen=("$@")
+[ ${#chosen[@]} -gt 0 ] || chosen=(bible para dropout para+bible para+bible+dropout)
+
+models=()
+for mix in "${chosen[@]}"; do
+    [ -n "${MIXES[$mix]:-}" ] || { echo "unknown mix '$mix'; choose from: ${!MIXES[*]}" >&2; exit 2; }
+    for part in ${MIXES[$mix]}; do pair_file "$part"; done
+    file="$PAIRS/mix-$mix.jsonl"
+    (for part in ${MIXES[$mix]}; do cat "$PAIRS/$part.jsonl"; done) > "$file.tmp" && mv "$file.tmp" "$file"
+    run="$RUNS/$mix"
+    if [ ! -f "$run/adapter_config.json" ]; then
+        resume=()
+        compgen -G "$run/checkpoints/step-*" >/dev/null && resume=(--resume)
+        "$PY" -m core.train --config adapters/smollm2-135m-embed.json --pairs "$file" --steps "$STEPS" \
+            --checkpoint-every $((STEPS / 2)) --keep-checkpoints 2 --lora-dropout 0.1 --out "$run" \
+            --no-progress "${resume[@]}"
+    fi
+    halfway=$(compgen -G "$run/checkpoints/step-*" | sort | head -n 1)
+    models+=("smollm2-135m+$halfway" "smollm2-135m+$run")
+done
+"$PY" -m analysis.clustering --models "$(IFS=,; echo "${models[*]}")" --prompts eol --poolings last \
+    --tasks "$TASKS" --out "$RESULTS" --no-baseline --quiet
