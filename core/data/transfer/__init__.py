@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from core.data.dataset import Dataset, content_sha256, default_data_dir
 from core.data.wheels import WheelSpec, WheelStore, fetch_verified
-from core.errors import DataError, DataUnavailableError, run_cli
+from core.errors import DataError, DataUnavailableError
 from core.files import atomic_write, write_json
 from core.paths import cache_root
 
@@ -716,7 +716,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
