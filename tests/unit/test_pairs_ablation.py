@@ -1,0 +1,70 @@
+"""scripts/pairs_ablation.sh (`make ablation`) with a stand-in Python that records what it is asked to run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from core.paths import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "pairs_ablation.sh"
+
+# Records each call's arguments; for core.train it writes the adapter and two checkpoints, as a finished run does.
+FAKE_PYTHON = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$CALLS"
+if [ "$2" = core.pairs ]; then
+    out=$(printf '%s\\n' "$@" | grep -A1 -x -- --out | tail -n 1)
+    echo '{"anchor": "a", "positive": "b"}' > "$out"
+elif [ "$2" = core.train ]; then
+    run=$(printf '%s\\n' "$@" | grep -A1 -x -- --out | tail -n 1)
+    mkdir -p "$run/checkpoints/step-00050" "$run/checkpoints/step-00100"
+    touch "$run/adapter_config.json"
+fi
+"""
+
+
+def run_script(tmp_path: Path, *mixes: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {
+        **os.environ,
+        "PY": str(fake),
+        "CALLS": str(calls),
+        "PAIRS": str(tmp_path / "pairs"),
+        "RUNS": str(tmp_path / "runs"),
+        "RESULTS": str(tmp_path / "results"),
+    }
+    done = subprocess.run(["bash", str(SCRIPT), *mixes], env=env, capture_output=True, text=True, timeout=60)
+    return done, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_each_mix_builds_only_its_pairs_trains_once_and_scores_both_checkpoints(tmp_path):
+    done, calls = run_script(tmp_path, "bible", "dropout")
+    assert done.returncode == 0, done.stderr
+    built = [call for call in calls if " core.pairs " in f" {call} "]
+    assert all("--check-tracks strict" in call for call in built)
+    assert not any("paraphrase" in call for call in built)  # no mix asked for paraphrases: none generated
+    assert sum(" core.train " in f" {call} " for call in calls) == 2
+    grid = [call for call in calls if "analysis.clustering" in call][-1]
+    models = grid.split("--models ")[1].split()[0].split(",")
+    runs = tmp_path / "runs"
+    assert models == [
+        f"smollm2-135m+{runs}/bible/checkpoints/step-00050",
+        f"smollm2-135m+{runs}/bible",
+        f"smollm2-135m+{runs}/dropout/checkpoints/step-00050",
+        f"smollm2-135m+{runs}/dropout",
+    ]
+    mix = [json.loads(line) for line in (tmp_path / "pairs" / "mix-dropout.jsonl").read_text().splitlines()]
+    assert len(mix) == 3  # the three dropout sources, concatenated
+    # A second run resumes: pair files and finished runs are kept, only the grid runs again (it skips scored cells).
+    _, again = run_script(tmp_path, "bible", "dropout")
+    assert len(again) == len(calls) + 1 and "analysis.clustering" in again[-1]
+
+
+def test_an_unknown_mix_is_refused_before_any_work(tmp_path):
+    done, calls = run_script(tmp_path, "nope")
+    assert done.returncode == 2 and "unknown mix 'nope'; choose from:" in done.stderr and calls == []
