@@ -43,17 +43,24 @@ def _rebuilt_key(stored: dict, method_settings: dict) -> dict:
     )
 
 
-def test_plain_keys_of_every_committed_cell_are_unchanged():
-    """The method setting adds nothing to a plain cell's key, so no committed cell is recomputed."""
+def test_every_committed_cell_keys_as_its_method_and_plain_keys_are_unchanged():
+    """The method setting adds nothing to a plain cell's key, so no committed cell is recomputed; a method cell's
+    key is its method's settings on top of the same fields."""
     paths = sorted((LOCAL_TRACK / "cells").glob("*/*.json"))
     assert len(paths) > 50
+    methods = set()
     for path in paths:
         stored = json.loads(path.read_text())
-        assert cell_method(stored) == "plain"
-        key = _rebuilt_key(stored["key"], PLAIN.settings())
+        method = parse_method(cell_method(stored))
+        methods.add(cell_method(stored))
+        key = _rebuilt_key(stored["key"], method.settings())
         assert key == stored["key"], path.name
         assert path.name.endswith(f"__{cell_id(key)}.json")
-    some = json.loads(paths[0].read_text())["key"]
+        if method == PLAIN:
+            assert "method" not in stored["key"], path.name
+    assert "plain" in methods
+    plain = next(p for p in paths if cell_method(json.loads(p.read_text())) == "plain")
+    some = json.loads(plain.read_text())["key"]
     for spec in ("echo", "tp:1-3", "metaeol"):
         assert cell_id(_rebuilt_key(some, parse_method(spec).settings())) != cell_id(some)
 
