@@ -100,14 +100,16 @@ class PoolingPlan:
     attention_layers: tuple[int, ...]
 
 
-def validate_texts(texts: Sequence[Any]) -> list[str]:
+def validate_texts(texts: Sequence[Any], *, allow_empty: bool = False) -> list[str]:
+    """``texts`` as a list of strings; a single string, a non-string or (unless ``allow_empty``) an empty text is
+    refused."""
     if isinstance(texts, str):
         raise TypeError("encode() takes a list of texts, not a single string: wrap it as [text].")
     texts = list(texts)
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"Text {index} is a {type(text).__name__}, not a string: {text!r:.80}")
-        if not text.strip():
+        if not allow_empty and not text.strip():
             raise ConfigError(f"Text {index} is empty or whitespace only; remove it or give it content.")
     return texts
 
@@ -320,11 +322,7 @@ class Encoder:
         input, which perturbation tests need once every token of a text is removed.
         """
         template = self.template(prompt)
-        if allow_empty:
-            if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
-                raise TypeError("prepare() takes a list of strings.")
-            return [self._prepare_one(text, template) for text in texts]
-        return [self._prepare_one(text, template) for text in validate_texts(texts)]
+        return [self._prepare_one(text, template) for text in validate_texts(texts, allow_empty=allow_empty)]
 
     def _prepare_one(self, text: str, template: Template) -> PreparedText:
         tokenizer = self.tokenizer
