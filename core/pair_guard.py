@@ -152,6 +152,18 @@ class TrackOverlapReport:
             text += f"; not checked (not prepared): {', '.join(self.tasks_missing)}"
         return text
 
+    def refusal(self) -> PairFileError | None:
+        """The shipped recipe's refusal of these pairs (overlap, or a task left unchecked), None when clean."""
+        if not (self.overlapping or self.tasks_missing):
+            return None
+        fix = (
+            "build the pairs from sources outside both tracks (python -m core.pairs --source quotes|one-liners|pyjokes "
+            "or bible), or drop the overlapping pairs (python -m core.pair_guard FILE --drop-overlap --out CLEAN)"
+        )
+        if self.tasks_missing:
+            fix = f"prepare the missing tasks (python -m core.data prepare; {PREPARE_TRANSFER}) and check again"
+        return PairFileError(f"refused for the shipped recipe (leave-one-corpus-out): {self.summary()}. Fix: {fix}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_pairs": self.n_pairs,
@@ -206,14 +218,9 @@ def check_pairs_against_tracks(
             report.span[fp.name] = len(shared)
         overlapping |= exact | shared
     report.overlapping = sorted(overlapping)
-    if strict and (report.overlapping or report.tasks_missing):
-        fix = (
-            "build the pairs from sources outside both tracks (python -m core.pairs --source quotes|one-liners|pyjokes "
-            "or bible), or drop the overlapping pairs (python -m core.pair_guard FILE --drop-overlap --out CLEAN)"
-        )
-        if report.tasks_missing:
-            fix = f"prepare the missing tasks (python -m core.data prepare; {PREPARE_TRANSFER}) and check again"
-        raise PairFileError(f"refused for the shipped recipe (leave-one-corpus-out): {report.summary()}. Fix: {fix}")
+    refusal = report.refusal() if strict else None
+    if refusal is not None:
+        raise refusal
     if not report.clean or report.tasks_missing:
         log.warning("%s", report.summary())
     return report

@@ -358,8 +358,9 @@ def _apply_quality(
     if quality.track_check != "off" and pairs:
         checked = check_pairs_against_tracks(pairs)
         if quality.track_check == "strict":
-            if checked.tasks_missing:  # unchecked is not clean
-                check_pairs_against_tracks(pairs, strict=True)  # raises, naming the command that prepares them
+            # Unchecked is not clean: refused, naming the command that prepares the missing tasks.
+            if checked.tasks_missing and (refusal := checked.refusal()):
+                raise refusal
             # Dropped, not refused wholesale: the kept file is clean, and hours of generation are not thrown away.
             drop = set(checked.overlapping)
             pairs = [pair for index, pair in enumerate(pairs) if index not in drop]
