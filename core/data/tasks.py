@@ -455,11 +455,43 @@ def load_bible_pairs(
     prepare_if_missing: bool = True,
 ) -> list[tuple[str, str]]:
     """(KJV, WEB) verse pairs in canonical order; ``limit`` takes a seeded sample spread over all books."""
+    pairs = [(r["kjv"], r["web"]) for r in _bible_rows(data_dir, wheels, prepare_if_missing)]
+    return sample_items(pairs, limit, BIBLE_SAMPLE_SEED)
+
+
+def load_bible_passages(
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    *,
+    verses: int = 2,
+    wheels: WheelStore | None = None,
+    prepare_if_missing: bool = True,
+) -> list[tuple[str, str]]:
+    """(KJV passage, WEB passage that follows it) pairs: two crops of one chapter across registers.
+
+    Each chapter's verses (as prepared: placeholders and KJV = WEB verses are left out) are cut into runs of
+    ``verses``; runs 1 and 2 make a pair, runs 3 and 4 the next, so no run serves twice (a run's own
+    translation would otherwise be an in-batch negative). The two texts share the chapter's topic and story,
+    not wording or content, which the verse-aligned pairs (near copies) cannot teach. ``limit`` takes a
+    seeded sample in canonical order.
+    """
+    if verses < 1:
+        raise ConfigError(f"verses per passage must be at least 1, got {verses}")
+    chapters: dict[int, list[dict[str, Any]]] = {}
+    for row in _bible_rows(data_dir, wheels, prepare_if_missing):
+        chapters.setdefault(row["id"] // 1000, []).append(row)  # ids are BBCCCVVV
+    pairs = []
+    for rows in chapters.values():
+        runs = [rows[i : i + verses] for i in range(0, len(rows) - verses + 1, verses)]
+        for first, second in zip(runs[0::2], runs[1::2], strict=False):
+            pairs.append((" ".join(r["kjv"] for r in first), " ".join(r["web"] for r in second)))
+    return sample_items(pairs, limit, BIBLE_SAMPLE_SEED)
+
+
+def _bible_rows(data_dir: Path | None, wheels: WheelStore | None, prepare_if_missing: bool) -> list[dict[str, Any]]:
     keys = [key for key, _ in _BIBLE_MEMBERS.values()]
     data = _load_prepared(BIBLE, "pairs.jsonl", _BIBLE_SETTINGS, keys, data_dir, prepare_if_missing, wheels)
-    rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
-    pairs = [(r["kjv"], r["web"]) for r in rows]
-    return sample_items(pairs, limit, BIBLE_SAMPLE_SEED)
+    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
 
 
 _USER_SPEC = re.compile(r"^(.+?\.(?:csv|tsv|jsonl|json|parquet))(?::([^:]*))?(?::([^:]*))?$", re.IGNORECASE)

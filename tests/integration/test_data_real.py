@@ -71,6 +71,14 @@ def test_bible_pairs(prepared):
     )
     assert not any("Psalm " in web and "A Psalm by David" in web for _, web in pairs)
     assert len(D.load_bible_pairs(data_dir, limit=100)) == 100
+    passages = D.load_bible_passages(data_dir)
+    assert 7_000 <= len(passages) <= 7_700  # ~31k verses in runs of two, every other run an anchor
+    assert passages[0] == (
+        "In the beginning God created the heaven and the earth. And the earth was without form, and void; and "
+        "darkness was upon the face of the deep. And the Spirit of God moved upon the face of the waters.",
+        'God said, "Let there be light," and there was light. God saw the light, and saw that it was good. God '
+        "divided the light from the darkness.",
+    )
 
 
 def test_mteb_subsamples_are_the_ones_the_committed_local_track_scored(prepared):

@@ -25,7 +25,7 @@ fi
 """
 
 
-def run_script(tmp_path: Path, *mixes: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+def run_script(tmp_path: Path, *mixes: str, **env_vars: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
@@ -37,6 +37,7 @@ def run_script(tmp_path: Path, *mixes: str) -> tuple[subprocess.CompletedProcess
         "PAIRS": str(tmp_path / "pairs"),
         "RUNS": str(tmp_path / "runs"),
         "RESULTS": str(tmp_path / "results"),
+        **env_vars,
     }
     done = subprocess.run(["bash", str(SCRIPT), *mixes], env=env, capture_output=True, text=True, timeout=60)
     return done, calls.read_text().splitlines() if calls.exists() else []
@@ -68,3 +69,15 @@ def test_each_mix_builds_only_its_pairs_trains_once_and_scores_both_checkpoints(
 def test_an_unknown_mix_is_refused_before_any_work(tmp_path):
     done, calls = run_script(tmp_path, "nope")
     assert done.returncode == 2 and "unknown mix 'nope'; choose from:" in done.stderr and calls == []
+
+
+def test_a_recipe_variant_trains_into_its_own_tagged_run(tmp_path):
+    done, calls = run_script(tmp_path, "passages", RECIPE="--temperature 0.1 --lr 1e-4", TAG="t01")
+    assert done.returncode == 0, done.stderr
+    (built,) = [call for call in calls if " core.pairs " in f" {call} "]
+    assert "--method bible-passages" in built and "--check-tracks strict" in built
+    (train,) = [call for call in calls if " core.train " in f" {call} "]
+    runs = tmp_path / "runs"
+    assert train.endswith(f"--out {runs}/passages.t01 --no-progress --temperature 0.1 --lr 1e-4")
+    models = calls[-1].split("--models ")[1].split()[0].split(",")
+    assert models == [f"smollm2-135m+{runs}/passages.t01/checkpoints/step-00050", f"smollm2-135m+{runs}/passages.t01"]

