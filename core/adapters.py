@@ -242,6 +242,7 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "```python",
         "from core.encoder import Encoder",
+        "",
         f'encoder = Encoder("{s["base_model"]}", adapter="THIS_FOLDER")  # prompt, pooling, layer from the adapter',
         "```",
         "",
