@@ -29,6 +29,7 @@ from typing import Any
 
 from core.errors import AdapterError
 from core.files import atomic_write, write_json
+from core.pair_quality import render_pair_report
 from core.paths import REPO_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -273,6 +274,8 @@ def render_card(card: dict[str, Any]) -> str:
             cells = " | ".join(f"{row['scores'][t]:.4f}" for t in track["tasks"])
             lines.append(f"| {row['label']} | {cells} | **{row['average']:.4f}** |")
         lines += ["", f"From `{track['results']}` (`python -m analysis.clustering`)."]
+    if data.get("quality"):
+        lines += ["", render_pair_report(data["quality"]).rstrip("\n")]
     lines += ["", "All settings: `card.json`; every step: `train_log.jsonl`.", ""]
     return "\n".join(lines)
 

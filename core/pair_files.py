@@ -58,3 +58,9 @@ def write_pairs(path: str | Path, pairs: Sequence[dict[str, Any]]) -> None:
     with atomic_write(path) as handle:
         for pair in pairs:
             handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
+
+
+def report_path(out: str | Path) -> Path:
+    """Where the pair-quality report of a pair file is written: ``pairs.jsonl`` -> ``pairs.report.json``."""
+    out = Path(out)
+    return out.with_name(out.name.rsplit(".", 1)[0] + ".report.json")

@@ -306,7 +306,7 @@ def _cell(text: Any, width: int = 140) -> str:
 
 def render_pair_report(report: dict[str, Any]) -> str:
     """Markdown for an adapter card: sources with packages, filter counts, and the examples."""
-    lines = ["### Training pairs", "", "| source | package | version | licence | texts |", "|---|---|---|---|---|"]
+    lines = ["## Training pairs", "", "| source | package | version | licence | texts |", "|---|---|---|---|---|"]
     for s in report.get("sources") or []:
         package = f"{s.get('package', '')} ({s.get('registry', '')})" if s.get("registry") else s.get("package", "")
         lines.append(

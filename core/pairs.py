@@ -43,7 +43,7 @@ from core.data import sample_items
 from core.errors import ConfigError, DataError, PairFileError, run_cli
 from core.files import write_json
 from core.models import DEFAULT_MODEL
-from core.pair_files import read_pairs, write_pairs
+from core.pair_files import read_pairs, report_path, write_pairs
 from core.pair_guard import check_pairs_against_tracks, normalise_text
 from core.pair_quality import FilterConfig, base_encoder_embed, filter_pairs, mine_hard_negatives, pair_report
 from core.pair_sources import PAIR_SOURCES, load_pair_source
@@ -386,12 +386,6 @@ def _apply_quality(
     )
     report.details["method"] = method
     return pairs
-
-
-def report_path(out: str | Path) -> Path:
-    """Where the pair-quality report of a pair file is written: ``pairs.jsonl`` -> ``pairs.report.json``."""
-    out = Path(out)
-    return out.with_name(out.name.rsplit(".", 1)[0] + ".report.json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

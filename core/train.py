@@ -59,7 +59,7 @@ from core.errors import TrainError, run_cli
 from core.files import atomic_write, disk_full, lock_folder, write_json
 from core.measure import peak_rss_mb
 from core.models import DEFAULT_MODEL, decoder_name, layers_name, load_model
-from core.pair_files import read_pairs
+from core.pair_files import read_pairs, report_path
 
 log = logging.getLogger(__name__)
 
@@ -861,6 +861,17 @@ class Trainer:
         self.train_seconds += time.perf_counter() - loop_started
         return self.finish()
 
+    def _pair_quality_report(self) -> dict[str, Any] | None:
+        """The report ``core.pairs`` wrote beside the pair file (sources, drops per filter, examples), if any."""
+        path = report_path(self.config.pairs)
+        if self.config.pairs == "bible" or not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:  # the adapter is worth more than its card's appendix
+            log.warning("pair-quality report %s left out of the card: %s", path, error)
+            return None
+
     def finish(self) -> dict[str, Any]:
         """Write the final adapter, its card and README into ``out`` (main process only)."""
         c = self.config
@@ -874,6 +885,7 @@ class Trainer:
                 "methods": dict(Counter(p.get("method", "file") for p in self.pairs)),
                 "sources": dict(Counter(str(p.get("source", c.pairs)) for p in self.pairs).most_common()),
                 "truncated_texts": self.truncated,
+                "quality": self._pair_quality_report(),
             },
             "run": {
                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -26,8 +26,9 @@ pair_file() {  # PART: build the pair file PART once (only the parts a chosen mi
     [ -s "$out" ] && return
     case "$1" in
         bible) "$PY" -m core.pairs --source bible --method bible --n 1200 --out "$out" --check-tracks strict; return ;;
-        passages)
-            "$PY" -m core.pairs --source bible --method bible-passages --n 1200 --out "$out" --check-tracks strict
+        passages | passages3k)  # passages3k: 100 steps of batch 32 see each pair once
+            n=1200; [ "$1" = passages3k ] && n=3200
+            "$PY" -m core.pairs --source bible --method bible-passages --n "$n" --out "$out" --check-tracks strict
             return ;;
         *-quotes) n=306 ;;
         *-pyjokes) n=283 ;;
@@ -44,6 +45,7 @@ declare -A MIXES=(
     [dropout]="dropout-quotes dropout-pyjokes dropout-one-liners"
     [para+bible]="para-quotes para-pyjokes para-one-liners bible"
     [passages]="passages"
+    [passages3k]="passages3k"
     [para+passages]="para-quotes para-pyjokes para-one-liners passages"
     [para+bible+dropout]="para-quotes para-pyjokes para-one-liners bible dropout-quotes dropout-pyjokes dropout-one-liners"
 )

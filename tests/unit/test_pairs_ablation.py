@@ -81,3 +81,10 @@ def test_a_recipe_variant_trains_into_its_own_tagged_run(tmp_path):
     assert train.endswith(f"--out {runs}/passages.t01 --no-progress --temperature 0.1 --lr 1e-4")
     models = calls[-1].split("--models ")[1].split()[0].split(",")
     assert models == [f"smollm2-135m+{runs}/passages.t01/checkpoints/step-00050", f"smollm2-135m+{runs}/passages.t01"]
+
+
+def test_passages3k_samples_enough_passages_for_one_epoch_of_100_steps(tmp_path):
+    done, calls = run_script(tmp_path, "passages3k")
+    assert done.returncode == 0, done.stderr
+    (built,) = [call for call in calls if " core.pairs " in f" {call} "]
+    assert "--method bible-passages --n 3200" in built and built.endswith("--check-tracks strict")

@@ -518,12 +518,23 @@ def test_degenerate_pairs_are_dropped_and_counted_or_refused(tiny_dir, pair_file
     mixed = tmp_path / "mixed.jsonl"
     extra = [rows[0], rows[1], {"anchor": "same text", "positive": "same text"}]
     mixed.write_text("".join(json.dumps(row) + "\n" for row in rows + extra))
+    # The pair-quality report core.pairs wrote beside the file goes into the card and its README.
+    quality = {
+        "sources": [{"source": "quotes", "package": "inspirational-quotes", "version": "2.0.1", "texts": 43}],
+        "counts": {"kept": 43, "source_texts": 50, "steps": [{"filter": "length_ratio", "dropped": 7}]},
+        "examples": [{"anchor": "the cat runs", "positive": "a cat runs"}],
+    }
+    (tmp_path / "mixed.report.json").write_text(json.dumps(quality))
     with caplog.at_level(logging.WARNING, logger="core.train"):
         trainer = Trainer(make_config(tiny_dir, mixed, steps=1), tmp_path / "c")
     assert len(trainer.pairs) == 40
     assert "dropped 2 duplicate pair(s)" in caplog.text and "dropped 1 pair(s) whose anchor" in caplog.text
     card = trainer.train()
     assert (card["data"]["pairs"], card["data"]["duplicates_dropped"], card["data"]["identical_dropped"]) == (40, 2, 1)
+    assert card["data"]["quality"] == quality
+    readme = (tmp_path / "c" / "README.md").read_text()
+    assert "## Training pairs" in readme and "| quotes | inspirational-quotes | 2.0.1 |  | 43 |" in readme
+    assert "| length_ratio | 7 |" in readme and "| the cat runs | a cat runs |" in readme
 
 
 def test_clean_pairs_keeps_dropout_views_and_first_occurrences():
