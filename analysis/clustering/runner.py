@@ -197,6 +197,8 @@ def run_grid(config: GridConfig) -> GridResult:
         if index % world != rank:  # another process's group
             bar.update(1)
             continue
+        if not causal[spec]:
+            template = resolve_prompt("none")  # a bidirectional encoder gets the text alone, and its cell says so
         prompt_name = template.name if template is not None else method.spec
         bar.set_postfix_str(f"{spec.label} | {plan.name} | {method.spec} | {prompt_name}")
         if plan.spec not in samples:
@@ -210,8 +212,6 @@ def run_grid(config: GridConfig) -> GridResult:
             bar.update(1)
             continue
         is_causal = causal[spec]
-        if not is_causal:
-            template = resolve_prompt("none")  # a bidirectional encoder gets the text alone
         combos = [(pool, layer) for pool in poolings for layer in layers] if is_causal else [(BASELINE_POOLING, "-1")]
         todo: dict[Variant, list[tuple[str, str, dict[str, Any], Path]]] = {}
         for variant in rows_of[spec]:

@@ -670,3 +670,13 @@ def test_two_processes_score_the_same_cells_as_one(tiny_model_dir, labelled_csv,
 
     assert scores(two) == pytest.approx(scores(one), abs=1e-6)
     assert len(scores(two)) == 4 and (two / "summary.csv").is_file()
+
+
+def test_a_bidirectional_model_is_filed_under_prompt_none_whatever_the_prompts(tiny_bert_dir, labelled_csv, tmp_path):
+    """MiniLM-like encoders get the text alone: a run with --prompts eol must find (not duplicate) their cells."""
+    out = tmp_path / "grid"
+    for prompts in ("eol", "none"):
+        argv = cli(tiny_bert_dir, str(labelled_csv), out)
+        argv[argv.index("--prompts") + 1] = prompts
+        assert main(argv) == 0
+    assert [path.name.split("__")[1:3] for path in cell_files(out)] == [["none", "mean"]]
