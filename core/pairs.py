@@ -276,7 +276,15 @@ def build_pairs(
         for anchor, positive in loaded:
             pairs.append({"anchor": anchor, "positive": positive, "source": f"bible ({packages})", "method": method,
                           "anchor_version": "kjv", "positive_version": "web"})  # fmt: skip
-        sources = [{"source": "bible", "package": packages, "texts": len(pairs)}]
+        # Anchors are KJV, positives WEB: one source row per translation's package, as for every other source.
+        text_rights = {"kjv": "public domain (Crown rights in the UK)", "web": "public domain"}
+        sources = [
+            {"source": f"bible ({version.upper()})", "package": spec.name, "registry": "PyPI",
+             "version": spec.version, "sha256": spec.sha256, "licence": f"MIT package; text {rights}",
+             "texts": len(pairs)}
+            for version, rights in text_rights.items()
+            for spec in [WHEELS[f"pythonbible-{version}"]]
+        ]  # fmt: skip
         n_texts = len(pairs)
     elif method == "file":
         for row in sample_items(read_pairs(source), n, seed):

