@@ -87,7 +87,8 @@ def test_shipped_adapter_export_reproduces_the_workbench(shipped_export, tmp_pat
     # The exact tokens the workbench runs (PromptEOL wrap + EOS), not a chat-templated sequence.
     assert seen["question_ids"] == list(encoder.prepare([QUESTION])[0].input_ids)
     card = (out / "README.md").read_text()
-    assert "0.42" in card and "Training recipe" in card and "trust_remote_code=True" in card
+    local_average = read_adapter(ADAPTER).card["local_track"]["rows"][0]["average"]  # the adapter's own row
+    assert f"{local_average:.4f}" in card and "Training recipe" in card and "trust_remote_code=True" in card
 
 
 def test_stock_export_keeps_the_chat_template_off(tmp_path):

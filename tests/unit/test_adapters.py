@@ -147,6 +147,24 @@ def test_the_shipped_adapter_reads_unchanged_and_keeps_the_hash_committed_result
     assert hashes == {info.hash}
 
 
+def test_the_shipped_recipe_is_leave_one_corpus_out():
+    """Its pair files are built with the strict track check from no evaluation corpus, and its card says so."""
+    from core.data import LOCAL_TASKS, TRANSFER_TASKS
+
+    makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    recipe = makefile.split("\nadapter: install\n")[1].split("\n\n")[0]
+    builds = [line.split() for line in recipe.splitlines() if "-m core.pairs" in line]
+    assert builds and all("--check-tracks strict" in " ".join(words) for words in builds)
+    tasks = {*LOCAL_TASKS, *TRANSFER_TASKS}
+    assert not {words[words.index("--source") + 1] for words in builds} & tasks
+    card = read_adapter(SHIPPED_ADAPTER).card
+    assert card is not None and not [s for s in card["data"]["sources"] if any(task in s for task in tasks)]
+    quality = card["data"]["quality"]
+    assert quality["track_overlap"]["overlapping_pairs"] > 0  # found and dropped before training, as reported
+    assert set(quality["track_overlap"]["tasks_checked"]) == tasks
+    assert {"local_track", "transfer_track"} <= card.keys()
+
+
 def _walk(node):
     if isinstance(node, dict):
         for key, value in node.items():
