@@ -16,7 +16,9 @@ import threading
 from collections.abc import Callable, Sequence
 
 # Library modules log to ``logging.getLogger(__name__)``: these are the project packages' loggers.
-PROJECT_LOGGERS = ("core", "analysis", "workbench")
+# "__main__" too: `python -m analysis.faithfulness` runs the module under that name, so its module-level logger
+# is "__main__", not "analysis.faithfulness", and without this its progress lines went nowhere.
+PROJECT_LOGGERS = ("core", "analysis", "workbench", "__main__")
 
 
 class LensError(Exception):
