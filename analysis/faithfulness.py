@@ -34,6 +34,7 @@ import logging
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -361,6 +362,8 @@ class SideRun:
     records: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     computed: int = 0
+    # Texts each method ran on in this process: integrated gradients runs on a subset (``ig_texts``).
+    computed_per_method: Counter[str] = field(default_factory=Counter)
 
 
 def _read_records(path: Path, digest: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -562,6 +565,7 @@ def run_side(
         _append_records(records_path, records)
         run.records += records
         run.computed += len(records)
+        run.computed_per_method.update(method for record in records for method in record["methods"])
         ig = [r for r in records if "ig_steps" in r]
         log.info(
             "%s: %d/%d texts measured; seconds so far per method (ranking + perturbation): %s%s",
@@ -745,7 +749,8 @@ def run_report(
     report["speed"] = {
         label: {
             "texts_measured": run.computed,
-            "texts_per_second": {m: round(run.computed / s, 2) for m, s in run.seconds.items() if s > 0},
+            "texts_measured_per_method": dict(run.computed_per_method),
+            "texts_per_second": {m: round(run.computed_per_method[m] / s, 2) for m, s in run.seconds.items() if s > 0},
         }
         for label, run in runs.items()
     }

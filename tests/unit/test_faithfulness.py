@@ -119,6 +119,11 @@ def test_integrated_gradients_run_on_the_first_texts_of_each_task_only(encoder, 
         pair = report[label]["paired_differences"]["deletion"]
         assert pair["integrated_gradients - gradient_x_input"]["n"] == 4 and pair["rollout - random"]["n"] == 7
     assert report["adapter_minus_base"]["integrated_gradients"]["deletion"]["n"] == 4
+    # Each method's speed is over the texts it ran on: IG's over its four, not all seven.
+    measured = report["speed"]["base"]["texts_measured_per_method"]
+    assert (
+        measured["integrated_gradients"] == 4 and measured["rollout"] == 7 == report["speed"]["base"]["texts_measured"]
+    )
     with pytest.raises(ConfigError, match="ig-texts"):
         run_report(config(tmp_path, ig_texts=-1), encoder, sample)
 
