@@ -9,6 +9,9 @@ matrix-multiply peak, and peak RSS.
 and prints the ratio; ``--processes N`` times ``core.embed`` on the texts in 1 and in N processes (torchrun,
 gloo on CPU) and prints tokens/s of each.
 
+``--pair-matrix``: seconds of the token x token explanation of one similarity (``analysis.pair_attribution``)
+for two ~30-token texts, base and adapter, then again with text A cached and only text B new.
+
 ``--methods``: tokens/s of the training-free methods (core.methods) on the same texts instead: plain
 PromptEOL, echo (twice the tokens), and token prepending against itself with an empty layer range, which
 runs exactly the same tokens without the hooks, so the difference is the hooks' cost.
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pair", nargs="?", const=str(SHIPPED_ADAPTER), help="time base+adapter both ways (default: shipped adapter)"
     )
     parser.add_argument("--processes", type=int, help="time core.embed in 1 and in N processes (torchrun)")
+    parser.add_argument(
+        "--pair-matrix", nargs="?", const=str(SHIPPED_ADAPTER), help="time a token-pair matrix, base and adapter"
+    )
     parser.add_argument("--methods", action="store_true", help="time plain, echo and token prepending instead")
     parser.add_argument("--tp", default="tp", help="with --methods: the token-prepending spec timed (default: tp)")
     parser.add_argument("--rounds", type=int, default=3, help="with --methods: interleaved rounds, best kept")
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_pair(args)
     if args.processes:
         return bench_processes(args)
+    if args.pair_matrix:
+        return bench_pair_matrix(args)
 
     texts = benchmark_texts(args.texts)
     if args.methods:
@@ -213,6 +221,35 @@ def bench_pair(args: argparse.Namespace) -> int:
     print(f"two passes     : {two:7.1f} s")
     print(f"shared trunk   : {one:7.1f} s (expected ratio (L+k)/L = {(layers + layers - shared) / layers:.2f} passes)")
     print(f"speed-up       : {two / one:7.2f}x; max |difference| {difference:.2e}")
+    return 0
+
+
+# Two texts of 27-30 words about one scene; the third replaces B to time a pair whose text A is cached.
+PAIR_MATRIX_TEXTS = (
+    "The old fisherman sat on the harbour wall at dawn, mending his torn nets with a wooden needle while the "
+    "gulls circled above the quiet boats.",
+    "Early in the morning a sailor repaired the fishing nets on the dock, stitching each broken knot as the "
+    "seabirds called over the calm water.",
+    "Before sunrise a young deckhand washed the ropes on the pier and hung them to dry beside the fish market, "
+    "where the first traders were arriving.",
+)
+
+
+def bench_pair_matrix(args: argparse.Namespace, steps: int = 2) -> int:
+    """Seconds of ``pair_matrix`` for two ~30-token texts, base and adapter; then one new text B, A cached."""
+    from analysis.pair_attribution import pair_matrix
+
+    a, b, new_b = PAIR_MATRIX_TEXTS
+    encoder = Encoder(args.model, args.pair_matrix, precision=args.precision, cache=False, device=args.device)
+    print(f"model {args.model} + {args.pair_matrix}, {encoder.precision} on {encoder.device}, steps {steps}")
+    for label, use_adapter in (("base", False), ("adapter", True)):
+        first = pair_matrix(encoder, a, b, use_adapter, steps)
+        cached = pair_matrix(encoder, a, new_b, use_adapter, steps)
+        print(
+            f"{label:8s}: {len(first.tokens_a)} x {len(first.tokens_b)} tokens in {first.seconds:.1f} s; "
+            f"completeness error {first.error:.1e}; a new text B with A cached: {cached.seconds:.1f} s"
+        )
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
     return 0
 
 

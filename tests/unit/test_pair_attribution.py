@@ -61,3 +61,14 @@ def test_base_and_adapter_matrices_and_their_figure(encoder):
 def test_bad_steps_are_refused(encoder):
     with pytest.raises(ConfigError):
         pair_matrix(encoder, TEXT_A, TEXT_B, use_adapter=False, steps=0)
+
+
+def test_bench_times_the_pair_matrix_base_and_adapter_then_with_text_a_cached(tiny_model_dir, tiny_adapter_dir, capsys):
+    from core.bench import main as bench
+
+    assert bench(["--model", str(tiny_model_dir), "--pair-matrix", str(tiny_adapter_dir), "--precision", "fp32"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("base", "adapter"):
+        line = next(line for line in printed.splitlines() if line.startswith(label))
+        assert "tokens in" in line and "completeness error" in line and "with A cached" in line
+    assert "peak RSS" in printed
