@@ -867,10 +867,16 @@ class Trainer:
         if self.config.pairs == "bible" or not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            report = json.loads(path.read_text())
         except (OSError, ValueError) as error:  # the adapter is worth more than its card's appendix
             log.warning("pair-quality report %s left out of the card: %s", path, error)
             return None
+        kept, pairs = (report.get("counts") or {}).get("kept"), len(read_pairs(self.config.pairs))
+        if kept != pairs:  # the file was edited or rebuilt since: its report would describe other pairs
+            log.warning("pair-quality report %s describes %s pairs, %s holds %d: left out of the card", path, kept,
+                        self.config.pairs, pairs)  # fmt: skip
+            return None
+        return report
 
     def finish(self) -> dict[str, Any]:
         """Write the final adapter, its card and README into ``out`` (main process only)."""

@@ -521,7 +521,7 @@ def test_degenerate_pairs_are_dropped_and_counted_or_refused(tiny_dir, pair_file
     # The pair-quality report core.pairs wrote beside the file goes into the card and its README.
     quality = {
         "sources": [{"source": "quotes", "package": "inspirational-quotes", "version": "2.0.1", "texts": 43}],
-        "counts": {"kept": 43, "source_texts": 50, "steps": [{"filter": "length_ratio", "dropped": 7}]},
+        "counts": {"kept": 43, "source_texts": 50, "steps": [{"filter": "length_ratio", "dropped": 7}]},  # 43 lines
         "examples": [{"anchor": "the cat runs", "positive": "a cat runs"}],
     }
     (tmp_path / "mixed.report.json").write_text(json.dumps(quality))
@@ -535,6 +535,11 @@ def test_degenerate_pairs_are_dropped_and_counted_or_refused(tiny_dir, pair_file
     readme = (tmp_path / "c" / "README.md").read_text()
     assert "## Training pairs" in readme and "| quotes | inspirational-quotes | 2.0.1 |  | 43 |" in readme
     assert "| length_ratio | 7 |" in readme and "| the cat runs | a cat runs |" in readme
+    # A report of other pairs (the file edited since) is left out, with a warning.
+    mixed.write_text("".join(json.dumps(row) + "\n" for row in rows[:-1] + extra))
+    with caplog.at_level(logging.WARNING, logger="core.train"):
+        card = Trainer(make_config(tiny_dir, mixed, steps=1), tmp_path / "d").train()
+    assert card["data"]["quality"] is None and "describes 43 pairs, " in caplog.text
 
 
 def test_clean_pairs_keeps_dropout_views_and_first_occurrences():
