@@ -29,7 +29,6 @@ from typing import Any
 
 from core.errors import AdapterError
 from core.files import atomic_write, write_json
-from core.pair_quality import render_pair_report
 from core.paths import REPO_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -232,6 +231,46 @@ def record_scores(adapter_dir: str | Path, track: dict[str, Any]) -> None:
         return  # an adapter not made by core.train has no card to extend
     card[f"{track.get('track', 'local')}_track"] = track
     write_card(adapter_dir, card)
+
+
+def _cell(text: Any, width: int = 140) -> str:
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_pair_report(report: dict[str, Any]) -> str:
+    """Markdown for an adapter card: sources with packages, filter counts, and the examples."""
+    lines = ["## Training pairs", "", "| source | package | version | licence | texts |", "|---|---|---|---|---|"]
+    for s in report.get("sources") or []:
+        package = f"{s.get('package', '')} ({s.get('registry', '')})" if s.get("registry") else s.get("package", "")
+        lines.append(
+            f"| {_cell(s.get('source', ''))} | {_cell(package)} | {s.get('version', '')} | "
+            f"{_cell(s.get('licence', ''))} | {s.get('texts', '')} |"
+        )
+    counts = report["counts"]
+    lines += ["", f"{counts['kept']} pairs kept of {counts['source_texts']} source texts.", ""]
+    lines += ["| step | dropped | keep rate |", "|---|---|---|"]
+    for step in counts["steps"]:
+        rate = step.get("keep_rate")
+        lines.append(f"| {step['filter']} | {step['dropped']} | {'' if rate is None else f'{rate:.0%}'} |")
+    generator = report.get("generator")
+    if generator:
+        lines += ["", f"Generator: {generator.get('model')} ({generator.get('decoding')})."]
+    sim = report.get("similarity") or {}
+    if sim.get("kept"):
+        q = sim["kept"]
+        lines += ["", f"Kept pairs' {sim['similarity']}: median {q['median']}, 10-90% {q['p10']}-{q['p90']}."]
+    negatives = report.get("negatives")
+    if negatives:
+        lines += ["", f"Hard negatives: {negatives['mined']} of {counts['kept']} pairs."]
+    overlap = report.get("track_overlap")
+    if overlap:
+        lines += ["", f"Evaluation-track overlap: {overlap['overlapping_pairs']} pairs "
+                  f"(checked {len(overlap['tasks_checked'])} tasks)."]  # fmt: skip
+    if report.get("examples"):
+        lines += ["", "| anchor | positive |", "|---|---|"]
+        lines += [f"| {_cell(e['anchor'])} | {_cell(e['positive'])} |" for e in report["examples"]]
+    return "\n".join(lines) + "\n"
 
 
 def render_card(card: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ filter drops what fails one side of that, in this order (a pair is counted under
 ``mine_hard_negatives`` adds ``negative``: the most similar text of another pair whose centred cosine
 with the anchor lies between a floor and a ceiling (too similar is likely a false negative).
 :func:`pair_report` gathers counts, keep rates, similarity quantiles, 20 seeded examples and the
-provenance of every source; :func:`render_pair_report` turns it into Markdown for an adapter card.
+provenance of every source; ``core.adapters.render_pair_report`` turns it into Markdown for an adapter card.
 """
 
 from __future__ import annotations
@@ -297,43 +297,3 @@ def pair_report(
         "track_overlap": track_overlap,
         "examples": [{k: p[k] for k in ("anchor", "positive", "similarity", "negative") if k in p} for p in examples],
     }
-
-
-def _cell(text: Any, width: int = 140) -> str:
-    text = str(text).replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def render_pair_report(report: dict[str, Any]) -> str:
-    """Markdown for an adapter card: sources with packages, filter counts, and the examples."""
-    lines = ["## Training pairs", "", "| source | package | version | licence | texts |", "|---|---|---|---|---|"]
-    for s in report.get("sources") or []:
-        package = f"{s.get('package', '')} ({s.get('registry', '')})" if s.get("registry") else s.get("package", "")
-        lines.append(
-            f"| {_cell(s.get('source', ''))} | {_cell(package)} | {s.get('version', '')} | "
-            f"{_cell(s.get('licence', ''))} | {s.get('texts', '')} |"
-        )
-    counts = report["counts"]
-    lines += ["", f"{counts['kept']} pairs kept of {counts['source_texts']} source texts.", ""]
-    lines += ["| step | dropped | keep rate |", "|---|---|---|"]
-    for step in counts["steps"]:
-        rate = step.get("keep_rate")
-        lines.append(f"| {step['filter']} | {step['dropped']} | {'' if rate is None else f'{rate:.0%}'} |")
-    generator = report.get("generator")
-    if generator:
-        lines += ["", f"Generator: {generator.get('model')} ({generator.get('decoding')})."]
-    sim = report.get("similarity") or {}
-    if sim.get("kept"):
-        q = sim["kept"]
-        lines += ["", f"Kept pairs' {sim['similarity']}: median {q['median']}, 10-90% {q['p10']}-{q['p90']}."]
-    negatives = report.get("negatives")
-    if negatives:
-        lines += ["", f"Hard negatives: {negatives['mined']} of {counts['kept']} pairs."]
-    overlap = report.get("track_overlap")
-    if overlap:
-        lines += ["", f"Evaluation-track overlap: {overlap['overlapping_pairs']} pairs "
-                  f"(checked {len(overlap['tasks_checked'])} tasks)."]  # fmt: skip
-    if report.get("examples"):
-        lines += ["", "| anchor | positive |", "|---|---|"]
-        lines += [f"| {_cell(e['anchor'])} | {_cell(e['positive'])} |" for e in report["examples"]]
-    return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from core import pair_quality as Q
+from core.adapters import render_pair_report
 
 
 def vector_embed(table: dict[str, list[float]]):
@@ -149,7 +150,7 @@ def test_report_counts_keep_rates_examples_and_markdown():
             n_sources=50, generation_drops=Counter(), filter_drops=Counter(), kept=kept, sources=[], config=None, seed=1
         )["examples"]
     )
-    markdown = Q.render_pair_report(report)
+    markdown = render_pair_report(report)
     assert "| quotes | inspirational-quotes (npm) | 2.0.1 | MIT | 321 |" in markdown
     assert "| similarity_ceiling | 10 | 75% |" in markdown
     assert "positive \\| " in markdown  # table cells escape pipes
