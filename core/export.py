@@ -20,7 +20,6 @@ import argparse
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from core.adapters import read_card, read_metadata
 from core.errors import AdapterError, ConfigError, LensError, ModelNotFoundError, run_cli
-from core.files import write_json
+from core.files import staging_folder, temporary_name, write_json
 from core.models import backbone_adapter
 
 log = logging.getLogger(__name__)
@@ -199,8 +198,7 @@ def export(
     reference = encoder.encode(PROBE_TEXTS)  # before the weights are merged or unloaded below
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with staging_folder(out.parent, f".{out.name}.") as staging:
         _write_weights(loaded, staging, TORCH_DTYPES[dtype], merge=merge)
         if custom:
             _write_custom_modules(encoder, staging, settings, keep_adapter)
@@ -226,9 +224,6 @@ def export(
         (staging / "README.md").write_text(model_card(settings, manifest, metadata, card, reasons))
         _make_shareable(staging)
         _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return ExportReport(str(out), "custom" if custom else "stock", settings, min_cosine, files)
 
@@ -241,10 +236,9 @@ def _make_shareable(folder: Path) -> None:
 
 def _replace(staging: Path, out: Path) -> None:
     """Rename the finished folder into place; a replaced folder is moved aside first, then removed."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-        os.replace(out, old / "folder")
+    old = temporary_name(out.parent, f".{out.name}.old.") if out.exists() else None
+    if old is not None:
+        os.replace(out, old)
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,8 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,19 +18,6 @@ from core.errors import StorageError
 
 # errno values of a write the disk refused for lack of room: no space, quota exceeded, file size limit.
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux shows it (os.umask alone must set it to read it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def disk_full(error: BaseException, path: str | Path, then: str = "run the same command again") -> StorageError | None:
@@ -55,30 +43,53 @@ def disk_full(error: BaseException, path: str | Path, then: str = "run the same 
     )
 
 
+def temporary_name(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new name in ``parent`` for a temporary file or folder (64 random bits: never an existing entry).
+
+    The caller knows the name before the entry exists, so its cleanup covers an interrupt that lands right
+    after the entry is created (``tempfile.mkstemp``/``mkdtemp`` return the name only after they create it,
+    and a Ctrl-C between the two left the entry behind).
+    """
+    return parent / f"{prefix}{secrets.token_hex(8)}{suffix}"
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success, fsync and rename it over ``path``.
 
     A full disk (or quota, or file size limit) raises :class:`StorageError` naming ``path``; the temporary
-    file is removed and an existing ``path`` keeps its old content.
+    file is removed (also on Ctrl-C) and an existing ``path`` keeps its old content.
     """
     path = Path(path)
-    tmp: str | None = None
+    tmp = temporary_name(path.parent, f".{path.name}.", ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as with open()
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp gives 0600; open() would respect umask
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         full = disk_full(error, path)
         if full is not None:
             raise full from None
+        raise
+
+
+@contextmanager
+def staging_folder(parent: str | Path, prefix: str) -> Iterator[Path]:
+    """A new private folder ``parent/PREFIX<random>`` to build a result in before renaming it into place.
+
+    If the block raises or is interrupted the folder is removed; on success it is the caller's (renamed away).
+    """
+    folder = temporary_name(Path(parent), prefix)
+    try:
+        folder.mkdir(mode=0o700)
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
         raise
 
 

