@@ -124,3 +124,14 @@ def test_pair_keeps_the_method(top_layer_encoder, sample_texts, method):
             np.testing.assert_allclose(pair[combo], alone[combo], atol=1e-5, rtol=0)
     plain = top_layer_encoder.with_settings(method="plain").encode_grid(sample_texts, combos, use_adapter=True)
     assert np.abs(plain[("mean", "-1")] - tuned[("mean", "-1")]).max() > 1e-3  # the method did change the vectors
+
+
+def test_faithfulness_encodes_perturbed_texts_for_both_settings_in_one_pass(top_layer_encoder):
+    from analysis.faithfulness import pooled_vectors
+
+    texts = ["The red dog runs in the garden.", "", "dog garden", "An old man walks slowly."]
+    both = pooled_vectors(top_layer_encoder, texts, [False, True])
+    for flag in (False, True):
+        alone = pooled_vectors(top_layer_encoder, texts, [flag])[flag]
+        np.testing.assert_allclose(both[flag], alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(both[False], both[True])  # the adapter changes the vectors
