@@ -91,8 +91,8 @@ class FaithfulnessConfig:
     # steps ranked the methods alike, each margin as clearly separated, at 0.76x the perturbed tokens.
     k: int = 5
     methods: tuple[str, ...] = METHODS
-    # Orders of the random floor per text. One: the floor's spread is its CI over texts; between draws of 600
-    # texts its mean moved by sd 0.001 (base) / 0.003 (adapter), so more draws cost time and tell nothing new.
+    # Orders of the random floor per text. One: between three draws over 600 texts the floor's mean moved by sd
+    # 0.001 (base) / 0.003 (adapter); more draws narrow the paired CIs against it a little, at ~100 s each here.
     random_seeds: int = 1
     peak_layer: int | None = None  # default: the attention report's peak, else 24 for SmolLM2, else the last
     ig_steps: int = 8  # integrated-gradients steps of the first (whole-path) Gauss-Legendre segment
@@ -372,13 +372,11 @@ def curves_for(
 
 @dataclass
 class Measured:
-    """Per-text records of each setting (``base``, ``adapter``), with timing per method over both settings."""
+    """Per-text records of each setting (``base``, ``adapter``); ``computed``: texts measured in this process."""
 
     records: dict[str, list[dict[str, Any]]]
-    seconds: dict[str, float] = field(default_factory=dict)
-    computed: int = 0  # texts measured in this process (in every setting)
-    # Texts each method ran on in this process: integrated gradients runs on a subset (``ig_texts``).
-    computed_per_method: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=dict)  # this process's, per method (progress lines)
+    computed: int = 0
 
 
 def _read_records(path: Path, digest: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -476,10 +474,11 @@ def _run_chunk(
     """
     texts = [item.text for item in chunk]
     with_ig = [ig_keys is None or item.key in ig_keys for item in chunk]
+    spent: dict[str, float] = {}
     orders: dict[str, list[dict[str, list[list[int]]]]] = {}
     convergence: dict[str, dict[int, tuple[float, int]]] = {}
     for label, use_adapter in settings.items():
-        scores, convergence[label] = _score(encoder, texts, use_adapter, config, peak, seconds, with_ig)
+        scores, convergence[label] = _score(encoder, texts, use_adapter, config, peak, spent, with_ig)
         orders[label] = [
             orders_for(item.text, item.key, s, config.methods, config) for item, s in zip(chunk, scores, strict=True)
         ]
@@ -500,7 +499,12 @@ def _run_chunk(
             encoded = pooled_vectors(encoder, [t for _, t in todo], list(settings.values()))
             for row, (index, variant) in enumerate(todo):
                 vectors[index][variant] = {label: encoded[flag][row] for label, flag in settings.items()}
-        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - started
+        spent[method] = spent.get(method, 0.0) + time.perf_counter() - started
+    for method, value in spent.items():
+        seconds[method] = seconds.get(method, 0.0) + value
+    # Each text's share of the chunk's time per method, all settings together (integrated gradients' over the
+    # texts it ran on), so the report's speed covers every text even when a run was resumed.
+    ran_on = {method: sum(method in orders["base"][index] for index in range(len(chunk))) for method in spent}
     records: dict[str, list[dict[str, Any]]] = {label: [] for label in settings}
     for label in settings:
         for index, item in enumerate(chunk):
@@ -528,6 +532,7 @@ def _run_chunk(
                 "k": k,
                 "truncated": k < config.k,
                 "methods": methods,
+                "seconds": {m: round(spent[m] / ran_on[m], 4) for m in methods if ran_on.get(m)},
             }
             if index in convergence[label]:
                 record["ig_relative_delta"] = round(convergence[label][index][0], 6)
@@ -610,7 +615,6 @@ def run_settings(
         for label in settings:
             measured.records[label] += records[label]
         measured.computed += len(chunk)
-        measured.computed_per_method.update(method for record in records["base"] for method in record["methods"])
         ig = [r for label in settings for r in records[label] if "ig_steps" in r]
         log.info(
             "%d/%d texts measured (%s); seconds so far per method (ranking + perturbation): %s%s",
@@ -658,6 +662,7 @@ def summarise(records: Sequence[dict[str, Any]], config: FaithfulnessConfig) -> 
 
     A method is summarised over the texts it ran on (integrated gradients: ``ig_texts`` per task), a difference
     between two methods over the texts both ran on (``n`` given); a method with fewer than two texts is left out.
+    The most faithful method is the best of those that ran on every text.
     """
     measured = {m: [r for r in records if m in r["methods"]] for m in config.methods}
     methods = [m for m in config.methods if len(measured[m]) >= 2]
@@ -700,10 +705,15 @@ def summarise(records: Sequence[dict[str, Any]], config: FaithfulnessConfig) -> 
                     "n": len(common),
                 }
         out["paired_differences"][measure] = differences
-        means = np.array([aopc(m, measure, measured[m]).mean() for m in methods])
+        # Means over different texts do not compare: the methods that ran on every text are ranked, and one that
+        # ran on a subset (integrated gradients, ``ig_texts``) is compared through its paired differences.
+        ranked_methods = [m for m in methods if len(measured[m]) == len(records)] or methods
+        means = np.array([aopc(m, measure, measured[m]).mean() for m in ranked_methods])
         order = np.argsort(-means)
-        best, runner = methods[order[0]], methods[order[1]] if len(methods) > 1 else None
+        best = ranked_methods[order[0]]
+        runner = ranked_methods[order[1]] if len(ranked_methods) > 1 else None
         verdict: dict[str, Any] = {"method": best, "aopc": round(float(means[order[0]]), 6)}
+        verdict["not_ranked"] = [m for m in methods if m not in ranked_methods]  # subsets: see paired differences
         if runner is not None:
             common = both(best, runner)
             gap = aopc(best, measure, common) - aopc(runner, measure, common)
@@ -790,21 +800,28 @@ def run_report(
             method: {measure: _difference(runs, method, measure, config) for measure in ("deletion", "insertion")}
             for method in config.methods
         }
-    report["speed"] = {
-        "settings": list(runs),
-        "texts_measured": measured.computed,
-        "texts_measured_per_method": dict(measured.computed_per_method),
-        "seconds_per_method": {m: round(v, 1) for m, v in measured.seconds.items()},
-        # A text counts once for all settings: its scoring in each, and its perturbed texts encoded for all.
-        "texts_per_second": {
-            m: round(measured.computed_per_method[m] / v, 2) for m, v in measured.seconds.items() if v > 0
-        },
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
+    report["speed"] = {"settings": list(runs), **speed_from_records(runs["base"]), "texts_measured": measured.computed}
+    report["speed"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
     report["speed"]["total_seconds"] = round(time.perf_counter() - started, 1)
     report["figures"] = plots.write_figures(plots.faithfulness_figures(report), out_dir, png=config.png)
     write_json(out_dir / REPORT_FILE, report)
     return report
+
+
+def speed_from_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Texts/s per method from the records' own timings (scoring in every setting + perturbed texts encoded for
+    all settings), over every text, including those an earlier, resumed run measured."""
+    texts: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    for record in records:
+        for method, value in record.get("seconds", {}).items():
+            texts[method] += 1
+            seconds[method] += value
+    return {
+        "texts_measured_per_method": dict(texts),
+        "seconds_per_method": {m: round(v, 1) for m, v in seconds.items()},
+        "texts_per_second": {m: round(texts[m] / v, 2) for m, v in seconds.items() if v > 0},
+    }
 
 
 def ig_convergence(records: Sequence[dict[str, Any]], config: FaithfulnessConfig) -> dict[str, Any]:

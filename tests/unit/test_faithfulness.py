@@ -125,6 +125,11 @@ def test_integrated_gradients_run_on_the_first_texts_of_each_task_only(encoder, 
     # Each method's speed is over the texts it ran on: IG's over its four, not all seven.
     measured = report["speed"]["texts_measured_per_method"]
     assert measured["integrated_gradients"] == 4 and measured["rollout"] == 7 == report["speed"]["texts_measured"]
+    # Means over 4 and over 7 texts do not compare: the verdict ranks the methods that ran on every text.
+    for label in ("base", "adapter"):
+        for verdict in report[label]["most_faithful"].values():
+            assert verdict["not_ranked"] == ["integrated_gradients"]
+            assert "integrated_gradients" not in (verdict["method"], verdict["runner_up"])
     with pytest.raises(ConfigError, match="ig-texts"):
         run_report(config(tmp_path, ig_texts=-1), encoder, sample)
 
@@ -150,6 +155,8 @@ def test_killed_report_resumes_from_its_records(encoder, tmp_path, monkeypatch):
         handle.write('{"config": "cut short')  # a line cut by the kill
     resumed = run_report(settings, encoder, SAMPLE)
     assert resumed["speed"]["texts_measured"] == 1  # five texts have content tokens, four were measured
+    # The speed covers every text, from the records' own timings, not only the one this process measured.
+    assert resumed["speed"]["texts_measured_per_method"]["gradient_x_input"] == 5
     fresh = run_report(replace(settings, out=str(tmp_path / "fresh")), encoder, SAMPLE)
     for label in ("base", "adapter"):
         assert resumed[label]["methods"] == fresh[label]["methods"]
