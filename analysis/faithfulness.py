@@ -36,7 +36,6 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -183,17 +182,10 @@ def pooled_vectors(
     """
     items = encoder.prepare(texts, allow_empty=True)
     plan = encoder.plan()
-    wanted = tuple(dict.fromkeys(settings))
-    out = {flag: np.zeros((len(items), encoder.dim), dtype=np.float64) for flag in wanted}
-    pair = len(wanted) == 2
-    with torch.inference_mode(), nullcontext() if pair else encoder.loaded.adapter_enabled(wanted[0]):
+    out = {flag: np.zeros((len(items), encoder.dim), dtype=np.float64) for flag in dict.fromkeys(settings)}
+    with torch.inference_mode():
         for group in encoder.batches(items):
-            batch = encoder.collate([items[i] for i in group])
-            if pair:
-                base, tuned = encoder.forward_pair(batch, plan)
-                states = {False: base, True: tuned}
-            else:
-                states = {wanted[0]: encoder.forward(batch, plan)}
+            states = encoder.forward_variants(encoder.collate([items[i] for i in group]), plan, settings)
             for flag, flag_states in states.items():
                 out[flag][group] = plan.poolings[0](flag_states).double().cpu().numpy()
     return out

@@ -685,15 +685,9 @@ class Encoder:
         groups = self.batches(prepared)
         total_tokens = sum(len(item.input_ids) for item in prepared)
         bar = tqdm(total=total_tokens, unit="tok", desc="embedding", disable=not show_progress, leave=False)
-        pair = len(variants) == 2
-        with torch.inference_mode(), nullcontext() if pair else self.loaded.adapter_enabled(variants[0]):
+        with torch.inference_mode():
             for group in groups:
-                batch = self.collate([prepared[i] for i in group])
-                if pair:
-                    base, tuned = self.forward_pair(batch, plan)
-                    states = {False: base, True: tuned}
-                else:
-                    states = {variants[0]: self.forward(batch, plan)}
+                states = self.forward_variants(self.collate([prepared[i] for i in group]), plan, variants)
                 for variant, variant_states in states.items():
                     for pooling in plan.poolings:
                         out[variant][(pooling.mode, str(pooling.layer))][group] = pooling(variant_states).cpu().numpy()
@@ -702,6 +696,19 @@ class Encoder:
         return out
 
     # ----- base and adapter from one trunk
+
+    def forward_variants(
+        self, batch: dict[str, Tensor], plan: PoolingPlan, variants: Sequence[bool]
+    ) -> dict[bool, TokenStates]:
+        """Token states of ``batch`` per variant (base ``False``, adapter ``True``): one forward for one variant,
+        the shared-trunk ``forward_pair`` for both."""
+        variants = tuple(dict.fromkeys(variants))
+        if len(variants) == 2:
+            base, tuned = self.forward_pair(batch, plan)
+            return {False: base, True: tuned}
+        with self.loaded.adapter_enabled(variants[0]):
+            return {variants[0]: self.forward(batch, plan)}
+
     def forward_pair(
         self, batch: dict[str, Tensor], plan: PoolingPlan | None = None
     ) -> tuple[TokenStates, TokenStates]:
