@@ -6,10 +6,10 @@
 # Every pair source is outside both evaluation tracks (core.pair_sources, KJV/WEB verses) and every pair file is
 # checked with --check-tracks strict. Each mix trains the shipped recipe (adapters/smollm2-135m-embed.json) for
 # STEPS steps with a checkpoint at STEPS/2; both are scored on the transfer track and on two local tasks
-# (20ng-s2s, trec-fine) in the adapter's own setting (PROMPT, last token) into results/ablation/. Everything resumes:
+# (20ng-s2s, trec-fine) in the adapter's own setting (PROMPT, POOLING) into results/ablation/. Everything resumes:
 # pair files and finished runs are kept, a stopped run continues from its checkpoint, scored cells are skipped.
 # A recipe variant: RECIPE="--temperature 0.1 --lr 1e-4" TAG=t01 trains into RUNS/MIX.TAG (rows named so).
-# PROMPT=summarize trains and scores with that prompt instead of the shipped recipe's eol.
+# PROMPT=summarize or POOLING=weighted trains and scores in that setting instead of the shipped recipe's eol, last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -20,6 +20,7 @@ STEPS=${STEPS:-200}
 read -r -a RECIPE <<< "${RECIPE:-}"
 TAG=${TAG:-}
 PROMPT=${PROMPT:-eol}
+POOLING=${POOLING:-last}
 TASKS=${TASKS:-transfer,20ng-s2s,trec-fine}
 mkdir -p "$PAIRS" "$RUNS"
 
@@ -65,11 +66,11 @@ for mix in "${chosen[@]}"; do
         resume=()
         compgen -G "$run/checkpoints/step-*" >/dev/null && resume=(--resume)
         "$PY" -m core.train --config adapters/smollm2-135m-embed.json --pairs "$file" --steps "$STEPS" \
-            --checkpoint-every $((STEPS / 2)) --keep-checkpoints 2 --lora-dropout 0.1 --prompt "$PROMPT" --out "$run" \
-            --no-progress "${RECIPE[@]}" "${resume[@]}"
+            --checkpoint-every $((STEPS / 2)) --keep-checkpoints 2 --lora-dropout 0.1 --prompt "$PROMPT" \
+            --pooling "$POOLING" --out "$run" --no-progress "${RECIPE[@]}" "${resume[@]}"
     fi
     halfway=$(compgen -G "$run/checkpoints/step-*" | sort | head -n 1)
     models+=("smollm2-135m+$halfway" "smollm2-135m+$run")
 done
-"$PY" -m analysis.clustering --models "$(IFS=,; echo "${models[*]}")" --prompts "$PROMPT" --poolings last \
+"$PY" -m analysis.clustering --models "$(IFS=,; echo "${models[*]}")" --prompts "$PROMPT" --poolings "$POOLING" \
     --tasks "$TASKS" --out "$RESULTS" --no-baseline --quiet

@@ -81,15 +81,15 @@ def test_a_recipe_variant_trains_into_its_own_tagged_run(tmp_path):
     assert train.endswith(f"--out {runs}/passages.t01 --no-progress --temperature 0.1 --lr 1e-4")
     models = calls[-1].split("--models ")[1].split()[0].split(",")
     assert models == [f"smollm2-135m+{runs}/passages.t01/checkpoints/step-00050", f"smollm2-135m+{runs}/passages.t01"]
-    assert "--prompt eol --out" in train and "--prompts eol --poolings last" in calls[-1]
+    assert "--prompt eol --pooling last --out" in train and "--prompts eol --poolings last" in calls[-1]
 
 
-def test_a_prompt_variant_trains_and_scores_in_that_prompt(tmp_path):
-    done, calls = run_script(tmp_path, "passages", PROMPT="summarize", TAG="sum")
+def test_a_setting_variant_trains_and_scores_in_that_prompt_and_pooling(tmp_path):
+    done, calls = run_script(tmp_path, "passages", PROMPT="summarize", POOLING="weighted", TAG="sum")
     assert done.returncode == 0, done.stderr
     (train,) = [call for call in calls if " core.train " in f" {call} "]
-    assert f"--prompt summarize --out {tmp_path / 'runs'}/passages.sum" in train
-    assert "--prompts summarize --poolings last" in calls[-1]
+    assert f"--prompt summarize --pooling weighted --out {tmp_path / 'runs'}/passages.sum" in train
+    assert "--prompts summarize --poolings weighted" in calls[-1]
 
 
 def test_passages3k_samples_enough_passages_for_one_epoch_of_100_steps(tmp_path):
