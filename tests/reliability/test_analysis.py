@@ -334,11 +334,11 @@ def test_an_interrupted_faithfulness_report_resumes(
     out = tmp_path / "faithfulness"
     args = faithfulness_args(tiny_model_dir, task_file, out)
     run = cli("analysis.faithfulness", *args)
-    interrupt(run, case.data["signal"], lambda: "base: 8/40 texts measured" in run.stderr, "the first chunk")
+    interrupt(run, case.data["signal"], lambda: "8/40 texts measured (base)" in run.stderr, "the first chunk")
     assert not (out / FAITHFULNESS_FILE).exists()
     again = cli("analysis.faithfulness", *args)
     assert again.wait() == 0, again.stderr
-    assert re.search(r"base: (\d+) of 40 texts already measured in .*records\.jsonl, resuming", again.stderr)
+    assert re.search(r"(\d+) of 40 texts already measured in .*records\.jsonl, resuming", again.stderr)
     report = json.loads((out / FAITHFULNESS_FILE).read_text())
     assert {k: v for k, v in report.items() if k != "speed"} == {
         k: v for k, v in faithfulness_reference.items() if k != "speed"
