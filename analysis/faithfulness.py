@@ -36,7 +36,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -367,7 +367,6 @@ class Measured:
     """Per-text records of each setting (``base``, ``adapter``); ``computed``: texts measured in this process."""
 
     records: dict[str, list[dict[str, Any]]]
-    seconds: dict[str, float] = field(default_factory=dict)  # this process's, per method (progress lines)
     computed: int = 0
 
 
@@ -455,7 +454,6 @@ def _run_chunk(
     settings: dict[str, bool],
     config: FaithfulnessConfig,
     peak: int,
-    seconds: dict[str, float],
     ig_keys: set[str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Score, perturb and measure a chunk of texts in every setting (label -> ``use_adapter``); integrated
@@ -492,8 +490,6 @@ def _run_chunk(
             for row, (index, variant) in enumerate(todo):
                 vectors[index][variant] = {label: encoded[flag][row] for label, flag in settings.items()}
         spent[method] = spent.get(method, 0.0) + time.perf_counter() - started
-    for method, value in spent.items():
-        seconds[method] = seconds.get(method, 0.0) + value
     # Each text's share of the chunk's time per method, all settings together (integrated gradients' over the
     # texts it ran on), so the report's speed covers every text even when a run was resumed.
     ran_on = {method: sum(method in orders["base"][index] for index in range(len(chunk))) for method in spent}
@@ -600,20 +596,22 @@ def run_settings(
     if len(pending) < len(sample):
         log.info("%d of %d texts already measured in %s, resuming", len(sample) - len(pending), len(sample),
                  records_path)  # fmt: skip
+    fresh: list[dict[str, Any]] = []  # this process's base records, whose timings the progress lines sum
     for start in range(0, len(pending), config.chunk):
         chunk = pending[start : start + config.chunk]
-        records = _run_chunk(encoder, chunk, settings, config, peak, measured.seconds, ig_keys)
+        records = _run_chunk(encoder, chunk, settings, config, peak, ig_keys)
         _append_records(records_path, [r for label in settings for r in records[label]])
         for label in settings:
             measured.records[label] += records[label]
         measured.computed += len(chunk)
+        fresh += records["base"]
         ig = [r for label in settings for r in records[label] if "ig_steps" in r]
         log.info(
             "%d/%d texts measured (%s); seconds so far per method (ranking + perturbation): %s%s",
             start + len(chunk),
             len(pending),
             " and ".join(settings),
-            ", ".join(f"{m} {v:.0f}" for m, v in measured.seconds.items()),
+            ", ".join(f"{m} {v:.0f}" for m, v in speed_from_records(fresh)["seconds_per_method"].items()),
             f"; this chunk's IG steps mean {np.mean([r['ig_steps'] for r in ig]):.0f}, relative error max "
             f"{max(r['ig_relative_delta'] for r in ig):.3f}"
             if ig
@@ -874,7 +872,7 @@ def text_curves(
         {label: vectors[flag][0] for label, flag in settings.items()},
         {label: vectors[flag][1] for label, flag in settings.items()},
     )
-    return {label: records[0] for label, records in _run_chunk(encoder, [pending], settings, config, peak, {}).items()}
+    return {label: records[0] for label, records in _run_chunk(encoder, [pending], settings, config, peak).items()}
 
 
 # ----- CLI
