@@ -52,21 +52,23 @@ lint: install
 bench: install
 	$(BIN)/python -m core.bench
 
-# The shipped adapter, reproducibly: seeded KJV/WEB passage pairs (leave-one-corpus-out: no text of either
-# evaluation track; --check-tracks strict refuses overlap), the documented training run, then its local- and
-# transfer-track scores into its card. Same pairs and recipe as the `passages` row of `make ablation`.
+# A shipped adapter, reproducibly (`make adapter`, or `make adapter ADAPTER=adapters/gemma3-270m-embed`): seeded
+# KJV/WEB passage pairs (leave-one-corpus-out: no text of either evaluation track; --check-tracks strict refuses
+# overlap), the training run its recipe ADAPTER.json documents, then its local- and transfer-track scores (in the
+# recipe's prompt, every pooling) into its card. Same pairs and recipe as the `passages` row of `make ablation`.
 PAIRS := build/pairs
 ADAPTER := adapters/smollm2-135m-embed
+recipe = $(shell sed -n 's/^ *"$(1)": *"\([^"]*\)".*/\1/p' $(ADAPTER).json)
 adapter: install
 	mkdir -p $(PAIRS)
 	$(BIN)/python -m core.pairs --source bible --method bible-passages --n 1200 --out $(PAIRS)/passages.jsonl \
 		--check-tracks strict
-	$(BIN)/python -m core.train --config adapters/smollm2-135m-embed.json --pairs $(PAIRS)/passages.jsonl \
+	$(BIN)/python -m core.train --config $(ADAPTER).json --pairs $(PAIRS)/passages.jsonl \
 		--out $(ADAPTER) --no-progress
 	rm -rf $(ADAPTER)/checkpoints
-	$(BIN)/python -m analysis.clustering --models smollm2-135m+$(ADAPTER) --prompts eol \
+	$(BIN)/python -m analysis.clustering --models $(call recipe,base_model)+$(ADAPTER) --prompts $(call recipe,prompt) \
 		--poolings mean,last,eos,weighted,text_mean --tasks local --precision fp32 --out results/local-track
-	$(BIN)/python -m analysis.clustering --models smollm2-135m+$(ADAPTER) --prompts eol \
+	$(BIN)/python -m analysis.clustering --models $(call recipe,base_model)+$(ADAPTER) --prompts $(call recipe,prompt) \
 		--poolings mean,last,eos,weighted,text_mean --tasks transfer --precision fp32 --out results/transfer-track
 
 # Which leave-one-corpus-out pair mix transfers: each mix trained with the shipped recipe, scored at half and all

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Pairs mix x steps ablation (issue #11): which leave-one-corpus-out pair mix makes SmolLM2 embeddings transfer.
+# Pairs mix x steps ablation (issue #11): which leave-one-corpus-out pair mix makes embeddings transfer.
 #
 #   scripts/pairs_ablation.sh [MIX ...]     (default: every mix below; `make ablation` runs it)
 #
 # Every pair source is outside both evaluation tracks (core.pair_sources, KJV/WEB verses) and every pair file is
-# checked with --check-tracks strict. Each mix trains the shipped recipe (adapters/smollm2-135m-embed.json) for
+# checked with --check-tracks strict. Each mix trains a shipped recipe (CONFIG; adapters/smollm2-135m-embed.json) for
 # STEPS steps with a checkpoint at STEPS/2; both are scored on the transfer track and on two local tasks
 # (20ng-s2s, trec-fine) in the adapter's own setting (PROMPT, POOLING) into results/ablation/. Everything resumes:
 # pair files and finished runs are kept, a stopped run continues from its checkpoint, scored cells are skipped.
 # A recipe variant: RECIPE="--temperature 0.1 --lr 1e-4" TAG=t01 trains into RUNS/MIX.TAG (rows named so).
-# PROMPT=summarize or POOLING=weighted trains and scores in that setting instead of the shipped recipe's eol, last.
+# PROMPT=summarize or POOLING=weighted trains and scores in that setting instead of the recipe's own.
+# CONFIG=adapters/gemma3-270m-embed.json trains another shipped recipe (its base model, prompt and pooling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,10 +18,14 @@ PAIRS=${PAIRS:-build/pairs}
 RUNS=${RUNS:-build/ablation}
 RESULTS=${RESULTS:-results/ablation}
 STEPS=${STEPS:-200}
+CONFIG=${CONFIG:-adapters/smollm2-135m-embed.json}
 read -r -a RECIPE <<< "${RECIPE:-}"
 TAG=${TAG:-}
-PROMPT=${PROMPT:-eol}
-POOLING=${POOLING:-last}
+recipe_value() { sed -n "s/^ *\"$1\": *\"\([^\"]*\)\".*/\1/p" "$CONFIG"; }  # a string setting of the recipe
+[ -f "$CONFIG" ] || { echo "no recipe at CONFIG=$CONFIG; the shipped ones are adapters/*.json" >&2; exit 2; }
+BASE=$(recipe_value base_model)
+PROMPT=${PROMPT:-$(recipe_value prompt)}
+POOLING=${POOLING:-$(recipe_value pooling)}
 TASKS=${TASKS:-transfer,20ng-s2s,trec-fine}
 mkdir -p "$PAIRS" "$RUNS"
 
@@ -65,12 +70,12 @@ for mix in "${chosen[@]}"; do
     if [ ! -f "$run/adapter_config.json" ]; then
         resume=()
         compgen -G "$run/checkpoints/step-*" >/dev/null && resume=(--resume)
-        "$PY" -m core.train --config adapters/smollm2-135m-embed.json --pairs "$file" --steps "$STEPS" \
+        "$PY" -m core.train --config "$CONFIG" --pairs "$file" --steps "$STEPS" \
             --checkpoint-every $((STEPS / 2)) --keep-checkpoints 2 --lora-dropout 0.1 --prompt "$PROMPT" \
             --pooling "$POOLING" --out "$run" --no-progress "${RECIPE[@]}" "${resume[@]}"
     fi
     halfway=$(compgen -G "$run/checkpoints/step-*" | sort | head -n 1)
-    models+=("smollm2-135m+$halfway" "smollm2-135m+$run")
+    models+=("$BASE+$halfway" "$BASE+$run")
 done
 "$PY" -m analysis.clustering --models "$(IFS=,; echo "${models[*]}")" --prompts "$PROMPT" --poolings "$POOLING" \
     --tasks "$TASKS" --out "$RESULTS" --no-baseline --quiet

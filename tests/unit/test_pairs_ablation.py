@@ -97,3 +97,22 @@ def test_passages3k_samples_enough_passages_for_one_epoch_of_100_steps(tmp_path)
     assert done.returncode == 0, done.stderr
     (built,) = [call for call in calls if " core.pairs " in f" {call} "]
     assert "--method bible-passages --n 3200" in built and built.endswith("--check-tracks strict")
+
+
+def test_another_recipe_trains_its_base_model_in_its_own_prompt_and_pooling(tmp_path):
+    recipe = json.loads((REPO_ROOT / "adapters" / "gemma3-270m-embed.json").read_text())
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({**recipe, "prompt": "summarize", "pooling": "mean"}, indent=2))
+    done, calls = run_script(tmp_path, "passages", CONFIG=str(config), TAG="g")
+    assert done.returncode == 0, done.stderr
+    (train,) = [call for call in calls if " core.train " in f" {call} "]
+    assert f"--config {config} " in train and "--prompt summarize --pooling mean --out" in train
+    models = calls[-1].split("--models ")[1].split()[0].split(",")
+    runs = tmp_path / "runs"
+    assert models == [f"gemma3-270m+{runs}/passages.g/checkpoints/step-00050", f"gemma3-270m+{runs}/passages.g"]
+    assert "--prompts summarize --poolings mean" in calls[-1]
+
+
+def test_a_missing_recipe_is_refused_before_any_work(tmp_path):
+    done, calls = run_script(tmp_path, "passages", CONFIG=str(tmp_path / "nope.json"))
+    assert done.returncode == 2 and f"no recipe at CONFIG={tmp_path / 'nope.json'}" in done.stderr and calls == []
