@@ -206,6 +206,16 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     return _read_json(path, "adapter settings") if path.is_file() else {}
 
 
+def made_for(folder: str | Path, model: str) -> bool:
+    """Whether an adapter folder may go with base model ``model``: False only when its settings name another base
+    model (an unreadable or foreign folder is kept, so that loading it reports what is wrong)."""
+    try:
+        trained_on = read_metadata(folder).get("base_model")
+    except AdapterError:
+        return True
+    return trained_on is None or Path(trained_on).expanduser() == Path(model).expanduser()  # "dir/" is "dir"
+
+
 def write_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
     write_json(Path(folder) / ADAPTER_METADATA, metadata)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.adapters import ADAPTERS_DIR, adapter_name, list_adapters
+from core.adapters import ADAPTERS_DIR, adapter_name, list_adapters, made_for
 from core.errors import LensError
 from core.models import DEFAULT_MODEL, PACKAGED
 from core.paths import cache_root
@@ -108,11 +108,12 @@ class ModelChoice:
         )
 
 
-def adapter_folders() -> list[str]:
-    """Adapters in the repository, then those trained from the Adapters page (under the cache folder), then the
-    checkpoints of stopped runs there (``core.train_jobs.stopped_checkpoints``)."""
+def adapter_folders(model: str) -> list[str]:
+    """Adapters made for ``model``: in the repository, then those trained from the Adapters page (under the cache
+    folder), then the checkpoints of stopped runs there (``core.train_jobs.stopped_checkpoints``)."""
     roots = (ADAPTERS_DIR, TRAINED_DIR)
-    return [str(p) for root in roots for p in (*list_adapters(root), *stopped_checkpoints(root))]
+    found = (p for root in roots for p in (*list_adapters(root), *stopped_checkpoints(root)))
+    return [str(p) for p in found if made_for(p, model)]
 
 
 def model_choice() -> ModelChoice:
@@ -126,7 +127,7 @@ def model_choice() -> ModelChoice:
         model = st.selectbox("Base model", models, **kept("model_pick", DEFAULT_MODEL, options=models, url="model"))
         if model == CUSTOM_MODEL:
             model = st.text_input("Folder or hub id", **kept("model_custom", "")).strip() or DEFAULT_MODEL
-        adapters = adapter_folders()
+        adapters = adapter_folders(model)
         options = [*adapters, NO_ADAPTER]
         adapter = st.selectbox(
             "LoRA adapter", options, format_func=adapter_label,
@@ -135,7 +136,7 @@ def model_choice() -> ModelChoice:
         custom = st.text_input("...or an adapter folder", **kept("adapter_custom", "")).strip()
         chosen = custom or (None if adapter == NO_ADAPTER else adapter)
         if chosen is None and not adapters:
-            st.caption(f"No adapter under `{ADAPTERS_DIR.name}/`. Make one with `{TRAIN_COMMAND}`.")
+            st.caption(f"No adapter for {model} under `{ADAPTERS_DIR.name}/`. Make one with `{TRAIN_COMMAND}`.")
         max_length = st.number_input(
             "Max length (tokens, 0 = the adapter's)", min_value=0, max_value=8192, step=32,
             help="Longer texts are cut to this many tokens (prompt included); pages show how many were cut.",

@@ -14,6 +14,7 @@ from core.adapters import (
     adapter_hash,
     adapter_name,
     list_adapters,
+    made_for,
     read_adapter,
     read_card,
     record_scores,
@@ -191,6 +192,15 @@ def test_list_adapters_puts_the_shipped_one_first_and_skips_other_folders(tmp_pa
     assert [p.name for p in list_adapters(tmp_path)] == ["shipped", "a", "b"]
     assert [p.name for p in list_adapters(tmp_path, in_training=True)] == ["shipped", "a", "b", "training"]
     assert list_adapters(tmp_path / "missing") == []
+
+
+def test_made_for_keeps_an_adapter_unless_its_settings_name_another_base_model(tmp_path):
+    folder = peft_folder(tmp_path / "ad")
+    assert made_for(folder, "anything")  # no settings of ours: loading it decides
+    write_metadata(folder, {"base_model": "/models/qwen3"})
+    assert made_for(folder, "/models/qwen3/") and not made_for(folder, "smollm2-135m")
+    (folder / ADAPTER_METADATA).write_text("{not json")
+    assert made_for(folder, "smollm2-135m")  # unreadable: kept, so that loading it says what is wrong
 
 
 def test_the_repository_lists_its_shipped_adapter_first():
