@@ -247,6 +247,15 @@ def test_adapters_page_offers_resume_and_keeps_the_watched_run_in_the_url(tiny_m
     assert output.value == str(TRAINED_DIR)
 
 
+def test_the_sidebar_offers_each_shipped_adapter_only_with_its_base_model():
+    from core.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER
+    from workbench.state import adapter_folders
+
+    gemma = str(ADAPTERS_DIR / "gemma3-270m-embed")
+    assert str(SHIPPED_ADAPTER) in adapter_folders("smollm2-135m") and gemma not in adapter_folders("smollm2-135m")
+    assert gemma in adapter_folders("gemma3-270m") and str(SHIPPED_ADAPTER) not in adapter_folders("gemma3-270m")
+
+
 def test_a_stopped_runs_checkpoint_is_an_adapter_in_the_sidebar(open_page, tiny_adapter_dir):
     import json
     import shutil
