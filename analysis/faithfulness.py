@@ -596,7 +596,6 @@ def run_settings(
     if len(pending) < len(sample):
         log.info("%d of %d texts already measured in %s, resuming", len(sample) - len(pending), len(sample),
                  records_path)  # fmt: skip
-    fresh: list[dict[str, Any]] = []  # this process's base records, whose timings the progress lines sum
     for start in range(0, len(pending), config.chunk):
         chunk = pending[start : start + config.chunk]
         records = _run_chunk(encoder, chunk, settings, config, peak, ig_keys)
@@ -604,11 +603,11 @@ def run_settings(
         for label in settings:
             measured.records[label] += records[label]
         measured.computed += len(chunk)
-        fresh += records["base"]
+        fresh = measured.records["base"][-measured.computed :]  # this process's: the progress lines sum their timings
         ig = [r for label in settings for r in records[label] if "ig_steps" in r]
         log.info(
             "%d/%d texts measured (%s); seconds so far per method (ranking + perturbation): %s%s",
-            start + len(chunk),
+            measured.computed,
             len(pending),
             " and ".join(settings),
             ", ".join(f"{m} {v:.0f}" for m, v in speed_from_records(fresh)["seconds_per_method"].items()),
