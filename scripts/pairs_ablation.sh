@@ -11,6 +11,7 @@
 # A recipe variant: RECIPE="--temperature 0.1 --lr 1e-4" TAG=t01 trains into RUNS/MIX.TAG (rows named so).
 # PROMPT=summarize or POOLING=weighted trains and scores in that setting instead of the recipe's own.
 # CONFIG=adapters/gemma3-270m-embed.json trains another shipped recipe (its base model, prompt and pooling).
+# A mix ending in -hn has a hard negative per pair (core.pairs --negatives) and trains with --hard-negatives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -38,6 +39,11 @@ pair_file() {  # PART: build the pair file PART once (only the parts a chosen mi
             n=1200; [ "$1" = passages3k ] && n=3200
             "$PY" -m core.pairs --source bible --method bible-passages --n "$n" --out "$out" --check-tracks strict
             return ;;
+        passages-hn)  # the passages with a hard negative each, mined under core.pairs' base encoder among the other pairs
+            pair_file passages
+            "$PY" -m core.pairs --source "$PAIRS/passages.jsonl" --method file --negatives --out "$out" \
+                --check-tracks strict
+            return ;;
         *-quotes) n=306 ;;
         *-pyjokes) n=283 ;;
         para-one-liners) n=500 ;;  # a fifth of the generations survive the filters; each takes ~2 s on a CPU
@@ -54,6 +60,7 @@ declare -A MIXES=(
     [para+bible]="para-quotes para-pyjokes para-one-liners bible"
     [passages]="passages"
     [passages3k]="passages3k"
+    [passages-hn]="passages-hn"
     [para+passages]="para-quotes para-pyjokes para-one-liners passages"
     [para+bible+dropout]="para-quotes para-pyjokes para-one-liners bible dropout-quotes dropout-pyjokes dropout-one-liners"
 )
@@ -67,12 +74,14 @@ for mix in "${chosen[@]}"; do
     file="$PAIRS/mix-$mix.jsonl"
     (for part in ${MIXES[$mix]}; do cat "$PAIRS/$part.jsonl"; done) > "$file.tmp" && mv "$file.tmp" "$file"
     run="$RUNS/$mix${TAG:+.$TAG}"
+    negatives=()
+    [[ $mix == *-hn ]] && negatives=(--hard-negatives)  # these pair files carry a mined negative per pair
     if [ ! -f "$run/adapter_config.json" ]; then
         resume=()
         compgen -G "$run/checkpoints/step-*" >/dev/null && resume=(--resume)
         "$PY" -m core.train --config "$CONFIG" --pairs "$file" --steps "$STEPS" \
             --checkpoint-every $((STEPS / 2)) --keep-checkpoints 2 --lora-dropout 0.1 --prompt "$PROMPT" \
-            --pooling "$POOLING" --out "$run" --no-progress "${RECIPE[@]}" "${resume[@]}"
+            --pooling "$POOLING" --out "$run" --no-progress "${negatives[@]}" "${RECIPE[@]}" "${resume[@]}"
     fi
     halfway=$(compgen -G "$run/checkpoints/step-*" | sort | head -n 1)
     models+=("$BASE+$halfway" "$BASE+$run")

@@ -116,3 +116,18 @@ def test_another_recipe_trains_its_base_model_in_its_own_prompt_and_pooling(tmp_
 def test_a_missing_recipe_is_refused_before_any_work(tmp_path):
     done, calls = run_script(tmp_path, "passages", CONFIG=str(tmp_path / "nope.json"))
     assert done.returncode == 2 and f"no recipe at CONFIG={tmp_path / 'nope.json'}" in done.stderr and calls == []
+
+
+def test_a_hard_negative_mix_mines_negatives_from_the_passages_and_trains_with_them(tmp_path):
+    done, calls = run_script(tmp_path, "passages-hn", RECIPE="--lr 1e-4", TAG="x")
+    assert done.returncode == 0, done.stderr
+    passages, mined = [call for call in calls if " core.pairs " in f" {call} "]
+    assert "--method bible-passages" in passages
+    assert f"--source {tmp_path / 'pairs'}/passages.jsonl --method file --negatives" in mined
+    assert mined.endswith("--check-tracks strict")
+    (train,) = [call for call in calls if " core.train " in f" {call} "]
+    assert train.endswith("passages-hn.x --no-progress --hard-negatives --lr 1e-4")
+    # Without -hn no negatives are asked for.
+    (tmp_path / "plain").mkdir()
+    _, plain = run_script(tmp_path / "plain", "passages")
+    assert not any("--negatives" in call or "--hard-negatives" in call for call in plain)
