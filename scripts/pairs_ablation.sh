@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pairs mix x steps ablation (issue #11): which leave-one-corpus-out pair mix makes embeddings transfer.
 #
-#   scripts/pairs_ablation.sh [MIX ...]     (default: every mix below; `make ablation` runs it)
+#   scripts/pairs_ablation.sh [MIX ...]     (`make ablation` runs it with the default mixes, `chosen` below)
 #
 # Every pair source is outside both evaluation tracks (core.pair_sources, KJV/WEB verses) and every pair file is
 # checked with --check-tracks strict. Each mix trains a shipped recipe (CONFIG; adapters/smollm2-135m-embed.json) for
