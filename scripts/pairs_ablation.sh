@@ -39,7 +39,7 @@ pair_file() {  # PART: build the pair file PART once (only the parts a chosen mi
             n=1200; [ "$1" = passages3k ] && n=3200
             "$PY" -m core.pairs --source bible --method bible-passages --n "$n" --out "$out" --check-tracks strict
             return ;;
-        passages-hn)  # the passages with a hard negative each, mined under core.pairs' base encoder among the other pairs
+        passages-hn)  # the passages, each with a hard negative mined among the other pairs (base encoder)
             pair_file passages
             "$PY" -m core.pairs --source "$PAIRS/passages.jsonl" --method file --negatives --out "$out" \
                 --check-tracks strict
