@@ -99,6 +99,8 @@ def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
     assert set(report["adapter_minus_base"]) == set(faithfulness.METHODS)
     assert report["speed"]["settings"] == ["base", "adapter"]
     assert set(report["speed"]["texts_per_second"]) == set(faithfulness.METHODS)
+    speed = report["speed"]
+    assert 0 < speed["sample_encode_seconds"] < speed["total_seconds"] and speed["total_in_sample_encodes"] > 1
     convergence = report["adapter"]["integrated_gradients_convergence"]
     assert convergence["tolerance"] == 0.05 and sum(convergence["steps"]["counts"].values()) == 5
     assert 4 <= convergence["steps"]["q50"] <= convergence["steps"]["max"] <= 128
