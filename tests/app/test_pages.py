@@ -136,7 +136,7 @@ def test_adapters_page_refuses_bad_run_names(open_page, name):
 @pytest.fixture
 def prepared_tasks(monkeypatch):
     """The user's prepared local tasks, inside the tests' own home; prepared there first on a fresh machine
-    (as the integration tests do), so CI runs these tests too instead of skipping them."""
+    (``prepare`` keeps a current task as it is), so CI runs these tests too instead of skipping them."""
     import os
     from pathlib import Path
 
@@ -144,8 +144,7 @@ def prepared_tasks(monkeypatch):
     from core.paths import cache_root
 
     data = Path(os.environ["EMBEDDING_LENS_USER_HOME"]) / "data"
-    if not (data / "trec-coarse").is_dir():
-        prepare(["trec-coarse"], data_dir=data)
+    prepare(["trec-coarse"], data_dir=data)
     link = cache_root() / "data"
     if not link.exists():
         link.symlink_to(data, target_is_directory=True)
