@@ -580,8 +580,8 @@ def run_settings(
     done = _read_records(records_path, config.digest())
     started = time.perf_counter()
     originals = pooled_vectors(encoder, [text.text for _, text in sample], list(settings.values()))
-    partners = {label: _partners([key for key, _ in sample], originals[flag]) for label, flag in settings.items()}
     measured = Measured({label: [] for label in settings}, sample_encode_seconds=time.perf_counter() - started)
+    partners = {label: _partners([key for key, _ in sample], originals[flag]) for label, flag in settings.items()}
     pending = []
     for index, (key, text) in enumerate(sample):
         earlier = {label: done.get((key, label)) for label in settings}
