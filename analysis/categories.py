@@ -1,6 +1,6 @@
 """The vocabulary attention and attribution share: token categories, the query token, one text's attention.
 
-A key token's category is its ``core.roles`` role, except position 0, which is the ``sink``: with a
+A key token's category is its ``core.encoding.roles`` role, except position 0, which is the ``sink``: with a
 BOS (Llama tokenizers) that is the BOS; SmolLM2's tokenizer adds none, and its first prompt token
 takes the sink's role, so position 0 is the sink either way. ``RENORMALISED`` are the categories
 left when sink and special tokens are dropped and the rest rescaled to sum to 1.
@@ -14,12 +14,12 @@ from typing import Literal, get_args
 import numpy as np
 from jaxtyping import Float, Int
 
-from core.encoder import PreparedText
-from core.errors import ConfigError
-from core.roles import Role
+from core.encoding.encoder import PreparedText
+from core.encoding.roles import Role
+from core.runtime.errors import ConfigError
 
 # ``first_copy`` (echo's first copy of the text) and ``placeholder`` (token prepending's slot) only occur
-# under those methods (core.methods); under plain their shares are 0.
+# under those methods (core.encoding.methods); under plain their shares are 0.
 Category = Literal["sink", "special", "prompt", "content", "function", "punct", "first_copy", "placeholder"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
 RENORMALISED: tuple[str, ...] = ("prompt", "content", "function", "punct", "first_copy", "placeholder")

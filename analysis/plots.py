@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.browser import configure_png_export
+from core.runtime.browser import configure_png_export
 
 
 def clustering_heatmap(
@@ -278,7 +278,7 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, go.Figure]:
 
 
 def png_bytes(figure: go.Figure, scale: float = 1) -> bytes:
-    """The figure as PNG, rendered by kaleido in Debian's chromium (see core.browser)."""
+    """The figure as PNG, rendered by kaleido in Debian's chromium (see core.runtime.browser)."""
     configure_png_export()
     return figure.to_image(format="png", scale=scale)
 
@@ -287,7 +287,7 @@ def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bo
     """Write each figure as HTML (plotly.min.js written once beside them: opens offline) and PNG where kaleido works."""
     from plotly.offline import get_plotlyjs
 
-    from core.files import atomic_write
+    from core.runtime.files import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -495,7 +495,7 @@ def training_curve(rows: Sequence[Mapping[str, Any]], title: str) -> go.Figure:
     return figure
 
 
-# ----- faithfulness (analysis.faithfulness) and token-pair attribution (analysis.pair_attribution)
+# ----- faithfulness (analysis.faithfulness) and token-pair attribution (analysis.attribution.token_pairs)
 
 METHOD_COLORS = {
     "attention_last": "#1f77b4",
@@ -603,7 +603,7 @@ def pair_matrix_figure(matrices: Mapping[str, Mapping[str, Any]], title: str) ->
 
 
 def text_curves_figure(record: Mapping[str, Any], title: str, measure: str = "deletion") -> go.Figure:
-    """One text's curve per method (``analysis.faithfulness.text_curves`` record), AOPC in the legend."""
+    """One text's curve per method (``analysis.faithfulness.report.text_curves`` record), AOPC in the legend."""
     curves = {}
     for method, entry in record["methods"].items():
         values = entry["curves"][measure]

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float
 
-from core.errors import run_cli
-from core.files import atomic_write
-from core.paths import cache_root
+from core.runtime.errors import run_cli
+from core.runtime.files import atomic_write
+from core.runtime.paths import cache_root
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from core.data import load_task, sample_items
-    from core.device import DEVICE_HELP
-    from core.encoder import Encoder
-    from core.models import DEFAULT_MODEL
+    from core.encoding.encoder import Encoder
+    from core.models.registry import DEFAULT_MODEL
+    from core.runtime.device import DEVICE_HELP
 
     parser = argparse.ArgumentParser(prog="python -m analysis.projections", description=main.__doc__)
     parser.add_argument("--task", default="trec-coarse")

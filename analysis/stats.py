@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from core.errors import ConfigError
+from core.runtime.errors import ConfigError
 
 
 @dataclass

@@ -9,10 +9,10 @@ matrix-multiply peak, and peak RSS.
 and prints the ratio; ``--processes N`` times ``core.embed`` on the texts in 1 and in N processes (torchrun,
 gloo on CPU) and prints tokens/s of each.
 
-``--pair-matrix``: seconds of the token x token explanation of one similarity (``analysis.pair_attribution``)
+``--pair-matrix``: seconds of the token x token explanation of one similarity (``analysis.attribution.token_pairs``)
 for two ~30-token texts, base and adapter, then again with text A cached and only text B new.
 
-``--methods``: tokens/s of the training-free methods (core.methods) on the same texts instead: plain
+``--methods``: tokens/s of the training-free methods (core.encoding.methods) on the same texts instead: plain
 PromptEOL, echo (twice the tokens), and token prepending against itself with an empty layer range, which
 runs exactly the same tokens without the hooks, so the difference is the hooks' cost.
 """
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from core.data import load_task
-from core.device import DEVICE_HELP, PRECISIONS, cpu_has_bf16
-from core.encoder import Encoder
-from core.errors import ConfigError, run_cli
-from core.measure import peak_rss_mb
-from core.methods import TokenPrepending, parse_method
-from core.models import DEFAULT_MODEL, load_model
-from core.paths import REPO_ROOT
+from core.encoding.encoder import Encoder
+from core.encoding.methods import TokenPrepending, parse_method
+from core.models.registry import DEFAULT_MODEL, load_model
+from core.runtime.device import DEVICE_HELP, PRECISIONS, cpu_has_bf16
+from core.runtime.errors import ConfigError, run_cli
+from core.runtime.measure import peak_rss_mb
+from core.runtime.paths import REPO_ROOT
 
 SHIPPED_ADAPTER = REPO_ROOT / "adapters" / "smollm2-135m-embed"
 
@@ -237,7 +237,7 @@ PAIR_MATRIX_TEXTS = (
 
 def bench_pair_matrix(args: argparse.Namespace, steps: int = 2) -> int:
     """Seconds of ``pair_matrix`` for two ~30-token texts, base and adapter; then one new text B, A cached."""
-    from analysis.pair_attribution import pair_matrix
+    from analysis.attribution.token_pairs import pair_matrix
 
     a, b, new_b = PAIR_MATRIX_TEXTS
     encoder = Encoder(args.model, args.pair_matrix, precision=args.precision, cache=False, device=args.device)

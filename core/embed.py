@@ -17,16 +17,16 @@ from contextlib import closing
 from pathlib import Path
 
 from core.data.user_files import iter_texts
-from core.device import DEVICE_HELP, PRECISIONS
-from core.distributed import close_distributed, dist_info, init_distributed
-from core.encoder import Encoder
-from core.errors import ConfigError, UserFileError, run_cli
-from core.files import write_json
-from core.methods import METHOD_KINDS, Ensemble, Method, parse_method
-from core.models import DEFAULT_MODEL
-from core.pooling import POOLING_MODES
-from core.prompts import PROMPTS
-from core.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
+from core.encoding.encoder import Encoder
+from core.encoding.methods import METHOD_KINDS, Ensemble, Method, parse_method
+from core.encoding.pooling import POOLING_MODES
+from core.encoding.prompts import PROMPTS
+from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
+from core.models.registry import DEFAULT_MODEL
+from core.runtime.device import DEVICE_HELP, PRECISIONS
+from core.runtime.distributed import close_distributed, dist_info, init_distributed
+from core.runtime.errors import ConfigError, UserFileError, run_cli
+from core.runtime.files import write_json
 
 
 def check_input(path: Path) -> None:

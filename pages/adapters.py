@@ -11,9 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.plots import training_curve
-from core.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER, list_adapters
-from core.errors import LensError
-from core.train_jobs import (
+from core.models.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER, list_adapters
+from core.runtime.errors import LensError
+from core.training.jobs import (
     TrainingRequest,
     can_resume,
     job_status,

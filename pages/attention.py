@@ -7,9 +7,9 @@ import streamlit as st
 from analysis.attention import PAPER_EXAMPLE, attention_view
 from analysis.categories import CATEGORIES
 from analysis.plots import attention_heatmap, role_shares_figure
-from core.capture import num_heads
 from core.data import LOCAL_TASKS, load_task
-from core.errors import LensError
+from core.encoding.capture import num_heads
+from core.runtime.errors import LensError
 from workbench import state, widgets
 
 MEAN_HEADS = "mean over heads"

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.attribution import compare_similarity
-from analysis.faithfulness import text_curves
-from analysis.pair_attribution import compare_pair_matrices
+from analysis.attribution.integrated_gradients import compare_similarity
+from analysis.attribution.token_pairs import compare_pair_matrices
+from analysis.faithfulness.report import text_curves
 from analysis.plots import attribution_bars_figure, pair_matrix_figure, text_curves_figure
-from core.errors import LensError
+from core.runtime.errors import LensError
 from workbench import state, widgets
 
 DELTA_WARNING = 0.05  # relative convergence error above which the bars do not add up to the cosine's change

@@ -14,7 +14,7 @@ import streamlit as st
 from analysis.plots import projection_scatter
 from analysis.projections import UmapSettings, project_umap
 from analysis.sides import embed_sides
-from core.methods import METHOD_KINDS
+from core.encoding.methods import METHOD_KINDS
 from core.metrics import kmeans_labels, score_embeddings
 from workbench import state, widgets
 

@@ -48,7 +48,7 @@ variants = columns[0].multiselect(
 methods: list[str] = []
 if has_methods:
     methods = columns[1].multiselect(
-        "Method", choices("method"), help="training-free methods (core.methods); plain is the prompt alone",
+        "Method", choices("method"), help="training-free methods (core.encoding.methods); plain is the prompt alone",
         **kept("q_methods", [], options=choices("method"), url="methods"),
     )  # fmt: skip
 prompts = columns[-3].multiselect("Prompt", choices("prompt"), **kept("q_prompts", [], options=choices("prompt")))

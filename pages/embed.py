@@ -11,7 +11,7 @@ import streamlit as st
 from analysis.plots import similarity_heatmap
 from analysis.sides import embed_sides
 from analysis.similarity import cosine_matrix, label_cosines
-from core.methods import METHOD_KINDS
+from core.encoding.methods import METHOD_KINDS
 from workbench import state, widgets
 
 EXAMPLES = """a man is driving a car

@@ -5,11 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.clustering import folder_cells, summary_tables, top_rows
-from core.adapters import read_adapter
-from core.errors import AdapterError
-from core.models import DEFAULT_MODEL, PACKAGED
-from core.pooling import POOLING_DESCRIPTIONS
-from core.prompts import PROMPT_DESCRIPTIONS, PROMPTS
+from core.encoding.pooling import POOLING_DESCRIPTIONS
+from core.encoding.prompts import PROMPT_DESCRIPTIONS, PROMPTS
+from core.models.adapters import read_adapter
+from core.models.registry import DEFAULT_MODEL, PACKAGED
+from core.runtime.errors import AdapterError
 from workbench import state, widgets
 
 PAGES = {

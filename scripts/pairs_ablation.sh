@@ -3,7 +3,7 @@
 #
 #   scripts/pairs_ablation.sh [MIX ...]     (`make ablation` runs it with the default mixes, `chosen` below)
 #
-# Every pair source is outside both evaluation tracks (core.pair_sources, KJV/WEB verses) and every pair file is
+# Every pair source is outside both evaluation tracks (core.pairs.sources, KJV/WEB verses) and every pair file is
 # checked with --check-tracks strict. Each mix trains a shipped recipe (CONFIG; adapters/smollm2-135m-embed.json) for
 # STEPS steps with a checkpoint at STEPS/2; both are scored on the transfer track and on two local tasks
 # (20ng-s2s, trec-fine) in the adapter's own setting (PROMPT, POOLING) into results/ablation/. Everything resumes:

@@ -216,7 +216,7 @@ def make_tiny_config(tiny_model_dir) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir):
     """One LoadedModel shared by the encoder tests (no adapter: tests that attach one load their own)."""
-    from core.models import load_model
+    from core.models.registry import load_model
 
     return load_model(str(tiny_model_dir))
 
@@ -224,7 +224,7 @@ def tiny_loaded(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_encoder_factory(tiny_model_dir, tiny_loaded) -> Callable[..., Any]:
     """``make(**settings)`` -> an fp32, cache-free Encoder on the tiny model (shared weights)."""
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     def make(**settings: Any):
         settings.setdefault("precision", "fp32")

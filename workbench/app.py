@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.errors import configure_environment
+from core.runtime.errors import configure_environment
 from workbench.state import PAGE_FILES
 
 configure_environment()  # before any page loads a model: hub calls fail at once unless HF_HUB_OFFLINE=0

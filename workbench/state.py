@@ -1,7 +1,7 @@
 """Shared state of the workbench: the chosen model, adapter and device, loaded once per process.
 
 Pages call :func:`model_choice` (sidebar widgets, same choice on every page) and
-:func:`encoder_for` (a cached :class:`core.encoder.Encoder` that serves base and adapter from one
+:func:`encoder_for` (a cached :class:`core.encoding.encoder.Encoder` that serves base and adapter from one
 model in memory). Nothing here draws a page; everything heavy lives in ``core``/``analysis``.
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 
 import streamlit as st
 
-from core.adapters import ADAPTERS_DIR, adapter_name, list_adapters, made_for
-from core.errors import LensError
-from core.models import DEFAULT_MODEL, PACKAGED
-from core.paths import cache_root
-from core.train_jobs import adapter_label, stopped_checkpoints
+from core.models.adapters import ADAPTERS_DIR, adapter_name, list_adapters, made_for
+from core.models.registry import DEFAULT_MODEL, PACKAGED
+from core.runtime.errors import LensError
+from core.runtime.paths import cache_root
+from core.training.jobs import adapter_label, stopped_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ADAPTER = "(none: base model only)"
@@ -96,7 +96,7 @@ class ModelChoice:
     model: str
     adapter: str | None  # a folder, or None for the base model alone
     max_length: int | None = None  # None: the adapter's training length, else 512
-    device: str = "auto"  # core.device: auto (CUDA, then MPS, then CPU) or one this machine has
+    device: str = "auto"  # core.runtime.device: auto (CUDA, then MPS, then CPU) or one this machine has
 
     @property
     def label(self) -> str:
@@ -110,7 +110,7 @@ class ModelChoice:
 
 def adapter_folders(model: str) -> list[str]:
     """Adapters made for ``model``: in the repository, then those trained from the Adapters page (under the cache
-    folder), then the checkpoints of stopped runs there (``core.train_jobs.stopped_checkpoints``)."""
+    folder), then the checkpoints of stopped runs there (``core.training.jobs.stopped_checkpoints``)."""
     roots = (ADAPTERS_DIR, TRAINED_DIR)
     found = (p for root in roots for p in (*list_adapters(root), *stopped_checkpoints(root)))
     return [str(p) for p in found if made_for(p, model)]
@@ -119,7 +119,7 @@ def adapter_folders(model: str) -> list[str]:
 def model_choice() -> ModelChoice:
     """Sidebar: model, adapter, max length and device, kept in the session (and URL) so every page shows the same
     choice."""
-    from core.device import available_devices
+    from core.runtime.device import available_devices
 
     models = [*PACKAGED, CUSTOM_MODEL]
     with st.sidebar:
@@ -154,7 +154,7 @@ def model_choice() -> ModelChoice:
 def encoder_for(model: str, adapter: str | None, max_length: int | None = None, device: str = "auto"):
     """One encoder per (model, adapter, max length, device) per process; its on-disk cache makes repeated texts
     instant."""
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     return Encoder(model, adapter=adapter, max_length=max_length, device=device)
 
@@ -178,7 +178,7 @@ CUSTOM_PROMPT = "custom template..."
 class EmbeddingSettings:
     """What the embedding widgets chose; hashable, so a page can key a kept result by it."""
 
-    method: str  # a core.methods spec: plain, echo, tp or tp:START-EXIT, metaeol, ensemble:P1+P2
+    method: str  # a core.encoding.methods spec: plain, echo, tp or tp:START-EXIT, metaeol, ensemble:P1+P2
     prompt: str | None  # a prompt name or template; None: the method's own prompts (metaeol, ensemble)
     pooling: str
     layer: str
@@ -199,9 +199,9 @@ def embedding_settings(
     Returns the settings, or None after an error in the page for a bad template, method or layer. Checks against
     the model (a TP layer range beyond its depth) happen in :func:`configured_encoder`.
     """
-    from core.methods import ECHO_TEMPLATE, METHOD_DESCRIPTIONS, TP_TEMPLATE, parse_method
-    from core.pooling import POOLING_DESCRIPTIONS, POOLING_MODES, LayerChoice
-    from core.prompts import PROMPTS, resolve_prompt
+    from core.encoding.methods import ECHO_TEMPLATE, METHOD_DESCRIPTIONS, TP_TEMPLATE, parse_method
+    from core.encoding.pooling import POOLING_DESCRIPTIONS, POOLING_MODES, LayerChoice
+    from core.encoding.prompts import PROMPTS, resolve_prompt
 
     columns = st.columns(4 if len(methods) > 1 else 3)
     kind = "plain"
@@ -289,7 +289,7 @@ def configured_encoder(encoder: Any, settings: EmbeddingSettings, **extra: Any) 
 
 def adapter_prompt_name(encoder) -> str | None:
     """The registry name of the prompt the loaded adapter was trained with, if any."""
-    from core.prompts import PROMPTS
+    from core.encoding.prompts import PROMPTS
 
     template = encoder.loaded.adapter_metadata.get("prompt")
     return next((name for name, text in PROMPTS.items() if text == template), None)

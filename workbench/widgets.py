@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core.browser import find_chromium
+from core.runtime.browser import find_chromium
 from workbench.state import ModelChoice
 
 
@@ -30,7 +30,7 @@ def truncation_note(encoder: Any, texts: Sequence[str]) -> int:
 
     A max length that leaves no room for text stops the page with that error.
     """
-    from core.methods import Ensemble
+    from core.encoding.methods import Ensemble
 
     method = encoder.method
     templates = method.templates() if isinstance(method, Ensemble) else [None]

@@ -5,7 +5,7 @@ For each text, layer and head, the query token's attention row is split into the
 (all six sum to 1) and renormalised over the four non-sink, non-special categories. The shift is
 adapter minus base on the same texts; corpus statistics (``analysis.stats``) resample texts.
 
-Under a method (``core.methods``, the encoder's ``method``) two more categories carry mass: ``first_copy``
+Under a method (``core.encoding.methods``, the encoder's ``method``) two more categories carry mass: ``first_copy``
 (echo: how much the pooled token reads the text's first copy rather than the second) and ``placeholder``
 (token prepending: how much it reads the slot that carries the last token's earlier state); under plain both
 are 0. ``share_cis`` gives every category's share with a bootstrap CI over the corpus.
@@ -37,10 +37,10 @@ from analysis.categories import (
     token_categories,
 )
 from analysis.stats import paired_stats, rounded
-from core.capture import CAPTURE_MODES, CaptureMode, capture_attention, check_eager, resolve_layers
-from core.encoder import Encoder
-from core.errors import ConfigError
-from core.pooling import LayerChoice, PoolingMode
+from core.encoding.capture import CAPTURE_MODES, CaptureMode, capture_attention, check_eager, resolve_layers
+from core.encoding.encoder import Encoder
+from core.encoding.pooling import LayerChoice, PoolingMode
+from core.runtime.errors import ConfigError
 
 PAPER_EXAMPLE = "a man is driving a car"
 

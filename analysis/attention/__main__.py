@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analysis.attention.report import main
-from core.errors import run_cli
+from core.runtime.errors import run_cli
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

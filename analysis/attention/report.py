@@ -2,7 +2,8 @@
 
 ``run_report(AttentionReportConfig(...))`` writes ``attention_report.json`` and the figures to
 ``config.out`` and returns the payload; ``python -m analysis.attention`` builds the config from its
-options (``main``). The measurements live in ``analysis.attention``, IG in ``analysis.attribution``.
+options (``main``). The measurements live in ``analysis.attention``, IG in
+``analysis.attribution.integrated_gradients``.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ from analysis.attention import (
     summarise_base,
     token_bars,
 )
-from analysis.attribution import Attributor, agreement
+from analysis.attribution.integrated_gradients import Attributor, agreement
 from analysis.categories import CATEGORIES, QUERY_TOKENS, RENORMALISED, QueryToken, sides
-from core.capture import CAPTURE_MODES, CaptureMode, check_eager, num_heads, resolve_layers
 from core.data import resolve_dataset, sample_items
-from core.device import DEVICE_HELP
-from core.encoder import Encoder
-from core.errors import ConfigError
-from core.files import write_json
-from core.measure import peak_rss_mb
-from core.methods import Ensemble, Plain, parse_method
-from core.models import DEFAULT_MODEL, load_model
+from core.encoding.capture import CAPTURE_MODES, CaptureMode, check_eager, num_heads, resolve_layers
+from core.encoding.encoder import Encoder
+from core.encoding.methods import Ensemble, Plain, parse_method
+from core.models.registry import DEFAULT_MODEL, load_model
+from core.runtime.device import DEVICE_HELP
+from core.runtime.errors import ConfigError
+from core.runtime.files import write_json
+from core.runtime.measure import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class AttentionReportConfig:
     model: str = DEFAULT_MODEL
     adapter: str | None = None  # LoRA adapter folder; without it only base shares
     prompt: str | None = None  # prompt name or template (default: the method's, else the adapter's, else cluster)
-    method: str = "plain"  # plain, echo, tp or tp:START-EXIT (core.methods)
+    method: str = "plain"  # plain, echo, tp or tp:START-EXIT (core.encoding.methods)
     pooling: str | None = None  # pooling for the embeddings (default: the adapter's, else last)
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     task: str = DEFAULT_TASK  # a local task, or a csv/jsonl/... file with a text column
@@ -252,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         default=defaults.method,
-        help="plain, echo or tp[:START-EXIT] (core.methods); echo and tp bring their own prompt",
+        help="plain, echo or tp[:START-EXIT] (core.encoding.methods); echo and tp bring their own prompt",
     )
     parser.add_argument("--pooling", default=None, help="pooling for the embeddings (default: adapter's, else last)")
     parser.add_argument(

@@ -10,7 +10,7 @@ encoder is always added as a baseline row (mean pooling, no prompt). ``--tasks``
 local tasks), local task names, ``PATH[:TEXTCOL[:LABELCOL]]`` files, or mteb task names
 (``TwentyNewsgroupsClustering.v2``: needs the hub).
 
-``--methods plain,echo,tp,metaeol`` adds training-free methods (``core.methods``; ensembles as
+``--methods plain,echo,tp,metaeol`` adds training-free methods (``core.encoding.methods``; ensembles as
 ``ensemble:eol+summarize``, TP ranges as ``tp:1-6``). ``--prompts`` span plain only: echo, tp and ensembles
 bring their own template(s), one row group per method, named by the method's template. Cells record their
 method; a plain cell's key is what it was before methods existed, and tables gain a method column only when
@@ -71,8 +71,8 @@ from analysis.clustering.summary import (
     track_gains,
     write_summary,
 )
-from core.errors import GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS, KMEANS_BATCH_SIZE, score_embeddings
+from core.runtime.errors import GridError
 
 __all__ = [
     "BASELINE_MODEL",

@@ -11,10 +11,10 @@ import analysis.clustering as package
 from analysis.clustering.grid import PRESETS, GridConfig, parse_model_specs
 from analysis.clustering.runner import run_grid
 from analysis.clustering.summary import summary_tables
-from core.device import DEVICE_HELP, PRECISIONS
-from core.distributed import close_distributed, dist_info, init_distributed
-from core.errors import run_cli
 from core.metrics import DEFAULT_KMEANS_SEEDS
+from core.runtime.device import DEVICE_HELP, PRECISIONS
+from core.runtime.distributed import close_distributed, dist_info, init_distributed
+from core.runtime.errors import run_cli
 
 
 def _split(value: str | None) -> list[str] | None:

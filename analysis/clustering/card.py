@@ -32,8 +32,8 @@ def record_adapter_scores(
 ) -> dict[str, Any] | None:
     """Write the track's rows into the adapter's card when the adapter row, a base row and MiniLM have every
     task of the track; None (card untouched) otherwise."""
-    from core.adapters import read_metadata, record_scores
-    from core.prompts import PROMPTS
+    from core.encoding.prompts import PROMPTS
+    from core.models.adapters import read_metadata, record_scores
 
     track_tasks = TRACKS[track]
     cells = [c for c in cells if c["task"]["name"] in track_tasks]

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from analysis.clustering.sampling import check_clusterable
-from core.adapters import adapter_name, read_metadata
 from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
-from core.errors import ConfigError, GridError
 from core.metrics import DEFAULT_KMEANS_SEEDS
+from core.models.adapters import adapter_name, read_metadata
+from core.runtime.errors import ConfigError, GridError
 
 TaskKind = Literal["local", "transfer", "file", "mteb"]
 
@@ -231,13 +231,14 @@ class GridConfig:
     baseline: bool = True
     cache: bool = True
     progress: bool = True
-    # Method specs (core.methods): plain uses the prompts above; echo, tp and ensembles bring their own templates.
+    # Method specs (core.encoding.methods): plain uses the prompts above; echo, tp and ensembles bring their own
+    # templates.
     methods: list[str] = field(default_factory=lambda: ["plain"])
 
 
 def parse_methods(specs: Sequence[str]) -> list[Any]:
     """The grid's methods, parsed and deduplicated by spec; GridError naming the bad one."""
-    from core.methods import parse_method
+    from core.encoding.methods import parse_method
 
     methods = []
     for spec in specs:
@@ -252,8 +253,8 @@ def parse_methods(specs: Sequence[str]) -> list[Any]:
 
 def validate_grid(config: GridConfig) -> None:
     """GridError for an unknown prompt, pooling, layer or method, no seeds, an empty axis or too small a sample."""
-    from core.pooling import POOLING_MODES, LayerChoice
-    from core.prompts import resolve_prompt
+    from core.encoding.pooling import POOLING_MODES, LayerChoice
+    from core.encoding.prompts import resolve_prompt
 
     for prompt in config.prompts:
         try:

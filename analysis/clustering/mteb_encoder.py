@@ -13,7 +13,7 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 
-from core.encoder import Encoder
+from core.encoding.encoder import Encoder
 
 
 class MtebEncoder(AbsEncoder):

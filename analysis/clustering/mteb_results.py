@@ -30,7 +30,7 @@ from mteb.models import ModelMeta
 from mteb.models.model_meta import ScoringFunction
 
 from analysis.clustering.store import cell_method
-from core.errors import GridError, run_cli
+from core.runtime.errors import GridError, run_cli
 
 log = logging.getLogger(__name__)
 

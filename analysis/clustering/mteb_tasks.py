@@ -13,7 +13,7 @@ from mteb.abstasks.task_metadata import TaskMetadata
 
 from analysis.clustering.sampling import check_clusterable
 from core.data import Dataset, content_sha256
-from core.errors import TaskUnavailableError
+from core.runtime.errors import TaskUnavailableError
 
 
 def local_clustering_task(dataset: Dataset, max_documents: int | None = None, seed: int = 42) -> AbsTaskClustering:

@@ -7,7 +7,7 @@ import subprocess
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from core.paths import REPO_ROOT
+from core.runtime.paths import REPO_ROOT
 
 
 def package_versions() -> dict[str, str | None]:

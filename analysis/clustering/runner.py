@@ -32,9 +32,9 @@ from analysis.clustering.provenance import git_state, package_versions
 from analysis.clustering.store import cell_id, cell_key, cell_path, folder_cells, read_cell
 from analysis.clustering.summary import write_summary
 from core.data import Dataset
-from core.errors import ConfigError, GridError, TaskUnavailableError
-from core.files import write_json
 from core.metrics import KMEANS_BATCH_SIZE, score_embeddings
+from core.runtime.errors import ConfigError, GridError, TaskUnavailableError
+from core.runtime.files import write_json
 
 
 @dataclass
@@ -61,8 +61,8 @@ class _Models:
         self._configs: dict[ModelSpec, Any] = {}
 
     def identity(self, spec: ModelSpec, use_adapter: bool) -> dict[str, Any]:
-        from core.adapters import adapter_hash
-        from core.models import folder_weights_hash, resolve_model_path
+        from core.models.adapters import adapter_hash
+        from core.models.registry import folder_weights_hash, resolve_model_path
 
         if spec in self._loaded:
             return self._loaded[spec].identity(use_adapter)
@@ -76,7 +76,7 @@ class _Models:
         }
 
     def loaded(self, spec: ModelSpec) -> Any:
-        from core.models import load_model
+        from core.models.registry import load_model
 
         if spec not in self._loaded:
             self._loaded, self._encoders = {}, {}  # one model in memory at a time
@@ -88,7 +88,7 @@ class _Models:
         return self._plain_encoder(spec, max_length).with_settings(method=method)
 
     def _plain_encoder(self, spec: ModelSpec, max_length: int) -> Any:
-        from core.encoder import Encoder
+        from core.encoding.encoder import Encoder
 
         loaded = self.loaded(spec)
         if (spec, max_length) not in self._encoders:
@@ -106,14 +106,14 @@ class _Models:
     def _config(self, spec: ModelSpec) -> Any:
         from transformers import AutoConfig
 
-        from core.models import resolve_model_path
+        from core.models.registry import resolve_model_path
 
         if spec not in self._configs:
             self._configs[spec] = AutoConfig.from_pretrained(resolve_model_path(spec.name))
         return self._configs[spec]
 
     def is_causal(self, spec: ModelSpec) -> bool:
-        from core.models import is_causal_config
+        from core.models.registry import is_causal_config
 
         if spec in self._loaded:
             return bool(self._loaded[spec].is_causal)
@@ -130,7 +130,7 @@ class _Models:
     def methods(self, spec: ModelSpec, methods: list[Any]) -> list[Any]:
         """The grid's methods resolved for this model (TP's default range); plain alone for a bidirectional
         encoder, which already sees the whole text."""
-        from core.methods import PLAIN, check_method_for_model
+        from core.encoding.methods import PLAIN, check_method_for_model
 
         if not self.is_causal(spec):
             return [PLAIN]
@@ -151,11 +151,11 @@ def run_grid(config: GridConfig) -> GridResult:
 
     from analysis.clustering.mteb_results import MTEB_FOLDER
     from analysis.clustering.mteb_results import write_cell as write_mteb_result
-    from core.device import resolve_device, resolve_precision
-    from core.distributed import dist_info
-    from core.models import ModelNotFoundError
-    from core.pooling import LayerChoice
-    from core.prompts import resolve_prompt
+    from core.encoding.pooling import LayerChoice
+    from core.encoding.prompts import resolve_prompt
+    from core.models.registry import ModelNotFoundError
+    from core.runtime.device import resolve_device, resolve_precision
+    from core.runtime.distributed import dist_info
 
     started = time.perf_counter()
     rank, world = dist_info()
@@ -276,7 +276,7 @@ def run_grid(config: GridConfig) -> GridResult:
 
 def _merged(result: GridResult) -> GridResult:
     """Every rank's cells, counts, errors and throughput, summed (all ranks get the same merged result)."""
-    from core.distributed import all_gather
+    from core.runtime.distributed import all_gather
 
     parts = all_gather((result.cells, result.computed, result.skipped, result.errors, dict(result.throughput)))
     merged = GridResult()
@@ -293,7 +293,7 @@ def _merged(result: GridResult) -> GridResult:
 def _templates(method: Any, prompts: list[Any]) -> list[Any]:
     """A group's templates under ``method``: plain spans the grid's prompts; echo and tp bring their own
     template; an ensemble has several (None: the method holds them)."""
-    from core.methods import Ensemble, Plain
+    from core.encoding.methods import Ensemble, Plain
 
     if isinstance(method, Plain):
         return prompts
@@ -326,7 +326,7 @@ def _compute_group(
     ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
     from analysis.clustering.mteb_results import MTEB_FOLDER
     from analysis.clustering.mteb_results import write_cell as write_mteb_result
-    from core.methods import PLAIN, Plain
+    from core.encoding.methods import PLAIN, Plain
 
     spec = next(iter(todo)).model
     encoder = models.encoder(spec, plan.budget.max_length, method)

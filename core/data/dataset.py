@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core.paths import cache_root
+from core.runtime.paths import cache_root
 
 Split = Literal["test", "train"]
 SPLITS: tuple[Split, ...] = ("test", "train")

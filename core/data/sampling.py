@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from core.data.dataset import Dataset, content_sha256
-from core.errors import ConfigError
+from core.runtime.errors import ConfigError
 
 T = TypeVar("T")
 

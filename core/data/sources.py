@@ -12,7 +12,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Any, Literal
 
-from core.errors import DataError
+from core.runtime.errors import DataError
 
 
 def parse_orange_tab(data: bytes, member: str = "<tab>") -> tuple[list[str], list[str], dict[str, int]]:

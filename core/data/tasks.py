@@ -28,8 +28,8 @@ from core.data.sources import clean_verse, parse_orange_tab, parse_pythonbible, 
 from core.data.transfer import TRANSFER_TASKS, load_transfer_task
 from core.data.user_files import USER_FORMATS, load_user_file
 from core.data.wheels import WHEELS, WheelStore, file_sha256
-from core.errors import ConfigError, DataError, DataUnavailableError
-from core.files import atomic_write, write_json
+from core.runtime.errors import ConfigError, DataError, DataUnavailableError
+from core.runtime.files import atomic_write, write_json
 
 # Bump when the code that turns source files into jsonl changes: prepared tasks are then redone.
 FORMAT_VERSION = 1

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.data.dataset import Dataset, content_sha256
-from core.errors import UserFileError
-from core.files import atomic_write
-from core.paths import cache_root
+from core.runtime.errors import UserFileError
+from core.runtime.files import atomic_write
+from core.runtime.paths import cache_root
 
 USER_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 # What ``iter_texts`` reads (core.embed's inputs): a user file, or plain text with one text per line.

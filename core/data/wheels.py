@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from core.errors import ChecksumError, DataError, DataUnavailableError
-from core.paths import cache_root
+from core.runtime.errors import ChecksumError, DataError, DataUnavailableError
+from core.runtime.paths import cache_root
 
 
 @dataclass(frozen=True)

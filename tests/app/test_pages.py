@@ -141,7 +141,7 @@ def prepared_tasks(monkeypatch):
     from pathlib import Path
 
     from core.data.tasks import prepare
-    from core.paths import cache_root
+    from core.runtime.paths import cache_root
 
     data = Path(os.environ["EMBEDDING_LENS_USER_HOME"]) / "data"
     prepare(["trec-coarse"], data_dir=data)
@@ -249,7 +249,7 @@ def test_adapters_page_offers_resume_and_keeps_the_watched_run_in_the_url(tiny_m
 
 
 def test_the_sidebar_offers_each_shipped_adapter_only_with_its_base_model():
-    from core.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER
+    from core.models.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER
     from workbench.state import adapter_folders
 
     gemma = str(ADAPTERS_DIR / "gemma3-270m-embed")

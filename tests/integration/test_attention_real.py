@@ -20,7 +20,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def smollm_dir() -> str:
-    from core.models import ModelNotFoundError, resolve_model_path
+    from core.models.registry import ModelNotFoundError, resolve_model_path
 
     try:
         return resolve_model_path("smollm2-135m")
@@ -47,7 +47,7 @@ def adapter_dir(smollm_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(adapter_dir):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     return Encoder("smollm2-135m", adapter=adapter_dir, prompt="cluster", pooling="last", cache=False, precision="fp32")
 
@@ -69,7 +69,7 @@ def test_capture_keeps_vectors_and_the_first_token_is_the_sink(encoder):
 
 
 def test_attribution_converges_on_the_real_model(encoder):
-    from analysis.attribution import Attributor
+    from analysis.attribution.integrated_gradients import Attributor
 
     attributor = Attributor(encoder)
     shares = attributor.token_shares(TEXTS[0], use_adapter=True)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from core import data as D
-from core.paths import REPO_ROOT
+from core.runtime.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.adapters import list_adapters, read_adapter
-from core.encoder import Encoder
-from core.export import export
-from core.models import DEFAULT_MODEL, resolve_model_path, upgrade_adapter
-from core.paths import REPO_ROOT
+from core.encoding.encoder import Encoder
+from core.export.folder import export
+from core.models.adapters import list_adapters, read_adapter
+from core.models.registry import DEFAULT_MODEL, resolve_model_path, upgrade_adapter
+from core.runtime.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

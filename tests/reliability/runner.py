@@ -74,7 +74,7 @@ def _child(
     sys.stdout, sys.stderr = out, err
     import torch
 
-    from core.errors import run_cli
+    from core.runtime.errors import run_cli
 
     # The tiny model's matrices are 32 wide: one thread is many times faster than two fighting over them.
     torch.set_num_threads(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cache import EmbeddingCache
+from core.encoding.cache import EmbeddingCache
 from tests.reliability.cases import Case, cases
 from tests.reliability.conftest import CACHE_TIMEOUT_S
 

@@ -329,7 +329,7 @@ def job_options(tiny_model_dir: Path, pairs: Path) -> list[str]:
 
 
 def wait_for_job(folder: Path, timeout: float = 600) -> str:
-    from core.train_jobs import job_status
+    from core.training.jobs import job_status
 
     deadline = time.time() + timeout
     while (state := job_status(folder).state) == "running":
@@ -341,7 +341,7 @@ def wait_for_job(folder: Path, timeout: float = 600) -> str:
 @cases(TWO_TABS)
 def test_a_second_tab_cannot_start_a_running_job_again(case, tiny_model_dir, pairs, reference, tmp_path, monkeypatch):
     """The first tab's job (what its *Start training* launches) is paused while the second tab presses Start."""
-    from core.train_jobs import start_training
+    from core.training.jobs import start_training
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job inherits it: one thread, as the reference ran
     folder = tmp_path / "runs" / "shared"
@@ -368,7 +368,7 @@ def test_a_second_tab_cannot_start_a_running_job_again(case, tiny_model_dir, pai
 def test_switching_model_while_a_job_trains(case, tiny_model_dir, pairs, reference, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core.train_jobs import start_training
+    from core.training.jobs import start_training
     from tests.app.test_app import APP
     from tests.conftest import build_tiny_model
     from workbench.state import CUSTOM_MODEL, NO_ADAPTER, TRAINED_DIR

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.adapters import (
+from core.models.adapters import (
     ADAPTER_METADATA,
     SHIPPED_ADAPTER,
     adapter_hash,
@@ -23,7 +23,7 @@ from core.adapters import (
     write_card,
     write_metadata,
 )
-from core.errors import AdapterError
+from core.runtime.errors import AdapterError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,7 +185,7 @@ def _walk(node):
 
 
 def test_list_adapters_puts_the_shipped_one_first_and_skips_other_folders(tmp_path, monkeypatch):
-    import core.adapters as adapters_module
+    import core.models.adapters as adapters_module
 
     for name in ("b", "shipped", "a"):
         peft_folder(tmp_path / name)

@@ -24,10 +24,10 @@ from analysis.attention.report import AttentionReportConfig, main, run_report, s
 from analysis.categories import CATEGORIES, RENORMALISED, TextAttention
 from analysis.plots import report_figures
 from analysis.stats import paired_stats
-from core.encoder import Encoder
-from core.errors import ConfigError, run_cli
-from core.models import load_model
-from core.pooling import LayerChoice
+from core.encoding.encoder import Encoder
+from core.encoding.pooling import LayerChoice
+from core.models.registry import load_model
+from core.runtime.errors import ConfigError, run_cli
 
 TEXTS = [
     "The red dog runs quickly in the garden.",

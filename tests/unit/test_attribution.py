@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from analysis.attention import capture_corpus
-from analysis.attribution import Attribution, Attributor, agreement, compare_similarity
-from core.encoder import Encoder
-from core.models import load_model
+from analysis.attribution.integrated_gradients import Attribution, Attributor, agreement, compare_similarity
+from core.encoding.encoder import Encoder
+from core.models.registry import load_model
 
 TEXT = "a man is driving a car"
 OTHER = "The red dog runs quickly in the garden."

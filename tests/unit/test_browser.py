@@ -1,4 +1,4 @@
-"""core.browser: kaleido (plotly's PNG export) pointed at Debian's chromium."""
+"""core.runtime.browser: kaleido (plotly's PNG export) pointed at Debian's chromium."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core import browser
+from core.runtime import browser
 
 
 @pytest.fixture

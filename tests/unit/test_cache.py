@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cache import EmbeddingCache, settings_key
-from core.paths import cache_root
-from core.pooling import Pooling
-from core.prompts import resolve_prompt
+from core.encoding.cache import EmbeddingCache, settings_key
+from core.encoding.pooling import Pooling
+from core.encoding.prompts import resolve_prompt
+from core.runtime.paths import cache_root
 
 # ----- the cache on its own
 

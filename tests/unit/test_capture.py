@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.capture import EagerAttentionError, capture_attention, capture_attention_rows, check_eager
-from core.models import load_model
+from core.encoding.capture import EagerAttentionError, capture_attention, capture_attention_rows, check_eager
+from core.models.registry import load_model
 
 
 def _batch(encoder, texts):
@@ -82,7 +82,7 @@ def test_mode_and_query_checks(tiny_encoder):
 
 
 def test_sdpa_model_switches_to_eager_only_while_capturing(tiny_model_dir, sample_texts):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     loaded = load_model(str(tiny_model_dir))
     assert loaded.backbone.config._attn_implementation == "sdpa"

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from core.errors import PROJECT_LOGGERS, configure_logging
+from core.runtime.errors import PROJECT_LOGGERS, configure_logging
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def project_loggers():
         logging.getLogger(name).handlers[:] = handlers
 
 
-@pytest.mark.parametrize("module", ["analysis.faithfulness", "__main__"])
+@pytest.mark.parametrize("module", ["analysis.faithfulness.report", "__main__"])
 def test_a_cli_modules_info_lines_reach_stderr(module, project_loggers, capsys):
     configure_logging()
     logging.getLogger(module).info("base: 32/600 texts measured")

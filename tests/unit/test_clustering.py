@@ -23,8 +23,8 @@ from analysis.clustering import (
 from analysis.clustering.__main__ import main as grid_main
 from analysis.clustering.mteb_tasks import local_clustering_task
 from core.data import Dataset, content_sha256, mteb_subsample, mteb_subsample_indices
-from core.encoder import Encoder
-from core.errors import run_cli
+from core.encoding.encoder import Encoder
+from core.runtime.errors import run_cli
 
 
 def main(argv: list[str]) -> int:
@@ -241,7 +241,7 @@ def test_changed_settings_make_new_cells(tiny_model_dir, labelled_csv, tmp_path,
 def test_adapter_and_base_come_from_one_model(tiny_model_dir, labelled_csv, tmp_path, grid_calls):
     from peft import LoraConfig, get_peft_model
 
-    from core.models import load_model
+    from core.models.registry import load_model
 
     adapter_dir = tmp_path / "adapter"
     loaded = load_model(str(tiny_model_dir))
@@ -269,7 +269,7 @@ def test_base_and_adapter_rows_share_one_trunk(tiny_model_dir, labelled_csv, tmp
     adapter's top-layer LoRA run once per batch, and writes the same cells as the rows computed one at a time."""
     from peft import LoraConfig, get_peft_model
 
-    from core.models import load_model
+    from core.models.registry import load_model
     from tests.conftest import TINY_LAYERS
 
     adapter_dir = tmp_path / "adapter"
@@ -449,8 +449,8 @@ def test_summary_table_average_and_missing_tasks(tmp_path):
 def make_card_adapter(tmp_path: Path) -> Path:
     from dataclasses import asdict
 
-    from core.prompts import PROMPTS
-    from core.train import TrainConfig
+    from core.encoding.prompts import PROMPTS
+    from core.training.trainer import TrainConfig
 
     adapter = tmp_path / "run1"
     adapter.mkdir()
@@ -484,8 +484,8 @@ def track_cells(tasks: tuple[str, ...]) -> list[dict]:
 
 
 def test_adapter_card_gets_its_row_the_best_base_row_and_minilm(tmp_path):
-    from core.adapters import render_card
     from core.data import LOCAL_TASKS
+    from core.models.adapters import render_card
 
     adapter = make_card_adapter(tmp_path)
     cells = track_cells(tuple(LOCAL_TASKS))
@@ -539,7 +539,7 @@ def test_a_custom_task_grid_leaves_the_adapter_card_alone(tiny_model_dir, labell
     from peft import LoraConfig, get_peft_model
 
     from analysis.clustering import runner
-    from core.models import load_model
+    from core.models.registry import load_model
 
     recorded: list[str] = []
     real = runner.record_adapter_scores

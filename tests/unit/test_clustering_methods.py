@@ -12,8 +12,8 @@ from analysis.clustering import filter_rows, heatmap_frames, summary_tables, top
 from analysis.clustering.grid import BASELINE_MODEL
 from analysis.clustering.store import cell_id, cell_key, cell_method
 from analysis.clustering.summary import markdown_table
-from core.methods import PLAIN, parse_method
-from core.prompts import PROMPTS
+from core.encoding.methods import PLAIN, parse_method
+from core.encoding.prompts import PROMPTS
 from tests.unit.test_clustering import cell_files, cli, main, synthetic_rows, write_csv
 from tests.unit.test_clustering_summary import LOCAL_TRACK, cell
 
@@ -65,7 +65,7 @@ def test_every_committed_cell_keys_as_its_method_and_plain_keys_are_unchanged():
 
 
 def test_the_grid_runs_every_method_from_one_model_and_resumes(tiny_model_dir, labelled_csv, tmp_path, monkeypatch):
-    from core import models
+    from core.models import registry as models
 
     loads: list[str] = []
     original = models.load_model

@@ -9,7 +9,7 @@ import pytest
 
 from analysis.clustering import filter_rows, folder_cells, heatmap_frames, summary_tables, top_rows
 from analysis.clustering.summary import write_tables
-from core.paths import REPO_ROOT
+from core.runtime.paths import REPO_ROOT
 
 LOCAL_TRACK = REPO_ROOT / "results" / "local-track"
 

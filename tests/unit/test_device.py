@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.device import available_devices, resolve_device, resolve_precision
-from core.errors import ConfigError
+from core.runtime.device import available_devices, resolve_device, resolve_precision
+from core.runtime.errors import ConfigError
 
 
 def test_auto_picks_what_is_there():
@@ -37,7 +37,7 @@ def test_unknown_name_lists_choices_and_devices(name):
 
 
 def test_precision_per_device(monkeypatch):
-    import core.device as device_module
+    import core.runtime.device as device_module
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
@@ -53,7 +53,7 @@ def test_precision_per_device(monkeypatch):
 
 
 def test_encoder_on_explicit_cpu_matches_default(tiny_loaded, tiny_encoder, sample_texts):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     by_name = Encoder(tiny_loaded, precision="fp32", cache=False, device="cpu")
     by_object = Encoder(tiny_loaded, precision="fp32", cache=False, device=torch.device("cpu"))
@@ -65,7 +65,7 @@ def test_encoder_on_explicit_cpu_matches_default(tiny_loaded, tiny_encoder, samp
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this test needs a machine without CUDA")
 def test_encoder_on_absent_device_fails_before_loading(tiny_model_dir):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     with pytest.raises(ConfigError, match="'cuda' is not available on this machine; it has: cpu"):
         Encoder(str(tiny_model_dir), cache=False, device="cuda")
@@ -86,8 +86,8 @@ def test_cache_key_of_cpu_vectors_has_no_device(tiny_encoder):
 @pytest.mark.parametrize(("threshold", "expected"), [(0.99, "fp16"), (1.01, "fp32")])
 def test_auto_fp16_is_kept_only_where_the_probe_agrees(tiny_loaded, monkeypatch, threshold, expected):
     """Precision auto on a GPU without bf16 resolves to fp16, then the probe decides (simulated on the CPU)."""
-    import core.encoder as encoder_module
-    from core.encoder import Encoder
+    import core.encoding.encoder as encoder_module
+    from core.encoding.encoder import Encoder
 
     monkeypatch.setattr(encoder_module, "resolve_precision", lambda precision, device: "fp16")
     monkeypatch.setattr(encoder_module, "FP16_MIN_COSINE", threshold)
@@ -102,7 +102,7 @@ def test_auto_fp16_is_kept_only_where_the_probe_agrees(tiny_loaded, monkeypatch,
 @pytest.mark.parametrize("cli", ["embed", "train", "clustering", "attention", "faithfulness"])
 def test_every_cli_refuses_an_absent_device_in_one_line(cli, tiny_model_dir, tmp_path, capsys):
     """``--device cuda`` here: exit 2 and ``error: Device 'cuda' is not available ...; it has: cpu``."""
-    from core.errors import run_cli
+    from core.runtime.errors import run_cli
 
     model = str(tiny_model_dir)
     texts = tmp_path / "texts.csv"
@@ -114,7 +114,7 @@ def test_every_cli_refuses_an_absent_device_in_one_line(cli, tiny_model_dir, tmp
 
         argv = ["--model", model, "--input", str(texts), "--output", str(tmp_path / "v.npy")]
     elif cli == "train":
-        from core.train import main
+        from core.training.trainer import main
 
         argv = ["--base-model", model, "--pairs", str(pairs), "--out", str(tmp_path / "adapter"), "--batch-size", "4"]
     elif cli == "clustering":
@@ -126,7 +126,7 @@ def test_every_cli_refuses_an_absent_device_in_one_line(cli, tiny_model_dir, tmp
 
         argv = ["--model", model, "--task", str(texts), "--out", str(tmp_path / "report")]
     else:
-        from analysis.faithfulness import main
+        from analysis.faithfulness.report import main
 
         argv = ["--model", model, "--tasks", "trec-fine", "--out", str(tmp_path / "faithfulness")]
     assert run_cli(main, [*argv, "--device", "cuda"]) == 2

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.capture import capture_attention_rows
-from core.encoder import Encoder, PoolingPlan, validate_texts
-from core.errors import ConfigError
-from core.pooling import POOLING_MODES, LayerChoice
-from core.prompts import resolve_prompt
-from core.roles import TEXT_ROLES
+from core.encoding.capture import capture_attention_rows
+from core.encoding.encoder import Encoder, PoolingPlan, validate_texts
+from core.encoding.pooling import POOLING_MODES, LayerChoice
+from core.encoding.prompts import resolve_prompt
+from core.encoding.roles import TEXT_ROLES
+from core.runtime.errors import ConfigError
 
 LAYERS = (-1, 1, "last2")
 ALL_COMBOS = [(mode, layer) for mode in POOLING_MODES for layer in LAYERS]
@@ -32,7 +32,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def hand_forward(encoder: Encoder, text: str, prompt: str = "none"):
     """The prepared text and the plain backbone's output on it alone (no padding, default positions)."""
-    from core.capture import eager_attention
+    from core.encoding.capture import eager_attention
 
     item = encoder.prepare([text], prompt=prompt)[0]
     with torch.inference_mode(), eager_attention(encoder.loaded.backbone):  # SDPA returns no attention weights

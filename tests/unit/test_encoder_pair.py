@@ -31,14 +31,14 @@ def _adapter(model_dir: Path, folder: Path, layers: list[int] | None, seed: int 
 
 @pytest.fixture(scope="module")
 def top_layer_encoder(tiny_model_dir, tmp_path_factory):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     folder = _adapter(tiny_model_dir, tmp_path_factory.mktemp("top-adapter"), [TINY_LAYERS - 1])
     return Encoder(str(tiny_model_dir), folder, precision="fp32", cache=False, prompt="eol", pooling="last")
 
 
 def test_adapter_free_layers(top_layer_encoder, tiny_model_dir, tiny_adapter_dir, tiny_loaded):
-    from core.models import load_model
+    from core.models.registry import load_model
 
     assert top_layer_encoder.loaded.adapter_free_layers == TINY_LAYERS - 1
     assert load_model(str(tiny_model_dir), tiny_adapter_dir).adapter_free_layers == 0  # every layer
@@ -76,14 +76,14 @@ def test_pair_with_adapter_everywhere_falls_back_to_two_passes(tiny_encoder_fact
 
 
 def test_pair_needs_an_adapter(tiny_encoder, sample_texts):
-    from core.errors import ConfigError
+    from core.runtime.errors import ConfigError
 
     with pytest.raises(ConfigError, match="No adapter is attached"):
         tiny_encoder.encode_pair(sample_texts)
 
 
 def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     folder = _adapter(tiny_model_dir, tmp_path / "adapter", [TINY_LAYERS - 1])
     encoder = Encoder(str(tiny_model_dir), folder, precision="fp32", cache=tmp_path / "cache.sqlite")
@@ -94,7 +94,7 @@ def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
 
 def test_pair_with_one_side_cached_runs_only_the_other(top_layer_encoder, tmp_path, sample_texts, forward_counter):
     """Base vectors in the cache: the pair runs the adapter alone (one pass), not the shared pair again."""
-    from core.cache import EmbeddingCache
+    from core.encoding.cache import EmbeddingCache
 
     encoder = copy.copy(top_layer_encoder)
     encoder.cache = EmbeddingCache(tmp_path / "cache.sqlite")
@@ -127,7 +127,7 @@ def test_pair_keeps_the_method(top_layer_encoder, sample_texts, method):
 
 
 def test_faithfulness_encodes_perturbed_texts_for_both_settings_in_one_pass(top_layer_encoder):
-    from analysis.faithfulness import pooled_vectors
+    from analysis.faithfulness.report import pooled_vectors
 
     texts = ["The red dog runs in the garden.", "", "dog garden", "An old man walks slowly."]
     both = pooled_vectors(top_layer_encoder, texts, [False, True])

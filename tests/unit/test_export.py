@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import AdapterError, ConfigError
-from core.export import MANIFEST, MODULE_FILE, PROBE_TEXTS, export, main
+from core.export.folder import MANIFEST, MODULE_FILE, PROBE_TEXTS, export, main
+from core.runtime.errors import AdapterError, ConfigError
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -20,7 +20,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def workbench_vectors(model: str, adapter: str | None = None, **settings) -> np.ndarray:
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     return Encoder(model, adapter, precision="fp32", cache=False, **settings).encode(list(PROBE_TEXTS))
 
@@ -137,7 +137,7 @@ def test_kept_adapter_loads_with_plain_peft_on_automodel(lens_adapter, tmp_path)
     from peft import PeftModel
     from transformers import AutoModel
 
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     out = tmp_path / "adapter"
     export(str(lens_adapter), out)
@@ -168,7 +168,7 @@ def test_existing_folder_refused_unless_force(tiny_model_dir, tmp_path):
 
 
 def test_interrupted_export_leaves_no_folder(tiny_model_dir, tmp_path, monkeypatch):
-    import core.export as export_module
+    import core.export.folder as export_module
 
     def fail(*_args, **_kwargs):
         raise KeyboardInterrupt
@@ -201,7 +201,7 @@ def test_unknown_method_and_unexportable_settings_are_refused(tiny_model_dir, tm
 
 
 def test_cli_reports_errors_and_exit_codes(tiny_model_dir, tmp_path, capsys):
-    from core.errors import run_cli
+    from core.runtime.errors import run_cli
 
     (tmp_path / "taken").mkdir()
     assert run_cli(main, [str(tiny_model_dir), "--out", str(tmp_path / "taken")]) == 2

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import faithfulness
-from analysis.faithfulness import (
+from analysis.faithfulness import report as faithfulness
+from analysis.faithfulness.report import (
     FaithfulnessConfig,
     aopc,
     content_text,
@@ -19,9 +19,9 @@ from analysis.faithfulness import (
     text_curves,
     variants,
 )
-from core.encoder import Encoder
-from core.errors import ConfigError
-from core.models import load_model
+from core.encoding.encoder import Encoder
+from core.models.registry import load_model
+from core.runtime.errors import ConfigError
 
 SAMPLE = [
     ("toy:0", "The red dog runs quickly in the garden."),
@@ -206,7 +206,7 @@ def test_one_texts_curves_for_the_page(encoder):
 
 
 def test_a_record_line_cut_short_by_a_kill_spoils_no_later_record(tmp_path):
-    from analysis.faithfulness import _append_records, _read_records
+    from analysis.faithfulness.report import _append_records, _read_records
 
     path = tmp_path / "records.jsonl"
     _append_records(path, [{"config": "c", "key": "t:0", "side": "base"}])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.files import atomic_write, staging_folder, write_json
+from core.runtime.files import atomic_write, staging_folder, write_json
 
 
 @pytest.fixture
@@ -84,8 +84,8 @@ def test_missing_folders_are_created(tmp_path):
 def test_a_full_disk_is_a_storage_error_and_the_old_file_stays(tmp_path, monkeypatch):
     import errno
 
-    from core.errors import StorageError
-    from core.files import disk_full
+    from core.runtime.errors import StorageError
+    from core.runtime.files import disk_full
 
     target = tmp_path / "out.json"
     write_json(target, {"old": 1})
@@ -105,8 +105,8 @@ def test_a_full_disk_is_a_storage_error_and_the_old_file_stays(tmp_path, monkeyp
 
 
 def test_a_locked_folder_refuses_a_second_process_and_is_free_after(tmp_path):
-    from core.errors import StorageError
-    from core.files import folder_locked, lock_folder
+    from core.runtime.errors import StorageError
+    from core.runtime.files import folder_locked, lock_folder
 
     held = lock_folder(tmp_path, "--out")
     try:

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.capture import decoder_layers
 from core.embed import main as embed_main
-from core.encoder import Encoder
-from core.errors import ConfigError, run_cli
-from core.methods import (
+from core.encoding.capture import decoder_layers
+from core.encoding.encoder import Encoder
+from core.encoding.methods import (
     ECHO_TEMPLATE,
     METAEOL,
     PLAIN,
@@ -28,8 +27,9 @@ from core.methods import (
     parse_method,
     token_prepending,
 )
-from core.pooling import POOLING_MODES, Pooling
-from core.roles import TEXT_ROLES, Role
+from core.encoding.pooling import POOLING_MODES, Pooling
+from core.encoding.roles import TEXT_ROLES, Role
+from core.runtime.errors import ConfigError, run_cli
 from tests.conftest import TINY_LAYERS
 
 TOLERANCE = 1e-4

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import core.models as models_module
-from core.adapters import ADAPTER_METADATA, adapter_hash
-from core.encoder import Encoder
-from core.errors import AdapterError
-from core.models import (
+import core.models.registry as models_module
+from core.encoding.encoder import Encoder
+from core.encoding.pooling import Pooling
+from core.models.adapters import ADAPTER_METADATA, adapter_hash
+from core.models.registry import (
     CONVERSION_MARKER,
     LEGACY_CONVERSION_MARKER,
     PACKAGED,
@@ -34,7 +34,7 @@ from core.models import (
     state_dict_hash,
     upgrade_adapter,
 )
-from core.pooling import Pooling
+from core.runtime.errors import AdapterError
 
 TEXTS = ["The red dog runs quickly in the garden.", "A cat sleeps.", "city", "An old man walks from the market."]
 
@@ -433,7 +433,7 @@ def test_embed_cli_says_error_for_an_adapter_that_does_not_fit(
     case, tiny_model_dir, adapter_dir, make_tiny_config, tmp_path, capsys
 ):
     from core.embed import main
-    from core.errors import run_cli
+    from core.runtime.errors import run_cli
 
     adapter = {
         "renamed": lambda: rename_tensors(adapter_dir, tmp_path / "renamed", "model.layers.", "model.blocks."),

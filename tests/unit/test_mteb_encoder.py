@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from analysis.clustering.mteb_encoder import MtebEncoder
 from analysis.clustering.mteb_tasks import local_clustering_task
 from core.data import Dataset
-from core.paths import REPO_ROOT
+from core.runtime.paths import REPO_ROOT
 
 
 def loader(texts: list[str], batch_size: int = 3) -> DataLoader:
@@ -55,7 +55,9 @@ def test_mteb_evaluate_runs_the_wrapped_encoder_on_a_local_task(tiny_encoder):
     assert 0.0 <= result.task_results[0].get_score() <= 1.0
 
 
-@pytest.mark.parametrize("module", ["core.encoder", "core.train", "analysis.clustering", "analysis.projections"])
+@pytest.mark.parametrize(
+    "module", ["core.encoding.encoder", "core.training.trainer", "analysis.clustering", "analysis.projections"]
+)
 def test_importing_loads_no_mteb(module):
     code = f"import sys, {module}; print('mteb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

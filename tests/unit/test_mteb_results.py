@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from analysis.clustering.mteb_results import cell_model_name, convert_results, main, write_cell
-from core.errors import GridError, run_cli
-from core.paths import REPO_ROOT
+from core.runtime.errors import GridError, run_cli
+from core.runtime.paths import REPO_ROOT
 
 LOCAL_TRACK = REPO_ROOT / "results" / "local-track"
 ADAPTER_CELL = next((LOCAL_TRACK / "cells" / "r8").glob("smollm2-135m-smollm2-135m-embed__eol__last__*.json"))

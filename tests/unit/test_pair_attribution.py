@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import pair_attribution
-from analysis.pair_attribution import compare_pair_matrices, pair_matrix
+from analysis.attribution import token_pairs as pair_attribution
+from analysis.attribution.token_pairs import compare_pair_matrices, pair_matrix
 from analysis.plots import pair_matrix_figure
-from core.encoder import Encoder
-from core.errors import ConfigError
-from core.models import load_model
+from core.encoding.encoder import Encoder
+from core.models.registry import load_model
+from core.runtime.errors import ConfigError
 
 TEXT_A = "The red dog runs in the garden."
 TEXT_B = "A cat sleeps near the river."

@@ -1,4 +1,4 @@
-"""core.pair_guard: overlap of pairs with evaluation-task texts (exact and shared word runs), warn vs refuse."""
+"""core.pairs.guard: overlap of pairs with evaluation-task texts (exact and shared word runs), warn vs refuse."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from core import pair_guard as G
-from core.errors import DataUnavailableError, PairFileError, run_cli
+from core.pairs import guard as G
+from core.runtime.errors import DataUnavailableError, PairFileError, run_cli
 
 DOC = "the quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches at noon today"
 TASK_TEXTS = {
@@ -50,7 +50,7 @@ def test_exact_and_span_overlaps_are_counted_per_task(fake_tracks, caplog):
         {"anchor": "Clean text here.", "positive": "Also clean.", "negative": "Murphy was an optimist!"},
         {"anchor": "Nothing to see", "positive": "Nothing at all"},
     ]
-    with caplog.at_level(logging.WARNING, logger="core.pair_guard"):
+    with caplog.at_level(logging.WARNING, logger="core.pairs.guard"):
         report = G.check_pairs_against_tracks(pairs, tasks="20ng-p2p,trec-fine,fortunes,r8")
     assert report.exact == {"trec-fine": 1, "fortunes": 1}  # the negative counts too
     assert report.span == {"20ng-p2p": 1}

@@ -1,4 +1,4 @@
-"""core.pair_quality: each filter, centred similarities, hard negatives, the report and its Markdown."""
+"""core.pairs.quality: each filter, centred similarities, hard negatives, the report and its Markdown."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from core import pair_quality as Q
-from core.adapters import render_pair_report
+from core.models.adapters import render_pair_report
+from core.pairs import quality as Q
 
 
 def vector_embed(table: dict[str, list[float]]):

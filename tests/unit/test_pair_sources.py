@@ -1,4 +1,4 @@
-"""core.pair_sources: parsers on synthetic package files, and loading through an offline store of fake packages."""
+"""core.pairs.sources: parsers on synthetic package files, and loading through an offline store of fake packages."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import zipfile
 
 import pytest
 
-from core import pair_sources as S
 from core.data import transfer as T
 from core.data.wheels import WheelStore
-from core.errors import ChecksumError, DataError, DataUnavailableError
+from core.pairs import sources as S
+from core.runtime.errors import ChecksumError, DataError, DataUnavailableError
 
 QUOTES = [
     {"text": "The only people who never fail are those who never try.", "from": "Ilka Chase"},

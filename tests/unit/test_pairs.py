@@ -7,10 +7,8 @@ import random
 
 import pytest
 
-from core import pair_guard
-from core.errors import PairFileError, run_cli
-from core.pair_files import read_pairs
-from core.pairs import (
+from core.pairs import guard as pair_guard
+from core.pairs.build import (
     QualitySettings,
     augment,
     build_pairs,
@@ -21,6 +19,8 @@ from core.pairs import (
     paraphrase_verdict,
     report_path,
 )
+from core.pairs.files import read_pairs
+from core.runtime.errors import PairFileError, run_cli
 
 
 def test_read_pairs_jsonl_and_tsv(tmp_path):

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from core.paths import REPO_ROOT
+from core.runtime.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "pairs_ablation.sh"
 

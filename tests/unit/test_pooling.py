@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.pooling import POOLING_MODES, LayerChoice, Pooling, TokenStates, pool
+from core.encoding.pooling import POOLING_MODES, LayerChoice, Pooling, TokenStates, pool
 
 NUM_HIDDEN_STATES = 4  # a 3-layer model: hidden_states[0] = embeddings, [3] = final output
 PAD = -50.0  # padding states: any pooled value near this means padding leaked in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.prompts import PLACEHOLDER, PROMPT_DESCRIPTIONS, PROMPTS, PromptTemplate, WrappedText, resolve_prompt
+from core.encoding.prompts import PLACEHOLDER, PROMPT_DESCRIPTIONS, PROMPTS, PromptTemplate, WrappedText, resolve_prompt
 
 TEXTS = ["a dog", 'He said "hi", then {left}.', "x", "  spaced out  ", "ünïcødé ✓ text"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.prompts import resolve_prompt
-from core.roles import TEXT_ROLES, Role, token_roles
+from core.encoding.prompts import resolve_prompt
+from core.encoding.roles import TEXT_ROLES, Role, token_roles
 
 
 def roles_for(string: str, spans: list[tuple[int, int]], text_start: int, text_end: int, special=None) -> list[Role]:

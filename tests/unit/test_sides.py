@@ -18,7 +18,7 @@ def top_layer_encoder(tiny_model_dir, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     torch.manual_seed(5)
     folder = tmp_path_factory.mktemp("top-adapter")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import UserFileError, run_cli
-from core.streaming import ShardStore, iter_text_chunks, shard_folder
+from core.encoding.streaming import ShardStore, iter_text_chunks, shard_folder
+from core.runtime.errors import UserFileError, run_cli
 from tests.conftest import english_like_sentences
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_every_format_reads_in_order_in_chunks(tmp_path, corpus):
 
 def test_reader_errors_are_user_file_errors(tmp_path):
     """The chunks come from core.data.user_files.iter_texts: its messages (tested there), LensErrors."""
-    from core.errors import ConfigError, LensError
+    from core.runtime.errors import ConfigError, LensError
 
     (tmp_path / "a.csv").write_text("id,body\n1,hello\n")
     with pytest.raises(UserFileError, match=r"no column 'text'; its columns are: id, body\..*--text-column NAME"):
@@ -80,7 +80,7 @@ def test_stream_equals_in_memory_encode(tiny_model_dir, tiny_encoder, tmp_path, 
 
 
 def test_killed_run_resumes_only_missing_chunks(tiny_model_dir, tmp_path, corpus, monkeypatch):
-    import core.streaming as streaming
+    import core.encoding.streaming as streaming
 
     source = _write_inputs(tmp_path / "in", corpus)["txt"]
     full = tmp_path / "full.npy"

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import core.train
-from core.adapters import ADAPTER_METADATA, read_adapter, render_card
-from core.errors import PairFileError, run_cli
-from core.train import TrainConfig, Trainer, TrainError, clean_pairs, info_nce, main
+import core.training.trainer
+from core.models.adapters import ADAPTER_METADATA, read_adapter, render_card
+from core.runtime.errors import PairFileError, run_cli
+from core.training.trainer import TrainConfig, Trainer, TrainError, clean_pairs, info_nce, main
 
 WORDS = [
     "the",
@@ -271,7 +271,7 @@ def test_output_is_a_plain_peft_folder_with_metadata_and_card(trained, tiny_dir)
 
 
 def test_inference_encoder_reproduces_training_embeddings(trained):
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     out, trainer = trained
     # max_length is not (yet) an adapter default of the Encoder: pass the training one.
@@ -382,7 +382,7 @@ def no_model_load(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the resume was checked")
 
-    monkeypatch.setattr(core.train, "load_model", refuse)
+    monkeypatch.setattr(core.training.trainer, "load_model", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -452,7 +452,7 @@ def test_resume_after_the_pairs_file_changed_is_refused(tiny_dir, interrupted_ru
     assert trainer.step == 4
     card = trainer.train()
     assert card["data"]["file"] == str(moved)
-    assert card["data"]["sha256"] == core.train.hashlib.sha256(moved.read_bytes()).hexdigest()
+    assert card["data"]["sha256"] == core.training.trainer.hashlib.sha256(moved.read_bytes()).hexdigest()
 
 
 def test_a_truncated_checkpoint_falls_back_to_the_older_one(tiny_dir, interrupted_run, tmp_path, caplog):
@@ -461,7 +461,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_older_one(tiny_dir, interrupte
     checkpoints = out / "checkpoints"
     newest = checkpoints / "step-000004" / "adapter_model.safetensors"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    with caplog.at_level(logging.WARNING, logger="core.train"):
+    with caplog.at_level(logging.WARNING, logger="core.training.trainer"):
         trainer = Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
     assert trainer.step == 2
     assert "step-000004" in caplog.text and "resuming from step-000002" in caplog.text
@@ -525,7 +525,7 @@ def test_degenerate_pairs_are_dropped_and_counted_or_refused(tiny_dir, pair_file
         "examples": [{"anchor": "the cat runs", "positive": "a cat runs"}],
     }
     (tmp_path / "mixed.report.json").write_text(json.dumps(quality))
-    with caplog.at_level(logging.WARNING, logger="core.train"):
+    with caplog.at_level(logging.WARNING, logger="core.training.trainer"):
         trainer = Trainer(make_config(tiny_dir, mixed, steps=1), tmp_path / "c")
     assert len(trainer.pairs) == 40
     assert "dropped 2 duplicate pair(s)" in caplog.text and "dropped 1 pair(s) whose anchor" in caplog.text
@@ -537,7 +537,7 @@ def test_degenerate_pairs_are_dropped_and_counted_or_refused(tiny_dir, pair_file
     assert "| length_ratio | 7 |" in readme and "| the cat runs | a cat runs |" in readme
     # A report of other pairs (the file edited since) is left out, with a warning.
     mixed.write_text("".join(json.dumps(row) + "\n" for row in rows[:-1] + extra))
-    with caplog.at_level(logging.WARNING, logger="core.train"):
+    with caplog.at_level(logging.WARNING, logger="core.training.trainer"):
         card = Trainer(make_config(tiny_dir, mixed, steps=1), tmp_path / "d").train()
     assert card["data"]["quality"] is None and "describes 43 pairs, " in caplog.text
 

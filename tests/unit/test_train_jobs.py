@@ -9,9 +9,8 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from core.errors import ConfigError, TrainError
-from core.train import _parser
-from core.train_jobs import (
+from core.runtime.errors import ConfigError, TrainError
+from core.training.jobs import (
     TrainingRequest,
     adapter_label,
     can_resume,
@@ -22,6 +21,7 @@ from core.train_jobs import (
     stop_training,
     stopped_checkpoints,
 )
+from core.training.trainer import _parser
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -75,7 +75,7 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     picked = stopped_checkpoints(tmp_path)
     assert picked and all(p.parent == folder / "checkpoints" for p in picked) and picked == sorted(picked)[::-1]
     assert adapter_label(picked[0]).startswith(f"long at step {int(picked[0].name.removeprefix('step-'))} (")
-    from core.encoder import Encoder
+    from core.encoding.encoder import Encoder
 
     vectors = Encoder(str(tiny_model_dir), adapter=picked[0], cache=False).encode(["a man runs"], use_adapter=True)
     assert vectors.shape[0] == 1

@@ -40,9 +40,9 @@ from typing import Any, Literal
 
 from core.data.dataset import Dataset, content_sha256, default_data_dir
 from core.data.wheels import WheelSpec, WheelStore, fetch_verified
-from core.errors import DataError, DataUnavailableError
-from core.files import atomic_write, write_json
-from core.paths import cache_root
+from core.runtime.errors import DataError, DataUnavailableError
+from core.runtime.files import atomic_write, write_json
+from core.runtime.paths import cache_root
 
 TransferKind = Literal["short", "register", "definition", "sentence"]
 

@@ -2,7 +2,7 @@
 submodule instead of the package keeps runpy from importing the module twice (and warning about it)."""
 
 from core.data.transfer import main
-from core.errors import run_cli
+from core.runtime.errors import run_cli
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

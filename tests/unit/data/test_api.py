@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 import core.data
-from core.paths import REPO_ROOT
+from core.runtime.paths import REPO_ROOT
 
 
 def test_every_name_imported_from_core_data_exists():

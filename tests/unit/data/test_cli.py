@@ -7,8 +7,8 @@ import sys
 
 from core.data import prepare
 from core.data.cli import main
-from core.errors import run_cli
-from core.paths import REPO_ROOT
+from core.runtime.errors import run_cli
+from core.runtime.paths import REPO_ROOT
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path):

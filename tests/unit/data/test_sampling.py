@@ -17,7 +17,7 @@ from core.data.sampling import (
     sample_items,
     stratified_split,
 )
-from core.errors import ConfigError
+from core.runtime.errors import ConfigError
 
 
 def _digest(indices: list[int]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.data.sources import clean_verse, parse_orange_tab, parse_pythonbible, parse_trec
-from core.errors import DataError
+from core.runtime.errors import DataError
 
 
 def test_parse_orange_tab_drops_empty_rows_and_skips_header(fakes):

@@ -23,7 +23,7 @@ from core.data import (
     prepare,
     resolve_dataset,
 )
-from core.errors import ConfigError, DataError, DataUnavailableError
+from core.runtime.errors import ConfigError, DataError, DataUnavailableError
 
 
 def _jsonl(path: Path) -> list[dict]:

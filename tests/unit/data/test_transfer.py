@@ -15,7 +15,7 @@ import pytest
 
 from core.data import WheelSpec, WheelStore, content_sha256
 from core.data import transfer as T
-from core.errors import ChecksumError, DataError, DataUnavailableError
+from core.runtime.errors import ChecksumError, DataError, DataUnavailableError
 
 WN_HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
 

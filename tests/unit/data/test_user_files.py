@@ -8,7 +8,7 @@ import json
 import pytest
 
 from core.data import MAX_UPLOAD_BYTES, content_sha256, file_columns, load_user_file, save_upload
-from core.errors import LensError, UserFileError
+from core.runtime.errors import LensError, UserFileError
 
 
 def test_user_csv_drops_empty_texts_with_warning(tmp_path):

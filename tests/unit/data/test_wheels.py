@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.data import WheelSpec, WheelStore, prepare
-from core.errors import ChecksumError, DataError, DataUnavailableError
+from core.runtime.errors import ChecksumError, DataError, DataUnavailableError
 
 
 def test_hash_mismatch_is_a_clear_error(tmp_path, pins, data_dir):
