@@ -12,6 +12,7 @@ are 0. ``share_cis`` gives every category's share with a bootstrap CI over the c
 
 This module holds the measurements; ``analysis.attention.report`` runs the whole report from an
 ``AttentionReportConfig``, and ``python -m analysis.attention`` is its CLI (``--help`` lists the options).
+May import: ``core``, ``analysis.attribution``, ``analysis.categories``, ``analysis.plots``, ``analysis.stats``.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ Modules: ``grid`` (specs, presets, budgets), ``sampling`` and ``mteb_tasks`` (wh
 ``mteb_encoder`` (an Encoder as an mteb model), ``store`` (cells on disk), ``provenance``, ``runner``, ``summary``
 (tables, page views), ``card`` (adapter cards, full tracks only), ``__main__`` (CLI). The scorer is
 ``core.metrics.score_embeddings``, shared with training's dev score. Importing this package loads no mteb.
+
+May import: ``core``, ``analysis.plots``.
 """
 
 from __future__ import annotations

@@ -2,5 +2,6 @@
 
 Owns the deletion and insertion curves of ranked tokens, their AOPCs against random orders, and the report
 ``python -m analysis.faithfulness`` writes.
-May import: ``core``, ``analysis.attention``, ``analysis.attribution``, ``analysis.categories``, ``analysis.stats``.
+May import: ``core``, ``analysis.attention``, ``analysis.attribution``, ``analysis.categories``, ``analysis.plots``,
+``analysis.stats``.
 """

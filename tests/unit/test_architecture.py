@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,74 @@ def test_importing_the_encoder_loads_no_mteb():
     code = "import sys, core.encoding.encoder; print('mteb' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# ----- each subpackage imports only what its docstring allows
+
+MAY_IMPORT = re.compile(r"May import:(.*?)(?:\n\s*\n|\Z)", re.S)
+
+
+def subpackages() -> dict[str, Path]:
+    """``core.encoding``, ``analysis.clustering``, ...: the packages one level below the top-level ones."""
+    return {
+        f"{package}.{init.parent.name}": init
+        for package in ("core", "analysis")
+        for init in sorted((REPO_ROOT / package).glob("*/__init__.py"))
+    }
+
+
+def allowed_imports(init: Path) -> list[str] | None:
+    """The dotted prefixes an ``__init__`` docstring's "May import:" line names; None when it has none."""
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    match = MAY_IMPORT.search(doc)
+    if match is None:
+        return None
+    return re.findall(r"``([\w.]+)``", match.group(1))
+
+
+def owner(module: str, packages: set[str]) -> str | None:
+    parts = module.split(".")
+    name = ".".join(parts[:2])
+    return name if name in packages else None
+
+
+def test_allowed_imports_reads_the_docstring(tmp_path):
+    init = tmp_path / "__init__.py"
+    init.write_text('"""Owns x.\n\nMay import: ``core.runtime``, ``core.models`` (why).\n"""\n')
+    assert allowed_imports(init) == ["core.runtime", "core.models"]
+    init.write_text('"""Owns x."""\n')
+    assert allowed_imports(init) is None
+
+
+def test_every_subpackage_says_what_it_may_import():
+    missing = [name for name, init in subpackages().items() if allowed_imports(init) is None]
+    assert not missing, "no 'May import:' line in the __init__ docstring of: " + ", ".join(missing)
+
+
+def test_each_subpackage_imports_only_what_its_docstring_allows():
+    packages = subpackages()
+    rules = {name: allowed_imports(init) or [] for name, init in packages.items()}
+    breaches = []
+    for module, targets in import_graph().items():
+        home = owner(module, set(packages))
+        if home is None:
+            continue
+        for target in sorted(targets):
+            if target in PACKAGES or owner(target, set(packages)) == home:
+                continue  # a root package's lazy door, or its own subpackage
+            if not any(target == allowed or target.startswith(allowed + ".") for allowed in rules[home]):
+                breaches.append(f"{module} imports {target} (allowed: {', '.join(rules[home]) or 'nothing'})")
+    assert not breaches, "\n".join(breaches)
+
+
+def test_the_layers_point_down():
+    """core's packages never import analysis, pages or workbench; analysis never imports pages or workbench.
+    (The core.bench command also times analysis paths, so it may.)"""
+    breaches = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if (module.startswith("core.") and module != "core.bench" and target.split(".")[0] != "core")
+        or (module.startswith("analysis") and target.split(".")[0] in ("pages", "workbench"))
+    ]
+    assert not breaches, "\n".join(breaches)
