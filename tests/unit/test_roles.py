@@ -115,3 +115,43 @@ def test_roles_from_a_real_tokenizer_cover_bos_prompt_and_text(tiny_loaded):
         wrapped.string[a:b] for a, b in encoding["offset_mapping"][text_positions[0] : text_positions[-1] + 1]
     )
     assert "The red dog runs in the garden." in covered
+
+
+def roles_of_words(sentence: str) -> dict[str, Role]:
+    """Each whitespace-separated word of ``sentence`` as one token (punctuation split off), to its role."""
+    import re
+
+    spans = [match.span() for match in re.finditer(r"\w+(?:'\w+)?|[^\w\s]", sentence)]
+    roles = roles_for(sentence, spans, 0, len(sentence))
+    return {sentence[start:end]: role for (start, end), role in zip(spans, roles, strict=True)}
+
+
+def test_content_words_on_retrieval_stop_lists_are_content():
+    roles = roles_of_words("The central bank raised interest rates again to fight stubborn inflation.")
+    assert roles["interest"] == roles["bank"] == roles["fight"] == Role.CONTENT
+    assert roles["The"] == roles["to"] == Role.FUNCTION
+    words = "fire system bill show move part side call name find found thick thin back front top bottom amount"
+    assert set(roles_of_words(words).values()) == {Role.CONTENT}
+
+
+def test_closed_class_words_are_function_words():
+    sentence = "She could not have gone there because of them, although nobody would ask which one they're in."
+    roles = roles_of_words(sentence)
+    for word in ("She", "could", "not", "have", "there", "because", "of", "them", "although", "nobody", "would",
+                 "which", "they're", "in"):  # fmt: skip
+        assert roles[word] == Role.FUNCTION, word
+    for word in ("gone", "ask"):
+        assert roles[word] == Role.CONTENT, word
+
+
+def test_a_subword_piece_takes_its_words_role():
+    string = "information"  # split as 'in' + 'formation': 'in' alone would look like a preposition
+    assert roles_for(string, [(0, 2), (2, 11)], 0, 11) == [Role.CONTENT, Role.CONTENT]
+    string = "don't dogs"
+    assert roles_for(string, [(0, 3), (3, 5), (5, 10)], 0, 10) == [Role.FUNCTION, Role.FUNCTION, Role.CONTENT]
+
+
+def test_a_split_off_clitic_is_a_function_word_even_after_a_content_word():
+    string = "the dog's bone"
+    assert roles_for(string, [(0, 3), (3, 7), (7, 9), (9, 14)], 0, 14) == [
+        Role.FUNCTION, Role.CONTENT, Role.FUNCTION, Role.CONTENT]  # fmt: skip
