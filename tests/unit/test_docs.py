@@ -21,6 +21,8 @@ HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 # A command a page shows: `python -m module` (also `.venv/bin/python -m ...`); the module name ends at a space,
 # a backtick or the end of a sentence.
 COMMAND = re.compile(r"python3?\s+-m\s+([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)")
+# A project name in inline code: `core.encoding.setting.EmbeddingSetting`, `analysis.sides.embed_sides`, ...
+DOTTED = re.compile(r"\b((?:core|analysis|workbench|pages|tests)(?:\.[A-Za-z_]\w*)+)")
 
 
 def doc_pages(root: Path = REPO_ROOT) -> list[Path]:
@@ -77,6 +79,46 @@ def shown_modules(paths: list[Path]) -> list[str]:
     return list(found)
 
 
+def dotted_names(paths: list[Path]) -> list[str]:
+    """Each dotted project name (``core.x.y``) the pages show in inline code, once, sorted."""
+    found = set()
+    for path in paths:
+        for code in INLINE_CODE.findall(FENCE.sub("", path.read_text(encoding="utf-8"))):
+            found.update(DOTTED.findall(code))
+    return sorted(found)
+
+
+def defines(name: str) -> str:
+    """A pattern for a module that defines or exports ``name``: def, class, assignment, import, lazy-export key."""
+    n = re.escape(name)
+    forms = [
+        rf"^\s*(?:def|class)\s+{n}\b",  # def name / class name
+        rf"^\s*{n}\s*[:=]",  # name = ..., name: type = ...
+        rf"^\s*(?:from|import)\s[^\n]*\b{n}\b",  # an import naming it on one line
+        rf"^\s+{n},?\s*$",  # a line of a parenthesised import list
+        rf"[\"']{n}[\"']\s*:",  # a key of a lazy-export map ("Encoder": "core.encoding.encoder")
+    ]
+    return "|".join(forms)
+
+
+def missing_name(name: str, root: Path = REPO_ROOT) -> str | None:
+    """Why ``name`` names nothing in the checkout, or None: the longest module prefix must be a file, the next part
+    a name in that module's source, and a part after it a ``def`` there (a method)."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        base = root.joinpath(*parts[:end])
+        module = next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.exists()), None)
+        if module is None:
+            continue
+        rest, source = parts[end:], module.read_text(encoding="utf-8")
+        if rest and not re.search(defines(rest[0]), source, re.M):
+            return f"{name}: no {rest[0]} in {module.relative_to(root)}"
+        if len(rest) > 1 and not re.search(rf"\bdef {re.escape(rest[1])}\b", source):
+            return f"{name}: no def {rest[1]} in {module.relative_to(root)}"
+        return None
+    return f"{name}: no such module"
+
+
 def test_the_slug_follows_github():
     assert github_slug("Base and adapter in one trunk") == "base-and-adapter-in-one-trunk"
     assert github_slug("1. Embed a text") == "1-embed-a-text"
@@ -121,6 +163,31 @@ def test_the_docs_exist_and_every_relative_link_resolves():
     assert len(pages) > 5 and all(page.exists() for page in pages)
     problems = [problem for page in pages for problem in broken_links(page)]
     assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_the_name_checker_tells_a_moved_module_from_a_present_one(tmp_path):
+    (tmp_path / "core" / "encoding").mkdir(parents=True)
+    (tmp_path / "core" / "__init__.py").write_text('"""Owns core.encoding.encoder."""\n', encoding="utf-8")
+    (tmp_path / "core" / "encoding" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "core" / "encoding" / "encoder.py").write_text(
+        "class Encoder:\n    def encode(self): ...\n", encoding="utf-8"
+    )
+    assert missing_name("core.encoding.encoder.Encoder.encode", tmp_path) is None
+    assert missing_name("core.encoder", tmp_path) == "core.encoder: no encoder in core/__init__.py"
+    assert missing_name("core.encoding.encoder.Decoder", tmp_path) == (
+        "core.encoding.encoder.Decoder: no Decoder in core/encoding/encoder.py"
+    )
+    assert missing_name("core.encoding.encoder.Encoder.decode", tmp_path) == (
+        "core.encoding.encoder.Encoder.decode: no def decode in core/encoding/encoder.py"
+    )
+    assert missing_name("analysis.attention", tmp_path) == "analysis.attention: no such module"
+
+
+def test_every_project_name_the_docs_show_exists():
+    names = dotted_names(doc_pages())
+    assert len(names) > 20
+    problems = [problem for name in names if (problem := missing_name(name))]
+    assert not problems, "names the docs show that the code lacks:\n" + "\n".join(problems)
 
 
 @pytest.mark.slow
