@@ -15,7 +15,7 @@ from core.runtime.paths import REPO_ROOT
 
 README_MAX_LINES = 250
 FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
-INLINE_CODE = re.compile(r"`[^`\n]*`")
+INLINE_CODE = re.compile(r"`[^`]+`")  # may wrap across lines, as Markdown allows
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 # A command a page shows: `python -m module` (also `.venv/bin/python -m ...`); the module name ends at a space,
