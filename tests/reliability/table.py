@@ -1,7 +1,7 @@
 """The reliability table, generated from the cases the tests check.
 
-``python -m tests.reliability.table`` prints it as Markdown; ``--write`` puts it into README.md
-between the reliability markers (a test fails while the README's copy is stale).
+``python -m tests.reliability.table`` prints it as Markdown, one table per area; ``--write`` puts it into
+docs/reliability.md between the reliability markers (a test fails while that copy is stale).
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ import argparse
 import importlib
 from pathlib import Path
 
+from core.runtime.files import atomic_write
 from tests.reliability.cases import Case
 
+__all__ = ["DOCS", "END", "START", "all_cases", "docs_block", "markdown", "write_docs"]
+
 HERE = Path(__file__).parent
-README = HERE.parents[1] / "README.md"
+DOCS = HERE.parents[1] / "docs" / "reliability.md"
 START, END = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
 AREAS = {"storage": "Storage", "concurrency": "Concurrency", "interrupt": "Interruption", "input": "Input"}
 
@@ -31,39 +34,55 @@ def all_cases() -> list[Case]:
 
 
 def markdown() -> str:
+    """The table as Markdown: a level-3 heading and a three-column table for each area that has cases."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    rows = [
-        "| | Given | The user sees | What is kept |",
-        "|---|---|---|---|",
-        *(
-            f"| {AREAS[case.area]} | {cell(case.given)} | {cell(case.sees)} | {cell(case.kept)} |"
-            for case in all_cases()
-        ),
-    ]
-    return "\n".join(rows) + "\n"
+    cases = all_cases()
+    blocks = []
+    for area, title in AREAS.items():
+        rows = [case for case in cases if case.area == area]
+        if not rows:
+            continue
+        lines = [
+            f"### {title} ({len(rows)} cases)",
+            "",
+            "| Given | The user sees | What is kept |",
+            "|---|---|---|",
+            *(f"| {cell(case.given)} | {cell(case.sees)} | {cell(case.kept)} |" for case in rows),
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
 
 
-def readme_block() -> str:
-    text = README.read_text(encoding="utf-8")
+def docs_block(path: Path = DOCS) -> str:
+    """The table as it stands between the markers of ``path`` (docs/reliability.md).
+
+    Raises:
+        SystemExit: ``path`` lacks either marker.
+    """
+    text = path.read_text(encoding="utf-8")
     if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
+        raise SystemExit(f"{path} has no {START} ... {END} markers")
     return text[text.index(START) + len(START) : text.index(END)].strip("\n") + "\n"
 
 
-def write_readme() -> None:
-    text = README.read_text(encoding="utf-8")
+def write_docs(path: Path = DOCS) -> None:
+    """Replace what stands between the markers of ``path`` with :func:`markdown`; the rest is kept."""
+    docs_block(path)  # refuses a file without the markers before anything is written
+    text = path.read_text(encoding="utf-8")
     before, after = text[: text.index(START) + len(START)], text[text.index(END) :]
-    README.write_text(f"{before}\n{markdown()}{after}", encoding="utf-8")
+    with atomic_write(path) as handle:
+        handle.write(f"{before}\n{markdown()}{after}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.table", description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="update README.md's copy")
+    parser.add_argument("--write", action="store_true", help="update the copy in docs/reliability.md")
     if parser.parse_args().write:
-        write_readme()
-        print(f"README.md: {len(all_cases())} cases")
+        write_docs()
+        print(f"{DOCS.relative_to(HERE.parents[1])}: {len(all_cases())} cases")
     else:
         print(markdown(), end="")
 
