@@ -73,7 +73,8 @@ def command(tiny_model_dir: Path, pairs: Path, out: Path, *extra: str) -> list[s
     return [
         sys.executable, "-m", "core.train", "--out", str(out), "--pairs", str(pairs),
         "--base-model", str(tiny_model_dir), "--steps", str(STEPS), "--batch-size", "4", "--micro-batch-size", "3",
-        "--lora-r", "2", "--lora-dropout", "0.2", "--lr", "0.01", "--precision", "fp32", "--checkpoint-every", "2",
+        "--lora-r", "2", "--lora-layers", "0", "--lora-dropout", "0.2", "--lr", "0.01", "--precision", "fp32",
+        "--checkpoint-every", "2",
         "--no-progress", *extra,
     ]  # fmt: skip
 
@@ -174,7 +175,7 @@ def test_resume_with_changed_settings_or_pairs_is_refused(case, tiny_model_dir, 
     changed = run(command(tiny_model_dir, pairs, out, "--resume", "--lr", "0.02", "--temperature", "0.1"))
     assert changed.returncode == 2
     assert "lr: checkpoint 0.01 vs now 0.02" in changed.stderr
-    assert "temperature: checkpoint 0.2 vs now 0.1" in changed.stderr
+    assert "temperature: checkpoint 0.05 vs now 0.1" in changed.stderr
     edited = tmp_path / "pairs.jsonl"
     edited.write_text(pairs.read_text().replace("dog", "wolf"))
     moved = run(command(tiny_model_dir, edited, out, "--resume"))
