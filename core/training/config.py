@@ -137,11 +137,12 @@ class TrainConfig:
                 raise TrainError(f"{spec.name} must be a {base.__name__}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The flat JSON form: the embedding setting's keys beside the others, ``target_modules`` a list."""
+        """The flat JSON form, keys as runs have always saved them: the embedding setting's prompt, pooling, layer
+        and max length beside the others (its method is always plain, so left out), ``target_modules`` a list."""
         flat: dict[str, Any] = {}
         for spec in dataclasses.fields(self):
             if spec.name == "embedding":
-                flat |= self.embedding.to_dict()
+                flat |= {key: value for key, value in self.embedding.to_dict().items() if key != "method"}
             else:
                 value = getattr(self, spec.name)
                 flat[spec.name] = list(value) if isinstance(value, tuple) else value
@@ -170,6 +171,7 @@ class TrainConfig:
     def differences(self, other: Mapping[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
         """What differs from ``other`` (a saved flat config); a setting newer than the save counts at its default."""
         mine, defaults = self.to_dict(), TrainConfig().to_dict()
+        other = {**other, **({"layer": str(other["layer"])} if other.get("layer") is not None else {})}
         return [
             f"{key}: checkpoint {other.get(key, defaults[key])!r} vs now {mine[key]!r}"
             for key in mine

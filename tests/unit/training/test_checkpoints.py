@@ -6,13 +6,28 @@ import hashlib
 import json
 import logging
 import os
+import random
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import core.training.trainer
 from core.runtime.errors import TrainError
+from core.training.checkpoints import (
+    LegacyCheckpointError,
+    decode_state,
+    encode_state,
+    interrupts_held,
+    latest_checkpoint,
+    read_resume_state,
+    rng_states,
+    set_rng_states,
+    stop_signals_interrupt,
+    write_resume_state,
+)
 from core.training.trainer import Trainer
 from tests.unit.training.common import lora_weights, make_config, max_diff
 
@@ -200,3 +215,124 @@ def test_a_truncated_checkpoint_falls_back_to_the_older_one(tiny_dir, interrupte
     older.write_bytes(older.read_bytes()[:100])
     with pytest.raises(TrainError, match=r"no usable checkpoint .*step-000002 .*Start fresh"):
         Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
+
+
+# ----- data only: the resume state without pickle
+
+
+def _stepped_optimizer() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+    for _ in range(2):
+        sum(p.square().sum() for p in params).backward()
+        optimizer.step()
+        scheduler.step()
+    return optimizer, scheduler
+
+
+def test_the_resume_state_round_trips_exactly_through_safetensors_and_json(tmp_path):
+    optimizer, scheduler = _stepped_optimizer()
+    random.seed(4)
+    np.random.seed(4)
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": {},
+        "rng_by_rank": [rng_states()],
+    }
+    write_resume_state(tmp_path, state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trainer_state.safetensors"]
+    back = read_resume_state(tmp_path)
+    assert back["scheduler"] == state["scheduler"] and back["scaler"] == {}
+    saved_opt, read_opt = state["optimizer"], back["optimizer"]
+    assert read_opt["param_groups"] == saved_opt["param_groups"]
+    assert isinstance(read_opt["param_groups"][0]["betas"], tuple)
+    assert read_opt["state"].keys() == saved_opt["state"].keys() == {0, 1}  # integer keys, as the optimizer needs
+    for index, tensors in saved_opt["state"].items():
+        for name, tensor in tensors.items():
+            assert (
+                torch.equal(read_opt["state"][index][name], tensor)
+                and read_opt["state"][index][name].dtype == tensor.dtype
+            )
+    rng, read_rng = state["rng_by_rank"][0], back["rng_by_rank"][0]
+    assert torch.equal(read_rng["torch"], rng["torch"]) and read_rng["python"] == rng["python"]
+    assert read_rng["numpy"][0] == "MT19937" and np.array_equal(read_rng["numpy"][1], rng["numpy"][1])
+    assert read_rng["numpy"][1].dtype == rng["numpy"][1].dtype and read_rng["numpy"][2:] == rng["numpy"][2:]
+    # Restored, every generator continues where the saved one would have.
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_states(read_rng)
+    assert torch.equal(torch.rand(3), expected[0]) and (random.random(), np.random.rand()) == expected[1:]
+    fresh, _ = _stepped_optimizer()
+    fresh.load_state_dict(read_opt)
+    assert fresh.state_dict()["state"][0]["exp_avg"].equal(saved_opt["state"][0]["exp_avg"])
+
+
+def test_the_codec_refuses_what_it_cannot_store_as_data():
+    tensors: dict = {}
+    assert decode_state(encode_state({"__x": (1, [2.5, None])}, tensors), tensors) == {"__x": (1, [2.5, None])}
+    with pytest.raises(TypeError, match="cannot store a object"):
+        encode_state({"a": object()}, {})
+
+
+class _Planted:
+    """A pickle that writes a file when it is loaded: what an attacker would plant in a run folder."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def plant_pickle(folder: Path, marker: Path) -> None:
+    torch.save({"optimizer": _Planted(marker)}, folder / "trainer_state.pt")
+
+
+def test_a_pickle_checkpoint_is_refused_and_never_loaded(tmp_path):
+    root = tmp_path / "checkpoints"
+    old = root / "step-000002"
+    old.mkdir(parents=True)
+    (old / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    marker = tmp_path / "ran.txt"
+    plant_pickle(old, marker)
+    with pytest.raises(
+        LegacyCheckpointError, match=r"older version \(trainer_state.pt, a pickle\), which is not loaded"
+    ):
+        latest_checkpoint(root, set_aside=True)
+    assert not marker.exists() and old.is_dir()  # refused, not set aside as damaged
+
+
+@pytest.mark.slow
+def test_a_pickle_beside_a_data_checkpoint_is_ignored(tiny_dir, interrupted_run, straight_run, tmp_path):
+    out, pairs = copy_run(interrupted_run, tmp_path)
+    marker = tmp_path / "ran.txt"
+    for folder in (out / "checkpoints").glob("step-*"):
+        assert not (folder / "trainer_state.pt").exists()  # what this version writes: data only
+        plant_pickle(folder, marker)
+    trainer = Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
+    trainer.train()
+    assert not marker.exists()
+    assert max_diff(lora_weights(straight_run), lora_weights(out)) == 0
+
+
+# ----- interrupts
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_an_update_takes_effect_after_it(sig):
+    done = []
+    with pytest.raises(KeyboardInterrupt), stop_signals_interrupt(), interrupts_held():
+        os.kill(os.getpid(), sig)
+        done.append("the rest of the update")
+    assert done == ["the rest of the update"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(sig):
+    before = signal.getsignal(sig)
+    with pytest.raises(KeyboardInterrupt), stop_signals_interrupt():
+        os.kill(os.getpid(), sig)
+        signal.pause()  # not reached when the handler raises at once
+    assert signal.getsignal(sig) == before

@@ -207,3 +207,24 @@ def test_lora_on_top_layers_only(tiny_dir, pair_file, tmp_path):
     assert "of the top 1 layers" in (tmp_path / "top" / "README.md").read_text()
     with pytest.raises(TrainError, match=f"exceeds the model's {n_layers} layers"):
         Trainer(make_config(tiny_dir, pair_file, lora_layers=n_layers + 1), tmp_path / "too-many")
+
+
+@pytest.mark.slow
+def test_a_finished_adapter_is_not_trained_over_without_force(trained, tiny_dir, pair_file, tmp_path, monkeypatch):
+    """Issue 30: what ``make adapter`` leaves (adapter files, no checkpoints/) was overwritten, its log appended to."""
+    import shutil
+
+    import core.training.trainer
+
+    out = tmp_path / "adapter"
+    shutil.copytree(trained[0], out)
+    assert not (out / "checkpoints").exists()
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    with monkeypatch.context() as patch:
+        patch.setattr(core.training.trainer, "load_model", lambda *a, **k: pytest.fail("refused after the model load"))
+        with pytest.raises(TrainError, match=r"holds a finished adapter: .*Choose a new --out, or pass --force"):
+            Trainer(make_config(tiny_dir, pair_file, steps=2), out)
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    Trainer(make_config(tiny_dir, pair_file, steps=2), out, force=True).train()
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and json.loads((out / ADAPTER_METADATA).read_text())["steps_done"] == 2
