@@ -256,14 +256,15 @@ def test_sighup_then_resume_is_bit_identical(case, tiny_model_dir, pairs, refere
 
 
 def plant_pickle(folder: Path, marker: Path) -> None:
-    """A ``trainer_state.pt`` that writes ``marker`` if anything unpickles it."""
-    import pickle
+    """A ``trainer_state.pt`` in torch's own format that writes ``marker`` if anything unpickles it (as
+    ``torch.load(..., weights_only=False)`` did)."""
+    import torch
 
     class Planted:
         def __reduce__(self):
             return (Path.write_text, (marker, "code from the run folder ran"))
 
-    (folder / "trainer_state.pt").write_bytes(pickle.dumps({"optimizer": Planted()}))
+    torch.save({"optimizer": Planted()}, folder / "trainer_state.pt")
 
 
 @cases(PICKLE)
