@@ -66,8 +66,10 @@ log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepResult:
+    """One optimizer step as logged: the step number reached, its loss, the learning rate it used, its duration."""
+
     step: int
     loss: float
     lr: float
@@ -78,8 +80,14 @@ class Trainer:
     """One training run writing to ``out``; ``resume`` continues from the latest checkpoint there.
 
     Everything a user can get wrong (settings for this machine, the pairs, the folder, the checkpoint to resume)
-    is checked before the model loads. ``force`` lets a fresh run replace a finished adapter in ``out`` (adapter
-    files without checkpoints), which is refused otherwise.
+    is checked before the model loads.
+
+    Args:
+        config: the run's settings.
+        out: the adapter folder; checkpoints go to ``out/checkpoints``.
+        resume: continue from the newest intact checkpoint in ``out`` (its settings and pairs must match).
+        force: let a fresh run replace a finished adapter in ``out`` (adapter files without checkpoints), which is
+            refused otherwise.
     """
 
     def __init__(self, config: TrainConfig, out: str | Path, resume: bool = False, force: bool = False):
