@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the ``--config`` file's, then the flags given, over the defaults."""
     values: dict[str, Any] = {}
+    source = "the settings"
     if getattr(args, "config", None) is not None:
+        source = f"config {args.config}"
         try:
             loaded = json.loads(Path(args.config).read_text())
         except (OSError, ValueError) as exc:
@@ -54,10 +56,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not isinstance(loaded, dict):
             raise TrainError(f"config {args.config} must be a JSON object")
         values.update(loaded)
-        TrainConfig.from_dict(values, source=f"config {args.config}")  # its own problems named before the flags'
     values.update(given(TrainConfig, args))
     values.update(given(EmbeddingSetting, args))
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values, source=source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,3 +126,15 @@ def test_each_option_help_is_written_once_on_its_field():
         assert helps[name].startswith(EmbeddingSetting.__dataclass_fields__[name].metadata["help"])
     assert helps["max_length"].endswith("(default: 64 in training)")
     assert "method" not in helps  # training is of the plain method
+
+
+def test_flags_override_the_recipe_before_validation(tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"lora_layers": -1, "steps": 5}))
+    parse = build_parser().parse_args
+    with pytest.raises(TrainError, match="lora_layers must be >= 0"):
+        config_from_args(parse(["--out", "o", "--config", str(recipe)]))
+    assert config_from_args(parse(["--out", "o", "--config", str(recipe), "--lora-layers", "0"])).steps == 5
+    recipe.write_text(json.dumps({"lora_rank": 8}))
+    with pytest.raises(TrainError, match=f"config {recipe} has unknown keys: lora_rank"):
+        config_from_args(parse(["--out", "o", "--config", str(recipe)]))
