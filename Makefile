@@ -64,7 +64,7 @@ adapter: install
 	$(BIN)/python -m core.pairs --source bible --method bible-passages --n 1200 --out $(PAIRS)/passages.jsonl \
 		--check-tracks strict
 	$(BIN)/python -m core.train --config $(ADAPTER).json --pairs $(PAIRS)/passages.jsonl \
-		--out $(ADAPTER) --no-progress
+		--out $(ADAPTER) --no-progress --force
 	rm -rf $(ADAPTER)/checkpoints
 	$(BIN)/python -m analysis.clustering --models $(call recipe,base_model)+$(ADAPTER) --prompts $(call recipe,prompt) \
 		--poolings mean,last,eos,weighted,text_mean --tasks local --precision fp32 --out results/local-track

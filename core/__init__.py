@@ -21,7 +21,7 @@ _PUBLIC = {
     "Encoder": "core.encoding.encoder",
     "LoadedModel": "core.models.registry",
     "load_model": "core.models.registry",
-    "TrainConfig": "core.training.trainer",
+    "TrainConfig": "core.training.config",
     "Trainer": "core.training.trainer",
     "export": "core.export.folder",
 }

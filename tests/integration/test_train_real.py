@@ -10,7 +10,8 @@ import pytest
 from core.encoding.encoder import Encoder
 from core.pairs.build import build_pairs
 from core.pairs.files import write_pairs
-from core.training.trainer import TrainConfig, Trainer
+from core.training.config import TrainConfig
+from core.training.trainer import Trainer
 
 pytestmark = pytest.mark.integration
 
@@ -20,16 +21,18 @@ def test_short_training_on_bible_pairs_loads_back_in_the_encoder(tmp_path):
     assert report.kept == 16 and pairs[0]["method"] == "bible"
     path = tmp_path / "bible.jsonl"
     write_pairs(path, pairs)
-    config = TrainConfig(
-        pairs=str(path),
-        steps=2,
-        batch_size=4,
-        micro_batch_size=4,
-        warmup_steps=1,
-        max_length=48,
-        lora_r=8,
-        checkpoint_every=1,
-        progress=False,
+    config = TrainConfig.from_dict(
+        {
+            "pairs": str(path),
+            "steps": 2,
+            "batch_size": 4,
+            "micro_batch_size": 4,
+            "warmup_steps": 1,
+            "max_length": 48,
+            "lora_r": 8,
+            "checkpoint_every": 1,
+            "progress": False,
+        }  # fmt: skip
     )
     out = tmp_path / "adapter"
     card = Trainer(config, out).train()

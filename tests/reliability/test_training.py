@@ -73,7 +73,8 @@ def command(tiny_model_dir: Path, pairs: Path, out: Path, *extra: str) -> list[s
     return [
         sys.executable, "-m", "core.train", "--out", str(out), "--pairs", str(pairs),
         "--base-model", str(tiny_model_dir), "--steps", str(STEPS), "--batch-size", "4", "--micro-batch-size", "3",
-        "--lora-r", "2", "--lora-dropout", "0.2", "--lr", "0.01", "--precision", "fp32", "--checkpoint-every", "2",
+        "--lora-r", "2", "--lora-layers", "0", "--lora-dropout", "0.2", "--lr", "0.01", "--precision", "fp32",
+        "--checkpoint-every", "2",
         "--no-progress", *extra,
     ]  # fmt: skip
 
@@ -174,7 +175,7 @@ def test_resume_with_changed_settings_or_pairs_is_refused(case, tiny_model_dir, 
     changed = run(command(tiny_model_dir, pairs, out, "--resume", "--lr", "0.02", "--temperature", "0.1"))
     assert changed.returncode == 2
     assert "lr: checkpoint 0.01 vs now 0.02" in changed.stderr
-    assert "temperature: checkpoint 0.2 vs now 0.1" in changed.stderr
+    assert "temperature: checkpoint 0.05 vs now 0.1" in changed.stderr
     edited = tmp_path / "pairs.jsonl"
     edited.write_text(pairs.read_text().replace("dog", "wolf"))
     moved = run(command(tiny_model_dir, edited, out, "--resume"))
@@ -213,6 +214,99 @@ def test_sixteen_identical_pairs_are_refused(case, tiny_model_dir, tmp_path):
     assert result.returncode == 2
     assert "error: only 1 usable pair(s)" in result.stderr and "15 duplicate pair(s)" in result.stderr
     assert not out.exists()
+
+
+SIGHUP = Case(
+    "train-sighup-resume",
+    "SIGHUP to `core.train` mid-run (its terminal or ssh session closed), then the same command with `--resume`",
+    "exit 130, `interrupted after step N: checkpoint ...; continue with --resume`",
+    "the checkpoint of the last completed step; the resumed adapter equals an uninterrupted run's bit for bit",
+    area="interrupt",
+)
+PICKLE = Case(
+    "train-resume-pickle",
+    "`core.train --resume` on a run folder whose checkpoints hold a planted `trainer_state.pt` (a pickle that writes "
+    "a file when loaded): in place of the data-only state, or beside it",
+    "in place: `error: ... is a checkpoint of an older version (trainer_state.pt, a pickle), which is not loaded: "
+    "unpickling a file can run code. Start fresh ...`, exit 2; beside it: the run resumes as usual",
+    "the pickle's file never written (nothing from the folder is unpickled); the checkpoints untouched; the resumed "
+    "adapter equals an uninterrupted run's bit for bit",
+)
+FINISHED = Case(
+    "train-out-finished-adapter",
+    "`core.train --out` into a finished adapter (adapter files, no `checkpoints/`: what `make adapter` leaves)",
+    "`error: ... holds a finished adapter: training into it would overwrite it and mix two runs' logs. Choose a new "
+    "--out, or pass --force to replace it`, exit 2, before the model loads",
+    "the adapter untouched, byte for byte; with `--force` it is replaced and its log starts again at step 1",
+)
+
+
+@cases(SIGHUP)
+def test_sighup_then_resume_is_bit_identical(case, tiny_model_dir, pairs, reference, tmp_path):
+    """training: SIGHUP mid-run, then --resume -> exit 130 naming the checkpoint -> resumed weights identical."""
+    out = tmp_path / "adapter"
+    result = start_and_signal(command(tiny_model_dir, pairs, out), out, signal.SIGHUP, after_steps=3)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "interrupted after step" in result.stderr and "--resume" in result.stderr
+    stopped = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert (out / "checkpoints" / f"step-{stopped[-1]:06d}").is_dir()  # the last completed step, not the last periodic
+    resumed = run(command(tiny_model_dir, pairs, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(reference, out)
+
+
+def plant_pickle(folder: Path, marker: Path) -> None:
+    """A ``trainer_state.pt`` in torch's own format that writes ``marker`` if anything unpickles it (as
+    ``torch.load(..., weights_only=False)`` did)."""
+    import torch
+
+    class Planted:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "code from the run folder ran"))
+
+    torch.save({"optimizer": Planted()}, folder / "trainer_state.pt")
+
+
+@cases(PICKLE)
+def test_a_planted_pickle_is_never_loaded(case, tiny_model_dir, pairs, reference, interrupted, tmp_path):
+    folder, _ = interrupted
+    marker = tmp_path / "ran.txt"
+    old = copy_of(folder, tmp_path / "old")
+    for step in (old / "checkpoints").glob("step-*"):
+        (step / "trainer_state.safetensors").unlink()  # the older format: the pickle alone
+        plant_pickle(step, marker)
+    before = sorted(p.name for p in (old / "checkpoints").iterdir())
+    refused = run(command(tiny_model_dir, pairs, old, "--resume"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "is a checkpoint of an older version (trainer_state.pt, a pickle), which is not loaded" in refused.stderr
+    assert "Start fresh" in refused.stderr and "from step" not in refused.stdout
+    assert sorted(p.name for p in (old / "checkpoints").iterdir()) == before
+    assert not (old / "adapter_model.safetensors").exists()
+    beside = copy_of(folder, tmp_path / "beside")
+    for step in (beside / "checkpoints").glob("step-*"):
+        plant_pickle(step, marker)
+    resumed = run(command(tiny_model_dir, pairs, beside, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not marker.exists()
+    assert_same_weights(reference, beside)
+
+
+@cases(FINISHED)
+def test_training_into_a_finished_adapter_is_refused_unless_forced(case, tiny_model_dir, pairs, reference, tmp_path):
+    out = copy_of(reference, tmp_path)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # what `make adapter` leaves
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    refused = run(command(tiny_model_dir, pairs, out))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert f"error: {out} holds a finished adapter" in refused.stderr and "--force" in refused.stderr
+    assert "from step" not in refused.stdout  # refused before the model loaded
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    forced = run(command(tiny_model_dir, pairs, out, "--force"))
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == list(
+        range(1, STEPS + 1)
+    )
+    assert_same_weights(reference, out)
 
 
 # ----- two runs at once, a full disk, and the app's background jobs

@@ -447,16 +447,14 @@ def test_summary_table_average_and_missing_tasks(tmp_path):
 
 
 def make_card_adapter(tmp_path: Path) -> Path:
-    from dataclasses import asdict
-
     from core.encoding.prompts import PROMPTS
-    from core.training.trainer import TrainConfig
+    from core.training.config import TrainConfig
 
     adapter = tmp_path / "run1"
     adapter.mkdir()
     meta = {"prompt": PROMPTS["eol"], "pooling": "last", "layer": "-1", "steps_done": 1}
     (adapter / "embedding_lens.json").write_text(json.dumps(meta))
-    settings = {**asdict(TrainConfig()), "base_model": "m"}
+    settings = {**TrainConfig().to_dict(), "base_model": "m"}
     card = {
         "settings": settings,
         "metadata": meta,

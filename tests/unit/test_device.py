@@ -114,7 +114,7 @@ def test_every_cli_refuses_an_absent_device_in_one_line(cli, tiny_model_dir, tmp
 
         argv = ["--model", model, "--input", str(texts), "--output", str(tmp_path / "v.npy")]
     elif cli == "train":
-        from core.training.trainer import main
+        from core.training.cli import main
 
         argv = ["--base-model", model, "--pairs", str(pairs), "--out", str(tmp_path / "adapter"), "--batch-size", "4"]
     elif cli == "clustering":

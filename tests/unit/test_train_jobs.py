@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from core.runtime.errors import ConfigError, TrainError
+from core.training.cli import build_parser
 from core.training.jobs import (
     TrainingRequest,
     adapter_label,
@@ -21,7 +22,6 @@ from core.training.jobs import (
     stop_training,
     stopped_checkpoints,
 )
-from core.training.trainer import _parser
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -44,7 +44,8 @@ def pair_file(tmp_path_factory):
 
 def options(tiny_model_dir, pair_file, steps: int) -> list[str]:
     return ["--pairs", str(pair_file), "--base-model", str(tiny_model_dir), "--steps", str(steps),
-            "--batch-size", "4", "--lora-r", "2", "--precision", "fp32", "--checkpoint-every", "1"]  # fmt: skip
+            "--batch-size", "4", "--lora-r", "2", "--lora-layers", "0", "--precision", "fp32",
+            "--checkpoint-every", "1"]  # fmt: skip
 
 
 def test_a_job_runs_to_its_adapter_and_reports_progress(tiny_model_dir, pair_file, tmp_path):
@@ -134,7 +135,7 @@ def test_a_request_becomes_train_options_the_trainer_parses_back():
         "--lora-layers", "4", "--lr", "0.0003", "--checkpoint-every", "10", "--base-model", "gemma3-270m",
         "--device", "cpu",
     ]  # fmt: skip
-    args = _parser().parse_args(["--out", "x", *options])
+    args = build_parser().parse_args(["--out", "x", *options])
     assert (args.pairs, args.prompt, args.steps, args.batch_size, args.lora_layers) == ("p.jsonl", "cluster", 30, 8, 4)
     assert (args.lr, args.checkpoint_every, args.base_model, args.device) == (3e-4, 10, "gemma3-270m", "cpu")
 
