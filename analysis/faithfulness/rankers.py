@@ -81,7 +81,9 @@ class Ranker:
         """Per-token scores of ``texts`` (indices as in ``item.input_ids``)."""
         raise NotImplementedError
 
-    def orders(self, text: ContentText, key: str, scores: np.ndarray | None, config: FaithfulnessConfig) -> list:
+    def orders(
+        self, text: ContentText, key: str, scores: np.ndarray | None, config: FaithfulnessConfig
+    ) -> list[list[int]]:
         """The order(s) of ``text``'s content tokens (indices into ``text.positions``); none without scores."""
         return [ranked(scores, text)] if scores is not None else []
 
@@ -253,7 +255,9 @@ class Random(Ranker):
     name = "random"
     scored = False
 
-    def orders(self, text: ContentText, key: str, scores: np.ndarray | None, config: FaithfulnessConfig) -> list:
+    def orders(
+        self, text: ContentText, key: str, scores: np.ndarray | None, config: FaithfulnessConfig
+    ) -> list[list[int]]:
         return [random_order(len(text.positions), config.seed, key, draw) for draw in range(config.random_seeds)]
 
 
