@@ -253,3 +253,15 @@ def test_the_real_specs_are_sane():
     assert len({t.kind for t in T.TRANSFER_TASKS.values()}) >= 4
     for task in T.TRANSFER_TASKS.values():
         assert 1000 <= task.n_texts <= 2000 and task.licence and len(task.package.sha256) == 64
+
+
+def test_the_package_keeps_every_public_name_of_its_modules():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(T.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"core.data.transfer.{info.name}")
+        for public in module.__all__:
+            assert public in T.__all__ and getattr(T, public) is getattr(module, public), (info.name, public)
