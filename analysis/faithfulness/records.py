@@ -29,7 +29,7 @@ class Measured:
     records: dict[str, list[dict[str, Any]]]
     computed: int = 0
     # One plain pass over the sample (every setting), timed in the same run: the report's time in units of it
-    # is a ratio that carries across machines whose speeds differ 2x.
+    # is a ratio that carries across machines of different speeds.
     sample_encode_seconds: float = 0.0
 
 
