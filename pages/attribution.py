@@ -10,6 +10,8 @@ import streamlit as st
 
 from analysis.attribution.integrated_gradients import compare_similarity
 from analysis.attribution.token_pairs import compare_pair_matrices
+from analysis.faithfulness.__main__ import ATTENTION_REPORT
+from analysis.faithfulness.config import peak_layer_from_report
 from analysis.faithfulness.report import text_curves
 from analysis.plots import attribution_bars_figure, pair_matrix_figure, text_curves_figure
 from core.runtime.errors import LensError
@@ -119,7 +121,9 @@ if (inputs, pair_steps) not in pair_done:
         report(0, 2)
         matrices = compare_pair_matrices(view, text_a, text_b, steps=pair_steps)
         report(1, 2)
-        pair_done[(inputs, pair_steps)] = (matrices, text_curves(view, text_a, text_b))
+        # attention_peak reads the layer where the committed attention report found the shift (the last otherwise)
+        peak = peak_layer_from_report(ATTENTION_REPORT, view.loaded.name)
+        pair_done[(inputs, pair_steps)] = (matrices, text_curves(view, text_a, text_b, peak_layer=peak))
     except LensError as error:
         st.error(str(error))
         st.stop()

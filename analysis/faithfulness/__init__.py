@@ -1,7 +1,27 @@
 """Faithfulness: which explanation of a pooled vector to trust.
 
-Owns the deletion and insertion curves of ranked tokens, their AOPCs against random orders, and the report
-``python -m analysis.faithfulness`` writes.
-May import: ``core``, ``analysis.attention``, ``analysis.attribution``, ``analysis.categories``, ``analysis.plots``,
-``analysis.stats``.
+Owns the run's settings (``config``), the explanation methods under test as a registry of rankers (``rankers``),
+removing content tokens and the deletion and insertion curves (``perturbation``), the per-text records a killed
+run resumes from (``records``), AOPC and its statistics (``statistics``), the run and ``report.json``
+(``report``) and the CLI ``python -m analysis.faithfulness`` (``__main__``, which alone reads the committed
+attention report for the peak layer).
+May import: ``core``, ``analysis.attention``, ``analysis.attribution``, ``analysis.categories``, ``analysis.stats``,
+``analysis.plots``.
 """
+
+from __future__ import annotations
+
+from analysis.faithfulness.config import METHODS, FaithfulnessConfig, peak_layer_from_report
+from analysis.faithfulness.rankers import RANKERS, Ranker, register
+from analysis.faithfulness.report import run_report, text_curves
+
+__all__ = [
+    "METHODS",
+    "RANKERS",
+    "FaithfulnessConfig",
+    "Ranker",
+    "peak_layer_from_report",
+    "register",
+    "run_report",
+    "text_curves",
+]

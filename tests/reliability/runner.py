@@ -28,7 +28,7 @@ CLI_MODULES = {
     "core.models": "core.models",
     "analysis.clustering": "analysis.clustering.__main__",
     "analysis.attention": "analysis.attention.report",
-    "analysis.faithfulness": "analysis.faithfulness",
+    "analysis.faithfulness": "analysis.faithfulness.__main__",
 }
 _CONTEXT.set_forkserver_preload(list(CLI_MODULES.values()))
 

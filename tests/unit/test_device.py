@@ -126,7 +126,7 @@ def test_every_cli_refuses_an_absent_device_in_one_line(cli, tiny_model_dir, tmp
 
         argv = ["--model", model, "--task", str(texts), "--out", str(tmp_path / "report")]
     else:
-        from analysis.faithfulness.report import main
+        from analysis.faithfulness.__main__ import main
 
         argv = ["--model", model, "--tasks", "trec-fine", "--out", str(tmp_path / "faithfulness")]
     assert run_cli(main, [*argv, "--device", "cuda"]) == 2

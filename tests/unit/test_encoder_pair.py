@@ -127,7 +127,7 @@ def test_pair_keeps_the_method(top_layer_encoder, sample_texts, method):
 
 
 def test_faithfulness_encodes_perturbed_texts_for_both_settings_in_one_pass(top_layer_encoder):
-    from analysis.faithfulness.report import pooled_vectors
+    from analysis.faithfulness.perturbation import pooled_vectors
 
     texts = ["The red dog runs in the garden.", "", "dog garden", "An old man walks slowly."]
     both = pooled_vectors(top_layer_encoder, texts, [False, True])

@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from analysis.faithfulness import report as faithfulness
-from analysis.faithfulness.report import (
-    FaithfulnessConfig,
-    aopc,
-    content_text,
-    random_order,
-    rollout,
-    run_report,
-    text_curves,
-    variants,
-)
+from analysis.faithfulness.config import METHODS, FaithfulnessConfig
+from analysis.faithfulness.perturbation import content_text, variants
+from analysis.faithfulness.rankers import RANKERS, gradient_x_input_scores, random_order, register, rollout
+from analysis.faithfulness.records import append_records, read_records
+from analysis.faithfulness.report import run_report, text_curves
+from analysis.faithfulness.statistics import aopc
 from core.encoding.encoder import Encoder
+from core.encoding.setting import EmbeddingSetting
+from core.models.adapters import ADAPTER_METADATA
 from core.models.registry import load_model
 from core.runtime.errors import ConfigError
 
@@ -86,7 +84,7 @@ def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
     assert report["n_truncated"] >= 1  # "city" has one content token, fewer than K
     for label in ("base", "adapter"):
         methods = report[label]["methods"]
-        assert set(methods) == set(faithfulness.METHODS)
+        assert set(methods) == set(METHODS)
         for entry in methods.values():
             d = entry["aopc_deletion"]
             assert d["ci_low"] <= d["mean"] <= d["ci_high"]
@@ -95,10 +93,10 @@ def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
         spread = methods["random"]["random_spread"]
         assert len(spread["aopc_deletion_per_draw"]) == 2 and spread["sd_between_draws"] >= 0
         assert spread["sd_over_texts"] > 0
-        assert report[label]["most_faithful"]["deletion"]["method"] in faithfulness.METHODS
-    assert set(report["adapter_minus_base"]) == set(faithfulness.METHODS)
+        assert report[label]["most_faithful"]["deletion"]["method"] in METHODS
+    assert set(report["adapter_minus_base"]) == set(METHODS)
     assert report["speed"]["settings"] == ["base", "adapter"]
-    assert set(report["speed"]["texts_per_second"]) == set(faithfulness.METHODS)
+    assert set(report["speed"]["texts_per_second"]) == set(METHODS)
     speed = report["speed"]
     assert 0 < speed["sample_encode_seconds"] < speed["total_seconds"] and speed["total_in_sample_encodes"] > 1
     convergence = report["adapter"]["integrated_gradients_convergence"]
@@ -139,7 +137,7 @@ def test_integrated_gradients_run_on_the_first_texts_of_each_task_only(encoder, 
 def test_killed_report_resumes_from_its_records(encoder, tmp_path, monkeypatch):
     settings = config(tmp_path, methods=("attention_last", "gradient_x_input", "random"))
     calls = {"n": 0}
-    original = faithfulness._append_records
+    original = faithfulness.append_records
 
     def append_then_die(path, records):
         original(path, records)
@@ -147,10 +145,10 @@ def test_killed_report_resumes_from_its_records(encoder, tmp_path, monkeypatch):
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(faithfulness, "_append_records", append_then_die)
+    monkeypatch.setattr(faithfulness, "append_records", append_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_report(settings, encoder, SAMPLE)
-    monkeypatch.setattr(faithfulness, "_append_records", original)
+    monkeypatch.setattr(faithfulness, "append_records", original)
     records = (tmp_path / "faith" / "records.jsonl").read_text().splitlines()
     assert len(records) == 8  # two chunks of two texts, base and adapter
     with (tmp_path / "faith" / "records.jsonl").open("a") as handle:
@@ -187,8 +185,8 @@ def test_only_stopword_texts_are_refused(encoder, tmp_path):
 
 def test_gradient_x_input_is_batch_independent(encoder):
     texts = [content_text(encoder, t) for _, t in SAMPLE[:3]]
-    together = faithfulness.gradient_x_input_scores(encoder, texts, use_adapter=True)
-    alone = faithfulness.gradient_x_input_scores(encoder, texts[1:2], use_adapter=True)
+    together = gradient_x_input_scores(encoder, texts, use_adapter=True)
+    alone = gradient_x_input_scores(encoder, texts[1:2], use_adapter=True)
     torch.testing.assert_close(torch.tensor(together[1]), torch.tensor(alone[0]), atol=1e-5, rtol=1e-4)
 
 
@@ -206,11 +204,71 @@ def test_one_texts_curves_for_the_page(encoder):
 
 
 def test_a_record_line_cut_short_by_a_kill_spoils_no_later_record(tmp_path):
-    from analysis.faithfulness.report import _append_records, _read_records
-
     path = tmp_path / "records.jsonl"
-    _append_records(path, [{"config": "c", "key": "t:0", "side": "base"}])
+    append_records(path, [{"config": "c", "key": "t:0", "side": "base"}])
     with path.open("a") as handle:
         handle.write('{"config": "c", "key": "t:1", "si')  # a kill mid-line
-    _append_records(path, [{"config": "c", "key": "t:2", "side": "base"}])
-    assert sorted(key for key, _ in _read_records(path, "c")) == ["t:0", "t:2"]
+    append_records(path, [{"config": "c", "key": "t:2", "side": "base"}])
+    assert sorted(key for key, _ in read_records(path, "c")) == ["t:0", "t:2"]
+
+
+def test_every_method_is_one_registered_ranker():
+    assert tuple(RANKERS) == METHODS
+    assert all(ranker.name == name for name, ranker in RANKERS.items())
+    with pytest.raises(ValueError, match="registered twice"):
+        register(type(RANKERS["random"]))
+
+
+def test_the_report_explains_a_plain_prompt_wrapped_text_only():
+    with pytest.raises(ConfigError, match="plain method"):
+        FaithfulnessConfig(embedding=EmbeddingSetting(method="echo"))
+    assert FaithfulnessConfig().embedding == EmbeddingSetting(max_length=128)
+
+
+def test_cli_resolves_the_setting_from_the_adapter_and_the_peak_from_the_attention_report(tmp_path, monkeypatch):
+    from analysis.faithfulness import __main__ as cli
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / ADAPTER_METADATA).write_text(json.dumps({"prompt": "cluster", "pooling": "mean", "max_length": 64}))
+    report = tmp_path / "attention_report.json"
+    report.write_text(json.dumps({"settings": {"model": "m"}, "shift": {"top_layers": [{"layer": 7}, {"layer": 3}]}}))
+    monkeypatch.setattr(cli, "ATTENTION_REPORT", report)
+
+    def parsed(*argv: str) -> FaithfulnessConfig:
+        return cli.config_from_args(cli.build_parser().parse_args(["--model", "m", *argv]))
+
+    config = parsed("--adapter", str(adapter), "--tasks", "a", "b", "--methods", "random,rollout")
+    # The adapter's prompt and pooling; this report's own length, not the adapter's trained one.
+    assert config.embedding == EmbeddingSetting(prompt="cluster", pooling="mean", max_length=128)
+    assert config.tasks == ("a", "b") and config.methods == ("random", "rollout")
+    assert config.peak_layer == 7
+    assert parsed("--peak-layer", "3").peak_layer == 3
+    assert parsed("--model", "other").peak_layer is None  # another model's report: the last layer
+    assert parsed("--prompt", "eol", "--max-length", "32").embedding == EmbeddingSetting(max_length=32)
+    assert "results/attention/attention_report.json" in " ".join(cli.build_parser().format_help().split())
+    report.write_text("{not json")
+    assert parsed().peak_layer is None
+
+
+def test_the_cli_writes_the_report_the_library_writes(tiny_model_dir, tmp_path):
+    from analysis.faithfulness.__main__ import main
+
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text,label\n" + "".join(f'"{text}",{i % 2}\n' for i, (_, text) in enumerate(SAMPLE)))
+    options = dict(k=2, methods=("attention_peak", "rollout", "random"), random_seeds=2, chunk=2, bootstrap=50)
+    argv = ["--model", str(tiny_model_dir), "--tasks", str(texts), "--n", "6", "--k", "2", "--methods",
+            "attention_peak", "rollout", "random", "--random-seeds", "2", "--chunk", "2", "--bootstrap", "50",
+            "--peak-layer", "1", "--prompt", "cluster", "--no-png", "--out", str(tmp_path / "cli")]  # fmt: skip
+    assert main(argv) == 0
+    library = FaithfulnessConfig(
+        model=str(tiny_model_dir), embedding=EmbeddingSetting(prompt="cluster", max_length=128), tasks=(str(texts),),
+        n=6, peak_layer=1, png=False, out=str(tmp_path / "library"), **options,
+    )  # fmt: skip
+    run_report(library)
+    written = [json.loads((tmp_path / side / "report.json").read_text()) for side in ("cli", "library")]
+    for report in written:
+        assert report["speed"]["texts_measured"] == 5
+        del report["speed"]
+    assert written[0] == written[1]
+    assert written[0]["settings"]["config_hash"] == library.digest()

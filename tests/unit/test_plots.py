@@ -28,3 +28,19 @@ def test_similarity_heatmaps_share_a_scale_and_the_difference_is_centred():
     assert (
         difference.data[0].zmid == 0.0 and difference.data[0].zmin == -0.05 and "-0.020" in difference.data[0].text[0]
     )
+
+
+def test_analysis_plots_exports_every_figure_function_of_its_subject_modules():
+    import importlib
+    import pkgutil
+
+    import analysis.plots as plots
+
+    modules = [info.name for info in pkgutil.iter_modules(plots.__path__)]
+    assert {"clustering", "attention", "attribution", "faithfulness", "output"} <= set(modules)
+    for name in modules:
+        if name == "style":  # helpers the subject modules share, not figures
+            continue
+        module = importlib.import_module(f"analysis.plots.{name}")
+        for public in module.__all__:
+            assert public in plots.__all__ and getattr(plots, public) is getattr(module, public), (name, public)

