@@ -276,7 +276,7 @@ def test_pooled_attention_layers_follow_the_layer_choice():
 
 @pytest.mark.parametrize("pooling", ["eos", "mean"])
 def test_attention_view_shows_the_query_token_of_the_pooling(adapter_encoder, pooling):
-    encoder = adapter_encoder.with_settings(pooling=pooling, layer="last2")
+    encoder = adapter_encoder.with_setting(pooling=pooling, layer="last2")
     view = attention_view(encoder, TEXTS[-1], renormalise=True)
     expected = capture_corpus(encoder, [TEXTS[-1]], use_adapter=True, token=query_token_for(pooling)).items[0]
     assert view.title == query_title(pooling) and view.pooled_layers == (1, 2)
