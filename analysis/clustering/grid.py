@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from analysis.clustering.sampling import check_clusterable
 from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
+from core.encoding.setting import EmbeddingSetting
 from core.metrics import DEFAULT_KMEANS_SEEDS
 from core.models.adapters import adapter_name, read_metadata
 from core.runtime.errors import ConfigError, GridError
@@ -249,6 +250,24 @@ def parse_methods(specs: Sequence[str]) -> list[Any]:
     if not methods:
         raise GridError("--methods must name at least one method, e.g. plain,echo,tp,metaeol")
     return list({method.spec: method for method in methods}.values())
+
+
+def group_settings(
+    method: Any, template: Any, combos: Sequence[tuple[str, str]], max_length: int
+) -> list[EmbeddingSetting]:
+    """One group's settings: ``method`` (resolved for the model) with ``template`` at each (pooling, layer) of
+    ``combos``. A plain method takes the grid's template; echo and tp wrap with their own and an ensemble with its
+    prompts (``template`` is then the method's own, or None)."""
+    from core.encoding.methods import Plain
+
+    prompt = template.template if isinstance(method, Plain) else None
+    try:
+        return [
+            EmbeddingSetting(method=method.spec, prompt=prompt, pooling=pooling, layer=layer, max_length=max_length)
+            for pooling, layer in combos
+        ]
+    except ConfigError as exc:
+        raise GridError(str(exc)) from None
 
 
 def validate_grid(config: GridConfig) -> None:
