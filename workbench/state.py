@@ -197,6 +197,8 @@ def embedding_settings(key: str, encoder: Any, *, methods: Sequence[str] = ("pla
     from core.encoding.prompts import PROMPTS, resolve_prompt
     from core.encoding.setting import EmbeddingSetting
 
+    # The widgets start at the adapter's trained setting (or the recipe's), as every CLI does.
+    trained = EmbeddingSetting.resolve(encoder.loaded.adapter_metadata or None)
     columns = st.columns(4 if len(methods) > 1 else 3)
     kind = "plain"
     if len(methods) > 1:
@@ -247,6 +249,8 @@ def embedding_settings(key: str, encoder: Any, *, methods: Sequence[str] = ("pla
         method = "ensemble:" + "+".join(chosen)
     else:  # metaeol
         where.caption(f"{len(parse_method('metaeol').prompts)} task-framed one-word prompts, averaged")
+    if prompt == {"echo": ECHO_TEMPLATE, "tp": TP_TEMPLATE}.get(kind):
+        prompt = None  # the method's own template, as a CLI without --prompt gives it
     try:
         method = parse_method(method).spec
     except LensError as error:
@@ -254,14 +258,10 @@ def embedding_settings(key: str, encoder: Any, *, methods: Sequence[str] = ("pla
         return None
     pooling = columns[-2].selectbox(
         "Pooling", POOLING_MODES, help="; ".join(f"{m}: {d}" for m, d in POOLING_DESCRIPTIONS.items()),
-        **kept(f"{key}_pooling", "last", options=POOLING_MODES, url="pooling"),
+        **kept(f"{key}_pooling", trained.pooling, options=POOLING_MODES, url="pooling"),
     )  # fmt: skip
-    layer = (
-        columns[-1]
-        .text_input("Layer", help="an index (-1 = last) or lastK (mean)", **kept(f"{key}_layer", "-1", url="layer"))
-        .strip()
-        or "-1"
-    )
+    layer_widget = kept(f"{key}_layer", str(trained.layer), url="layer")
+    layer = columns[-1].text_input("Layer", help="an index (-1 = last) or lastK (mean)", **layer_widget).strip() or "-1"
     try:
         return EmbeddingSetting.resolve(
             encoder.loaded.adapter_metadata or None,

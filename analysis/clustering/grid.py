@@ -253,14 +253,10 @@ def parse_methods(specs: Sequence[str]) -> list[Any]:
 
 
 def group_settings(
-    method: Any, template: Any, combos: Sequence[tuple[str, str]], max_length: int
+    method: Any, prompt: str | None, combos: Sequence[tuple[str, str]], max_length: int
 ) -> list[EmbeddingSetting]:
-    """One group's settings: ``method`` (resolved for the model) with ``template`` at each (pooling, layer) of
-    ``combos``. A plain method takes the grid's template; echo and tp wrap with their own and an ensemble with its
-    prompts (``template`` is then the method's own, or None)."""
-    from core.encoding.methods import Plain
-
-    prompt = template.template if isinstance(method, Plain) else None
+    """One group's settings: ``method`` (resolved for the model) with ``prompt`` (a plain method's prompt as the
+    user gave it; None for echo, tp and ensembles, which bring their own) at each (pooling, layer) of ``combos``."""
     try:
         return [
             EmbeddingSetting(method=method.spec, prompt=prompt, pooling=pooling, layer=layer, max_length=max_length)
@@ -268,6 +264,23 @@ def group_settings(
         ]
     except ConfigError as exc:
         raise GridError(str(exc)) from None
+
+
+def grid_settings(config: GridConfig, max_length: int = DEFAULT_MAX_LENGTH) -> list[EmbeddingSetting]:
+    """The grid as a product of settings at one max length: plain with each prompt, each other method with its own
+    template, times the poolings and layers (a TP range is resolved per model when it runs). GridError for a
+    combination the setting type refuses."""
+    from core.encoding.methods import Plain
+
+    settings = []
+    for method in parse_methods(config.methods):
+        prompts = list(dict.fromkeys(config.prompts)) if isinstance(method, Plain) else [None]
+        combos = [
+            (pooling, layer) for pooling in dict.fromkeys(config.poolings) for layer in dict.fromkeys(config.layers)
+        ]
+        for prompt in prompts:
+            settings += group_settings(method, prompt, combos, max_length)
+    return settings
 
 
 def validate_grid(config: GridConfig) -> None:
@@ -295,3 +308,4 @@ def validate_grid(config: GridConfig) -> None:
         raise GridError("prompts, poolings and layers must each name at least one value")
     if config.max_texts is not None and config.max_texts < 2:
         raise GridError("--max-texts must be at least 2")
+    grid_settings(config, config.max_length or DEFAULT_MAX_LENGTH)  # every combination, through the one type

@@ -188,7 +188,7 @@ def run_grid(config: GridConfig) -> GridResult:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
     layers = [str(LayerChoice.parse(layer)) for layer in config.layers]
-    prompts = [resolve_prompt(p) for p in dict.fromkeys(config.prompts)]
+    prompts = {p: resolve_prompt(p) for p in dict.fromkeys(config.prompts)}  # as the user wrote it -> template
     poolings = list(dict.fromkeys(config.poolings))
     models = _Models(precision, config.cache, device)
     result = GridResult()
@@ -203,15 +203,15 @@ def run_grid(config: GridConfig) -> GridResult:
     facts = {spec: models.facts(spec, methods, rows) for spec, rows in rows_of.items()}
     # A group is one forward's worth of cells: a model's rows on one task under one method and template.
     groups = [
-        (spec, plan, method, template)
+        (spec, plan, method, prompt, template)
         for spec in rows_of
         for plan in plans
         for method in facts[spec].methods
-        for template in _templates(method, prompts if facts[spec].causal else prompts[:1])
+        for prompt, template in _templates(method, prompts if facts[spec].causal else {"none": resolve_prompt("none")})
     ]
     bar = tqdm(total=len(groups), desc="clustering grid", unit="group", disable=not config.progress or rank != 0)
     samples: dict[str, Dataset | None] = {}
-    for index, (spec, plan, method, template) in enumerate(groups):
+    for index, (spec, plan, method, prompt, template) in enumerate(groups):
         if index % world != rank:  # another process's group
             bar.update(1)
             continue
@@ -233,7 +233,7 @@ def run_grid(config: GridConfig) -> GridResult:
         combos = [(pool, layer) for pool in poolings for layer in layers]
         if not model.causal:
             combos = [(BASELINE_POOLING, "-1")]
-        settings = group_settings(method, template, combos, plan.budget.max_length)
+        settings = group_settings(method, prompt, combos, plan.budget.max_length)
         todo: dict[Variant, list[tuple[Any, dict[str, Any], Path]]] = {}
         for variant in rows_of[spec]:
             for setting in settings:
@@ -308,14 +308,14 @@ def _merged(result: GridResult) -> GridResult:
     return merged
 
 
-def _templates(method: Any, prompts: list[Any]) -> list[Any]:
-    """A group's templates under ``method``: plain spans the grid's prompts; echo and tp bring their own
-    template; an ensemble has several (None: the method holds them)."""
+def _templates(method: Any, prompts: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """A group's (prompt as given, template) pairs under ``method``: plain spans the grid's prompts; echo and tp
+    bring their own template (no prompt given); an ensemble has several (None: the method holds them)."""
     from core.encoding.methods import Ensemble, Plain
 
     if isinstance(method, Plain):
-        return prompts
-    return [None] if isinstance(method, Ensemble) else [method.template()]
+        return list(prompts.items())
+    return [(None, None)] if isinstance(method, Ensemble) else [(None, method.template())]
 
 
 def _prompt_record(method: Any, template: Any) -> dict[str, Any]:

@@ -209,12 +209,13 @@ def test_every_committed_cell_keys_the_same_through_the_grids_settings():
         stored = json.loads(path.read_text())
         method = parse_method(cell_method(stored))
         if isinstance(method, Ensemble):
-            template = None
+            prompt, template = None, None
         elif isinstance(method, Plain):
-            template = resolve_prompt(stored["prompt"]["template"])
+            prompt = stored["prompt"]["name"] if stored["prompt"]["name"] != "custom" else stored["prompt"]["template"]
+            template = resolve_prompt(prompt)
         else:
-            template = method.template()
-        (setting,) = group_settings(method, template, [(stored["pooling"], stored["layer"])], stored["max_length"])
+            prompt, template = None, method.template()
+        (setting,) = group_settings(method, prompt, [(stored["pooling"], stored["layer"])], stored["max_length"])
         key = stored["key"]
         rebuilt = _rebuilt_key(
             {**key, "pooling": setting.pooling, "layer": str(setting.layer), "max_length": setting.max_length},
