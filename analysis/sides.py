@@ -1,7 +1,7 @@
 """Base and adapter vectors of the same texts, for the side-by-side pages (cluster explorer, embed & compare).
 
-Both sides come from one shared-trunk pass (``Encoder.encode_pair``): the decoder layers below the adapter's
-lowest LoRA layer run once per batch, so the pair costs about (L + k) / L passes instead of two.
+Both sides come from one shared-trunk pass (``Encoder.encode_grid``, both variants): the decoder layers below
+the adapter's lowest LoRA layer run once per batch, so the pair costs about (L + k) / L passes instead of two.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def embed_sides(
 
     def embed(part: list[str]) -> tuple[np.ndarray, ...]:
         if "adapter" in compared:
-            return encoder.encode_pair(part, **options)
+            grids = encoder.encode_grid(part, variants=(False, True), **options)
+            return tuple(next(iter(grids[variant].values())) for variant in (False, True))
         return (encoder.encode(part, use_adapter=False, **options),)
 
     step = chunk if progress is not None else max(len(texts), 1)

@@ -3,9 +3,10 @@
 Input: ``.txt`` (one text per line), ``.csv``/``.tsv``/``.jsonl``/``.parquet`` (a text column,
 ``--text-column``), read a chunk at a time through ``core.data.user_files`` (``.json`` is read whole).
 Output: float32 ``(n, dim)`` assembled from per-chunk shards (kept under the cache root until then) and
-written atomically, plus a sidecar JSON with the settings that produced it. A killed run, rerun with the
-same command, embeds only the missing chunks. Under ``torchrun --nproc_per_node=N -m core.embed ...`` the
-chunks are split across the processes and rank 0 assembles them in input order.
+written atomically, plus a sidecar JSON with the settings that produced it (``setting``: the full
+EmbeddingSetting). A killed run, rerun with the same command, embeds only the missing chunks. Under
+``torchrun --nproc_per_node=N -m core.embed ...`` the chunks are split across the processes and rank 0 assembles
+them in input order.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from core.data.user_files import iter_texts
 from core.encoding.encoder import Encoder
-from core.encoding.methods import METHOD_KINDS, Ensemble, Method, parse_method
-from core.encoding.pooling import POOLING_MODES
-from core.encoding.prompts import PROMPTS
+from core.encoding.methods import Ensemble, parse_method
+from core.encoding.setting import EmbeddingSetting
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
 from core.models.registry import DEFAULT_MODEL
+from core.runtime.arguments import add_arguments, given
 from core.runtime.device import DEVICE_HELP, PRECISIONS
 from core.runtime.distributed import close_distributed, dist_info, init_distributed
 from core.runtime.errors import ConfigError, UserFileError, run_cli
@@ -50,32 +52,41 @@ def check_output(output: Path) -> None:
         ) from None
 
 
-def method_from_args(method: str, prompts: str | None) -> Method:
-    """``--method`` (a spec such as ``tp:1-6``) and, for ``ensemble``, ``--prompts a,b,c``."""
+def method_from_args(method: str | None, prompts: str | None) -> str | None:
+    """``--method`` (a spec such as ``tp:1-6``; None: not given) and, for ``ensemble``, ``--prompts a,b,c``."""
     if prompts is not None:
-        if method.strip().lower() != "ensemble":
+        if (method or "").strip().lower() != "ensemble":
             raise ConfigError(f"--prompts lists an ensemble's prompts: use it with --method ensemble, not {method!r}.")
-        return Ensemble(tuple(prompt.strip() for prompt in prompts.split(",") if prompt.strip()))
-    return parse_method(method)
+        return Ensemble(tuple(prompt.strip() for prompt in prompts.split(",") if prompt.strip())).spec
+    return parse_method(method).spec if method is not None else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def setting_choices(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedding setting's fields the user gave (``--method ensemble --prompts a,b`` as one method spec)."""
+    return {**given(EmbeddingSetting, args), "method": method_from_args(args.method, args.prompts)}
+
+
+def load_encoder(args: argparse.Namespace) -> Encoder:
+    """The encoder for the parsed options: the adapter's trained setting (or the recipe's) with the user's choices."""
+    return Encoder(
+        args.model,
+        args.adapter,
+        **setting_choices(args),
+        precision=args.precision,
+        cache=not args.no_cache,
+        device=args.device,
+    )
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.embed", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name, local folder or hub id")
-    parser.add_argument("--adapter", default=None, help="LoRA adapter folder (peft)")
+    parser.add_argument(
+        "--adapter", default=None, help="LoRA adapter folder (peft); its trained setting is the default"
+    )
     parser.add_argument("--base", action="store_true", help="with --adapter: embed with the base weights")
-    parser.add_argument(
-        "--prompt", help=f"one of {', '.join(PROMPTS)} or a template with {{text}} (default: none, or the adapter's)"
-    )
-    parser.add_argument("--pooling", choices=POOLING_MODES, help="default: mean, or the adapter's")
-    parser.add_argument("--layer", help="hidden-state index (-1 = last) or lastK for a mean (default: -1)")
-    parser.add_argument(
-        "--method",
-        default="plain",
-        help=f"one of {', '.join(METHOD_KINDS)}; tp:START-EXIT sets token prepending's layers (default: plain)",
-    )
+    add_arguments(parser, EmbeddingSetting)
     parser.add_argument("--prompts", help="with --method ensemble: prompt names or templates, comma-separated")
-    parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
@@ -86,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chunk-size", type=int, default=DEFAULT_CHUNK_TEXTS, help="texts per chunk (memory is bounded by one chunk)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.output.suffix != ".npy":
         parser.error(f"--output must end in .npy, got {args.output}")
@@ -93,24 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--chunk-size must be at least 1, got {args.chunk_size}")
     check_input(args.input)
     check_output(args.output)
-    method = method_from_args(args.method, args.prompts)
+    method_from_args(args.method, args.prompts)  # a bad method fails before the input is read
     with closing(iter_texts(args.input, args.text_column)) as texts:
         next(texts)  # a bad input fails here, before the slow model load
     init_distributed()
     try:
         rank, world = dist_info()
-        encoder = Encoder(
-            args.model,
-            args.adapter,
-            prompt=args.prompt,
-            pooling=args.pooling,
-            layer=args.layer,
-            precision=args.precision,
-            max_length=args.max_length,
-            cache=not args.no_cache,
-            method=method,
-            device=args.device,
-        )
+        encoder = load_encoder(args)
         started = time.perf_counter()
         result = embed_stream(
             encoder,
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
             "method_spec": encoder.method.spec,
+            "setting": encoder.setting.to_dict(),
             "input": str(args.input),
             "texts": result.shape[0],
             "truncated": result.truncated,

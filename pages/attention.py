@@ -33,9 +33,7 @@ else:
     texts = load_task(task, "test").texts[:200]
     text = right.selectbox("Text", texts, **state.kept("att_text", texts[0], options=texts))
 # An ensemble averages several wrapped texts; attention follows one, so the chooser offers what the report does.
-settings = state.embedding_settings(
-    "attention", default_prompt=state.adapter_prompt_name(encoder), methods=("plain", "echo", "tp")
-)
+settings = state.embedding_settings("attention", encoder, methods=("plain", "echo", "tp"))
 if not text:
     st.warning("Enter a sentence.")
 view_encoder = state.configured_encoder(encoder, settings) if settings is not None else None
@@ -61,7 +59,7 @@ DIFFERENCE = "adapter − base"
 matrices = dict(view.matrices)
 if view.difference is not None:
     matrices[DIFFERENCE] = view.difference
-stem = widgets.file_stem("attention", choice.model, *settings.stem, head_choice.replace(" ", ""))
+stem = widgets.file_stem("attention", choice.model, *state.setting_stem(settings), head_choice.replace(" ", ""))
 for column, (label, matrix) in zip(st.columns(len(matrices)), matrices.items(), strict=True):
     with column:
         figure = attention_heatmap(

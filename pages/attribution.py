@@ -31,7 +31,7 @@ if encoder is None:
 left, right = st.columns(2)
 text_a = left.text_input("Text A", **state.kept("attr_a", "a man is driving a car", url="a")).strip()
 text_b = right.text_input("Text B", **state.kept("attr_b", "a person is riding a bicycle", url="b")).strip()
-settings = state.embedding_settings("attr", default_prompt=state.adapter_prompt_name(encoder))
+settings = state.embedding_settings("attr", encoder)
 max_steps = st.select_slider(
     "Step cap (IG steps per attribution, added where the path needs them)", [64, 128, 256, 512],
     **state.kept("attr_steps", 256),
@@ -81,7 +81,7 @@ for column, (label, result) in zip(st.columns(len(comparison.results)), comparis
             f"IG did not converge ({worst:.1%} > {DELTA_WARNING:.0%}): the bars do not add up to the cosine's change. "
             "Raise the step cap."
         )
-stem = widgets.file_stem("attribution", choice.model, *settings.stem)
+stem = widgets.file_stem("attribution", choice.model, *state.setting_stem(settings))
 for side, name in (("a", "A"), ("b", "B")):
     bars = comparison.bars(side)
     figure = attribution_bars_figure(bars, f"Text {name}: token attributions to the cosine")

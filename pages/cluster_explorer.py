@@ -36,7 +36,7 @@ if len(texts) < 5:
 if labels is not None and len(set(labels)) < 2:
     st.warning("The label column has a single value: showing k-means clusters only, no V-measure.")
     labels = None
-settings = state.embedding_settings("explore", default_prompt=state.adapter_prompt_name(encoder), methods=METHOD_KINDS)
+settings = state.embedding_settings("explore", encoder, methods=METHOD_KINDS)
 view = state.configured_encoder(encoder, settings) if settings is not None else None
 if view is None:
     st.stop()
@@ -87,7 +87,7 @@ vectors = embedded[inputs]
 
 selected = {side: widgets.selected_points(f"umap_{side}") for side, _ in sides}
 st.caption(f"{len(texts)} texts shown ({dataset.name}).")
-stem = widgets.file_stem("umap", choice.model, dataset.name.split(" ")[0], *settings.stem)
+stem = widgets.file_stem("umap", choice.model, dataset.name.split(" ")[0], *state.setting_stem(settings))
 for column, (side, _) in zip(st.columns(len(sides)), sides, strict=True):
     with column:
         started = time.perf_counter()

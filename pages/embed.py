@@ -35,7 +35,7 @@ raw_labels = right.text_area(
     "Labels, one per line (optional)", height=170, **state.kept("embed_labels", EXAMPLE_LABELS)
 ).splitlines()
 labels = [label.strip() for label in raw_labels if label.strip()] or None
-settings = state.embedding_settings("embed", default_prompt=state.adapter_prompt_name(encoder), methods=METHOD_KINDS)
+settings = state.embedding_settings("embed", encoder, methods=METHOD_KINDS)
 view = state.configured_encoder(encoder, settings) if settings is not None else None
 if view is None:
     st.stop()
@@ -59,7 +59,7 @@ figures = {side: similarity_heatmap(m, short, f"{side}: cosine", zrange=shared) 
 if len(similarity) == 2:
     difference = similarity["adapter"] - similarity["base"]
     figures["difference"] = similarity_heatmap(difference, short, "adapter − base", diverging=True, digits=3)
-stem = widgets.file_stem("embed", choice.model, *settings.stem)
+stem = widgets.file_stem("embed", choice.model, *state.setting_stem(settings))
 for column, (name, figure) in zip(st.columns(len(figures)), figures.items(), strict=True):
     with column:
         st.plotly_chart(figure, key=f"sim_{name}")

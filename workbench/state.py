@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -19,6 +19,9 @@ from core.models.registry import DEFAULT_MODEL, PACKAGED
 from core.runtime.errors import LensError
 from core.runtime.paths import cache_root
 from core.training.jobs import adapter_label, stopped_checkpoints
+
+if TYPE_CHECKING:
+    from core.encoding.setting import EmbeddingSetting
 
 REPO = Path(__file__).resolve().parents[1]
 NO_ADAPTER = "(none: base model only)"
@@ -174,35 +177,28 @@ def load_encoder(choice: ModelChoice):
 CUSTOM_PROMPT = "custom template..."
 
 
-@dataclass(frozen=True)
-class EmbeddingSettings:
-    """What the embedding widgets chose; hashable, so a page can key a kept result by it."""
-
-    method: str  # a core.encoding.methods spec: plain, echo, tp or tp:START-EXIT, metaeol, ensemble:P1+P2
-    prompt: str | None  # a prompt name or template; None: the method's own prompts (metaeol, ensemble)
-    pooling: str
-    layer: str
-
-    @property
-    def stem(self) -> tuple[str, ...]:
-        """The settings as file-name parts: method, a short prompt, pooling, layer."""
-        prompt = self.prompt if self.prompt is None or len(self.prompt) < 20 else "custom"
-        return (self.method.replace(":", "").replace("+", "-"), prompt or "", self.pooling, f"L{self.layer}")
+def setting_stem(setting: EmbeddingSetting) -> tuple[str, ...]:
+    """The setting as file-name parts: method, a short prompt, pooling, layer."""
+    prompt = setting.prompt if setting.prompt is None or len(setting.prompt) < 20 else "custom"
+    return (setting.method.replace(":", "").replace("+", "-"), prompt or "", str(setting.pooling), f"L{setting.layer}")
 
 
-def embedding_settings(
-    key: str, *, default_prompt: str | None = None, methods: Sequence[str] = ("plain",)
-) -> EmbeddingSettings | None:
+def embedding_settings(key: str, encoder: Any, *, methods: Sequence[str] = ("plain",)) -> EmbeddingSetting | None:
     """Method (when ``methods`` offers more than plain), prompt or template, pooling and layer widgets, kept across
     pages and in the URL.
 
-    Returns the settings, or None after an error in the page for a bad template, method or layer. Checks against
-    the model (a TP layer range beyond its depth) happen in :func:`configured_encoder`.
+    Returns the setting they choose over ``encoder``'s adapter's trained one, at its max length
+    (:meth:`EmbeddingSetting.resolve`, as every CLI builds it), or None after an error in the page for a bad
+    template, method or layer. Checks against the model (a TP layer range beyond its depth) happen in
+    :func:`configured_encoder`.
     """
     from core.encoding.methods import ECHO_TEMPLATE, METHOD_DESCRIPTIONS, TP_TEMPLATE, parse_method
-    from core.encoding.pooling import POOLING_DESCRIPTIONS, POOLING_MODES, LayerChoice
+    from core.encoding.pooling import POOLING_DESCRIPTIONS, POOLING_MODES
     from core.encoding.prompts import PROMPTS, resolve_prompt
+    from core.encoding.setting import EmbeddingSetting
 
+    # The widgets start at the adapter's trained setting (or the recipe's), as every CLI does.
+    trained = EmbeddingSetting.resolve(encoder.loaded.adapter_metadata or None)
     columns = st.columns(4 if len(methods) > 1 else 3)
     kind = "plain"
     if len(methods) > 1:
@@ -214,6 +210,7 @@ def embedding_settings(
     method, prompt = kind, None
     if kind == "plain":
         names = [*PROMPTS, CUSTOM_PROMPT]
+        default_prompt = adapter_prompt_name(encoder)
         start = default_prompt if default_prompt in names else "eol"
         name = where.selectbox("Prompt", names, **kept(f"{key}_prompt", start, options=names, url="prompt"))
         prompt = name
@@ -252,6 +249,8 @@ def embedding_settings(
         method = "ensemble:" + "+".join(chosen)
     else:  # metaeol
         where.caption(f"{len(parse_method('metaeol').prompts)} task-framed one-word prompts, averaged")
+    if prompt == {"echo": ECHO_TEMPLATE, "tp": TP_TEMPLATE}.get(kind):
+        prompt = None  # the method's own template, as a CLI without --prompt gives it
     try:
         method = parse_method(method).spec
     except LensError as error:
@@ -259,29 +258,29 @@ def embedding_settings(
         return None
     pooling = columns[-2].selectbox(
         "Pooling", POOLING_MODES, help="; ".join(f"{m}: {d}" for m, d in POOLING_DESCRIPTIONS.items()),
-        **kept(f"{key}_pooling", "last", options=POOLING_MODES, url="pooling"),
+        **kept(f"{key}_pooling", trained.pooling, options=POOLING_MODES, url="pooling"),
     )  # fmt: skip
-    layer = (
-        columns[-1]
-        .text_input("Layer", help="an index (-1 = last) or lastK (mean)", **kept(f"{key}_layer", "-1", url="layer"))
-        .strip()
-        or "-1"
-    )
+    layer_widget = kept(f"{key}_layer", str(trained.layer), url="layer")
+    layer = columns[-1].text_input("Layer", help="an index (-1 = last) or lastK (mean)", **layer_widget).strip() or "-1"
     try:
-        LayerChoice.parse(layer)
-    except ValueError as error:
+        return EmbeddingSetting.resolve(
+            encoder.loaded.adapter_metadata or None,
+            method=method,
+            prompt=prompt,
+            pooling=pooling,
+            layer=layer,
+            max_length=encoder.max_length,
+        )
+    except LensError as error:
         st.error(str(error))
         return None
-    return EmbeddingSettings(method, prompt, pooling, layer)
 
 
-def configured_encoder(encoder: Any, settings: EmbeddingSettings, **extra: Any) -> Any:
-    """``encoder`` with ``settings`` (and ``extra`` encoder settings, e.g. precision), sharing its loaded model;
-    None after showing the core's message for settings this model refuses (e.g. a TP range beyond its layers)."""
+def configured_encoder(encoder: Any, setting: EmbeddingSetting, **extra: Any) -> Any:
+    """``encoder`` under ``setting`` (and ``extra`` runtime knobs, e.g. precision), sharing its loaded model;
+    None after showing the core's message for a setting this model refuses (e.g. a TP range beyond its layers)."""
     try:
-        return encoder.with_settings(
-            method=settings.method, prompt=settings.prompt, pooling=settings.pooling, layer=settings.layer, **extra
-        )
+        return encoder.with_setting(setting, **extra)
     except LensError as error:
         st.error(str(error))
         return None

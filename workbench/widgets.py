@@ -30,13 +30,19 @@ def truncation_note(encoder: Any, texts: Sequence[str]) -> int:
 
     A max length that leaves no room for text stops the page with that error.
     """
+    import dataclasses
+
     from core.encoding.methods import Ensemble
 
     method = encoder.method
-    templates = method.templates() if isinstance(method, Ensemble) else [None]
-    wrapper = encoder.with_settings(method="plain", prompt=templates[0]) if isinstance(method, Ensemble) else encoder
     try:
-        cut = max(sum(item.truncated for item in wrapper.prepare(texts, template)) for template in templates)
+        views = (
+            [encoder.with_setting(dataclasses.replace(encoder.setting, method="plain", prompt=t.template))
+             for t in method.templates()]
+            if isinstance(method, Ensemble)
+            else [encoder]
+        )  # fmt: skip
+        cut = max(sum(item.truncated for item in view.prepare(texts)) for view in views)
     except ValueError as error:
         st.error(str(error))
         st.stop()

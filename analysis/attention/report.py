@@ -12,7 +12,7 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,9 +31,12 @@ from analysis.attribution.integrated_gradients import Attributor, agreement
 from analysis.categories import CATEGORIES, QUERY_TOKENS, RENORMALISED, QueryToken, sides
 from core.data import resolve_dataset, sample_items
 from core.encoding.capture import CAPTURE_MODES, CaptureMode, check_eager, num_heads, resolve_layers
-from core.encoding.encoder import Encoder
-from core.encoding.methods import Ensemble, Plain, parse_method
+from core.encoding.encoder import Encoder, model_setting
+from core.encoding.methods import Ensemble
+from core.encoding.setting import EmbeddingSetting
+from core.models.adapters import read_metadata
 from core.models.registry import DEFAULT_MODEL, load_model
+from core.runtime.arguments import add_arguments, from_arguments, given, option
 from core.runtime.device import DEVICE_HELP
 from core.runtime.errors import ConfigError
 from core.runtime.files import write_json
@@ -47,30 +50,49 @@ REPORT_FILE = "attention_report.json"
 
 @dataclass(frozen=True)
 class AttentionReportConfig:
-    """Everything one report run depends on; the CLI options map one to one onto these fields."""
+    """Everything one report run depends on; every field but ``setting`` and ``examples`` is a CLI option, and the
+    setting's options come from :class:`EmbeddingSetting` (its ``--layer`` excepted: here ``--layer`` is the bars').
 
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None  # LoRA adapter folder; without it only base shares
-    prompt: str | None = None  # prompt name or template (default: the method's, else the adapter's, else cluster)
-    method: str = "plain"  # plain, echo, tp or tp:START-EXIT (core.encoding.methods)
-    pooling: str | None = None  # pooling for the embeddings (default: the adapter's, else last)
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
-    task: str = DEFAULT_TASK  # a local task, or a csv/jsonl/... file with a text column
-    split: Literal["test", "train"] = "test"
-    n: int = 500
-    seed: int = 0
-    out: str = "report"
-    token: QueryToken | None = None  # query token (default: follows the pooling)
-    capture: CaptureMode = "rows"
-    layer: int = -1  # layer of the per-token bars and the attention-attribution agreement
-    head: int | None = None  # head of the per-token bars (default: mean over heads)
+    ``setting`` is how the texts are embedded; ``None`` means the adapter's trained setting, else the recipe's
+    (:meth:`EmbeddingSetting.resolve`, as every CLI and page builds it).
+    """
+
+    model: str = option(DEFAULT_MODEL, help="packaged name, local folder or hub id")
+    adapter: str | None = option(None, help="LoRA adapter folder; without it only base shares")
+    setting: EmbeddingSetting | None = None
+    device: str = option("auto", help=DEVICE_HELP)
+    task: str = option(DEFAULT_TASK, help="a local task, or a csv/jsonl/... file with a text column")
+    split: Literal["test", "train"] = option("test", help="the task's split", choices=("test", "train"))
+    n: int = option(500, help="texts sampled from the task")
+    seed: int = option(0, help="seed of the sample and the bootstrap")
+    out: str = option("report", help="folder the report and its figures are written to")
+    token: QueryToken | None = option(None, help="query token (default: follows the pooling)", choices=QUERY_TOKENS)
+    capture: CaptureMode = option("rows", help="capture the query rows only, or full maps", choices=CAPTURE_MODES)
+    layer: int = option(-1, help="layer of the per-token bars and the attention-attribution agreement")
+    head: int | None = option(None, help="head of the per-token bars (default: mean over heads)")
     examples: tuple[str, ...] | None = None  # texts for token bars (default: the paper's + 3 of the sample)
-    bootstrap: int = 2000
-    max_length: int = 512
-    bench_n: int = 64  # texts for the rows-vs-full speed comparison
-    attribution_n: int = 8  # corpus texts attributed (0 = none)
-    ig_steps: int = 16  # IG steps per path segment
-    ig_max_steps: int = 256  # cap on IG steps per attribution
+    bootstrap: int = option(2000, help="bootstrap resamples of the confidence intervals")
+    bench_n: int = option(64, help="texts for the rows-vs-full speed comparison")
+    attribution_n: int = option(8, help="corpus texts attributed (0 = none)")
+    ig_steps: int = option(16, help="IG steps per path segment")
+    ig_max_steps: int = option(256, help="cap on IG steps per attribution")
+
+    def __post_init__(self) -> None:
+        if self.setting is not None and not isinstance(self.setting, EmbeddingSetting):
+            raise ConfigError(f"setting must be an EmbeddingSetting, not a {type(self.setting).__name__}.")
+        if self.n < 2:
+            raise ConfigError(f"--n must be at least 2 for paired statistics, got {self.n}.")
+        for name in ("bootstrap", "bench_n", "attribution_n", "ig_steps", "ig_max_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}.")
+
+
+def _refuse_an_ensemble(setting: EmbeddingSetting) -> None:
+    if isinstance(setting.parsed_method, Ensemble):
+        raise ConfigError(
+            f"--method {setting.method} averages several prompts, and attention follows one wrapped text: run "
+            "--method plain with each --prompt, or use echo or tp."
+        )
 
 
 def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
@@ -83,13 +105,11 @@ def sample_texts(texts: Sequence[str], n: int, seed: int) -> list[str]:
 def run_report(config: AttentionReportConfig) -> dict[str, Any]:
     """The whole report: capture, statistics, examples, attribution, figures; returns the JSON payload."""
     out_dir = Path(config.out)
-    method = parse_method(config.method)
-    if isinstance(method, Ensemble):
-        raise ConfigError(
-            f"--method {method.spec} averages several prompts, and attention follows one wrapped text: run "
-            "--method plain with each --prompt, or use echo or tp."
-        )
+    if config.setting is not None:
+        _refuse_an_ensemble(config.setting)  # before the slow model load
     loaded = load_model(config.model, config.adapter, device=config.device)
+    setting = config.setting if config.setting is not None else model_setting(loaded)
+    _refuse_an_ensemble(setting)
     check_eager(loaded.backbone)
     layers = len(resolve_layers(loaded.backbone, None))
     heads = num_heads(loaded.backbone)
@@ -97,16 +117,7 @@ def run_report(config: AttentionReportConfig) -> dict[str, Any]:
         raise ConfigError(f"--layer {config.layer} is out of range: use 0..{layers - 1} or -{layers}..-1.")
     if config.head is not None and not 0 <= config.head < heads:
         raise ConfigError(f"--head {config.head} is out of range: this model has {heads} heads, so use 0..{heads - 1}.")
-    default_prompt = (loaded.adapter_metadata.get("prompt") or "cluster") if isinstance(method, Plain) else None
-    encoder = Encoder(
-        loaded,
-        method=method,
-        prompt=config.prompt or default_prompt,  # echo and tp bring their own template
-        pooling=config.pooling or loaded.adapter_metadata.get("pooling") or "last",
-        cache=False,
-        precision="fp32",
-        max_length=config.max_length,
-    )
+    encoder = Encoder(loaded, setting=setting, cache=False, precision="fp32")
     token: QueryToken = config.token or query_token_for(encoder.pooling)
     compared = sides(loaded.has_adapter)
     dataset = resolve_dataset(config.task, config.split)
@@ -135,6 +146,7 @@ def run_report(config: AttentionReportConfig) -> dict[str, Any]:
             "prompt": encoder.prompt.template,
             "method": encoder.method.spec,
             "pooling": encoder.pooling,
+            "setting": encoder.setting.to_dict(),
             "query_token": token,
             "task": config.task,
             "split": config.split,
@@ -245,44 +257,20 @@ def _partner(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = AttentionReportConfig()
     parser = argparse.ArgumentParser(prog="python -m analysis.attention", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--adapter", default=None, help="LoRA adapter folder; without it only base shares")
-    parser.add_argument("--prompt", default=None, help="prompt name or template (default: adapter's, else cluster)")
-    parser.add_argument(
-        "--method",
-        default=defaults.method,
-        help="plain, echo or tp[:START-EXIT] (core.encoding.methods); echo and tp bring their own prompt",
-    )
-    parser.add_argument("--pooling", default=None, help="pooling for the embeddings (default: adapter's, else last)")
-    parser.add_argument(
-        "--task", default=defaults.task, help="a local task, or a csv/jsonl/... file with a text column"
-    )
-    parser.add_argument("--device", default=defaults.device, help=DEVICE_HELP)
-    parser.add_argument("--split", default=defaults.split, choices=["test", "train"])
-    parser.add_argument("--n", type=int, default=defaults.n)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--out", default=defaults.out)
-    parser.add_argument("--token", default=None, choices=QUERY_TOKENS, help="query token (default: follows pooling)")
-    parser.add_argument("--capture", default=defaults.capture, choices=CAPTURE_MODES)
-    parser.add_argument("--layer", type=int, default=defaults.layer, help="layer of the per-token bars")
-    parser.add_argument("--head", type=int, default=None, help="head of the per-token bars (default: mean)")
+    add_arguments(parser, AttentionReportConfig)
+    # The embedding's setting; its layer is the adapter's (or the final one): --layer above is the bars'.
+    add_arguments(parser, EmbeddingSetting, exclude=("layer",))
     parser.add_argument("--examples", nargs="*", default=None, help="texts for token bars (default: paper's + 3)")
-    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap)
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--bench-n", type=int, default=defaults.bench_n, help="texts for the rows-vs-full speeds")
-    parser.add_argument("--attribution-n", type=int, default=defaults.attribution_n, help="texts attributed (0 = none)")
-    parser.add_argument("--ig-steps", type=int, default=defaults.ig_steps, help="IG steps per path segment")
-    parser.add_argument("--ig-max-steps", type=int, default=defaults.ig_max_steps, help="cap on IG steps per text")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> AttentionReportConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(AttentionReportConfig)}
-    if values["examples"] is not None:
-        values["examples"] = tuple(values["examples"])
-    return AttentionReportConfig(**values)
+    """The config of the parsed options; the setting is the adapter's trained one with the user's choices."""
+    trained = read_metadata(args.adapter) if args.adapter else None
+    setting = EmbeddingSetting.resolve(trained, **given(EmbeddingSetting, args))
+    examples = tuple(args.examples) if args.examples is not None else None
+    return from_arguments(AttentionReportConfig, args, setting=setting, examples=examples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

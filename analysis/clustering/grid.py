@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from analysis.clustering.sampling import check_clusterable
 from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
+from core.encoding.setting import EmbeddingSetting
 from core.metrics import DEFAULT_KMEANS_SEEDS
 from core.models.adapters import adapter_name, read_metadata
 from core.runtime.errors import ConfigError, GridError
@@ -251,6 +252,37 @@ def parse_methods(specs: Sequence[str]) -> list[Any]:
     return list({method.spec: method for method in methods}.values())
 
 
+def group_settings(
+    method: Any, prompt: str | None, combos: Sequence[tuple[str, str]], max_length: int
+) -> list[EmbeddingSetting]:
+    """One group's settings: ``method`` (resolved for the model) with ``prompt`` (a plain method's prompt as the
+    user gave it; None for echo, tp and ensembles, which bring their own) at each (pooling, layer) of ``combos``."""
+    try:
+        return [
+            EmbeddingSetting(method=method.spec, prompt=prompt, pooling=pooling, layer=layer, max_length=max_length)
+            for pooling, layer in combos
+        ]
+    except ConfigError as exc:
+        raise GridError(str(exc)) from None
+
+
+def grid_settings(config: GridConfig, max_length: int = DEFAULT_MAX_LENGTH) -> list[EmbeddingSetting]:
+    """The grid as a product of settings at one max length: plain with each prompt, each other method with its own
+    template, times the poolings and layers (a TP range is resolved per model when it runs). GridError for a
+    combination the setting type refuses."""
+    from core.encoding.methods import Plain
+
+    settings = []
+    for method in parse_methods(config.methods):
+        prompts = list(dict.fromkeys(config.prompts)) if isinstance(method, Plain) else [None]
+        combos = [
+            (pooling, layer) for pooling in dict.fromkeys(config.poolings) for layer in dict.fromkeys(config.layers)
+        ]
+        for prompt in prompts:
+            settings += group_settings(method, prompt, combos, max_length)
+    return settings
+
+
 def validate_grid(config: GridConfig) -> None:
     """GridError for an unknown prompt, pooling, layer or method, no seeds, an empty axis or too small a sample."""
     from core.encoding.pooling import POOLING_MODES, LayerChoice
@@ -276,3 +308,4 @@ def validate_grid(config: GridConfig) -> None:
         raise GridError("prompts, poolings and layers must each name at least one value")
     if config.max_texts is not None and config.max_texts < 2:
         raise GridError("--max-texts must be at least 2")
+    grid_settings(config, config.max_length or DEFAULT_MAX_LENGTH)  # every combination, through the one type

@@ -1,7 +1,8 @@
 """An ``Encoder`` as an mteb model: ``mteb.evaluate(MtebEncoder(encoder), task, cache=None)``.
 
 A thin wrapper beside the mteb tasks, as mteb's own model integrations are, so that core loads no mteb.
-mteb's calls are served with the encoder's default prompt, pooling and layer (an adapter's trained ones).
+mteb's calls are served under one :class:`~core.encoding.setting.EmbeddingSetting`: the encoder's own (an adapter's
+trained one, or the recipe's), or the one given.
 """
 
 from __future__ import annotations
@@ -14,14 +15,21 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 
 from core.encoding.encoder import Encoder
+from core.encoding.setting import EmbeddingSetting
 
 
 class MtebEncoder(AbsEncoder):
     """mteb's encoder protocol over an Encoder: DataLoader of ``{"text": [...]}`` batches in, float32 vectors out."""
 
-    def __init__(self, encoder: Encoder):
+    def __init__(self, encoder: Encoder, setting: EmbeddingSetting | None = None):
+        """Args:
+        encoder: the encoder (its loaded model is shared, not copied).
+        setting: the setting mteb's texts are embedded under; None: the encoder's.
+        """
+        encoder = encoder.with_setting(setting) if setting is not None else encoder
         self.encoder = encoder
         self.model = encoder
+        self.setting = encoder.setting
         self.mteb_model_meta = ModelMeta.create_empty(
             overwrites={
                 "name": f"embedding-lens/{Path(encoder.loaded.name).name}",

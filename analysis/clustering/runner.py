@@ -4,6 +4,7 @@ as it is done, and a stored cell with the same key is skipped."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections import defaultdict
@@ -23,6 +24,7 @@ from analysis.clustering.grid import (
     Variant,
     check_task_data,
     expand_task_specs,
+    group_settings,
     parse_methods,
     plan_task,
     validate_grid,
@@ -57,7 +59,7 @@ class _Models:
         self.device = device
         self.cache = cache
         self._loaded: dict[ModelSpec, Any] = {}
-        self._encoders: dict[tuple[ModelSpec, int], Any] = {}
+        self._encoders: dict[ModelSpec, Any] = {}
         self._configs: dict[ModelSpec, Any] = {}
 
     def identity(self, spec: ModelSpec, use_adapter: bool) -> dict[str, Any]:
@@ -83,25 +85,20 @@ class _Models:
             self._loaded[spec] = load_model(spec.name, spec.adapter, device=self.device)
         return self._loaded[spec]
 
-    def encoder(self, spec: ModelSpec, max_length: int, method: Any) -> Any:
-        """The model's encoder for this max length under ``method`` (one loaded model serves every method)."""
-        return self._plain_encoder(spec, max_length).with_settings(method=method)
-
-    def _plain_encoder(self, spec: ModelSpec, max_length: int) -> Any:
+    def encoder(self, spec: ModelSpec, setting: Any) -> Any:
+        """The model's encoder under ``setting``: one encoder per loaded model, viewed under each group's setting."""
         from core.encoding.encoder import Encoder
+        from core.encoding.setting import EmbeddingSetting
 
         loaded = self.loaded(spec)
-        if (spec, max_length) not in self._encoders:
-            self._encoders[(spec, max_length)] = Encoder(
+        if spec not in self._encoders:
+            self._encoders[spec] = Encoder(
                 loaded,
-                prompt="none",
-                pooling="mean",
-                layer=-1,
+                setting=EmbeddingSetting(prompt="none", pooling="mean"),
                 precision=self.precision,  # type: ignore[arg-type]
-                max_length=max_length,
                 cache=self.cache,
             )
-        return self._encoders[(spec, max_length)]
+        return self._encoders[spec].with_setting(setting)
 
     def _config(self, spec: ModelSpec) -> Any:
         from transformers import AutoConfig
@@ -137,12 +134,38 @@ class _Models:
         num_layers = self.num_layers(spec)
         return [check_method_for_model(method, num_layers, True) for method in methods]
 
+    def facts(self, spec: ModelSpec, methods: list[Any], rows: list[Variant]) -> ModelFacts:
+        """What the grid needs to know of a model, resolved once per run: causal or not, its methods and the
+        identity (weights and adapter hashes) of each of its rows."""
+        from core.models.registry import ModelNotFoundError
+
+        try:
+            causal = self.is_causal(spec)
+            identities = {row.use_adapter: self.identity(spec, row.use_adapter) for row in rows}
+        except (ModelNotFoundError, OSError, ValueError) as exc:
+            raise GridError(str(exc).splitlines()[0]) from None
+        try:
+            resolved = tuple(self.methods(spec, methods))
+        except ConfigError as exc:  # e.g. a TP layer range outside a model
+            raise GridError(str(exc)) from None
+        return ModelFacts(causal, resolved, identities)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A model's facts for the grid, resolved once: whether it is causal (a bidirectional encoder gets the text
+    alone, mean-pooled), the grid's methods resolved for it, and each row's identity (``use_adapter`` -> hashes)."""
+
+    causal: bool
+    methods: tuple[Any, ...]
+    identities: dict[bool, dict[str, Any]]
+
 
 def run_grid(config: GridConfig) -> GridResult:
     """Score every missing cell of the grid, writing each cell's JSON as soon as it is scored.
 
     A group is one model's rows (base, and adapter where it has one) on one (task, method, prompt): the rows
-    with missing cells share one forward (``Encoder.encode_variants``). Under ``torchrun --nproc_per_node=N``
+    with missing cells share one forward (``Encoder.encode_grid``). Under ``torchrun --nproc_per_node=N``
     group ``i`` belongs to rank ``i % N``; every rank gets the merged result and rank 0 writes the summary. A cell
     does not depend on which process scored it (vectors do not depend on their batch), so the cells equal one
     process's.
@@ -165,7 +188,7 @@ def run_grid(config: GridConfig) -> GridResult:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
     layers = [str(LayerChoice.parse(layer)) for layer in config.layers]
-    prompts = [resolve_prompt(p) for p in dict.fromkeys(config.prompts)]
+    prompts = {p: resolve_prompt(p) for p in dict.fromkeys(config.prompts)}  # as the user wrote it -> template
     poolings = list(dict.fromkeys(config.poolings))
     models = _Models(precision, config.cache, device)
     result = GridResult()
@@ -173,31 +196,27 @@ def run_grid(config: GridConfig) -> GridResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    try:
-        causal = {spec: models.is_causal(spec) for spec in {v.model for v in row_sources}}
-    except (ModelNotFoundError, OSError, ValueError) as exc:
-        raise GridError(str(exc).splitlines()[0]) from None
-    try:
-        methods = {spec: models.methods(spec, parse_methods(config.methods)) for spec in causal}
-    except ConfigError as exc:  # e.g. a TP layer range outside a model
-        raise GridError(str(exc)) from None
     rows_of = {
         spec: [v for v in row_sources if v.model == spec] for spec in dict.fromkeys(v.model for v in row_sources)
     }
+    methods = parse_methods(config.methods)
+    facts = {spec: models.facts(spec, methods, rows) for spec, rows in rows_of.items()}
+    # A group is one forward's worth of cells: a model's rows on one task under one method and template.
     groups = [
-        (spec, plan, method, template)
+        (spec, plan, method, prompt, template)
         for spec in rows_of
         for plan in plans
-        for method in methods[spec]
-        for template in _templates(method, prompts if causal[spec] else prompts[:1])
+        for method in facts[spec].methods
+        for prompt, template in _templates(method, prompts if facts[spec].causal else {"none": resolve_prompt("none")})
     ]
     bar = tqdm(total=len(groups), desc="clustering grid", unit="group", disable=not config.progress or rank != 0)
     samples: dict[str, Dataset | None] = {}
-    for index, (spec, plan, method, template) in enumerate(groups):
+    for index, (spec, plan, method, prompt, template) in enumerate(groups):
         if index % world != rank:  # another process's group
             bar.update(1)
             continue
-        if not causal[spec]:
+        model = facts[spec]
+        if not model.causal:
             template = resolve_prompt("none")  # a bidirectional encoder gets the text alone, and its cell says so
         prompt_name = template.name if template is not None else method.spec
         bar.set_postfix_str(f"{spec.label} | {plan.name} | {method.spec} | {prompt_name}")
@@ -211,37 +230,36 @@ def run_grid(config: GridConfig) -> GridResult:
         if sample is None:
             bar.update(1)
             continue
-        is_causal = causal[spec]
-        combos = [(pool, layer) for pool in poolings for layer in layers] if is_causal else [(BASELINE_POOLING, "-1")]
-        todo: dict[Variant, list[tuple[str, str, dict[str, Any], Path]]] = {}
+        combos = [(pool, layer) for pool in poolings for layer in layers]
+        if not model.causal:
+            combos = [(BASELINE_POOLING, "-1")]
+        settings = group_settings(method, prompt, combos, plan.budget.max_length)
+        todo: dict[Variant, list[tuple[Any, dict[str, Any], Path]]] = {}
         for variant in rows_of[spec]:
-            try:
-                identity = models.identity(spec, variant.use_adapter)
-            except (ModelNotFoundError, OSError, ValueError) as exc:
-                raise GridError(str(exc).splitlines()[0]) from None
-            for pooling, layer in combos:
+            for setting in settings:
+                layer = str(setting.layer)
                 key = cell_key(
-                    identity,
+                    model.identities[variant.use_adapter],
                     template.template if template is not None else None,
-                    pooling,
+                    setting.pooling,
                     layer,
                     -1,
                     precision,
-                    plan.budget.max_length,
+                    setting.max_length,
                     sample,
                     plan.budget,
                     config.kmeans_seeds,
                     config.normalize,
                     method.settings(),
                 )
-                path = cell_path(out, plan.name, variant.label, prompt_name, pooling, layer, key)
+                path = cell_path(out, plan.name, variant.label, prompt_name, setting.pooling, layer, key)
                 stored = read_cell(path, key)
                 if stored is not None:
                     write_mteb_result(stored, out / MTEB_FOLDER, missing_only=True)  # e.g. cut off after the JSON
                     result.cells.append(stored)
                     result.skipped += 1
                 else:
-                    todo.setdefault(variant, []).append((pooling, layer, key, path))
+                    todo.setdefault(variant, []).append((setting, key, path))
         if todo:
             try:
                 cells = _compute_group(
@@ -290,14 +308,14 @@ def _merged(result: GridResult) -> GridResult:
     return merged
 
 
-def _templates(method: Any, prompts: list[Any]) -> list[Any]:
-    """A group's templates under ``method``: plain spans the grid's prompts; echo and tp bring their own
-    template; an ensemble has several (None: the method holds them)."""
+def _templates(method: Any, prompts: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """A group's (prompt as given, template) pairs under ``method``: plain spans the grid's prompts; echo and tp
+    bring their own template (no prompt given); an ensemble has several (None: the method holds them)."""
     from core.encoding.methods import Ensemble, Plain
 
     if isinstance(method, Plain):
-        return prompts
-    return [None] if isinstance(method, Ensemble) else [method.template()]
+        return list(prompts.items())
+    return [(None, None)] if isinstance(method, Ensemble) else [(None, method.template())]
 
 
 def _prompt_record(method: Any, template: Any) -> dict[str, Any]:
@@ -312,7 +330,7 @@ def _compute_group(
     sample: Dataset,
     method: Any,
     template: Any,
-    todo: dict[Variant, list[tuple[str, str, dict[str, Any], Path]]],
+    todo: dict[Variant, list[tuple[Any, dict[str, Any], Path]]],
     config: GridConfig,
     precision: str,
     versions: dict[str, str | None],
@@ -326,16 +344,21 @@ def _compute_group(
     ``template`` is None for an ensemble (its prompts are in the method: one forward per prompt)."""
     from analysis.clustering.mteb_results import MTEB_FOLDER
     from analysis.clustering.mteb_results import write_cell as write_mteb_result
-    from core.encoding.methods import PLAIN, Plain
 
     spec = next(iter(todo)).model
-    encoder = models.encoder(spec, plan.budget.max_length, method)
-    own_prompt = template if isinstance(method, Plain) else None  # echo and tp wrap with their own template
+    # The rows' missing settings differ only in pooling and layer: one forward serves them all.
+    settings = list(dict.fromkeys(setting for entries in todo.values() for setting, _, _ in entries))
+    encoder = models.encoder(spec, settings[0])
     if template is not None:
-        prepared = encoder.prepare(sample.texts, prompt=own_prompt)
+        prepared = encoder.prepare(sample.texts)
     else:  # an ensemble: every prompt's wrapped texts are a forward's tokens
-        plain = encoder.with_settings(method=PLAIN)
-        prepared = [item for each in method.templates() for item in plain.prepare(sample.texts, prompt=each)]
+        prepared = [
+            item
+            for each in method.templates()
+            for item in encoder.with_setting(
+                dataclasses.replace(encoder.setting, method="plain", prompt=each.template)
+            ).prepare(sample.texts)
+        ]
     tokens = sum(len(item.input_ids) for item in prepared)
     truncated = sum(item.truncated for item in prepared)
     calls = [0]
@@ -344,15 +367,10 @@ def _compute_group(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation is recorded per cell instead
             begin = time.perf_counter()
-            # The union of the rows' missing combos: pooling is cheap next to the forward the rows share.
-            combos = list(
-                dict.fromkeys((pooling, layer) for entries in todo.values() for pooling, layer, _, _ in entries)
-            )
-            grids = encoder.encode_variants(
+            grids = encoder.encode_grid(
                 sample.texts,
-                combos,
-                [variant.use_adapter for variant in todo],
-                prompt=own_prompt,
+                [(setting.pooling, setting.layer) for setting in settings],
+                variants=[variant.use_adapter for variant in todo],
                 show_progress=config.progress,
             )
             encode_seconds = time.perf_counter() - begin
@@ -371,7 +389,8 @@ def _compute_group(
         "variants_sharing_forward": [variant.label for variant in todo],
     }
     cells = []
-    for variant, pooling, layer, key, path in ((v, *cell) for v, entries in todo.items() for cell in entries):
+    for variant, setting, key, path in ((v, *cell) for v, entries in todo.items() for cell in entries):
+        pooling, layer = setting.pooling, str(setting.layer)
         vectors = grids[variant.use_adapter][(pooling, layer)]
         if config.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -393,7 +412,7 @@ def _compute_group(
             "pooling": pooling,
             "layer": layer,
             "precision": precision,
-            "max_length": plan.budget.max_length,
+            "max_length": setting.max_length,
             "normalize": config.normalize,
             "task": {
                 "name": plan.name,

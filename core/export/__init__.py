@@ -2,5 +2,5 @@
 
 Owns the folder writer and its card (``python -m core.export``) and ``module.py``, the file copied into
 every exported folder (it must import nothing from this project).
-May import: ``core.runtime``, ``core.models``, ``core.encoding``.
+May import: ``core.runtime``, ``core.models``, ``core.encoding`` (the setting and the encoder it verifies against).
 """

@@ -21,15 +21,17 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from core.encoding.setting import EmbeddingSetting
 from core.models.adapters import read_card, read_metadata
 from core.models.registry import backbone_adapter
+from core.runtime.arguments import add_arguments, given
 from core.runtime.errors import AdapterError, ConfigError, LensError, ModelNotFoundError, run_cli
 from core.runtime.files import staging_folder, temporary_name, write_json
 
@@ -63,17 +65,40 @@ PROBE_TEXTS = [
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """What determines the exported folder's vectors; ``method`` is the input method (only ``plain`` so far)."""
+    """What determines the exported folder's vectors: the model, the adapter, the embedding ``setting`` (only the
+    plain method exports so far), the template it resolves to, and how the weights are written."""
 
     model: str
     adapter: str | None
-    template: str
-    pooling: str
-    layer: str
-    max_length: int
-    method: str = "plain"
+    setting: EmbeddingSetting
+    template: str  # the setting's prompt resolved to its template text (a name such as eol, or the template)
     dtype: ExportDtype = "fp32"
     merge: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in TORCH_DTYPES:
+            raise ConfigError(f"Unknown dtype {self.dtype!r}; choose one of: {', '.join(TORCH_DTYPES)}.")
+
+    @property
+    def method(self) -> str:
+        return self.setting.method
+
+    @property
+    def pooling(self) -> str:
+        return str(self.setting.pooling)
+
+    @property
+    def layer(self) -> str:
+        return str(self.setting.layer)
+
+    @property
+    def max_length(self) -> int:
+        return self.setting.max_length
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, flat: the setting's fields beside the model, adapter, template, dtype and merge."""
+        return {"model": self.model, "adapter": self.adapter, **self.setting.to_dict(), "template": self.template,
+                "dtype": self.dtype, "merge": self.merge}  # fmt: skip
 
 
 @dataclass
@@ -94,11 +119,12 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path).expanduser() / "adapter_config.json").is_file()
 
 
-def load_encoder(source: str, prompt: str | None, pooling: str | None, layer: str | None, max_length: int | None):
-    """The workbench's Encoder for a model name/folder or an adapter folder (its base model loaded too)."""
+def load_encoder(source: str, **chosen: Any):
+    """The workbench's Encoder for a model name/folder or an adapter folder (its base model loaded too), under the
+    adapter's trained setting (or the recipe's) with the user's ``chosen`` setting fields."""
     from core.encoding.encoder import Encoder
 
-    settings = {"prompt": prompt, "pooling": pooling, "layer": layer, "max_length": max_length}
+    settings = {key: value for key, value in chosen.items() if value is not None}
     if not is_adapter_dir(source):
         try:
             return Encoder(source, None, precision="fp32", **settings)
@@ -127,7 +153,8 @@ def load_encoder(source: str, prompt: str | None, pooling: str | None, layer: st
         raise AdapterError(f"Exporting adapter {adapter} on {base!r} failed: {error}") from None
 
 
-def check_settings(encoder, method: str) -> None:
+def check_settings(encoder) -> None:
+    method = encoder.setting.method
     if method not in EXPORT_METHODS:
         raise ConfigError(
             f"Method {method!r} cannot be exported yet; exportable methods: {', '.join(EXPORT_METHODS)}. "
@@ -163,20 +190,20 @@ def export(
     merge: bool = False,
     dtype: ExportDtype = "fp32",
     force: bool = False,
-    prompt: str | None = None,
-    pooling: str | None = None,
-    layer: str | None = None,
-    max_length: int | None = None,
-    method: str = "plain",
+    **chosen: Any,
 ) -> ExportReport:
-    """Write ``out`` as a sentence-transformers folder; returns what was written and the measured cosine."""
+    """Write ``out`` as a sentence-transformers folder; returns what was written and the measured cosine.
+
+    ``chosen``: the embedding setting's fields the user set (method, prompt, pooling, layer, max_length); the rest
+    come from the adapter's trained setting, or the recipe's.
+    """
     out = Path(out).expanduser().resolve()
     if dtype not in TORCH_DTYPES:
         raise ConfigError(f"Unknown dtype {dtype!r}; choose one of: {', '.join(TORCH_DTYPES)}.")
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; choose another --out or pass --force to replace it.")
-    encoder = load_encoder(source, prompt, pooling, layer, max_length)
-    check_settings(encoder, method)
+    encoder = load_encoder(source, **chosen)
+    check_settings(encoder)
     loaded = encoder.loaded
     has_adapter = loaded.has_adapter
     if merge and not has_adapter:
@@ -187,11 +214,8 @@ def export(
     settings = ExportSettings(
         model=loaded.name,
         adapter=str(Path(source).expanduser()) if has_adapter else None,
+        setting=encoder.setting,
         template=encoder.prompt.template,
-        pooling=encoder.pooling,
-        layer=str(encoder.layer),
-        max_length=encoder.max_length,
-        method=method,
         dtype=dtype,
         merge=merge,
     )
@@ -214,7 +238,7 @@ def export(
             )
         manifest = {
             "kind": "custom" if custom else "stock",
-            "settings": asdict(settings),
+            "settings": settings.to_dict(),
             "base_weights_sha256": loaded.weights_hash,
             "adapter_sha256": loaded.adapter_hash if has_adapter else None,
             "min_cosine_to_workbench": round(min_cosine, 8),
@@ -464,9 +488,11 @@ def _recipe_section(metadata: dict) -> list[str]:
     return [*lines, ""]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Export a model or an adapter folder as a sentence-transformers folder."""
-    parser = argparse.ArgumentParser(prog="python -m core.export", description=main.__doc__)
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.export",
+        description="Export a model or an adapter folder as a sentence-transformers folder.",
+    )
     parser.add_argument(
         "source", metavar="ADAPTER_OR_MODEL", help="adapter folder, packaged model name or model folder"
     )
@@ -474,23 +500,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true", help="merge the LoRA into the weights (default: keep it)")
     parser.add_argument("--dtype", choices=list(TORCH_DTYPES), default="fp32")
     parser.add_argument("--force", action="store_true", help="replace an existing --out folder")
-    parser.add_argument("--method", default="plain", help=f"input method ({', '.join(EXPORT_METHODS)})")
-    parser.add_argument("--prompt", help="prompt name or template (default: the adapter's)")
-    parser.add_argument("--pooling", help="pooling mode (default: the adapter's)")
-    parser.add_argument("--layer", help="layer index or lastK (default: the adapter's)")
-    parser.add_argument("--max-length", type=int, help="max tokens per text (default: the adapter's)")
-    args = parser.parse_args(argv)
+    add_arguments(parser, EmbeddingSetting)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export a model or an adapter folder as a sentence-transformers folder."""
+    args = make_parser().parse_args(argv)
     report = export(
         args.source,
         args.out,
         merge=args.merge,
         dtype=args.dtype,
         force=args.force,
-        prompt=args.prompt,
-        pooling=args.pooling,
-        layer=args.layer,
-        max_length=args.max_length,
-        method=args.method,
+        **given(EmbeddingSetting, args),
     )
     print(f"wrote {report.out} ({report.kind} modules, {len(report.files)} files)")
     print(f"min cosine to the workbench's vectors: {report.min_cosine:.7f}")

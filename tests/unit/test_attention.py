@@ -26,6 +26,7 @@ from analysis.plots import report_figures
 from analysis.stats import paired_stats
 from core.encoding.encoder import Encoder
 from core.encoding.pooling import LayerChoice
+from core.encoding.setting import EmbeddingSetting
 from core.models.registry import load_model
 from core.runtime.errors import ConfigError, run_cli
 
@@ -241,7 +242,8 @@ def test_cli_refuses_an_adapter_for_another_base(tiny_model_dir, adapter_dir, tm
 
 def test_run_report_takes_a_config_and_refuses_a_bad_layer(tiny_model_dir, tmp_path):
     config = AttentionReportConfig(
-        model=str(tiny_model_dir), prompt="cluster", task=str(_texts_file(tmp_path)), n=4, out=str(tmp_path / "r"),
+        model=str(tiny_model_dir), setting=EmbeddingSetting(prompt="cluster"), task=str(_texts_file(tmp_path)), n=4,
+        out=str(tmp_path / "r"),
         bootstrap=50, bench_n=2, attribution_n=0, examples=("a man is driving a car",),
     )  # fmt: skip
     report = run_report(config)
@@ -276,7 +278,7 @@ def test_pooled_attention_layers_follow_the_layer_choice():
 
 @pytest.mark.parametrize("pooling", ["eos", "mean"])
 def test_attention_view_shows_the_query_token_of_the_pooling(adapter_encoder, pooling):
-    encoder = adapter_encoder.with_settings(pooling=pooling, layer="last2")
+    encoder = adapter_encoder.with_setting(pooling=pooling, layer="last2")
     view = attention_view(encoder, TEXTS[-1], renormalise=True)
     expected = capture_corpus(encoder, [TEXTS[-1]], use_adapter=True, token=query_token_for(pooling)).items[0]
     assert view.title == query_title(pooling) and view.pooled_layers == (1, 2)

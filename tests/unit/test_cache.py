@@ -319,7 +319,7 @@ def test_corrupt_entries_are_reported_with_their_count(tmp_path, caplog):
 
 
 def test_truncation_is_counted_and_warned_on_cache_hits(tiny_encoder_factory, tmp_path, forward_counter):
-    encoder = tiny_encoder_factory(cache=EmbeddingCache(tmp_path / "c.sqlite"), max_length=16)
+    encoder = tiny_encoder_factory(cache=EmbeddingCache(tmp_path / "c.sqlite"), max_length=16, prompt="none")
     texts = ["The red dog runs quickly in the garden near the old house with a happy child. " * 3, "A cat sleeps."]
     with pytest.warns(UserWarning, match="1 of 2 texts exceeded"):
         computed = encoder.encode(texts)

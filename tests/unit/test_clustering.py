@@ -77,23 +77,23 @@ class GridCalls(list):
 
 @pytest.fixture
 def grid_calls(monkeypatch) -> GridCalls:
-    """Records every top-level Encoder.encode_variants call: one call = one forward pass per batch, shared by
-    base and adapter when both are asked for (an ensemble's per-prompt calls inside it are not counted)."""
+    """Records every top-level Encoder.encode_grid call: one call = one forward pass per batch, shared by
+    base and adapter when both are asked for (an ensemble's per-prompt passes inside it are not counted)."""
     calls = GridCalls()
-    original = Encoder.encode_variants
+    original = Encoder.encode_grid
     depth = [0]
 
-    def counting(self, texts, combos, variants, **kwargs):
+    def counting(self, texts, combos=None, *, variants=None, **kwargs):
         if depth[0] == 0:
-            calls.append(list(combos))
+            calls.append([(mode, str(layer)) for mode, layer in combos])
             calls.variants.append(tuple(variants))
         depth[0] += 1
         try:
-            return original(self, texts, combos, variants, **kwargs)
+            return original(self, texts, combos, variants=variants, **kwargs)
         finally:
             depth[0] -= 1
 
-    monkeypatch.setattr(Encoder, "encode_variants", counting)
+    monkeypatch.setattr(Encoder, "encode_grid", counting)
     return calls
 
 

@@ -194,3 +194,33 @@ def test_the_adapter_card_compares_plain_rows_when_methods_are_present(tmp_path)
         ("MiniLM", 0.5),
     ]
     assert track["rows"][1]["label"] == "best prompt-only base: m, prompt none, mean pooling, layer -1"
+
+
+def test_every_committed_cell_keys_the_same_through_the_grids_settings():
+    """Each committed cell's setting, rebuilt as the grid builds it (``group_settings``), gives its stored key: the
+    grid's move to EmbeddingSetting changes no key, so no committed cell is recomputed."""
+    from analysis.clustering.grid import group_settings
+    from core.encoding.methods import Ensemble, Plain
+    from core.encoding.prompts import resolve_prompt
+
+    paths = sorted(LOCAL_TRACK.parent.glob("*/cells/*/*.json"))
+    assert len(paths) > 100
+    for path in paths:
+        stored = json.loads(path.read_text())
+        method = parse_method(cell_method(stored))
+        if isinstance(method, Ensemble):
+            prompt, template = None, None
+        elif isinstance(method, Plain):
+            prompt = stored["prompt"]["name"] if stored["prompt"]["name"] != "custom" else stored["prompt"]["template"]
+            template = resolve_prompt(prompt)
+        else:
+            prompt, template = None, method.template()
+        (setting,) = group_settings(method, prompt, [(stored["pooling"], stored["layer"])], stored["max_length"])
+        key = stored["key"]
+        rebuilt = _rebuilt_key(
+            {**key, "pooling": setting.pooling, "layer": str(setting.layer), "max_length": setting.max_length},
+            method.settings(),
+        )
+        assert rebuilt == key, path
+        assert (template.template if template is not None else None) == key["prompt"], path
+        assert setting.to_dict()["layer"] == key["layer"] and setting.pooling == key["pooling"]

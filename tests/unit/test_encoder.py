@@ -50,7 +50,7 @@ def alone(tiny_encoder, sample_texts) -> dict[str, dict[tuple[str, str], np.ndar
     """Every text encoded on its own, for each prompt: the reference for batching tests."""
     result = {}
     for prompt in ("none", "eol"):
-        rows = [tiny_encoder.encode_grid([text], ALL_COMBOS, prompt=prompt) for text in sample_texts]
+        rows = [tiny_encoder.encode_grid([text], ALL_COMBOS, prompt=prompt)[False] for text in sample_texts]
         result[prompt] = {combo: np.concatenate([row[combo] for row in rows]) for combo in rows[0]}
     return result
 
@@ -69,7 +69,7 @@ def test_vectors_do_not_depend_on_batching_or_padding_side(
         prepared = encoder.prepare(texts, prompt=prompt)
         assert encoder.batches(prepared) == [sorted(range(len(texts)), key=lambda i: -len(prepared[i].input_ids))]
         assert len({len(item.input_ids) for item in prepared}) > 1
-    grid = encoder.encode_grid(texts, ALL_COMBOS, prompt=prompt)
+    grid = encoder.encode_grid(texts, ALL_COMBOS, prompt=prompt)[False]
     for combo, reference in alone[prompt].items():
         assert max_abs_diff(grid[combo], reference) <= TOLERANCE, combo
 
@@ -81,7 +81,7 @@ def test_vectors_do_not_depend_on_batch_mates_or_order(tiny_encoder_factory, alo
     fillers = ["Zebra " * 30, "x", "The green market opens on the street near the old city river."]
     mixed = texts[::-1] + fillers
     random.Random(3).shuffle(mixed)
-    grid = encoder.encode_grid(mixed, ALL_COMBOS, prompt="eol")
+    grid = encoder.encode_grid(mixed, ALL_COMBOS, prompt="eol")[False]
     positions = [mixed.index(text) for text in texts]
     for combo, reference in alone["eol"].items():
         assert max_abs_diff(grid[combo][positions], reference) <= TOLERANCE, combo
@@ -91,7 +91,7 @@ def test_encode_follows_encode_grid_for_every_mode(tiny_encoder_factory, alone, 
     encoder = tiny_encoder_factory(padding_side="left", max_batch_size=3)
     for mode in POOLING_MODES:
         vectors = encoder.encode(sample_texts, pooling=mode)
-        assert max_abs_diff(vectors, alone["none"][(mode, "-1")]) <= TOLERANCE, mode
+        assert max_abs_diff(vectors, alone["eol"][(mode, "-1")]) <= TOLERANCE, mode
 
 
 def test_encode_grid_equals_separate_encode_calls_from_one_forward_per_batch(tiny_encoder, sample_texts):
@@ -99,7 +99,7 @@ def test_encode_grid_equals_separate_encode_calls_from_one_forward_per_batch(tin
     calls = []
     hook = tiny_encoder.loaded.backbone.register_forward_hook(lambda *_: calls.append(1))
     try:
-        grid = tiny_encoder.encode_grid(sample_texts, combos, prompt="summarize")
+        grid = tiny_encoder.encode_grid(sample_texts, combos, prompt="summarize")[False]
     finally:
         hook.remove()
     prepared = tiny_encoder.prepare(sample_texts, prompt="summarize")
@@ -112,7 +112,7 @@ def test_encode_grid_equals_separate_encode_calls_from_one_forward_per_batch(tin
 
 
 def test_layers_are_distinct_hidden_states(tiny_encoder, sample_texts):
-    grid = tiny_encoder.encode_grid(sample_texts, [("mean", 0), ("mean", 1), ("mean", -1), ("mean", 3)])
+    grid = tiny_encoder.encode_grid(sample_texts, [("mean", 0), ("mean", 1), ("mean", -1), ("mean", 3)])[False]
     assert max_abs_diff(grid[("mean", "-1")], grid[("mean", "3")]) == 0.0
     assert max_abs_diff(grid[("mean", "0")], grid[("mean", "1")]) > 1e-3
     assert max_abs_diff(grid[("mean", "1")], grid[("mean", "-1")]) > 1e-3
@@ -140,7 +140,7 @@ def test_pooling_modes_match_hand_computations_with_no_prompt(tiny_encoder, text
         "weighted": (positions[:, None] * hidden[:n]).sum(0) / positions.sum(),
     }
     for mode, vector in expected.items():
-        ours = tiny_encoder.encode([text], pooling=mode)[0]
+        ours = tiny_encoder.encode([text], prompt="none", pooling=mode)[0]
         assert max_abs_diff(ours, vector.numpy()) <= 1e-5, mode
     assert max_abs_diff(expected["eos"].numpy(), expected["last"].numpy()) > 1e-3  # eos reads the appended token
     assert max_abs_diff(expected["text_mean"].numpy(), expected["mean"].numpy()) > 1e-3
@@ -220,22 +220,22 @@ def test_plan_keeps_only_what_its_poolings_read(tiny_encoder_factory):
     grid = encoder.plan([("mean", -1), ("attention", "last2"), ("weighted", 0)])
     assert [p.mode for p in grid.poolings] == ["mean", "attention", "weighted"]
     assert grid.hidden_indices == (0, 2, 3) and grid.attention_layers == (0,)  # attention_layer 0 of the encoder
-    assert encoder.with_settings(attention_layer=-1).plan([("attention", -1)]).attention_layers == (2,)
+    assert encoder.with_setting(attention_layer=-1).plan([("attention", -1)]).attention_layers == (2,)
     with pytest.raises(ConfigError, match="Unknown pooling 'max'"):
         encoder.plan([("max", -1)])
     with pytest.raises(ConfigError, match="Layer 9 is out of range"):
         encoder.plan([("mean", 9)])
 
 
-def test_with_settings_shares_the_model_and_cache_and_validates(tiny_encoder_factory, tmp_path, sample_texts):
+def test_with_setting_shares_the_model_and_cache_and_validates(tiny_encoder_factory, tmp_path, sample_texts):
     encoder = tiny_encoder_factory(cache=tmp_path / "cache.sqlite", pooling="mean", prompt="none")
-    view = encoder.with_settings(prompt="eol", pooling="last", layer="last2", max_length=64)
+    view = encoder.with_setting(prompt="eol", pooling="last", layer="last2", max_length=64)
     assert view is not encoder and view.loaded is encoder.loaded and view.cache is encoder.cache
     assert (view.prompt.template, view.pooling, view.layer, view.max_length) == (
         resolve_prompt("eol").template, "last", LayerChoice(last_k=2), 64,
     )  # fmt: skip
     assert (encoder.pooling, encoder.layer, encoder.max_length) == ("mean", LayerChoice(-1), 512)  # unchanged
-    assert view.with_settings().pooling == "last"  # None keeps the current value
+    assert view.with_setting().pooling == "last"  # None keeps the current value
     expected = tiny_encoder_factory(prompt="eol", pooling="last", layer="last2", max_length=64).encode(sample_texts)
     assert max_abs_diff(view.encode(sample_texts), expected) == 0.0
     for bad, message in (
@@ -246,7 +246,39 @@ def test_with_settings_shares_the_model_and_cache_and_validates(tiny_encoder_fac
         ({"precision": "fp8"}, "Unknown precision 'fp8'"),
     ):
         with pytest.raises(ConfigError, match=message):
-            encoder.with_settings(**bad)
+            encoder.with_setting(**bad)
+
+
+def test_the_encoder_takes_and_exposes_one_setting(tiny_encoder_factory, sample_texts):
+    from core.encoding.setting import EmbeddingSetting
+
+    default = tiny_encoder_factory()
+    assert default.setting == EmbeddingSetting()  # the shipped recipe: eol, last token, final layer, 512 tokens
+    assert (default.prompt.template, default.pooling) == (resolve_prompt("eol").template, "last")
+    chosen = EmbeddingSetting(prompt="summarize", pooling="mean", layer="last2", max_length=64)
+    by_setting = tiny_encoder_factory(setting=chosen)
+    by_keywords = tiny_encoder_factory(prompt="summarize", pooling="mean", layer="last2", max_length=64)
+    assert by_setting.setting == by_keywords.setting == chosen
+    assert max_abs_diff(by_setting.encode(sample_texts), by_keywords.encode(sample_texts)) == 0.0
+    assert default.with_setting(chosen).setting == chosen
+    assert max_abs_diff(default.with_setting(chosen).encode(sample_texts), by_setting.encode(sample_texts)) == 0.0
+    # The model's facts are filled in: token prepending's default layer range for this depth.
+    assert default.with_setting(method="tp").setting.method == default.with_setting(method="tp").method.spec != "tp"
+    with pytest.raises(TypeError, match="not both"):
+        tiny_encoder_factory(setting=chosen, pooling="last")
+    with pytest.raises(TypeError, match="not both"):
+        default.with_setting(chosen, layer=1)
+
+
+def test_an_adapter_s_trained_setting_is_the_default(tiny_model_dir, tiny_adapter_dir):
+    from core.encoding.setting import EmbeddingSetting
+    from core.models.adapters import read_metadata
+
+    encoder = Encoder(str(tiny_model_dir), tiny_adapter_dir, precision="fp32", cache=False)
+    trained = read_metadata(tiny_adapter_dir)
+    assert encoder.setting == EmbeddingSetting.resolve(trained)
+    overridden = Encoder(str(tiny_model_dir), tiny_adapter_dir, precision="fp32", cache=False, pooling="mean")
+    assert overridden.setting == EmbeddingSetting.resolve(trained, pooling="mean")
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)

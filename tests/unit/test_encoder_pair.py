@@ -11,6 +11,17 @@ import pytest
 from tests.conftest import TINY_LAYERS
 
 
+def pair(grids: dict) -> tuple[dict, dict]:
+    """(base, adapter) grids of an ``encode_grid(..., variants=(False, True))`` result."""
+    return grids[False], grids[True]
+
+
+def pair_vectors(encoder, texts, **options) -> tuple[np.ndarray, np.ndarray]:
+    """(base, adapter) vectors of ``texts`` under the encoder's setting, from one shared-trunk call."""
+    grids = encoder.encode_grid(texts, variants=(False, True), **options)
+    return next(iter(grids[False].values())), next(iter(grids[True].values()))
+
+
 def _adapter(model_dir: Path, folder: Path, layers: list[int] | None, seed: int = 5) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -47,11 +58,11 @@ def test_adapter_free_layers(top_layer_encoder, tiny_model_dir, tiny_adapter_dir
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_pair_equals_two_passes(top_layer_encoder, sample_texts, padding_side):
-    encoder = top_layer_encoder.with_settings(padding_side=padding_side)
+    encoder = top_layer_encoder.with_setting(padding_side=padding_side)
     combos = [("last", -1), ("mean", -1), ("mean", "last2"), ("eos", 1), ("attention", -1), ("weighted", -2)]
-    base, tuned = encoder.encode_grid_pair(sample_texts, combos)
-    alone_base = encoder.encode_grid(sample_texts, combos, use_adapter=False)
-    alone_tuned = encoder.encode_grid(sample_texts, combos, use_adapter=True)
+    base, tuned = pair(encoder.encode_grid(sample_texts, combos, variants=(False, True)))
+    alone_base = encoder.encode_grid(sample_texts, combos, variants=(False,))[False]
+    alone_tuned = encoder.encode_grid(sample_texts, combos, variants=(True,))[True]
     for combo in alone_base:
         np.testing.assert_allclose(base[combo], alone_base[combo], atol=1e-5, rtol=0)
         np.testing.assert_allclose(tuned[combo], alone_tuned[combo], atol=1e-5, rtol=0)
@@ -63,14 +74,14 @@ def test_pair_equals_two_passes(top_layer_encoder, sample_texts, padding_side):
 def test_pair_runs_the_lower_layers_once(top_layer_encoder, sample_texts, forward_counter):
     layers = top_layer_encoder.loaded.backbone.layers
     with forward_counter(layers[0]) as bottom, forward_counter(layers[-1]) as top:
-        top_layer_encoder.encode_pair(sample_texts)
+        pair_vectors(top_layer_encoder, sample_texts)
     batches = len(top_layer_encoder.batches(top_layer_encoder.prepare(sample_texts)))
     assert (bottom.calls, top.calls) == (batches, 2 * batches)
 
 
 def test_pair_with_adapter_everywhere_falls_back_to_two_passes(tiny_encoder_factory, tiny_adapter_dir, sample_texts):
     encoder = tiny_encoder_factory(adapter=tiny_adapter_dir)
-    base, tuned = encoder.encode_pair(sample_texts, normalize=True)
+    base, tuned = pair_vectors(encoder, sample_texts, normalize=True)
     np.testing.assert_allclose(base, encoder.encode(sample_texts, use_adapter=False, normalize=True), atol=1e-6)
     np.testing.assert_allclose(tuned, encoder.encode(sample_texts, use_adapter=True, normalize=True), atol=1e-6)
 
@@ -79,7 +90,7 @@ def test_pair_needs_an_adapter(tiny_encoder, sample_texts):
     from core.runtime.errors import ConfigError
 
     with pytest.raises(ConfigError, match="No adapter is attached"):
-        tiny_encoder.encode_pair(sample_texts)
+        pair_vectors(tiny_encoder, sample_texts)
 
 
 def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
@@ -87,7 +98,7 @@ def test_pair_uses_and_fills_the_cache(tiny_model_dir, tmp_path, sample_texts):
 
     folder = _adapter(tiny_model_dir, tmp_path / "adapter", [TINY_LAYERS - 1])
     encoder = Encoder(str(tiny_model_dir), folder, precision="fp32", cache=tmp_path / "cache.sqlite")
-    base, tuned = encoder.encode_pair(sample_texts)
+    base, tuned = pair_vectors(encoder, sample_texts)
     np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=False), base)
     np.testing.assert_array_equal(encoder.encode(sample_texts, use_adapter=True), tuned)
 
@@ -101,7 +112,7 @@ def test_pair_with_one_side_cached_runs_only_the_other(top_layer_encoder, tmp_pa
     base = encoder.encode(sample_texts[:4], use_adapter=False)
     layers = encoder.loaded.backbone.layers
     with forward_counter(layers[0]) as bottom, forward_counter(layers[-1]) as top:
-        pair_base, pair_tuned = encoder.encode_pair(sample_texts)
+        pair_base, pair_tuned = pair_vectors(encoder, sample_texts)
     # Texts 0-3: adapter alone; the rest: base and adapter from one trunk.
     alone = len(encoder.batches(encoder.prepare(sample_texts[:4])))
     shared = len(encoder.batches(encoder.prepare(sample_texts[4:])))
@@ -115,14 +126,14 @@ def test_pair_with_one_side_cached_runs_only_the_other(top_layer_encoder, tmp_pa
 def test_pair_keeps_the_method(top_layer_encoder, sample_texts, method):
     """Echo's pooled span, token prepending's hooks (below and inside the adapter's layers) and an ensemble's
     average carry over to the shared trunk: equal to two separate passes with the method."""
-    encoder = top_layer_encoder.with_settings(method=method)
+    encoder = top_layer_encoder.with_setting(method=method)
     combos = [("mean", -1), ("last", -1), ("mean", 2)]
-    base, tuned = encoder.encode_grid_pair(sample_texts, combos)
-    for use_adapter, pair in ((False, base), (True, tuned)):
-        alone = encoder.encode_grid(sample_texts, combos, use_adapter=use_adapter)
+    base, tuned = pair(encoder.encode_grid(sample_texts, combos, variants=(False, True)))
+    for use_adapter, shared in ((False, base), (True, tuned)):
+        alone = encoder.encode_grid(sample_texts, combos, variants=(use_adapter,))[use_adapter]
         for combo in alone:
-            np.testing.assert_allclose(pair[combo], alone[combo], atol=1e-5, rtol=0)
-    plain = top_layer_encoder.with_settings(method="plain").encode_grid(sample_texts, combos, use_adapter=True)
+            np.testing.assert_allclose(shared[combo], alone[combo], atol=1e-5, rtol=0)
+    plain = top_layer_encoder.with_setting(method="plain").encode_grid(sample_texts, combos, variants=(True,))[True]
     assert np.abs(plain[("mean", "-1")] - tuned[("mean", "-1")]).max() > 1e-3  # the method did change the vectors
 
 

@@ -64,10 +64,10 @@ def test_stock_export_matches_workbench_without_remote_code(tiny_model_dir, tmp_
 
 def test_stock_export_last_token_pooling(tiny_model_dir, tmp_path):
     out = tmp_path / "last"
-    report = export(str(tiny_model_dir), out, pooling="last", max_length=24)
+    report = export(str(tiny_model_dir), out, prompt="none", pooling="last", max_length=24)
     assert report.kind == "stock"
     _model, vectors = st_vectors(out, trust_remote_code=False)
-    reference = workbench_vectors(str(tiny_model_dir), pooling="last", max_length=24)
+    reference = workbench_vectors(str(tiny_model_dir), prompt="none", pooling="last", max_length=24)
     assert cosines(vectors, reference).min() >= 0.99999
 
 
@@ -77,7 +77,7 @@ def test_chat_template_would_change_the_vectors(tiny_model_dir, tmp_path):
     from sentence_transformers.base.modules import Transformer
 
     out = tmp_path / "stock"
-    export(str(tiny_model_dir), out, pooling="mean", max_length=24)
+    export(str(tiny_model_dir), out, prompt="none", pooling="mean", max_length=24)
     plain = SentenceTransformer(str(out), device="cpu")
     chat = SentenceTransformer(modules=[Transformer(str(out)), plain[1]], device="cpu")
     assert "message" in chat[0].modality_config

@@ -143,7 +143,7 @@ def test_echo_pools_only_the_second_copy(tiny_encoder_factory):
     with torch.inference_mode():
         hidden = encoder.loaded.backbone(input_ids=torch.tensor([item.input_ids])).last_hidden_state[0]
     start, end = item.pooled
-    grid = encoder.encode_grid([text], [("mean", -1), ("last", -1)])
+    grid = encoder.encode_grid([text], [("mean", -1), ("last", -1)])[False]
     assert max_abs_diff(grid[("mean", "-1")][0], hidden[start:end].mean(0).numpy()) <= 1e-5
     assert max_abs_diff(grid[("last", "-1")][0], hidden[end - 1].numpy()) <= 1e-5
     assert start > item.roles.index(Role.FIRST_COPY)  # and the mean does not read the first copy
@@ -230,9 +230,9 @@ def test_token_prepending_hooks_are_named_and_removed_even_on_error(tiny_loaded)
 
 
 def test_tp_with_an_empty_range_equals_plain_with_the_same_prompt(tiny_encoder_factory, sample_texts):
-    plain = tiny_encoder_factory(prompt=TP_PLAIN_PROMPT).encode_grid(sample_texts, COMBOS)
-    empty = tiny_encoder_factory(method="tp:2-2").encode_grid(sample_texts, COMBOS)
-    active = tiny_encoder_factory(method="tp:1-3").encode_grid(sample_texts, COMBOS)
+    plain = tiny_encoder_factory(prompt=TP_PLAIN_PROMPT).encode_grid(sample_texts, COMBOS)[False]
+    empty = tiny_encoder_factory(method="tp:2-2").encode_grid(sample_texts, COMBOS)[False]
+    active = tiny_encoder_factory(method="tp:1-3").encode_grid(sample_texts, COMBOS)[False]
     for combo in plain:
         assert max_abs_diff(empty[combo], plain[combo]) <= 1e-6, combo
     assert max_abs_diff(active[("last", "-1")], plain[("last", "-1")]) > 1e-3  # the hooks do change vectors
@@ -249,9 +249,9 @@ def test_tp_default_range_is_a_fifth_of_the_depth_from_layer_one():
 
 def test_an_ensemble_is_the_mean_of_its_prompts_plain_vectors(tiny_encoder_factory, sample_texts):
     prompts = ("eol", "summarize", "This text: {text} is about")
-    grid = tiny_encoder_factory(method=Ensemble(prompts)).encode_grid(sample_texts, COMBOS)
+    grid = tiny_encoder_factory(method=Ensemble(prompts)).encode_grid(sample_texts, COMBOS)[False]
     plain = tiny_encoder_factory()
-    singles = [plain.encode_grid(sample_texts, COMBOS, prompt=prompt) for prompt in prompts]
+    singles = [plain.encode_grid(sample_texts, COMBOS, prompt=prompt)[False] for prompt in prompts]
     for combo in grid:
         assert max_abs_diff(grid[combo], np.mean([single[combo] for single in singles], axis=0)) <= 1e-6
 
@@ -268,11 +268,11 @@ def test_metaeol_uses_task_framed_one_word_prompts():
 def test_method_vectors_do_not_depend_on_batching_or_padding_side(tiny_encoder_factory, sample_texts, spec):
     combos = COMBOS if spec != "metaeol" else [("last", -1), ("mean", -1)]
     alone = tiny_encoder_factory(method=spec, batch_tokens=1, max_batch_size=1)
-    reference = alone.encode_grid(sample_texts, combos)
+    reference = alone.encode_grid(sample_texts, combos)[False]
     fillers = ["Zebra " * 30, "x", "The green market opens on the street near the old city river."]
     for padding_side, batch_tokens in (("right", 4096), ("left", 4096), ("left", 90)):
         encoder = tiny_encoder_factory(method=spec, padding_side=padding_side, batch_tokens=batch_tokens)
-        grid = encoder.encode_grid(fillers + sample_texts[::-1], combos)
+        grid = encoder.encode_grid(fillers + sample_texts[::-1], combos)[False]
         for combo, vectors in reference.items():
             assert max_abs_diff(grid[combo][len(fillers) :][::-1], vectors) <= TOLERANCE, (padding_side, combo)
 
@@ -312,7 +312,7 @@ def test_methods_compose_with_an_adapter_on_one_model(tiny_model_dir, tiny_adapt
     adapted = with_adapter.encode(sample_texts)
     base = with_adapter.encode(sample_texts, use_adapter=False)
     reference = Encoder(tiny_loaded, method="tp:1-3", pooling=with_adapter.pooling, precision="fp32", cache=False)
-    reference_vectors = reference.encode(sample_texts, prompt=with_adapter.prompt)
+    reference_vectors = reference.encode(sample_texts)  # tp's own template, as with the adapter
     assert max_abs_diff(base, reference_vectors) <= TOLERANCE
     assert max_abs_diff(adapted, base) > 1e-4
 

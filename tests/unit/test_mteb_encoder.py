@@ -62,3 +62,15 @@ def test_importing_loads_no_mteb(module):
     code = f"import sys, {module}; print('mteb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_mteb_calls_are_served_under_the_given_setting(tiny_encoder, sample_texts):
+    from core.encoding.setting import EmbeddingSetting
+
+    setting = EmbeddingSetting(prompt="summarize", pooling="mean", layer="last2", max_length=64)
+    wrapped = MtebEncoder(tiny_encoder, setting)
+    assert wrapped.setting == setting and tiny_encoder.setting == EmbeddingSetting()  # the encoder is unchanged
+    assert wrapped.mteb_model_meta.max_tokens == 64
+    via_mteb = wrapped.encode(loader(sample_texts), task_metadata=None, hf_split="test", hf_subset="default")
+    assert np.abs(via_mteb - tiny_encoder.with_setting(setting).encode(sample_texts)).max() == 0.0
+    assert np.abs(via_mteb - tiny_encoder.encode(sample_texts)).max() > 1e-3

@@ -1,0 +1,166 @@
+"""Texts to model inputs: wrap each text in its template, tokenize (cutting an over-long text before it is
+wrapped, so the template's end survives), then group by length under a token budget and pad into a batch.
+
+Pure functions of a tokenizer and a few numbers; the :class:`~core.encoding.encoder.Encoder` calls them with
+its setting. A text's tokens do not depend on its batch-mates: position ids come from the attention mask and the
+pooled positions are explicit, so padding side and batch composition do not change a vector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from core.encoding.methods import Template, placeholder_index, pooled_span
+from core.encoding.prompts import PLACEHOLDER
+from core.encoding.roles import TEXT_ROLES, Role, token_roles
+from core.runtime.errors import ConfigError
+
+__all__ = ["PaddingSide", "PreparedText", "batches", "collate", "prepare_text", "validate_texts"]
+
+PaddingSide = Literal["right", "left"]
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    """A text wrapped in its prompt and tokenized, with each token's role."""
+
+    input_ids: tuple[int, ...]  # the tokenizer's encoding, plus an appended EOS where ``eos_index >= 0``
+    roles: tuple[Role, ...]
+    length: int  # tokens of the wrapped text, appended EOS excluded
+    eos_index: int
+    wrapped: str
+    truncated: bool
+    # Method hook points (core.encoding.methods): the pooled token range [start, end), the TP placeholder's position.
+    pooled: tuple[int, int] | None = None  # None: the whole wrapped text
+    placeholder_index: int = -1
+
+
+def validate_texts(texts: Sequence[Any], *, allow_empty: bool = False) -> list[str]:
+    """``texts`` as a list of strings; a single string, a non-string or (unless ``allow_empty``) an empty text is
+    refused."""
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of texts, not a single string: wrap it as [text].")
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"Text {index} is a {type(text).__name__}, not a string: {text!r:.80}")
+        if not allow_empty and not text.strip():
+            raise ConfigError(f"Text {index} is empty or whitespace only; remove it or give it content.")
+    return texts
+
+
+def prepare_text(tokenizer: Any, text: str, template: Template, max_length: int, *, causal: bool) -> PreparedText:
+    """``text`` wrapped in ``template`` and tokenized within ``max_length`` tokens.
+
+    Args:
+        tokenizer: the model's tokenizer (offsets and special-token masks are read).
+        causal: a decoder LM gets an EOS appended (``eos`` pooling reads it; causal attention keeps it from
+            changing the states before it); a bidirectional encoder gets none.
+
+    Returns:
+        The prepared text; ``truncated`` says whether the text was cut (at a token boundary, before wrapping).
+    """
+    eos = tokenizer.eos_token_id if causal else None
+    truncated = False
+    keep: int | None = None
+    while True:
+        wrapped = template.wrap(text)
+        encoding = tokenizer(
+            wrapped.string, return_offsets_mapping=True, return_special_tokens_mask=True, add_special_tokens=True
+        )
+        ids = list(encoding["input_ids"])
+        appended = eos is not None and (not ids or ids[-1] != eos)
+        total = len(ids) + int(appended)
+        if total <= max_length:
+            break
+        # Cut the text at a token boundary and retry; the loop ends since ``keep`` shrinks.
+        text_offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        copies = template.template.count(PLACEHOLDER)  # echo gives the text twice: cut half as many tokens
+        keep = len(text_offsets) - math.ceil((total - max_length) / copies) if keep is None else keep - 1
+        if keep < 1:
+            raise ConfigError(
+                f"The prompt {template.template!r} leaves no room for text within max_length={max_length} "
+                "tokens; raise max_length or shorten the template."
+            )
+        text = text[: text_offsets[keep - 1][1]]
+        truncated = True
+    roles = token_roles(
+        wrapped.string,
+        [tuple(span) for span in encoding["offset_mapping"]],
+        [bool(flag) for flag in encoding["special_tokens_mask"]],
+        wrapped.text_start,
+        wrapped.text_end,
+        first_copy=wrapped.first_copy,
+        placeholder=wrapped.placeholder,
+    )
+    if appended:
+        ids.append(eos)
+        roles.append(Role.SPECIAL)
+        eos_index = len(ids) - 1
+        length = len(ids) - 1
+    else:
+        eos_index = len(ids) - 1 if eos is not None else -1
+        length = len(ids)
+    return PreparedText(
+        tuple(ids),
+        tuple(roles),
+        length,
+        eos_index,
+        wrapped.string,
+        truncated,
+        pooled=pooled_span(roles, length),
+        placeholder_index=placeholder_index(roles, template),
+    )
+
+
+def batches(prepared: Sequence[PreparedText], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Indices grouped longest first, each batch's padded size (``width x rows``) within ``batch_tokens`` and at
+    most ``max_batch_size`` rows; a text longer than the budget gets a batch of its own."""
+    order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].input_ids))
+    groups: list[list[int]] = []
+    for index in order:
+        group = groups[-1] if groups else None
+        width = len(prepared[group[0]].input_ids) if group else 0  # first is the longest
+        if group and len(group) < max_batch_size and width * (len(group) + 1) <= batch_tokens:
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def collate(items: Sequence[PreparedText], pad_token_id: int | None, padding_side: PaddingSide) -> dict[str, Tensor]:
+    """One padded batch: token ids, masks, positions, and the spans pooling reads (absolute positions)."""
+    width = max(len(item.input_ids) for item in items)
+    pad = pad_token_id if pad_token_id is not None else 0
+    ids = torch.full((len(items), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    text_mask = torch.zeros((len(items), width), dtype=torch.bool)
+    start = torch.zeros(len(items), dtype=torch.long)
+    for row, item in enumerate(items):
+        offset = width - len(item.input_ids) if padding_side == "left" else 0
+        ids[row, offset : offset + len(item.input_ids)] = torch.tensor(item.input_ids)
+        mask[row, offset : offset + len(item.input_ids)] = 1
+        text_mask[row, offset : offset + len(item.roles)] = torch.tensor([r in TEXT_ROLES for r in item.roles])
+        start[row] = offset
+    eos_index = torch.tensor([item.eos_index for item in items])
+    pooled = torch.tensor([item.pooled or (0, item.length) for item in items])
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        # Positions from the mask, so a left-padded text sees the same positions as alone.
+        "position_ids": (mask.cumsum(1) - 1).clamp_min(0),
+        "start": start,
+        "length": torch.tensor([item.length for item in items]),
+        "eos_index": torch.where(eos_index >= 0, eos_index + start, eos_index),
+        "text_mask": text_mask,
+        # Method hook points (core.encoding.methods): the pooled span, absolute; the TP placeholder's position.
+        "pooled_start": start + pooled[:, 0],
+        "pooled_length": pooled[:, 1] - pooled[:, 0],
+        "placeholder": start + torch.tensor([item.placeholder_index for item in items]),
+    }
