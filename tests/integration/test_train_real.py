@@ -32,7 +32,7 @@ def test_short_training_on_bible_pairs_loads_back_in_the_encoder(tmp_path):
             "lora_r": 8,
             "checkpoint_every": 1,
             "progress": False,
-        }  # fmt: skip
+        }
     )
     out = tmp_path / "adapter"
     card = Trainer(config, out).train()
