@@ -9,8 +9,9 @@ A checkpoint is a folder ``checkpoints/step-NNNNNN`` of data only, never unpickl
 - ``trainer_state.json``: step, settings, the pairs' fingerprint, losses and scores.
 
 Checkpoints are written into a staging folder and renamed into place, so a kill never leaves a partial one; a
-damaged one is set aside for the newest intact one. A checkpoint of the older pickle format (``trainer_state.pt``)
-is refused, never loaded.
+damaged one is set aside for the newest intact one. A checkpoint of older versions (``trainer_state.pt``, a pickle)
+is read with torch's weights-only unpickler alone, which admits tensors, plain containers and numbers (and numpy's
+array rebuild for the numpy RNG state), so it still resumes; one holding anything else is refused, never run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import threading
@@ -64,7 +66,7 @@ RESUME_KEYS = frozenset({"optimizer", "scheduler", "rng_by_rank"})
 
 
 class LegacyCheckpointError(TrainError):
-    """A checkpoint in the older pickle format, which is never loaded (unpickling can run code)."""
+    """An older pickle-format checkpoint holding more than data: it is not loaded (unpickling it could run code)."""
 
 
 # ----- data-only state: JSON with tensors beside it
@@ -139,6 +141,36 @@ def read_resume_state(folder: Path) -> dict[str, Any]:
     return state
 
 
+def read_legacy_state(folder: Path) -> dict[str, Any]:
+    """The ``trainer_state.pt`` of older versions, read by torch's weights-only unpickler: tensors, plain containers
+    and numbers, plus numpy's array rebuild (the numpy RNG state is an array). Nothing else is admitted, so nothing
+    in the file runs.
+
+    Raises:
+        LegacyCheckpointError: the file holds anything else (it is refused, not loaded).
+        ValueError, RuntimeError, OSError: it is damaged or incomplete.
+    """
+    import pickle
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed = [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    path = folder / LEGACY_STATE
+    try:
+        with torch.serialization.safe_globals(allowed):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))  # what the file would have called when unpickled
+        reason = f" (it calls {named.group(1)})" if named else ""
+        raise LegacyCheckpointError(
+            f"{path} (the pickle format of older versions) holds more than tensors and plain data, so it is not "
+            f"loaded: unpickling it could run code{reason}. Start fresh: a new --out (or delete {folder.parent}) "
+            "without --resume"
+        ) from None
+    if not isinstance(state, dict) or RESUME_KEYS - state.keys():
+        raise ValueError(f"{LEGACY_STATE} lacks the optimizer, scheduler or RNG states")
+    return state
+
+
 # ----- reading and choosing a checkpoint
 
 
@@ -153,25 +185,23 @@ class Checkpoint:
 
 
 def read_checkpoint(folder: Path) -> Checkpoint:
-    """Every file of ``folder`` loaded; raises (``OSError``, ``ValueError``, ...) if one is missing or damaged,
-    and :class:`LegacyCheckpointError` for the older pickle format (not loaded)."""
+    """Every file of ``folder`` loaded; raises (``OSError``, ``ValueError``, ...) if one is missing or damaged, and
+    :class:`LegacyCheckpointError` for an older pickle-format state holding more than data (not loaded)."""
     from safetensors.torch import load_file
 
-    if not (folder / STATE_TENSORS).exists() and (folder / LEGACY_STATE).exists():
-        raise LegacyCheckpointError(
-            f"{folder} is a checkpoint of an older version ({LEGACY_STATE}, a pickle), which is not loaded: "
-            f"unpickling a file can run code. Start fresh: a new --out (or delete {folder.parent}) without --resume"
-        )
+    legacy = not (folder / STATE_TENSORS).exists() and (folder / LEGACY_STATE).exists()
+    blob = read_legacy_state(folder) if legacy else None  # first: a refusal must not wait behind other damage
     state = json.loads((folder / STATE_JSON).read_text())
     if not isinstance(state, dict) or state.get("step") != int(folder.name.removeprefix("step-")):
         raise ValueError(f"{STATE_JSON} does not describe {folder.name}")
     weights = load_file(str(folder / "adapter_model.safetensors"))
-    return Checkpoint(folder, state, weights, read_resume_state(folder))
+    return Checkpoint(folder, state, weights, blob if blob is not None else read_resume_state(folder))
 
 
 def latest_checkpoint(root: Path, set_aside: bool) -> Checkpoint:
     """The newest checkpoint under ``root`` that reads whole; newer damaged ones are renamed ``damaged-*``
-    (when ``set_aside``). One of the older pickle format is refused (:class:`LegacyCheckpointError`)."""
+    (when ``set_aside``). One of the older pickle format holding more than data is refused
+    (:class:`LegacyCheckpointError`): the folder was tampered with, so no older checkpoint there is trusted either."""
     folders = sorted(root.glob("step-*"), reverse=True)
     if not folders:
         raise TrainError(f"nothing to resume: no checkpoints in {root}; run without --resume to start")

@@ -160,8 +160,10 @@ class TrainConfig:
         unknown = sorted(set(values) - names - set(SETTING_FIELDS))
         if unknown:
             raise TrainError(f"{source} has unknown keys: {', '.join(unknown)}")
-        setting = {key: values[key] for key in SETTING_FIELDS if values.get(key) is not None}
-        embedding = EmbeddingSetting(**{"max_length": TRAIN_MAX_LENGTH, **setting})
+        # Training's own base (fewer tokens than inference reads), then what the values choose: the one way a
+        # setting is built from a base and choices.
+        chosen = {key: values.get(key) for key in SETTING_FIELDS}
+        embedding = EmbeddingSetting.resolve({"max_length": TRAIN_MAX_LENGTH}, **chosen)
         return cls(embedding=embedding, **{key: value for key, value in values.items() if key in names})
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -227,8 +227,9 @@ PICKLE = Case(
     "train-resume-pickle",
     "`core.train --resume` on a run folder whose checkpoints hold a planted `trainer_state.pt` (a pickle that writes "
     "a file when loaded): in place of the data-only state, or beside it",
-    "in place: `error: ... is a checkpoint of an older version (trainer_state.pt, a pickle), which is not loaded: "
-    "unpickling a file can run code. Start fresh ...`, exit 2; beside it: the run resumes as usual",
+    "in place: `error: .../trainer_state.pt (the pickle format of older versions) holds more than tensors and plain "
+    "data, so it is not loaded: unpickling it could run code (...). Start fresh ...`, exit 2; beside it: the run "
+    "resumes as usual",
     "the pickle's file never written (nothing from the folder is unpickled); the checkpoints untouched; the resumed "
     "adapter equals an uninterrupted run's bit for bit",
 )
@@ -278,7 +279,7 @@ def test_a_planted_pickle_is_never_loaded(case, tiny_model_dir, pairs, reference
     before = sorted(p.name for p in (old / "checkpoints").iterdir())
     refused = run(command(tiny_model_dir, pairs, old, "--resume"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
-    assert "is a checkpoint of an older version (trainer_state.pt, a pickle), which is not loaded" in refused.stderr
+    assert "trainer_state.pt (the pickle format of older versions) holds more than tensors" in refused.stderr
     assert "Start fresh" in refused.stderr and "from step" not in refused.stdout
     assert sorted(p.name for p in (old / "checkpoints").iterdir()) == before
     assert not (old / "adapter_model.safetensors").exists()

@@ -297,11 +297,23 @@ def test_a_pickle_checkpoint_is_refused_and_never_loaded(tmp_path):
     (old / "trainer_state.json").write_text(json.dumps({"step": 2}))
     marker = tmp_path / "ran.txt"
     plant_pickle(old, marker)
-    with pytest.raises(
-        LegacyCheckpointError, match=r"older version \(trainer_state.pt, a pickle\), which is not loaded"
-    ):
+    pattern = r"trainer_state.pt \(the pickle format of older versions\) holds more than tensors and plain data"
+    with pytest.raises(LegacyCheckpointError, match=pattern + r", so it is not loaded: .*Start fresh"):
         latest_checkpoint(root, set_aside=True)
     assert not marker.exists() and old.is_dir()  # refused, not set aside as damaged
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_the_older_pickle_format_still_resumes(tiny_dir, interrupted_run, straight_run, tmp_path):
+    """What older versions wrote (torch.save of the same state) is read by the weights-only unpickler: data only."""
+    out, pairs = copy_run(interrupted_run, tmp_path)
+    for folder in (out / "checkpoints").glob("step-*"):
+        torch.save(read_resume_state(folder), folder / "trainer_state.pt")
+        (folder / "trainer_state.safetensors").unlink()
+    trainer = Trainer(make_config(tiny_dir, pairs, **RESUME_SETTINGS), out, resume=True)
+    assert trainer.step == 4
+    trainer.train()
+    assert max_diff(lora_weights(straight_run), lora_weights(out)) == 0
 
 
 @pytest.mark.slow
