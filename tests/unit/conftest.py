@@ -28,13 +28,9 @@ SLOW = (
     "tests/unit/test_streaming.py::test_corrupt_",
     "tests/unit/test_streaming.py::test_two_processes",
 )
-SLOW_TRAINING = ("resume", "interrupt", "two_processes", "output_is_a_plain_peft", "gradient_cache", "sigint", "ctrl_c")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        training = item.nodeid.startswith("tests/unit/test_train.py::") and any(
-            word in item.name for word in SLOW_TRAINING
-        )
-        if training or item.nodeid.startswith(SLOW):
+        if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
