@@ -86,8 +86,9 @@ def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
             {"figure": figure_downloads, "table": table_download, "array": array_download}[kind](*args)
 
 
-def pick_dataset(key: str, default_task: str = "trec-coarse"):
-    """A local task or an uploaded file, then a seeded sample whose size never exceeds the texts there are.
+def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2000):
+    """A local task or an uploaded file, then a seeded sample (at most ``max_texts``) whose size never exceeds the
+    texts there are.
 
     Returns the sampled :class:`core.data.Dataset` (labels None when no label column), or stops the page with
     an error or a hint.
@@ -135,7 +136,7 @@ def pick_dataset(key: str, default_task: str = "trec-coarse"):
     if len(full) <= 100:
         st.caption(f"All {len(full)} texts are used.")
         return full
-    top = min(2000, len(full))
+    top = min(max_texts, len(full))
     size = st.slider(
         f"Texts (seeded sample of {len(full)})", 100, top, step=50,
         **kept(f"{key}_size", min(1000, top), bounds=(100, top), url="size"),

@@ -21,7 +21,7 @@ import numpy as np
 from core.data.user_files import iter_texts, load_user_file
 from core.runtime.errors import UserFileError
 
-__all__ = ["Run", "RunPair", "load_pair", "load_run", "read_texts", "texts_sha256"]
+__all__ = ["Run", "RunPair", "load_pair", "load_run", "query_settings", "read_texts", "texts_sha256"]
 
 
 @dataclass(frozen=True)
@@ -144,3 +144,32 @@ def load_pair(
     for run in runs:
         _check_rows(run, texts, text_file, text_column)
     return RunPair(runs, texts, labels)
+
+
+def query_settings(run: Run, identity_base: dict[str, Any], identity_adapter: dict[str, Any] | None) -> dict[str, Any]:
+    """How to embed a search query as ``run`` embedded its texts, with an encoder whose model identities are given.
+
+    Args:
+        identity_base / identity_adapter: ``LoadedModel.identity(False)`` / ``identity(True)`` of the loaded model
+            (the adapter one None without an adapter).
+
+    Returns:
+        ``with_settings`` arguments (method, prompt, pooling, layer, max_length) plus ``use_adapter``.
+
+    Raises:
+        UserFileError: the run has no sidecar settings, or was embedded by another model or adapter (the message
+        names the model to choose).
+    """
+    settings = run.settings
+    if not settings.get("model") or not settings.get("mode"):
+        raise UserFileError(f"{run.path} has no settings sidecar (.json): search cannot embed a query like it.")
+    wanted = {key: settings.get(key) for key in ("model", "weights_sha256", "adapter_sha256")}
+    for use_adapter, identity in ((False, identity_base), (True, identity_adapter)):
+        if identity is not None and all(identity.get(key) == value for key, value in wanted.items()):
+            return {"method": settings.get("method_spec") or "plain", "prompt": settings.get("prompt"),
+                    "pooling": settings["mode"], "layer": str(settings.get("layer", "-1")),
+                    "max_length": settings.get("max_length"), "use_adapter": use_adapter}  # fmt: skip
+    adapter = " with the adapter it used" if settings.get("adapter_sha256") else ""
+    raise UserFileError(
+        f"{run.name} was embedded by {settings['model']}{adapter}; choose that model in the sidebar to search it."
+    )
