@@ -185,6 +185,10 @@ with st.expander("UMAP and colouring", expanded=False):
     )  # fmt: skip
     aligned = b.toggle("Align the second layout to the first", **state.kept("explore_align", True, url="align"))
     named = c.toggle("Cluster names on the plots", **state.kept("explore_names", True, url="names"))
+    linked = st.toggle(
+        "Linked view: both aligned layouts in one figure; hovering a text rings its twin (sends plotly.js again)",
+        **state.kept("explore_linked", False, url="linked"),
+    )
 if len(texts) < max(k, 4):
     st.error(f"Only {len(texts)} texts: need at least {max(k, 4)} for {k} clusters and a 2-D projection.")
     st.stop()
@@ -256,6 +260,15 @@ for column, side in zip(st.columns(len(sides)), sides, strict=True):
                 ("array", (np.asarray(vectors[side]), f"{stem}_{side}_vectors", f"npy_{side}", "vectors NPY")),
             ]
         )
+
+if linked and paired:
+    from streamlit.components.v1 import html as html_component
+
+    from analysis.neighbours.figures import linked_figure, linked_html
+
+    values = diff.jaccard if colour_by == OVERLAP and diff is not None else None
+    twin = linked_figure(layouts[sides[0]], layouts[sides[1]], texts, (sides[0], sides[1]), values, "Jaccard")
+    html_component(linked_html(twin), height=540)
 
 if hits:
     st.subheader(f"Nearest texts to “{query}”")

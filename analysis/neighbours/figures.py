@@ -15,7 +15,7 @@ from jaxtyping import Float
 
 from analysis.neighbours.names import ClusterName
 
-__all__ = ["add_arrows", "add_cluster_names", "jaccard_histogram", "value_scatter"]
+__all__ = ["add_arrows", "add_cluster_names", "jaccard_histogram", "linked_figure", "linked_html", "value_scatter"]
 
 HOVER_CHARS = 160
 
@@ -133,3 +133,69 @@ def jaccard_histogram(jaccard: Float[np.ndarray, " texts"], k: int, names: tuple
         margin={"l": 10, "r": 10, "t": 50},
     )
     return figure
+
+
+# On hover over text i in either panel, a ring marks text i in both: restyle of the two ring traces (2 and 3).
+TWIN_SCRIPT = """
+var gd = document.getElementById('{plot_id}');
+gd.on('plotly_hover', function (event) {
+    var point = event.points[0];
+    if (point.curveNumber > 1) { return; }
+    // _fullData holds the decoded arrays (gd.data may keep plotly.py's base64 form).
+    var i = point.pointNumber, a = gd._fullData[0], b = gd._fullData[1];
+    Plotly.restyle(gd, {x: [[a.x[i]], [b.x[i]]], y: [[a.y[i]], [b.y[i]]]}, [2, 3]);
+});
+"""
+
+
+def linked_figure(
+    first: Float[np.ndarray, "texts 2"],
+    second: Float[np.ndarray, "texts 2"],
+    texts: Sequence[str],
+    names: tuple[str, str],
+    values: Float[np.ndarray, " texts"] | None = None,
+    value_name: str = "",
+) -> go.Figure:
+    """Both layouts in one figure (two panels), point ``i`` = text ``i`` in both, plus two empty ring traces that
+    :data:`TWIN_SCRIPT` moves onto the hovered text's twin. ``values`` colours both panels on one scale."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=[f"{names[0]} (hover: its twin is ringed)", names[1]])
+    short = _short(texts)
+    colour = (
+        {"color": np.asarray(values, dtype=float), "colorscale": "RdYlBu", "cmin": 0, "cmax": 1}
+        if values is not None
+        else {"color": "#4c78a8"}
+    )
+    for column, points in ((1, first), (2, second)):
+        marker = {"size": 4, "opacity": 0.8, **colour}
+        if values is not None and column == 2:
+            marker["colorbar"] = {"title": value_name, "thickness": 12}
+        figure.add_trace(
+            go.Scattergl(
+                x=points[:, 0],
+                y=points[:, 1],
+                mode="markers",
+                marker=marker,
+                hovertext=short,
+                hovertemplate="%{hovertext}<extra></extra>",
+                showlegend=False,
+            ),
+            row=1,
+            col=column,
+        )
+    ring = {"symbol": "circle-open", "size": 16, "color": "#000", "line": {"width": 3}}
+    for column in (1, 2):
+        figure.add_trace(
+            go.Scatter(x=[], y=[], mode="markers", marker=ring, hoverinfo="skip", showlegend=False), row=1, col=column
+        )
+    # The twin rings: trace 2 on the first panel, trace 3 on the second (TWIN_SCRIPT restyles them together).
+    figure.update_layout(height=520, margin={"l": 10, "r": 10, "t": 50}, hovermode="closest")
+    figure.update_xaxes(showticklabels=False)
+    figure.update_yaxes(showticklabels=False)
+    return figure
+
+
+def linked_html(figure: go.Figure) -> str:
+    """A self-contained page (plotly.js inlined: no network) of :func:`linked_figure` with the twin script."""
+    return figure.to_html(include_plotlyjs=True, full_html=True, post_script=TWIN_SCRIPT)
