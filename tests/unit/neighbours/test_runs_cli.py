@@ -86,3 +86,21 @@ def test_the_cli_refuses_incomplete_sources():
         main(["--out", "x"])
     with pytest.raises(ConfigError, match="needs --texts"):
         main(["--runs", "a.npy,b.npy"])
+
+
+@pytest.mark.slow
+def test_the_cli_compares_base_and_adapter_on_a_user_file(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    words = ["apple pie", "green tea", "red car", "fast bike", "old song", "new film"]
+    rows = [{"text": f"{words[n % 6]} number {n}", "topic": words[n % 6].split()[1]} for n in range(24)]
+    pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
+    out = tmp_path / "out"
+    argv = ["--model", str(tiny_model_dir), "--adapter", str(tiny_adapter_dir), "--task", str(tmp_path / "data.csv"),
+            "--label-column", "topic", "--n", "24", "--k", "3", "--n-boot", "200", "--max-length", "32",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sides"] == ["base", "adapter"] and summary["texts"] == 24 and summary["setting"]["max_length"] == 32
+    assert 0 <= summary["jaccard"]["ci_low"] <= summary["jaccard"]["mean"] <= summary["jaccard"]["ci_high"] <= 1
+    neighbours = pd.read_csv(out / "neighbours.csv")
+    assert list(neighbours["text"]) == [row["text"] for row in rows]  # every text, in file order
+    assert set(pd.read_csv(out / "clusters.csv")["cluster"]) == {"pie", "tea", "car", "bike", "song", "film"}
