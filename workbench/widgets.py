@@ -66,17 +66,24 @@ def figure_downloads(figure: Any, stem: str, key: str) -> None:
 
 
 def table_download(table: Any, stem: str, key: str, label: str = "CSV") -> None:
-    """A DataFrame (or a dict of columns) as CSV."""
+    """A DataFrame (or a dict of columns) as CSV, made on click (tens of thousands of rows cost nothing per rerun)."""
     import pandas as pd
 
-    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-    st.download_button(label, frame.to_csv(index=False), f"{stem}.csv", "text/csv", key=key, on_click="ignore")
+    def csv() -> str:
+        return (table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)).to_csv(index=False)
+
+    st.download_button(label, csv, f"{stem}.csv", "text/csv", key=key, on_click="ignore")
 
 
 def array_download(array: np.ndarray, stem: str, key: str, label: str = "NPY") -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array))
-    st.download_button(label, buffer.getvalue(), f"{stem}.npy", "application/octet-stream", key=key, on_click="ignore")
+    """An array as .npy, made on click."""
+
+    def npy() -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array))
+        return buffer.getvalue()
+
+    st.download_button(label, npy, f"{stem}.npy", "application/octet-stream", key=key, on_click="ignore")
 
 
 def downloads_row(items: Sequence[tuple[str, Any]]) -> None:

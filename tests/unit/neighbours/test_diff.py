@@ -109,3 +109,16 @@ def test_bad_inputs_are_clear_errors(space, tmp_path):
         neighbourhood_diff(space, space[:-1], 5, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="lower k"):
         neighbourhood_diff(space[:5], space[:5], 5, cache_dir=tmp_path)
+
+
+def test_the_chunked_bootstrap_agrees_with_analysis_stats():
+    from analysis.neighbours.diff import bootstrap_means
+    from analysis.stats import paired_stats
+
+    values = np.random.default_rng(3).exponential(size=(400, 1))
+    means = bootstrap_means(values, 2000, seed=1)
+    reference = paired_stats(values[:, 0], n_boot=2000, seed=1)
+    low, high = np.quantile(means[:, 0], [0.025, 0.975])
+    spread = float(reference.high - reference.low)
+    assert abs(low - float(reference.low)) < 0.1 * spread and abs(high - float(reference.high)) < 0.1 * spread
+    assert means.shape == (2000, 1) and low < values.mean() < high
