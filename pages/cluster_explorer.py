@@ -262,13 +262,12 @@ for column, side in zip(st.columns(len(sides)), sides, strict=True):
         )
 
 if linked and paired:
-    from streamlit.components.v1 import html as html_component
-
     from analysis.neighbours.figures import linked_figure, linked_html
 
     values = diff.jaccard if colour_by == OVERLAP and diff is not None else None
     twin = linked_figure(layouts[sides[0]], layouts[sides[1]], texts, (sides[0], sides[1]), values, "Jaccard")
-    html_component(linked_html(twin), height=540)
+    # Texts in the page are JSON-escaped by plotly (``<`` as ``\u003c``): user text cannot close the script.
+    st.iframe(linked_html(twin), height=540)
 
 if hits:
     st.subheader(f"Nearest texts to “{query}”")

@@ -66,6 +66,8 @@ def test_two_saved_runs_compare_and_list_the_planted_movers(open_page, saved_run
     movers = next(f.value for f in app.dataframe if "lost" in f.value.columns)
     assert set(movers["index"].iloc[:2]) == {0, 1} and (movers["jaccard"].iloc[:2] < 0.5).all()
     assert app.query_params["compare"] == "two saved runs" and app.query_params["run_a"].endswith("layer_a.npy")
+    app.toggle(key="explore_linked").set_value(True).run()
+    assert not app.exception and app.query_params["linked"] == "True"
     app.text_input(key="explore_query").set_value("bread").run()  # sidecars without a model: said, not crashed
     assert not app.exception and any("Search unavailable" in w.value for w in app.warning)
 
