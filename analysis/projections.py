@@ -1,7 +1,9 @@
 """2-D projections of embeddings (UMAP) with a disk cache (k-means labels for colouring: ``core.metrics``).
 
 The cache key is the SHA-256 of the matrix bytes plus every UMAP parameter, so a revisit of the
-same embeddings is a file read; files are written atomically.
+same embeddings is a file read; files are written atomically. :func:`aligned_pair` projects two embeddings of
+the same texts and turns the second layout onto the first (orthogonal Procrustes with scale), so a point's
+move between the two plots is a change of the embedding, not of UMAP's arbitrary rotation or mirror.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 from jaxtyping import Float
 
 from core.runtime.errors import run_cli
+
+__all__ = ["UmapSettings", "aligned_pair", "procrustes_align", "project_umap", "projection_key"]
 from core.runtime.files import atomic_write
 from core.runtime.paths import cache_root
 
@@ -76,6 +80,41 @@ def project_umap(
     with atomic_write(path, "wb") as handle:
         handle.write(buffer.getvalue())
     return points
+
+
+def procrustes_align(
+    reference: Float[np.ndarray, "texts 2"], moving: Float[np.ndarray, "texts 2"]
+) -> Float[np.ndarray, "texts 2"]:
+    """``moving`` rotated (or mirrored), scaled and shifted to lie as close as possible to ``reference``.
+
+    The least-squares similarity transform (Schoenemann's orthogonal Procrustes): row ``i`` of both is the same
+    text. Invariant: a layout that already is a rotation, mirror, scaling or shift of ``reference`` lands on it.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    mov = np.asarray(moving, dtype=np.float64)
+    if ref.shape != mov.shape:
+        raise ValueError(f"layouts of {ref.shape} and {mov.shape}: align two layouts of the same texts.")
+    ref_centre, mov_centre = ref.mean(axis=0), mov.mean(axis=0)
+    a, b = ref - ref_centre, mov - mov_centre
+    u, singular, vt = np.linalg.svd(b.T @ a)
+    rotation = u @ vt
+    spread = float((b**2).sum())
+    scale = float(singular.sum()) / spread if spread > 0 else 1.0
+    return (scale * b @ rotation + ref_centre).astype(np.float32)
+
+
+def aligned_pair(
+    first: Float[np.ndarray, "texts dim_a"],
+    second: Float[np.ndarray, "texts dim_b"],
+    settings: UmapSettings = UmapSettings(),
+    cache_dir: str | Path | None = None,
+) -> tuple[Float[np.ndarray, "texts 2"], Float[np.ndarray, "texts 2"]]:
+    """UMAP layouts of two embeddings of the same texts (each cached as by :func:`project_umap`), the second
+    Procrustes-aligned onto the first."""
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} and {len(second)} rows: align embeddings of the same texts.")
+    reference = project_umap(first, settings, cache_dir)
+    return reference, procrustes_align(reference, project_umap(second, settings, cache_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,17 +72,24 @@ def figure_downloads(figure: Any, stem: str, key: str) -> None:
 
 
 def table_download(table: Any, stem: str, key: str, label: str = "CSV") -> None:
-    """A DataFrame (or a dict of columns) as CSV."""
+    """A DataFrame (or a dict of columns) as CSV, made on click (tens of thousands of rows cost nothing per rerun)."""
     import pandas as pd
 
-    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-    st.download_button(label, frame.to_csv(index=False), f"{stem}.csv", "text/csv", key=key, on_click="ignore")
+    def csv() -> str:
+        return (table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)).to_csv(index=False)
+
+    st.download_button(label, csv, f"{stem}.csv", "text/csv", key=key, on_click="ignore")
 
 
 def array_download(array: np.ndarray, stem: str, key: str, label: str = "NPY") -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array))
-    st.download_button(label, buffer.getvalue(), f"{stem}.npy", "application/octet-stream", key=key, on_click="ignore")
+    """An array as .npy, made on click."""
+
+    def npy() -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array))
+        return buffer.getvalue()
+
+    st.download_button(label, npy, f"{stem}.npy", "application/octet-stream", key=key, on_click="ignore")
 
 
 def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
@@ -92,8 +99,9 @@ def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
             {"figure": figure_downloads, "table": table_download, "array": array_download}[kind](*args)
 
 
-def pick_dataset(key: str, default_task: str = "trec-coarse"):
-    """A local task or an uploaded file, then a seeded sample whose size never exceeds the texts there are.
+def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2000):
+    """A local task or an uploaded file, then a seeded sample (at most ``max_texts``) whose size never exceeds the
+    texts there are.
 
     Returns the sampled :class:`core.data.Dataset` (labels None when no label column), or stops the page with
     an error or a hint.
@@ -141,7 +149,7 @@ def pick_dataset(key: str, default_task: str = "trec-coarse"):
     if len(full) <= 100:
         st.caption(f"All {len(full)} texts are used.")
         return full
-    top = min(2000, len(full))
+    top = min(max_texts, len(full))
     size = st.slider(
         f"Texts (seeded sample of {len(full)})", 100, top, step=50,
         **kept(f"{key}_size", min(1000, top), bounds=(100, top), url="size"),
