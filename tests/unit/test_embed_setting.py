@@ -161,3 +161,18 @@ def test_every_cli_and_the_workbench_build_the_same_setting_from_full_choices(
     assert through_workbench(tiny_model_dir, adapter, choices) == expected
     if choices["layer"] == "-1":
         assert through_attention(tiny_model_dir, adapter, tmp_path, choices) == expected
+
+
+@pytest.mark.slow
+def test_the_embed_sidecar_names_the_full_setting(tiny_model_dir, adapter, tmp_path):
+    from core.embed import main
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a dog runs\na cat sleeps\n")
+    output = tmp_path / "v.npy"
+    argv = ["--model", str(tiny_model_dir), "--adapter", str(adapter), "--no-cache", "--precision", "fp32"]
+    assert main([*argv, "--input", str(texts), "--output", str(output), "--layer", "last2"]) == 0
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    expected = EmbeddingSetting.resolve(read_metadata(adapter), layer="last2")
+    assert EmbeddingSetting.from_dict(sidecar["setting"]) == expected
+    assert sidecar["setting"] == expected.to_dict()

@@ -146,3 +146,19 @@ def test_faithfulness_encodes_perturbed_texts_for_both_settings_in_one_pass(top_
         alone = pooled_vectors(top_layer_encoder, texts, [flag])[flag]
         np.testing.assert_allclose(both[flag], alone, rtol=1e-5, atol=1e-6)
     assert not np.allclose(both[False], both[True])  # the adapter changes the vectors
+
+
+def test_forward_switches_the_adapter_and_forward_variants_equals_it(top_layer_encoder, sample_texts):
+    import torch
+
+    encoder = top_layer_encoder
+    batch = encoder.collate(encoder.prepare(sample_texts))
+    plan = encoder.plan([("mean", -1), ("last", 2)])
+    with torch.inference_mode():
+        both = encoder.forward_variants(batch, plan, (False, True))
+        for flag in (False, True):
+            alone = encoder.forward(batch, plan, use_adapter=flag)
+            for pooling in plan.poolings:
+                np.testing.assert_allclose(pooling(both[flag]).numpy(), pooling(alone).numpy(), atol=1e-5, rtol=0)
+        pooled = plan.poolings[0]
+        assert np.abs(pooled(both[False]).numpy() - pooled(both[True]).numpy()).max() > 1e-4  # the switch matters
