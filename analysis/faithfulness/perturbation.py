@@ -73,7 +73,7 @@ def pooled_vectors(
 ) -> dict[bool, Float[np.ndarray, "texts hidden"]]:
     """Pooled vectors of (possibly empty) texts in the encoder's template, per setting (``use_adapter``).
 
-    Base and adapter together run the layers below the adapter once (``Encoder.forward_pair``): a perturbed
+    Base and adapter together run the layers below the adapter once (``Encoder.forward_variants``): a perturbed
     text is encoded once for both. Perturbed texts may lose every character: the template wrapped around
     nothing is a valid input (the prompt alone), so empty texts are allowed.
     """

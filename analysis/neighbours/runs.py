@@ -154,7 +154,7 @@ def query_settings(run: Run, identity_base: dict[str, Any], identity_adapter: di
             (the adapter one None without an adapter).
 
     Returns:
-        ``with_settings`` arguments (method, prompt, pooling, layer, max_length) plus ``use_adapter``.
+        ``Encoder.with_setting`` arguments (method, prompt, pooling, layer, max_length) plus ``use_adapter``.
 
     Raises:
         UserFileError: the run has no sidecar settings, or was embedded by another model or adapter (the message
