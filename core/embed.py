@@ -11,6 +11,7 @@ chunks are split across the processes and rank 0 assembles them in input order.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from contextlib import closing
@@ -22,7 +23,7 @@ from core.encoding.methods import METHOD_KINDS, Ensemble, Method, parse_method
 from core.encoding.pooling import POOLING_MODES
 from core.encoding.prompts import PROMPTS
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
-from core.models.registry import DEFAULT_MODEL
+from core.models.registry import DEFAULT_MODEL, TRUST_REMOTE_CODE_ENV
 from core.runtime.device import DEVICE_HELP, PRECISIONS
 from core.runtime.distributed import close_distributed, dist_info, init_distributed
 from core.runtime.errors import ConfigError, UserFileError, run_cli
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run a model folder's own Python code (config auto_map); only for a folder whose author you trust",
+    )
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--output", required=True, type=Path, help="a .npy file")
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output must end in .npy, got {args.output}")
     if args.chunk_size < 1:
         parser.error(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.trust_remote_code:  # read by core.models.registry.load_model wherever the model is loaded
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
     check_input(args.input)
     check_output(args.output)
     method = method_from_args(args.method, args.prompts)
