@@ -10,7 +10,6 @@ import sys
 import time
 
 import psutil
-
 import pytest
 from safetensors.torch import load_file
 
@@ -229,7 +228,7 @@ def test_resume_rebuilds_the_command_and_never_runs_the_records(tmp_path, tiny_m
     marker = tmp_path / "ran"
     command = [sys.executable, "-c", f"open({str(marker)!r}, 'w')", "-m", "core.train", "--steps", "5"]
     _fake_run(planted, {"pid": 2**22 + 3, "command": command, "stopped": 1.0})
-    with pytest.raises(TrainError, match="not a valid training run|core.train does not take|job record"):
+    with pytest.raises(TrainError, match="the job record in"):
         resume_training(planted)
     assert not launched and not marker.exists()
 
@@ -240,7 +239,7 @@ def test_resume_rebuilds_the_command_and_never_runs_the_records(tmp_path, tiny_m
     resume_training(legacy)
     assert launched[-1][:5] == [sys.executable, "-m", "core.train", "--out", str(legacy)]
     assert "/somewhere/python" not in launched[-1] and "/elsewhere" not in launched[-1]
-    assert launched[-1][-1] == "--resume" and ["--steps", "5"] == launched[-1][5:7]
+    assert launched[-1][-1] == "--resume" and launched[-1][5:7] == ["--steps", "5"]
     record = json.loads((legacy / "job.json").read_text())
     assert "command" not in record and record["settings"]["steps"] == 5 and record["pid_started"] > 0
 
