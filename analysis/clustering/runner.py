@@ -22,9 +22,11 @@ from analysis.clustering.grid import (
     TaskPlan,
     Variant,
     check_task_data,
+    check_unique_task_names,
     expand_task_specs,
     parse_methods,
     plan_task,
+    prepare_out,
     validate_grid,
     variants,
 )
@@ -160,7 +162,9 @@ def run_grid(config: GridConfig) -> GridResult:
     started = time.perf_counter()
     rank, world = dist_info()
     validate_grid(config)
+    out = prepare_out(Path(config.out))
     plans = [plan_task(spec, config.max_texts, config.max_length) for spec in expand_task_specs(config.tasks)]
+    check_unique_task_names(plans)
     row_sources = variants(config.models, config.baseline)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
@@ -170,8 +174,6 @@ def run_grid(config: GridConfig) -> GridResult:
     models = _Models(precision, config.cache, device)
     result = GridResult()
     versions, git = package_versions(), git_state()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     try:
         causal = {spec: models.is_causal(spec) for spec in {v.model for v in row_sources}}

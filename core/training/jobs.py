@@ -128,7 +128,7 @@ def _parse(argv: list[str], what: str) -> argparse.Namespace:
             return parser.parse_args(argv)
     except SystemExit:
         reason = (errors.getvalue().strip().splitlines() or ["invalid options"])[-1]
-        raise TrainError(f"{what}: {reason.removeprefix(parser.prog + ': ')}") from None
+        raise TrainError(f"{what}: {reason.removeprefix(parser.prog + ': ').removeprefix('error: ')}") from None
 
 
 def _settings(options: list[str], what: str) -> dict[str, Any]:

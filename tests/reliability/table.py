@@ -15,7 +15,13 @@ from tests.reliability.cases import Case
 HERE = Path(__file__).parent
 README = HERE.parents[1] / "README.md"
 START, END = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
-AREAS = {"storage": "Storage", "concurrency": "Concurrency", "interrupt": "Interruption", "input": "Input"}
+AREAS = {
+    "security": "Security",
+    "storage": "Storage",
+    "concurrency": "Concurrency",
+    "interrupt": "Interruption",
+    "input": "Input",
+}
 
 
 def all_cases() -> list[Case]:
