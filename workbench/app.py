@@ -2,19 +2,28 @@
 
 Navigation and shared state only (``workbench/state.py``); each page lives in ``pages/`` and calls
 ``core``/``analysis``. It listens on 127.0.0.1 (``workbench/.streamlit/config.toml``); another address is said on
-every page, and every interface chosen by nobody serves no page (``workbench/serving.py``).
+every page, and every interface chosen by nobody serves no page (``workbench/serving.py``). Interactive work uses
+the cores other processes leave free, with sleeping (not spinning) OpenMP waits (``workbench/threads.py``).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import os
 
-import streamlit as st
+from workbench.threads import WAIT_POLICY
 
-from core.runtime.errors import configure_environment
-from workbench.serving import current_binding
-from workbench.state import PAGE_FILES
+for _name, _value in WAIT_POLICY.items():  # before anything below loads torch (OpenMP reads it once)
+    os.environ.setdefault(_name, _value)
+
+import sys  # noqa: E402 - after the OpenMP setting above
+from pathlib import Path  # noqa: E402
+
+import streamlit as st  # noqa: E402
+
+from core.runtime.errors import configure_environment  # noqa: E402
+from workbench.serving import current_binding  # noqa: E402
+from workbench.state import PAGE_FILES  # noqa: E402
+from workbench.threads import fit_threads  # noqa: E402
 
 configure_environment()  # before any page loads a model: hub calls fail at once unless HF_HUB_OFFLINE=0
 
@@ -36,6 +45,7 @@ if served.level == "refuse":
 if served.level == "warn":
     _announce(served.message)
     st.warning(served.message)
+fit_threads()  # each rerun (each click) re-reads how busy the machine is
 pages = [
     st.Page(PAGES / name, title=title, icon=icon, default=i == 0) for i, (name, title, icon) in enumerate(PAGE_FILES)
 ]

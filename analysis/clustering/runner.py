@@ -108,10 +108,12 @@ class _Models:
     def _config(self, spec: ModelSpec) -> Any:
         from transformers import AutoConfig
 
-        from core.models.registry import resolve_model_path
+        from core.models.registry import refuse_remote_code, remote_code_trusted, resolve_model_path
 
         if spec not in self._configs:
-            self._configs[spec] = AutoConfig.from_pretrained(resolve_model_path(spec.name))
+            path, trusted = resolve_model_path(spec.name), remote_code_trusted()
+            refuse_remote_code(path, spec.name, trusted)  # never transformers' [y/N] prompt to run a folder's code
+            self._configs[spec] = AutoConfig.from_pretrained(path, trust_remote_code=trusted)
         return self._configs[spec]
 
     def is_causal(self, spec: ModelSpec) -> bool:
