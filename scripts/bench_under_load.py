@@ -1,6 +1,6 @@
 """How the Attribution control slows down beside CPU-bound processes, per torch thread setting: ratios, not seconds.
 
-    python scripts/bench_under_load.py [--model smollm2-135m] [--steps 64] [--busy 2] [--repeats 2]
+    python scripts/bench_under_load.py [--model smollm2-135m] [--steps 64] [--busy 2] [--repeats 2] [--only 1,4]
 
 Each setting runs in a fresh process (OpenMP reads its environment once, at load): it loads the model, runs
 ``compare_similarity`` once to warm up, then times it quiet and with ``--busy`` CPU-bound processes beside it.
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="IG step cap per attribution")
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside the control")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", help="comma-separated setting numbers to run (1-based, in the order printed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -81,7 +82,10 @@ def main() -> None:
         return
     with open("/proc/loadavg") as handle:
         print(f"load average before: {handle.read().split()[0]} on {os.cpu_count()} cores; {args.busy} busy beside")
-    for name, setting in SETTINGS.items():
+    chosen = {int(n) for n in args.only.split(",")} if args.only else set(range(1, len(SETTINGS) + 1))
+    for number, (name, setting) in enumerate(SETTINGS.items(), 1):
+        if number not in chosen:
+            continue
         env = {**os.environ, "PYTHONPATH": str(REPO), **setting["env"]}
         command = [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--busy",
                    str(args.busy), "--repeats", str(args.repeats), "--child", setting["threads"]]  # fmt: skip
