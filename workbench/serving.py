@@ -76,4 +76,6 @@ def current_binding() -> Binding:
     """The running Streamlit server's binding (read from its configuration)."""
     from streamlit import config
 
+    if config.get_option("global.appTest"):  # streamlit's AppTest runs the script with no server listening
+        return Binding("", "AppTest", "ok", "No server: the script runs under streamlit's AppTest.")
     return binding(config.get_option("server.address"), config.get_where_defined("server.address"))
