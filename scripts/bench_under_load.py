@@ -4,8 +4,8 @@
 
 Each setting runs in a fresh process (OpenMP reads its environment once, at load): it loads the model, runs
 ``compare_similarity`` once to warm up, then times it quiet and with ``--busy`` CPU-bound processes beside it.
-Prints each setting's quiet time, loaded time and their ratio; the app's rule is the ``adaptive`` row
-(``workbench.threads``). Other load on the machine counts as "quiet" too: compare the ratios of one run.
+Prints each setting's quiet time, loaded time and their ratio; the app's rule is the passive row
+(``workbench.threads``). Other load on the machine counts as "quiet" too: compare the rows of one run.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "torch default (all cores, spinning waits)": {"threads": "default", "env": {}},
-    "all cores, passive waits": {"threads": "default", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "all cores, passive waits (the app's rule)": {"threads": "default", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     "one thread": {"threads": "1", "env": {}},
-    "adaptive (the app's rule)": {"threads": "adaptive", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
 }
 
 
@@ -43,11 +42,7 @@ def _measure(model: str, steps: int, busy: int, repeats: int, threads: str) -> d
     encoder = Encoder(model, cache=False, device="cpu").with_settings(precision="fp32")
 
     def once() -> float:
-        if threads == "adaptive":
-            from workbench.threads import fit_threads
-
-            fit_threads()
-        elif threads != "default":
+        if threads != "default":
             torch.set_num_threads(int(threads))
         started = time.perf_counter()
         compare_similarity(encoder, "a man is driving a car", "a person is riding a bicycle", max_steps=steps)
@@ -86,7 +81,8 @@ def main() -> None:
     for number, (name, setting) in enumerate(SETTINGS.items(), 1):
         if number not in chosen:
             continue
-        env = {**os.environ, "PYTHONPATH": str(REPO), **setting["env"]}
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # the default row: OpenMP's default
+        env.update({"PYTHONPATH": str(REPO), **setting["env"]})
         command = [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--busy",
                    str(args.busy), "--repeats", str(args.repeats), "--child", setting["threads"]]  # fmt: skip
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout

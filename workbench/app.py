@@ -2,18 +2,15 @@
 
 Navigation and shared state only (``workbench/state.py``); each page lives in ``pages/`` and calls
 ``core``/``analysis``. It listens on 127.0.0.1 (``workbench/.streamlit/config.toml``); another address is said on
-every page, and every interface chosen by nobody serves no page (``workbench/serving.py``). Interactive work uses
-the cores other processes leave free, with sleeping (not spinning) OpenMP waits (``workbench/threads.py``).
+every page, and every interface chosen by nobody serves no page (``workbench/serving.py``). torch's OpenMP threads
+sleep rather than spin while they wait, so work beside busy processes slows in proportion (``workbench/threads.py``).
 """
 
 from __future__ import annotations
 
-import os
+from workbench.threads import prefer_sleeping_waits
 
-from workbench.threads import WAIT_POLICY
-
-for _name, _value in WAIT_POLICY.items():  # before anything below loads torch (OpenMP reads it once)
-    os.environ.setdefault(_name, _value)
+prefer_sleeping_waits()  # before anything below loads torch: OpenMP reads it once
 
 import sys  # noqa: E402 - after the OpenMP setting above
 from pathlib import Path  # noqa: E402
@@ -23,7 +20,6 @@ import streamlit as st  # noqa: E402
 from core.runtime.errors import configure_environment  # noqa: E402
 from workbench.serving import current_binding  # noqa: E402
 from workbench.state import PAGE_FILES  # noqa: E402
-from workbench.threads import fit_threads  # noqa: E402
 
 configure_environment()  # before any page loads a model: hub calls fail at once unless HF_HUB_OFFLINE=0
 
@@ -45,7 +41,6 @@ if served.level == "refuse":
 if served.level == "warn":
     _announce(served.message)
     st.warning(served.message)
-fit_threads()  # each rerun (each click) re-reads how busy the machine is
 pages = [
     st.Page(PAGES / name, title=title, icon=icon, default=i == 0) for i, (name, title, icon) in enumerate(PAGE_FILES)
 ]

@@ -63,8 +63,8 @@ def listening(pid: int, port: int, timeout: float = 90) -> set[str]:
 
 def start_app(folder: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``streamlit run <repo>/workbench/app.py`` started from ``folder`` (not the repository), as a user would."""
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    environment.pop("STREAMLIT_SERVER_ADDRESS", None) if env is None else None
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    environment.update({"PYTHONPATH": str(REPO), **(env or {})})
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)]
     log = (folder / f"app-{port}.log").open("w")
     return subprocess.Popen(command, cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT)

@@ -1,26 +1,16 @@
-"""The app's torch threads: the cores other runnable work leaves free, never fewer than one."""
+"""The app's OpenMP wait policy: passive unless the user chose, and said too late once torch is loaded."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from workbench import threads
-
-
-@pytest.mark.parametrize(("runnable", "cores", "expected"), [(1, 2, 2), (2, 2, 1), (3, 2, 1), (30, 2, 1), (2, 8, 7)])
-def test_threads_fit_the_free_cores(monkeypatch, runnable, cores, expected):
-    monkeypatch.setattr(threads, "_runnable", lambda: runnable)
-    before = torch.get_num_threads()
-    try:
-        assert threads.fit_threads(cores) == expected == torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+from workbench.threads import WAIT_POLICY, prefer_sleeping_waits
 
 
-def test_an_unreadable_load_counts_as_quiet(monkeypatch):
-    monkeypatch.setattr(threads, "_runnable", lambda: None)
-    assert threads.busy_elsewhere() == 0
-    readings = iter([5, 1, 9, 5, 5])
-    monkeypatch.setattr(threads, "_runnable", lambda: next(readings))
-    assert threads.busy_elsewhere() == 4  # the median of the samples, less the caller
+def test_sleeping_waits_are_preferred_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert prefer_sleeping_waits() is False  # the test process loaded torch already: too late for it
+    assert os.environ["OMP_WAIT_POLICY"] == WAIT_POLICY["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prefer_sleeping_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
