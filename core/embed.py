@@ -12,6 +12,8 @@ them in input order.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 from contextlib import closing
@@ -23,11 +25,11 @@ from core.encoding.encoder import Encoder
 from core.encoding.methods import Ensemble, parse_method
 from core.encoding.setting import EmbeddingSetting
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
-from core.models.registry import DEFAULT_MODEL
+from core.models.registry import DEFAULT_MODEL, TRUST_REMOTE_CODE_ENV
 from core.runtime.arguments import add_arguments, given
 from core.runtime.device import DEVICE_HELP, PRECISIONS
 from core.runtime.distributed import close_distributed, dist_info, init_distributed
-from core.runtime.errors import ConfigError, UserFileError, run_cli
+from core.runtime.errors import ConfigError, StorageError, UserFileError, run_cli
 from core.runtime.files import write_json
 
 
@@ -50,6 +52,48 @@ def check_output(output: Path) -> None:
             f"cannot write --output {output}: the folder {folder} cannot be created or written "
             f"({error.strerror or error}); choose a writable folder or fix its permissions."
         ) from None
+
+
+def check_cache_root() -> None:
+    """Fail before the work if the cache root (shards, the lock) cannot be created or written, naming the fix."""
+    from core.runtime.paths import cache_root
+
+    try:
+        root = cache_root()
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        where = os.environ.get("EMBEDDING_LENS_HOME") or "~/.cache/embedding-lens"
+        raise StorageError(
+            f"cannot write the cache folder {where} ({error.strerror or error}); core.embed keeps its finished "
+            "chunks there until the output is whole. Make it writable, or set EMBEDDING_LENS_HOME to a writable "
+            "folder."
+        ) from None
+
+
+def check_sidecar(output: Path, input_path: Path) -> Path:
+    """The settings file written beside ``output`` (``NAME.json``); refused before the work if that name is the
+    input or a file no core.embed run wrote (it would be overwritten)."""
+    sidecar = output.with_suffix(".json")
+    if sidecar.exists() and sidecar.resolve() == input_path.resolve():
+        raise ConfigError(
+            f"--output {output} would write its settings to {sidecar}, which is your --input; "
+            "choose another --output name (e.g. vectors.npy)."
+        )
+    if sidecar.exists() and not _is_sidecar(sidecar):
+        raise ConfigError(
+            f"--output {output} would write its settings to {sidecar}, a file core.embed did not write; "
+            "choose another --output name, or move that file."
+        )
+    return sidecar
+
+
+def _is_sidecar(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"method_spec", "shape", "input"} <= record.keys()
 
 
 def method_from_args(method: str | None, prompts: str | None) -> str | None:
@@ -91,6 +135,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run a model folder's own Python code (config auto_map); only for a folder whose author you trust",
+    )
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--output", required=True, type=Path, help="a .npy file")
@@ -107,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output must end in .npy, got {args.output}")
     if args.chunk_size < 1:
         parser.error(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.trust_remote_code:  # read by core.models.registry.load_model wherever the model is loaded
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
     check_input(args.input)
     check_output(args.output)
+    sidecar = check_sidecar(args.output, args.input)
+    check_cache_root()
     method_from_args(args.method, args.prompts)  # a bad method fails before the input is read
     with closing(iter_texts(args.input, args.text_column)) as texts:
         next(texts)  # a bad input fails here, before the slow model load
@@ -133,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank != 0 or result.shape is None:
         return 0
     write_json(
-        args.output.with_suffix(".json"),
+        sidecar,
         {
             **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
             "method_spec": encoder.method.spec,

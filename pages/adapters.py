@@ -47,7 +47,7 @@ for folder in folders:
         st.caption(f"`{folder}`")
         if status.state == "running":
             st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
-        if status.message and status.state in ("failed", "stopped"):
+        if status.message and status.state in ("failed", "stopped", "damaged"):
             st.warning(status.message)
         if can_resume(folder):
             listed = folder.parent in (ADAPTERS_DIR, state.TRAINED_DIR)

@@ -202,6 +202,32 @@ def plan_task(spec: str, max_texts: int | None = None, max_length: int | None = 
     return plan
 
 
+def check_unique_task_names(plans: Sequence[TaskPlan]) -> None:
+    """GridError if two tasks share a name: results, the printed scores and summary.csv are filed by task name,
+    so one task's cells would replace the other's (``a/task.csv`` and ``b/task.csv`` are both ``task``)."""
+    seen: dict[str, str] = {}
+    for plan in plans:
+        if plan.name in seen:
+            raise GridError(
+                f"tasks {seen[plan.name]} and {plan.spec} have the same name {plan.name!r} (results are filed by "
+                "task name, so one would replace the other); rename one of the files."
+            )
+        seen[plan.name] = plan.spec
+
+
+def prepare_out(out: Path) -> Path:
+    """Create the grid's ``--out`` folder; one that is a file or lies under a file is a GridError naming it."""
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == out else f"lies under {blocking}, which is a file"
+        raise GridError(f"--out {out} {where}; name a folder (new or a grid's) instead.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GridError(f"cannot create --out {out}: {error.strerror or error}; choose a writable folder.") from None
+    return out
+
+
 def check_task_data(plan: TaskPlan, dataset: Dataset) -> Dataset:
     """The sample the grid embeds; GridError unless it has labels, >= 2 clusters and enough texts."""
     try:

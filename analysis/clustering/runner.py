@@ -23,10 +23,12 @@ from analysis.clustering.grid import (
     TaskPlan,
     Variant,
     check_task_data,
+    check_unique_task_names,
     expand_task_specs,
     group_settings,
     parse_methods,
     plan_task,
+    prepare_out,
     validate_grid,
     variants,
 )
@@ -103,10 +105,12 @@ class _Models:
     def _config(self, spec: ModelSpec) -> Any:
         from transformers import AutoConfig
 
-        from core.models.registry import resolve_model_path
+        from core.models.registry import refuse_remote_code, remote_code_trusted, resolve_model_path
 
         if spec not in self._configs:
-            self._configs[spec] = AutoConfig.from_pretrained(resolve_model_path(spec.name))
+            path, trusted = resolve_model_path(spec.name), remote_code_trusted()
+            refuse_remote_code(path, spec.name, trusted)  # never transformers' [y/N] prompt to run a folder's code
+            self._configs[spec] = AutoConfig.from_pretrained(path, trust_remote_code=trusted)
         return self._configs[spec]
 
     def is_causal(self, spec: ModelSpec) -> bool:
@@ -183,7 +187,9 @@ def run_grid(config: GridConfig) -> GridResult:
     started = time.perf_counter()
     rank, world = dist_info()
     validate_grid(config)
+    out = prepare_out(Path(config.out))
     plans = [plan_task(spec, config.max_texts, config.max_length) for spec in expand_task_specs(config.tasks)]
+    check_unique_task_names(plans)
     row_sources = variants(config.models, config.baseline)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
@@ -193,8 +199,6 @@ def run_grid(config: GridConfig) -> GridResult:
     models = _Models(precision, config.cache, device)
     result = GridResult()
     versions, git = package_versions(), git_state()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     rows_of = {
         spec: [v for v in row_sources if v.model == spec] for spec in dict.fromkeys(v.model for v in row_sources)

@@ -53,10 +53,13 @@ def _not_utf8(path: Path) -> UserFileError:
 
 
 @contextmanager
-def _open_utf8(path: Path) -> Iterator[TextIO]:
-    """``path`` open as UTF-8 text (a BOM dropped); unreadable or non-UTF-8 content is a UserFileError."""
+def _open_utf8(path: Path, newline: str = "") -> Iterator[TextIO]:
+    """``path`` open as UTF-8 text (a BOM dropped); unreadable or non-UTF-8 content is a UserFileError.
+
+    ``newline`` as for :func:`open`: ``""`` (the default, what the CSV reader needs) keeps every line ending.
+    """
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        handle = path.open(encoding="utf-8-sig", newline=newline)
     except OSError as exc:  # unreadable (permissions, a vanished upload): the user can fix it, so no traceback
         raise UserFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
@@ -170,8 +173,20 @@ def _read_records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     return columns, rows
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else value.strip() if isinstance(value, str) else str(value).strip()
+def _cell(value: Any, path: Path, row: int, column: str) -> str:
+    """A cell as text: a string stripped, a number or boolean written out, nothing as ""; a list, object or other
+    value with parts is a UserFileError naming the row and column (its Python repr would be embedded instead)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (bool, int, float)) or (hasattr(value, "item") and getattr(value, "ndim", 1) == 0):
+        return str(value).strip()
+    kind = type(value).__name__
+    raise UserFileError(
+        f"{path}, row {row}, column {column!r}: the cell is a {kind}, not text ({str(value)[:60]!r}); "
+        "each cell of that column must be one string. Flatten or join the values into text first."
+    )
 
 
 def _check_file(path: Path, formats: tuple[str, ...]) -> None:
@@ -217,7 +232,7 @@ def iter_texts(path: str | Path, text_column: str = "text") -> Iterator[str]:
         if not rows and path.suffix.lower() != ".jsonl" and text_column not in columns:
             raise _missing_column(path, "text_column", text_column, columns)  # known up front: fail at once
         rows += 1
-        if text := _cell(row.get(text_column)):
+        if text := _cell(row.get(text_column), path, rows, text_column):
             yield text
         else:
             no_text += 1
@@ -232,14 +247,16 @@ def iter_texts(path: str | Path, text_column: str = "text") -> Iterator[str]:
 
 
 def _iter_lines(path: Path) -> Iterator[str]:
-    """A .txt file's non-blank lines, each one text."""
+    """A .txt file's non-blank lines, each one text. A line ends at ``\n`` (or ``\r\n``) only: form feeds, vertical
+    tabs, NEL, U+2028/U+2029 and the other separators ``str.splitlines`` knows stay inside a text, so the n-th
+    text is the n-th non-blank line a user counts (and labels) in an editor."""
     found = False
-    with _open_utf8(path) as handle:
+    with _open_utf8(path, newline="\n") as handle:
         for raw in handle:
-            for line in raw.splitlines():  # newline="" keeps \r\n and lone \r: split them as a text file would
-                if line.strip():
-                    found = True
-                    yield line
+            line = raw.removesuffix("\n").removesuffix("\r")
+            if line.strip():
+                found = True
+                yield line
     if not found:
         raise UserFileError(f"{path} has no non-empty lines; give it one text per line.")
 
@@ -259,13 +276,13 @@ def load_user_file(path: str | Path, text_column: str = "text", label_column: st
     texts: list[str] = []
     labels: list[str] | None = [] if label_column is not None else None
     no_text = no_label = 0
-    for row in rows:
-        text = _cell(row.get(text_column))
+    for number, row in enumerate(rows, 1):
+        text = _cell(row.get(text_column), path, number, text_column)
         if not text:
             no_text += 1
             continue
         if labels is not None:
-            label = _cell(row.get(label_column))
+            label = _cell(row.get(label_column), path, number, str(label_column))
             if not label:
                 no_label += 1
                 continue

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -198,7 +199,56 @@ def embed_stream(
     settings = encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter)
     run_key = settings_key({**settings, "normalize": normalize, "chunk_size": chunk_size, "shards": SHARD_VERSION})
     store = ShardStore(shard_folder(output), run_key, hold_when_full=world == 1)
+    lock = lock_output(output) if rank == 0 else None  # rank 0 speaks for the run; its ranks share the shards
+    try:
+        return _embed_stream(encoder, input_path, output, store, text_column, chunk_size, normalize, use_adapter,
+                             show_progress, started)  # fmt: skip
+    finally:
+        if lock is not None:
+            os.close(lock)
 
+
+def lock_output(output: str | Path) -> int:
+    """Hold an exclusive lock on ``output`` until the returned descriptor is closed (the kernel frees it however
+    the process ends); another run writing the same output is a :class:`StorageError` naming it.
+
+    The lock file lives beside the shard folder under the cache root (the output's folder gets no stray file), and
+    outlives the shard folder, which the run removes when it assembles the output.
+    """
+    path = shard_folder(output).with_name(shard_folder(output).name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise StorageError(
+            f"cannot write under the cache root {cache_root()} ({error.strerror or error}): core.embed keeps its "
+            "finished chunks there until the output is whole. Make it writable, or set EMBEDDING_LENS_HOME to a "
+            "writable folder."
+        ) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise StorageError(
+            f"--output {output} is being written by another core.embed run right now: wait for it to end "
+            "(or stop it), or choose another --output."
+        ) from None
+    return descriptor
+
+
+def _embed_stream(
+    encoder: Encoder,
+    input_path: str | Path,
+    output: Path,
+    store: ShardStore,
+    text_column: str,
+    chunk_size: int,
+    normalize: bool,
+    use_adapter: bool,
+    show_progress: bool,
+    started: float,
+) -> StreamResult:
+    rank, world = dist_info()
     # First pass: which of this rank's chunks are missing (reads the input once more, one chunk at a time); a bad
     # input fails here, before anything is written.
     digests: list[str] = []

@@ -33,7 +33,7 @@ from core.models.adapters import read_card, read_metadata
 from core.models.registry import backbone_adapter
 from core.runtime.arguments import add_arguments, given
 from core.runtime.errors import AdapterError, ConfigError, LensError, ModelNotFoundError, run_cli
-from core.runtime.files import staging_folder, temporary_name, write_json
+from core.runtime.files import follow_umask, staging_folder, temporary_name, write_json
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,13 @@ def export(
     out = Path(out).expanduser().resolve()
     if dtype not in TORCH_DTYPES:
         raise ConfigError(f"Unknown dtype {dtype!r}; choose one of: {', '.join(TORCH_DTYPES)}.")
+    _refuse_overlap(out, Path(source).expanduser(), "the folder you export")
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; choose another --out or pass --force to replace it.")
     encoder = load_encoder(source, **chosen)
     check_settings(encoder)
     loaded = encoder.loaded
+    _refuse_overlap(out, Path(loaded.path), "its base model's folder")
     has_adapter = loaded.has_adapter
     if merge and not has_adapter:
         raise ConfigError(f"--merge needs an adapter, and {source!r} is a model; drop --merge.")
@@ -252,10 +254,22 @@ def export(
     return ExportReport(str(out), "custom" if custom else "stock", settings, min_cosine, files)
 
 
+def _refuse_overlap(out: Path, source: Path, what: str) -> None:
+    """A :class:`ConfigError` if writing ``out`` (even with ``--force``) would replace or write into ``source``."""
+    if not source.exists():
+        return  # a packaged name or hub id: nothing of the user's at that path
+    source = source.resolve()
+    if out == source or out in source.parents or source in out.parents:
+        relation = "is" if out == source else "contains" if out in source.parents else "lies inside"
+        raise ConfigError(
+            f"--out {out} {relation} {what} ({source}): exporting there would replace or change it, "
+            "--force or not. Choose an --out outside it, e.g. a new folder beside it."
+        )
+
+
 def _make_shareable(folder: Path) -> None:
-    """Temporary folders and atomic writes are private (0700/0600); a model folder is for others to read."""
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    """The staging folder and what libraries wrote into it (0700/0600) get the modes of every other file."""
+    follow_umask(folder)
 
 
 def _replace(staging: Path, out: Path) -> None:

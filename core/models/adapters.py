@@ -2,7 +2,8 @@
 
 An adapter folder is a plain peft folder plus files this project writes:
 
-- ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``): peft's own files, saved on the
+- ``adapter_config.json`` and ``adapter_model.safetensors``: peft's own files (a pickle ``adapter_model.bin`` is
+  refused: unpickling a folder's file can run code; :data:`PICKLE_WEIGHTS`), saved on the
   model's backbone (the transformer ``AutoModel`` loads, without LM head: tensors ``base_model.model.layers...``,
   ``layers_pattern`` set), so plain ``PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), DIR)`` loads
   them. Adapters saved before on the causal LM (``base_model.model.model.layers...``, the *causal format*) still
@@ -32,7 +33,8 @@ from core.runtime.files import atomic_write, write_json
 from core.runtime.paths import REPO_ROOT
 
 ADAPTER_CONFIG = "adapter_config.json"
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+WEIGHT_FILES = ("adapter_model.safetensors",)  # the only weights read: tensors, no code
+PICKLE_WEIGHTS = "adapter_model.bin"  # peft's older pickle format: refused, never unpickled
 ADAPTER_METADATA = "embedding_lens.json"
 CARD = "card.json"
 CARD_README = "README.md"
@@ -114,6 +116,8 @@ def read_adapter(path: str | Path) -> AdapterInfo:
             f"have stopped early (resume it with --resume). Train one with: {MAKE_ONE} {folder}"
         )
     weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None and (folder / PICKLE_WEIGHTS).is_file():
+        raise _pickle_refused(folder / PICKLE_WEIGHTS)
     if weights is None:
         raise AdapterError(
             f"Adapter {folder} has {ADAPTER_CONFIG} but no weights file ({' or '.join(WEIGHT_FILES)}); "
@@ -128,27 +132,31 @@ def read_adapter(path: str | Path) -> AdapterInfo:
     )
 
 
+def _pickle_refused(weights_file: Path) -> AdapterError:
+    return AdapterError(
+        f"Adapter {weights_file.parent} has only {weights_file.name}, a pickle file: Embedding Lens does not load "
+        "pickles from a folder (unpickling can run code). Re-save the adapter as adapter_model.safetensors "
+        "(peft: model.save_pretrained(folder, safe_serialization=True), where it was made)."
+    )
+
+
 def weight_names(weights_file: Path) -> list[str]:
-    """The tensor names stored in an adapter's weights file (the safetensors header alone is read)."""
-    if weights_file.suffix == ".safetensors":
-        from safetensors import safe_open
+    """The tensor names stored in an adapter's safetensors file (its header alone is read); a pickle is refused."""
+    if weights_file.suffix != ".safetensors":
+        raise _pickle_refused(weights_file)
+    from safetensors import safe_open
 
-        with safe_open(str(weights_file), framework="pt") as handle:
-            return list(handle.keys())
-    import torch
-
-    return list(torch.load(weights_file, map_location="cpu", weights_only=True))
+    with safe_open(str(weights_file), framework="pt") as handle:
+        return list(handle.keys())
 
 
 def read_weights(weights_file: Path) -> dict[str, Any]:
-    """An adapter's tensors by name."""
-    import torch
+    """An adapter's tensors by name, from its safetensors file; a pickle is refused."""
+    if weights_file.suffix != ".safetensors":
+        raise _pickle_refused(weights_file)
+    from safetensors.torch import load_file
 
-    if weights_file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(weights_file))
-    return torch.load(weights_file, map_location="cpu", weights_only=True)
+    return load_file(str(weights_file))
 
 
 def is_causal_format(names: Iterable[str], decoder_name: str) -> bool:
@@ -333,7 +341,7 @@ def adapter_hash(adapter_dir: str | Path) -> str:
     """SHA-256 of the adapter's weights and its config read as data: peft writes ``target_modules``
     from a set, so the same adapter saved by two processes differs in list order, not in meaning."""
     digest = hashlib.sha256()
-    for name in (ADAPTER_CONFIG, *WEIGHT_FILES):
+    for name in (ADAPTER_CONFIG, *WEIGHT_FILES, PICKLE_WEIGHTS):  # bytes hashed, never unpickled
         path = Path(adapter_dir) / name
         if not path.is_file():
             continue

@@ -37,8 +37,9 @@ from core.models.adapters import (
     rekey_for_backbone,
     weight_names,
 )
-from core.runtime.errors import AdapterError, ModelNotFoundError, StorageError, run_cli
-from core.runtime.files import atomic_write, process_alive, staging_folder, write_json
+from core.models.remote_code import TRUST_REMOTE_CODE_ENV, refuse_remote_code, remote_code_trusted
+from core.runtime.errors import AdapterError, ModelNotFoundError, run_cli
+from core.runtime.files import atomic_write, follow_umask, process_alive, staging_folder, write_json
 from core.runtime.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def _converted_folder(name: str, packaged: PackagedModel, package_dir: Path) -> 
                 "conversion_seconds": round(time.perf_counter() - started, 1),
             },
         )
+        follow_umask(staging)  # built private; kept like any other file (safetensors writes 0600)
         try:
             os.replace(staging, target)
         except OSError:
@@ -209,9 +211,9 @@ def folder_weights_hash(folder: str | Path) -> str:
         raise ModelNotFoundError(f"No weight files (.safetensors/.bin) in {folder}.")
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     memo_path = cache_root() / "weight-hashes.json"
-    memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+    memo = _read_hash_memo(memo_path)
     entry = memo.get(str(folder.resolve()))
-    if entry and entry["stamp"] == stamp:
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
         return entry["sha256"]
     digest = hashlib.sha256()
     for path in files:
@@ -222,9 +224,28 @@ def folder_weights_hash(folder: str | Path) -> str:
     memo[str(folder.resolve())] = {"stamp": stamp, "sha256": digest.hexdigest()}
     try:
         write_json(memo_path, memo)
-    except StorageError as error:  # a memo, like the embedding cache, never stops the work
-        log.warning("not remembering the weights' hash (%s)", error)
+    except OSError as error:  # a memo, like the embedding cache, never stops the work (full or read-only disk)
+        log.warning("not remembering the weights' hash in %s (%s)", memo_path, error)
     return digest.hexdigest()
+
+
+def _read_hash_memo(memo_path: Path) -> dict:
+    """The weight-hash memo; a damaged one is set aside (``.damaged-<time>``) and rebuilt, as the sqlite cache is."""
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        memo = error
+    if isinstance(memo, dict):
+        return memo
+    aside = memo_path.with_name(f"{memo_path.name}.damaged-{int(time.time())}")
+    try:
+        memo_path.rename(aside)
+        log.warning("%s was damaged; set aside as %s and rebuilt", memo_path, aside.name)
+    except OSError:
+        log.warning("%s is damaged and cannot be set aside; not using it", memo_path)
+    return {}
 
 
 def state_dict_hash(model: nn.Module) -> str:
@@ -340,9 +361,18 @@ def load_model(
 
     hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
+    trusted = remote_code_trusted()
+    refuse_remote_code(path, name, trusted)
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trusted)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trusted)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise ModelNotFoundError(  # a hub model with its own code: transformers refuses it without the opt-in
+            f"Model {name!r} needs its own Python code to load; pass --trust-remote-code (or set "
+            f"{TRUST_REMOTE_CODE_ENV}=1) if you trust its author, or use another model."
+        ) from None
     except OSError as error:
         raise ModelNotFoundError(
             f"Could not load {name!r}: it is not a local folder and the hub is not reachable "
@@ -355,7 +385,7 @@ def load_model(
     # SDPA attention: faster than eager (core.bench); core.encoding.capture switches to eager only while it
     # captures attention weights (attention pooling, the attention report), which SDPA does not return.
     loader = AutoModelForCausalLM if causal else AutoModel
-    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=trusted)
     model.eval()
     weights = folder_weights_hash(path) if Path(path).is_dir() else state_dict_hash(model)
     loaded = LoadedModel(
@@ -480,6 +510,7 @@ def upgrade_adapter(adapter: str | Path) -> bool:
                 f"Re-saving adapter {info.path} in the backbone format changed its hidden states (max difference "
                 f"{(before - after).abs().max().item():.2e}); it was left as it was. Please report this."
             )
+        follow_umask(staging)
         for item in staging.iterdir():
             os.replace(item, info.path / item.name)
         staging.rmdir()

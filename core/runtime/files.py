@@ -1,5 +1,11 @@
 """Atomic file writes (a reader sees the old file or the new one, never half of one), a full disk reported as
-:class:`StorageError`, and an exclusive lock on a folder for one process at a time."""
+:class:`StorageError`, an exclusive lock on a folder for one process at a time, and one rule for file modes.
+
+File modes: every file and folder the project leaves behind has the mode ``open()``/``mkdir()`` give under the
+user's umask (0666/0777 minus the umask), whoever wrote it. A folder is private (0700) only while it is built
+(:func:`staging_folder`); :func:`follow_umask` gives it and what libraries wrote into it (safetensors writes 0600)
+the rule's modes before it is renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -78,11 +84,39 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it to read it, a race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` (and, for a folder, everything under it) the modes of the one rule: 0666/0777 minus the umask.
+
+    Symbolic links are left alone (their mode is their target's).
+    """
+    mask = current_umask()
+    path = Path(path)
+    entries = [path, *path.rglob("*")] if path.is_dir() and not path.is_symlink() else [path]
+    for entry in entries:
+        if entry.is_symlink():
+            continue
+        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def staging_folder(parent: str | Path, prefix: str) -> Iterator[Path]:
     """A new private folder ``parent/PREFIX<random>`` to build a result in before renaming it into place.
 
-    If the block raises or is interrupted the folder is removed; on success it is the caller's (renamed away).
+    If the block raises or is interrupted the folder is removed; on success it is the caller's (renamed away,
+    after :func:`follow_umask` gives it the modes every other file has).
     """
     folder = temporary_name(Path(parent), prefix)
     try:

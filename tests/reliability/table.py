@@ -18,7 +18,13 @@ __all__ = ["DOCS", "END", "START", "all_cases", "docs_block", "markdown", "write
 HERE = Path(__file__).parent
 DOCS = HERE.parents[1] / "docs" / "reliability.md"
 START, END = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
-AREAS = {"storage": "Storage", "concurrency": "Concurrency", "interrupt": "Interruption", "input": "Input"}
+AREAS = {
+    "security": "Security",
+    "storage": "Storage",
+    "concurrency": "Concurrency",
+    "interrupt": "Interruption",
+    "input": "Input",
+}
 
 
 def all_cases() -> list[Case]:

@@ -107,7 +107,7 @@ def test_missing_folder_config_or_weights_are_adapter_errors_that_say_what_to_do
         read_adapter(tmp_path / "empty")
     folder = peft_folder(tmp_path / "no-weights")
     (folder / "adapter_model.safetensors").unlink()
-    with pytest.raises(AdapterError, match=r"no weights file \(adapter_model\.safetensors or adapter_model\.bin\)"):
+    with pytest.raises(AdapterError, match=r"no weights file \(adapter_model\.safetensors\)"):
         read_adapter(folder)
 
 
@@ -131,7 +131,22 @@ def test_weight_names_lists_the_stored_tensors(tmp_path):
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     torch.save(tensors, folder / "adapter_model.bin")
     assert sorted(weight_names(folder / "adapter_model.safetensors")) == sorted(tensors)
-    assert sorted(weight_names(folder / "adapter_model.bin")) == sorted(tensors)
+    with pytest.raises(AdapterError, match=r"only adapter_model\.bin, a pickle file.*adapter_model\.safetensors"):
+        weight_names(folder / "adapter_model.bin")
+
+
+def test_a_pickle_only_adapter_is_refused_naming_safetensors(tmp_path, tiny_adapter_dir):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_adapter_dir, folder)
+    torch.save(load_file(str(folder / "adapter_model.safetensors")), folder / "adapter_model.bin")
+    (folder / "adapter_model.safetensors").unlink()
+    with pytest.raises(AdapterError, match=r"a pickle file: Embedding Lens does not load pickles.*safetensors"):
+        read_adapter(folder)
 
 
 # ----- the shipped adapter (committed: read as it is)

@@ -217,3 +217,13 @@ def test_bidirectional_encoder_exports_with_stock_modules(tiny_bert_dir, tmp_pat
     _model, vectors = st_vectors(out, trust_remote_code=False)
     reference = workbench_vectors(str(tiny_bert_dir), pooling="mean", max_length=24)
     assert cosines(vectors, reference).min() >= 0.99999
+
+
+def test_out_that_is_or_holds_or_lies_in_the_source_is_refused_even_with_force(lens_adapter, tmp_path):
+    source = tmp_path / "adapter"
+    shutil.copytree(lens_adapter, source)
+    before = sorted(p.name for p in source.iterdir())
+    for out, relation in ((source, "is"), (tmp_path, "contains"), (source / "export", "lies inside")):
+        with pytest.raises(ConfigError, match=f"--out {out} {relation} the folder you export"):
+            export(str(source), out, force=True)
+    assert sorted(p.name for p in source.iterdir()) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runtime.files import atomic_write, staging_folder, write_json
+from core.runtime.files import atomic_write, follow_umask, staging_folder, write_json
 
 
 @pytest.fixture
@@ -123,3 +123,19 @@ def test_a_locked_folder_refuses_a_second_process_and_is_free_after(tmp_path):
         os.close(held)
     assert not folder_locked(tmp_path)
     assert list(tmp_path.iterdir()) == []  # no lock file left behind
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_a_built_folder_and_what_libraries_wrote_into_it_follow_the_umask(tmp_path, umask, mask):
+    """One rule: safetensors writes 0600 and a staging folder is 0700 while built; kept, they follow the umask."""
+    import torch
+    from safetensors.torch import save_file
+
+    umask(mask)
+    with staging_folder(tmp_path, ".out.") as folder:
+        (folder / "sub").mkdir(mode=0o700)
+        save_file({"a": torch.zeros(2)}, str(folder / "sub" / "model.safetensors"))
+        (folder / "link").symlink_to(folder / "sub")
+        follow_umask(folder)
+    assert stat.S_IMODE(folder.stat().st_mode) == stat.S_IMODE((folder / "sub").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((folder / "sub" / "model.safetensors").stat().st_mode) == 0o666 & ~mask

@@ -531,3 +531,28 @@ def test_lora_on_the_lm_head_cannot_move_to_the_backbone(tiny_model_dir, tmp_pat
     with pytest.raises(AdapterError, match=r"outside the transformer backbone.*lm_head"):
         upgrade_adapter(tmp_path / "head")
     assert json.loads((tmp_path / "head" / "adapter_config.json").read_text()).get("layers_pattern") is None
+
+
+# ----- a model folder's own code
+
+
+def test_a_model_folder_with_its_own_code_is_refused_unless_trusted(tiny_model_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from core.models.registry import TRUST_REMOTE_CODE_ENV, load_model, refuse_remote_code
+    from core.runtime.errors import ModelNotFoundError
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.delenv(TRUST_REMOTE_CODE_ENV, raising=False)
+    with pytest.raises(ModelNotFoundError, match=r"ships its own Python code.*--trust-remote-code"):
+        load_model(str(folder), device="cpu")
+    assert not marker.exists()
+    refuse_remote_code(str(folder), "custom", trusted=True)  # the explicit opt-in lets it through
+    refuse_remote_code(str(tiny_model_dir), "tiny", trusted=False)  # a plain folder is no concern

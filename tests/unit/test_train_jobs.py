@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 from safetensors.torch import load_file
 
@@ -167,10 +171,94 @@ def test_only_stopped_or_failed_runs_offer_their_checkpoints(tmp_path, tiny_adap
     stopped = run("stopped", {"pid": gone, "command": [], "stopped": 1.0}, (2, 4))
     failed = run("failed", {"pid": gone, "command": []}, (3,))
     run("finished", {"pid": gone, "command": []}, (5,), finished=True)
-    run("running", {"pid": os.getpid(), "command": []}, (6,))
-    assert stopped_checkpoints(tmp_path) == [
+    running = tmp_path / "running"
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "core.train", "--out", running])
+    try:
+        run("running", {"pid": job.pid, "pid_started": psutil.Process(job.pid).create_time(), "command": []}, (6,))
+        assert job_status(running).state == "running"
+        picked = stopped_checkpoints(tmp_path)
+    finally:
+        job.kill()
+        job.wait()
+    assert picked == [
         failed / "checkpoints" / "step-000003",
         stopped / "checkpoints" / "step-000004",
         stopped / "checkpoints" / "step-000002",
     ]
     assert adapter_label(tmp_path / "x") == str(tmp_path / "x")
+
+
+# ----- the job record is data: a stale pid, a planted command, a damaged record
+
+
+def _fake_run(folder, job) -> None:
+    (folder / "checkpoints" / "step-000002").mkdir(parents=True)
+    (folder / "train_log.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0}) + "\n")
+    (folder / "job.json").write_text(json.dumps(job) if isinstance(job, dict) else job)
+
+
+def test_a_reused_pid_is_not_the_job_and_gets_no_signal(tmp_path):
+    """After a reboot or a kill the record's pid may belong to another process: it is neither running nor stopped."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        folder = tmp_path / "run"
+        _fake_run(folder, {"pid": stranger.pid, "settings": {"steps": 10}, "stopped": 1.0})
+        assert job_status(folder).state == "stopped" and can_resume(folder)
+        _fake_run(tmp_path / "live", {"pid": stranger.pid, "settings": {"steps": 10}})
+        stop_training(tmp_path / "live")  # the stranger is not the job: it must survive this
+        time.sleep(0.3)
+        assert stranger.poll() is None
+        assert job_status(tmp_path / "live").state == "stopped"
+        # The pid of a process running core.train on this folder, but started after the job: still not the job.
+        _fake_run(tmp_path / "late", {"pid": os.getpid(), "pid_started": 1.0, "settings": {}})
+        assert job_status(tmp_path / "late").state == "failed"
+    finally:
+        stranger.send_signal(signal.SIGKILL)
+        stranger.wait()
+
+
+def test_resume_rebuilds_the_command_and_never_runs_the_records(tmp_path, tiny_model_dir, monkeypatch):
+    launched, real_popen = [], subprocess.Popen
+
+    def popen(command, **_):
+        launched.append(command)
+        return real_popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr("core.training.jobs.subprocess.Popen", popen)
+    planted = tmp_path / "planted"
+    marker = tmp_path / "ran"
+    command = [sys.executable, "-c", f"open({str(marker)!r}, 'w')", "-m", "core.train", "--steps", "5"]
+    _fake_run(planted, {"pid": 2**22 + 3, "command": command, "stopped": 1.0})
+    with pytest.raises(TrainError, match="the job record in"):
+        resume_training(planted)
+    assert not launched and not marker.exists()
+
+    legacy = tmp_path / "legacy"
+    old = ["/somewhere/python", "-m", "core.train", "--out", "/elsewhere", "--steps", "5", "--base-model",
+           str(tiny_model_dir), "--no-progress"]  # fmt: skip
+    _fake_run(legacy, {"pid": 2**22 + 3, "command": old, "stopped": 1.0})
+    resume_training(legacy)
+    assert launched[-1][:5] == [sys.executable, "-m", "core.train", "--out", str(legacy)]
+    assert "/somewhere/python" not in launched[-1] and "/elsewhere" not in launched[-1]
+    assert launched[-1][-1] == "--resume" and launched[-1][5:7] == ["--steps", "5"]
+    record = json.loads((legacy / "job.json").read_text())
+    assert "command" not in record and record["settings"]["steps"] == 5 and record["pid_started"] > 0
+
+    for bad in ({"settings": {"out": "/elsewhere"}}, {"settings": {"steps": "five"}}, {"settings": {"rm": "-rf"}}):
+        folder = tmp_path / f"bad{len(launched)}{len(str(bad))}"
+        _fake_run(folder, {"pid": 2**22 + 3, "stopped": 1.0, **bad})
+        with pytest.raises(TrainError, match="job record"):
+            resume_training(folder)
+    with pytest.raises(TrainError, match="--out, --resume and --config are the job's to set"):
+        start_training(tmp_path / "x", ["--steps", "3", "--ou", str(tmp_path / "elsewhere")])
+
+
+def test_a_damaged_record_is_a_damaged_run(tmp_path):
+    for name, content in (("cut", '{"pid": 12'), ("list", "[1, 2]"), ("nopid", '{"command": []}')):
+        folder = tmp_path / name
+        _fake_run(folder, content)
+        status = job_status(folder)
+        assert status.state == "damaged" and f"{folder / 'job.json'} is damaged" in status.message
+        assert not can_resume(folder) and stopped_checkpoints(tmp_path) == []
+        with pytest.raises(TrainError, match="is damaged"):
+            resume_training(folder)
