@@ -232,6 +232,7 @@ PICKLE = Case(
     "resumes as usual",
     "the pickle's file never written (nothing from the folder is unpickled); the checkpoints untouched; the resumed "
     "adapter equals an uninterrupted run's bit for bit",
+    area="security",
 )
 FINISHED = Case(
     "train-out-finished-adapter",
