@@ -41,7 +41,7 @@ from core.models.registry import decoder_name, load_model
 from core.runtime.device import resolve_device
 from core.runtime.distributed import dist_info
 from core.runtime.errors import TrainError
-from core.runtime.files import atomic_write, disk_full, lock_folder
+from core.runtime.files import atomic_write, disk_full, follow_umask, lock_folder
 from core.runtime.measure import peak_rss_mb
 from core.training.checkpoints import (
     Checkpoint,
@@ -326,6 +326,7 @@ class Trainer:
     def _save_adapter(self, folder: Path) -> None:
         self.peft_model.save_pretrained(str(folder), safe_serialization=True)
         write_metadata(folder, self.metadata())
+        follow_umask(folder)  # peft writes safetensors as 0600; the house's one rule is the umask
 
     def save_checkpoint(self) -> Path | None:
         """A checkpoint of the state after the last completed step (the main process writes it; every process's
