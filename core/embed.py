@@ -22,7 +22,7 @@ from core.encoding.methods import METHOD_KINDS, Ensemble, Method, parse_method
 from core.encoding.pooling import POOLING_MODES
 from core.encoding.prompts import PROMPTS
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
-from core.models.registry import DEFAULT_MODEL
+from core.models.registry import DEFAULT_MODEL, model_for
 from core.runtime.device import DEVICE_HELP, PRECISIONS
 from core.runtime.distributed import close_distributed, dist_info, init_distributed
 from core.runtime.errors import ConfigError, UserFileError, run_cli
@@ -61,7 +61,9 @@ def method_from_args(method: str, prompts: str | None) -> Method:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.embed", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name, local folder or hub id")
+    parser.add_argument(
+        "--model", help=f"packaged name, local folder or hub id (default: the adapter's base model, else {DEFAULT_MODEL})"
+    )
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder (peft)")
     parser.add_argument("--base", action="store_true", help="with --adapter: embed with the base weights")
     parser.add_argument(
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, world = dist_info()
         encoder = Encoder(
-            args.model,
+            model_for(args.model, args.adapter),
             args.adapter,
             prompt=args.prompt,
             pooling=args.pooling,

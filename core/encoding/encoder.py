@@ -48,6 +48,7 @@ from core.encoding.pooling import (
 )
 from core.encoding.prompts import PLACEHOLDER, PromptTemplate
 from core.encoding.roles import TEXT_ROLES, Role, token_roles
+from core.models.architecture import decoder_layers, final_norm
 from core.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from core.runtime.device import (
     FP16_MIN_COSINE,
@@ -728,7 +729,7 @@ class Encoder:
                 base = self.forward(batch, plan)
             with loaded.adapter_enabled(True):
                 return base, self.forward(batch, plan)
-        layers = loaded.backbone.layers
+        layers = decoder_layers(loaded.backbone)
         count = loaded.num_layers
         calls: dict[int, tuple[tuple, dict]] = {}
 
@@ -774,7 +775,8 @@ class Encoder:
                 if index + 1 in wanted and index + 1 < count:
                     hidden_states[index + 1] = hidden.float()
             if count in wanted:
-                hidden_states[count] = loaded.backbone.norm(hidden).float()
+                norm = final_norm(loaded.backbone)
+                hidden_states[count] = (norm(hidden) if norm is not None else hidden).float()
         attention = {layer: row for layer, row in base.attention_rows.items() if layer < shared}
         tuned = TokenStates(
             num_hidden_states=base.num_hidden_states,

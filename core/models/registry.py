@@ -37,6 +37,7 @@ from core.models.adapters import (
     rekey_for_backbone,
     weight_names,
 )
+from core.models.architecture import layer_list_name
 from core.runtime.errors import AdapterError, ModelNotFoundError, StorageError, run_cli
 from core.runtime.files import atomic_write, process_alive, staging_folder, write_json
 from core.runtime.paths import cache_root
@@ -302,10 +303,11 @@ class LoadedModel:
         from peft.utils import ModulesToSaveWrapper
 
         lowest = self.num_layers
+        layers = re.escape(layer_list_name(self.backbone).rsplit(".", 1)[-1])  # layers, h, ...
         for name, module in self.model.named_modules():
             if not isinstance(module, BaseTunerLayer | ModulesToSaveWrapper):
                 continue
-            match = re.search(r"\.layers\.(\d+)\.", name)
+            match = re.search(rf"\.{layers}\.(\d+)\.", name)
             if match is None:
                 return 0
             lowest = min(lowest, int(match.group(1)))
@@ -325,6 +327,16 @@ class LoadedModel:
             "weights_sha256": self.weights_hash,
             "adapter_sha256": self.adapter_hash if use_adapter else None,
         }
+
+
+def model_for(model: str | None, adapter: str | Path | None) -> str:
+    """The model a command runs: ``model`` when given, else the base model ``adapter`` names (its metadata, or
+    peft's ``base_model_name_or_path``), else :data:`DEFAULT_MODEL`. A missing adapter folder is an AdapterError."""
+    if model:
+        return model
+    if adapter is not None:
+        return read_adapter(adapter).base_model or DEFAULT_MODEL
+    return DEFAULT_MODEL
 
 
 def load_model(
@@ -352,10 +364,8 @@ def load_model(
     if not tokenizer.is_fast:
         raise ModelNotFoundError(f"{name!r} has no fast tokenizer; token offsets (roles, truncation) need one.")
     causal = is_causal_config(config)
-    # SDPA attention: faster than eager (core.bench); core.encoding.capture switches to eager only while it
-    # captures attention weights (attention pooling, the attention report), which SDPA does not return.
     loader = AutoModelForCausalLM if causal else AutoModel
-    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    model = _from_pretrained(loader, path, name)
     model.eval()
     weights = folder_weights_hash(path) if Path(path).is_dir() else state_dict_hash(model)
     loaded = LoadedModel(
@@ -372,6 +382,21 @@ def load_model(
     if target.type != "cpu":
         loaded.to(target)
     return loaded
+
+
+def _from_pretrained(loader, path: str, name: str) -> nn.Module:
+    """The model in float32 with SDPA attention, or eager attention where the architecture has no SDPA (Gemma 2).
+
+    SDPA is faster than eager (core.bench); core.encoding.capture switches to eager only while it captures
+    attention weights (attention pooling, the attention report), which SDPA does not return.
+    """
+    try:
+        return loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    except ValueError as error:
+        if "scaled_dot_product_attention" not in str(error) and "sdpa" not in str(error).lower():
+            raise
+    log.info("%s does not support SDPA attention: loading it with eager attention (slower on long texts)", name)
+    return loader.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
 
 
 def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
