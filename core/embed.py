@@ -62,7 +62,7 @@ def method_from_args(method: str, prompts: str | None) -> Method:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.embed", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", help=f"packaged name, local folder or hub id (default: the adapter's base model, else {DEFAULT_MODEL})"
+        "--model", help=f"packaged name, local folder or hub id (default: the adapter's base model, or {DEFAULT_MODEL})"
     )
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder (peft)")
     parser.add_argument("--base", action="store_true", help="with --adapter: embed with the base weights")

@@ -76,6 +76,11 @@ def eager_attention(backbone: nn.Module) -> Iterator[None]:
         yield
         return
     backbone.set_attn_implementation("eager")
+    if _implementation(backbone) != "eager":  # transformers only warns for a model that cannot switch
+        raise EagerAttentionError(
+            f"{type(backbone).__name__} cannot switch to eager attention at run time; load it with "
+            "attn_implementation='eager' (core.models.registry.load_model does for such models) to capture attention."
+        )
     try:
         yield
     finally:

@@ -6,12 +6,12 @@ Found from the model's structure in general, so any transformers decoder works w
   (``model.layers`` for Llama, ``transformer.h`` for GPT-2 and Falcon, ``gpt_neox.layers``, ``model.decoder.layers``);
 - a layer's attention is its child whose class name ends in ``Attention`` (``self_attn``, ``attn``, ``attention``,
   ``self_attention``);
-- the final norm is the backbone's last direct child that is a norm (``norm``, ``ln_f``, ``final_layer_norm``);
+- the final norm is the last norm beside the layer list (``norm``, ``ln_f``, ``final_layer_norm``);
 - the LM head is ``get_output_embeddings()``;
 - linear layers are ``nn.Linear`` and transformers' ``Conv1D`` (GPT-2's transposed linear).
 
 :data:`ATTENTION_NAMES` is the short table of exceptions: child names tried where no class name says
-``Attention``. Every function accepts the causal LM or its backbone (``get_decoder()``).
+``Attention``. Every function accepts the causal LM or its backbone (:func:`backbone_of`: what ``AutoModel`` loads).
 """
 
 from __future__ import annotations
@@ -48,7 +48,11 @@ class ArchitectureError(ConfigError):
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
-    """The transformer without its LM head: ``model.get_decoder()`` for a causal LM, else ``model`` itself."""
+    """The transformer without its LM head, as ``AutoModel`` loads it: the causal LM's ``base_model``
+    (``LlamaModel``, ``GPT2Model``, ``OPTModel``), else ``get_decoder()``, else ``model`` (a backbone already)."""
+    base = getattr(model, "base_model", None)
+    if isinstance(base, nn.Module) and base is not model:
+        return base
     get_decoder = getattr(model, "get_decoder", None)
     if callable(get_decoder):
         try:
@@ -131,11 +135,12 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def final_norm(model: nn.Module) -> nn.Module | None:
-    """The norm applied after the last decoder layer (``norm``, ``ln_f``, ``final_layer_norm``), or ``None``
-    where the backbone has none (OPT-350m's post-norm layout)."""
-    backbone = backbone_of(model)
-    layers = decoder_layers(backbone)
-    norms = [child for child in backbone.children() if child is not layers and _is_norm(child)]
+    """The norm applied after the last decoder layer (``norm``, ``ln_f``, ``final_layer_norm``): the last norm among
+    the children of the module holding the layer list, or ``None`` where it has none (OPT-350m's post-norm layout)."""
+    name = layer_list_name(model)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    layers = model.get_submodule(name)
+    norms = [child for child in parent.children() if child is not layers and _is_norm(child)]
     return norms[-1] if norms else None
 
 
@@ -175,16 +180,16 @@ def linear_layers(model: nn.Module, layer_indices: Sequence[int] | None = None) 
 
 def default_lora_targets(model: nn.Module, layer_indices: Sequence[int]) -> list[str]:
     """peft's ``all-linear`` on chosen layers: every linear layer (``nn.Linear``, ``Conv1D``) of the decoder
-    layers ``layer_indices``, as full module names in ``model`` (``model.layers.3.self_attn.q_proj``).
+    layers ``layer_indices``, as full module names in the backbone (``layers.3.self_attn.q_proj``, ``h.0.attn.c_attn``).
 
-    peft matches a target to a module whose name equals it or ends in ``.`` + it, so the names fit ``model``
-    and, where ``model`` is the backbone, the causal LM around it too. The LM head is never among them (it is
-    outside the decoder layers); neither are a mixture-of-experts layer's fused expert weights (no linear module).
+    peft matches a target to a module whose name equals it or ends in ``.`` + it, so backbone names fit both the
+    backbone and the causal LM around it (``model.layers.3.self_attn.q_proj``). The LM head is never among them (it
+    is outside the decoder layers); neither are a mixture-of-experts layer's fused expert weights (no linear module).
 
     Raises:
         ArchitectureError: no decoder layers, an index out of range, or no linear layer in the chosen layers.
     """
-    targets = sorted(linear_layers(model, layer_indices), key=_natural_key)
+    targets = sorted(linear_layers(backbone_of(model), layer_indices), key=_natural_key)
     if not targets:
         raise ArchitectureError(
             f"{type(model).__name__} has no linear layers (nn.Linear or Conv1D) in decoder layers "

@@ -37,8 +37,8 @@ from core.models.adapters import (
     rekey_for_backbone,
     weight_names,
 )
-from core.models.architecture import layer_list_name
-from core.runtime.errors import AdapterError, ModelNotFoundError, StorageError, run_cli
+from core.models.architecture import backbone_of, layer_list_name
+from core.runtime.errors import AdapterError, ConfigError, ModelNotFoundError, StorageError, run_cli
 from core.runtime.files import atomic_write, process_alive, staging_folder, write_json
 from core.runtime.paths import cache_root
 
@@ -365,14 +365,14 @@ def load_model(
         raise ModelNotFoundError(f"{name!r} has no fast tokenizer; token offsets (roles, truncation) need one.")
     causal = is_causal_config(config)
     loader = AutoModelForCausalLM if causal else AutoModel
-    model = _from_pretrained(loader, path, name)
+    model = _from_pretrained(loader, path, name, config)
     model.eval()
     weights = folder_weights_hash(path) if Path(path).is_dir() else state_dict_hash(model)
     loaded = LoadedModel(
         name=name,
         path=path,
         model=model,
-        backbone=model.get_decoder() if causal else model,
+        backbone=backbone_of(model) if causal else model,
         tokenizer=tokenizer,
         is_causal=causal,
         weights_hash=weights,
@@ -384,18 +384,29 @@ def load_model(
     return loaded
 
 
-def _from_pretrained(loader, path: str, name: str) -> nn.Module:
-    """The model in float32 with SDPA attention, or eager attention where the architecture has no SDPA (Gemma 2).
+def _from_pretrained(loader, path: str, name: str, config) -> nn.Module:
+    """The model in float32 with SDPA attention, or with eager attention (one log line) where the architecture has
+    no SDPA (Gemma 2) or cannot switch kernels at run time (Falcon).
 
     SDPA is faster than eager (core.bench); core.encoding.capture switches to eager only while it captures
-    attention weights (attention pooling, the attention report), which SDPA does not return.
+    attention weights (attention pooling, the attention report), which SDPA does not return: a model that cannot
+    switch runs eager throughout so capture works.
     """
     try:
-        return loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
-    except ValueError as error:
-        if "scaled_dot_product_attention" not in str(error) and "sdpa" not in str(error).lower():
-            raise
-    log.info("%s does not support SDPA attention: loading it with eager attention (slower on long texts)", name)
+        model_class = loader._model_mapping[type(config)]
+        switchable = bool(model_class._can_set_attn_implementation())
+    except (KeyError, AttributeError):  # a class the auto mapping does not know: transformers decides
+        switchable = True
+    if switchable:
+        try:
+            return loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+        except ValueError as error:
+            if "scaled_dot_product_attention" not in str(error) and "sdpa" not in str(error).lower():
+                raise
+        reason = "does not support SDPA attention"
+    else:
+        reason = "cannot switch attention kernels at run time (attention capture needs eager)"
+    log.info("%s %s: loading it with eager attention (slower on long texts)", name, reason)
     return loader.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
 
 
@@ -439,7 +450,7 @@ def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
 
 def decoder_name(model: nn.Module) -> str:
     """The causal LM's backbone as a module name inside it (``model`` for Llama)."""
-    backbone = model.get_decoder()
+    backbone = backbone_of(model)
     return next(name for name, module in model.named_modules() if module is backbone)
 
 
@@ -447,9 +458,10 @@ def layers_name(backbone: nn.Module) -> str:
     """The backbone's list of decoder layers as a module name (``layers`` for Llama): peft's ``layers_pattern``,
     which ``layers_to_transform`` needs to find layer numbers on the bare backbone."""
     count = backbone.config.num_hidden_layers
-    for name, module in backbone.named_children():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return name
+    try:
+        return layer_list_name(backbone).rsplit(".", 1)[-1]  # peft finds "layers" anywhere in a module name
+    except ConfigError:
+        pass
     raise AdapterError(
         f"{type(backbone).__name__} has no list of its {count} layers as a direct child; LoRA on chosen layers "
         "needs one. Train on every layer (lora_layers 0) instead."
