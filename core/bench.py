@@ -171,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-tokens", type=int, default=1024, help="with --big: the long text's tokens (capture)")
     parser.add_argument("--embed-texts", type=int, default=16, help="with --big: texts of ~100 words embedded")
     parser.add_argument("--no-train", action="store_true", help="with --big: skip the training step")
+    parser.add_argument("--train-pairs", type=int, default=4, help="with --big: pairs in the training step's batch")
     parser.add_argument("--out", type=Path, help="with --big: write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.big:
         from core.bench_big import main as big
 
-        return big(args.big, args.weights, args.out, not args.no_train, args.long_tokens, args.embed_texts)
+        return big(args.big, args.weights, args.out, args, train=not args.no_train)
     if args.check:
         from core.bench_check import print_results, run_check
 

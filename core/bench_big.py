@@ -6,11 +6,16 @@ after another in one process: the weights' resident memory; embedding (tokens/s,
 attention capture of one long text (query rows of every layer, then full maps of every layer); one LoRA training
 step (InfoNCE over in-batch negatives, LoRA on every linear layer of every decoder layer, AdamW), with and without
 gradient checkpointing. Each phase's peak is the resident set's maximum, sampled every 5 ms, above the resident
-set when the phase began. Prints one JSON object (and writes it with ``--out``).
+set when the phase began (freed heap memory is returned to the system first, so earlier phases do not hide it).
+CPU seconds (all threads) are recorded beside wall seconds, since a shared machine stretches wall time. Prints
+one JSON object (and writes it with ``--out``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import random
 import threading
@@ -79,6 +84,12 @@ _WORDS = tuple(
 )
 
 
+def _trim() -> None:
+    """Return freed heap memory to the system, so the resident set at a phase's start is what is live."""
+    with contextlib.suppress(OSError):  # not glibc: the phases' baselines then include freed memory
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * 4096 / 2**20
@@ -87,7 +98,9 @@ def _rss_mb() -> float:
 @contextmanager
 def _phase(record: dict[str, Any], name: str) -> Iterator[None]:
     """Time the block and sample its peak resident memory above the resident set at its start."""
-    start_rss, peak = _rss_mb(), [0.0]
+    gc.collect()
+    _trim()
+    start_rss, peak, cpu = _rss_mb(), [0.0], time.process_time()
     done = threading.Event()
 
     def sample() -> None:
@@ -107,6 +120,7 @@ def _phase(record: dict[str, Any], name: str) -> Iterator[None]:
         record[name] = {
             **record.get(name, {}),
             "seconds": round(seconds, 2),
+            "cpu_seconds": round(time.process_time() - cpu, 2),
             "peak_above_start_mb": round(max(peak[0], _rss_mb()) - start_rss),
         }
         print(json.dumps({name: record[name]}), flush=True)
@@ -164,7 +178,7 @@ def measure_big(
     tokens = sum(len(item.input_ids) for item in encoder.prepare(texts))
     with _phase(record, "embed"):
         encoder.encode(texts)
-    record["embed"].update(texts=embed_texts, tokens=tokens, tokens_per_s=round(tokens / record["embed"]["seconds"]))
+    record["embed"].update(texts=embed_texts, tokens=tokens, tokens_per_s=round(tokens / record["embed"]["seconds"], 1))
 
     long_text = _texts(1, long_tokens, seed=1)[0]
     item = encoder.prepare([long_text])[0]
@@ -207,7 +221,7 @@ def measure_big(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         record[label].update(
-            texts=2 * train_pairs, tokens=train_tokens, tokens_per_s=round(train_tokens / record[label]["seconds"]),
+            texts=2 * train_pairs, tokens=train_tokens, tokens_per_s=round(train_tokens / record[label]["seconds"], 1),
             lora_parameters=sum(p.numel() for p in trainable), lora_targets=len(targets),
         )  # fmt: skip
     return record
@@ -218,8 +232,12 @@ def _pooled(encoder, batch) -> torch.Tensor:
     return plan.poolings[0](encoder.forward(batch, plan))
 
 
-def main(name: str, weights: str, out: Path | None, train: bool, long_tokens: int, embed_texts: int) -> int:
-    record = measure_big(name, weights, embed_texts=embed_texts, long_tokens=long_tokens, train=train)
+def main(name: str, weights: str, out: Path | None, args: Any, train: bool) -> int:
+    """Measure and print; ``args`` carries ``long_tokens``, ``embed_texts`` and ``train_pairs``."""
+    record = measure_big(
+        name, weights, embed_texts=args.embed_texts, long_tokens=args.long_tokens, train_pairs=args.train_pairs,
+        train=train,
+    )  # fmt: skip
     print(json.dumps(record, indent=1))
     if out is not None:
         write_json(out, record)

@@ -279,3 +279,29 @@ def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_pa
 
     report = export(str(straight), tmp_path / "exported")
     assert report.min_cosine > 0.9999
+
+
+# ----- an adapter names its base model
+
+
+def test_model_for_takes_the_adapters_base_model(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    from core.models.registry import DEFAULT_MODEL, model_for
+    from core.runtime.errors import AdapterError
+
+    assert model_for(None, tiny_adapter_dir) == str(tiny_model_dir)
+    assert model_for("other", tiny_adapter_dir) == "other"
+    assert model_for(None, None) == DEFAULT_MODEL
+    with pytest.raises(AdapterError, match="No adapter folder"):
+        model_for(None, tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_embed_cli_with_an_adapter_and_no_model_uses_its_base(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    from core.embed import main
+
+    source, output = tmp_path / "texts.txt", tmp_path / "vectors.npy"
+    source.write_text("\n".join(TEXTS) + "\n")
+    argv = ["--adapter", str(tiny_adapter_dir), "--input", str(source), "--output", str(output)]
+    assert main([*argv, "--no-cache", "--device", "cpu", "--precision", "fp32"]) == 0
+    expected = Encoder(str(tiny_model_dir), str(tiny_adapter_dir), precision="fp32", cache=False).encode(TEXTS)
+    np.testing.assert_allclose(np.load(output), expected, atol=1e-5)
