@@ -233,10 +233,10 @@ def _pooled(encoder, batch) -> torch.Tensor:
 
 
 def main(name: str, weights: str, out: Path | None, args: Any, train: bool) -> int:
-    """Measure and print; ``args`` carries ``long_tokens``, ``embed_texts`` and ``train_pairs``."""
+    """Measure and print; ``args`` carries ``long_tokens``, ``embed_texts``, ``text_words`` and ``train_pairs``."""
     record = measure_big(
-        name, weights, embed_texts=args.embed_texts, long_tokens=args.long_tokens, train_pairs=args.train_pairs,
-        train=train,
+        name, weights, embed_texts=args.embed_texts, text_words=args.text_words, long_tokens=args.long_tokens,
+        train_pairs=args.train_pairs, train=train,
     )  # fmt: skip
     print(json.dumps(record, indent=1))
     if out is not None:

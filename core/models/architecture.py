@@ -49,9 +49,10 @@ class ArchitectureError(ConfigError):
 
 def backbone_of(model: nn.Module) -> nn.Module:
     """The transformer without its LM head, as ``AutoModel`` loads it: the causal LM's ``base_model``
-    (``LlamaModel``, ``GPT2Model``, ``OPTModel``), else ``get_decoder()``, else ``model`` (a backbone already)."""
+    (``LlamaModel``, ``GPT2Model``, ``OPTModel``); a base model is its own backbone (so this is idempotent).
+    A module that is no transformers model falls back to ``get_decoder()``, else itself."""
     base = getattr(model, "base_model", None)
-    if isinstance(base, nn.Module) and base is not model:
+    if isinstance(base, nn.Module):
         return base
     get_decoder = getattr(model, "get_decoder", None)
     if callable(get_decoder):
@@ -59,7 +60,7 @@ def backbone_of(model: nn.Module) -> nn.Module:
             decoder = get_decoder()
         except (AttributeError, NotImplementedError, TypeError):
             decoder = None
-        if isinstance(decoder, nn.Module) and decoder is not model:
+        if isinstance(decoder, nn.Module):
             return decoder
     return model
 

@@ -22,6 +22,7 @@ from core.encoding.pooling import POOLING_MODES
 from core.models.architecture import (
     ArchitectureError,
     attention_modules,
+    backbone_of,
     decoder_layers,
     default_lora_targets,
     final_norm,
@@ -106,6 +107,7 @@ def test_discovery_finds_layers_attention_norm_head_and_linears(family):
     model = loaded.model
     layers = decoder_layers(model)
     assert len(layers) == LAYERS and decoder_layers(loaded.backbone) is layers
+    assert backbone_of(model) is loaded.backbone and backbone_of(loaded.backbone) is loaded.backbone
     attentions = attention_modules(loaded.backbone)
     assert len(attentions) == LAYERS
     for layer, attention in zip(layers, attentions, strict=True):
@@ -135,7 +137,7 @@ def test_default_targets_name_modules_peft_wraps_on_the_backbone(family):
 
     model = AutoModelForCausalLM.from_pretrained(loaded.path, dtype=torch.float32)
     targets = default_lora_targets(model, [0, LAYERS - 1])
-    for target_model in (model.get_decoder(), model):  # the causal LM holds the same modules
+    for target_model in (backbone_of(model), model):  # the causal LM holds the same modules
         peft_model = get_peft_model(target_model, LoraConfig(r=2, target_modules=targets))
         wrapped = [key for key, module in peft_model.named_modules() if isinstance(module, LoraLayer)]
         assert len(wrapped) == len(targets)
