@@ -174,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true", help="with --big: skip the training step")
     parser.add_argument("--train-pairs", type=int, default=4, help="with --big: pairs in the training step's batch")
     parser.add_argument("--out", type=Path, help="with --big: write the measurements to this JSON file")
+    parser.add_argument("--fits", type=Path, help="print the 'what fits where' table from a folder of --big records")
     args = parser.parse_args(argv)
+    if args.fits:
+        import json
+
+        from core.bench_big import fits_table
+
+        print(fits_table([json.loads(path.read_text()) for path in sorted(args.fits.glob("*.json"))]))
+        return 0
     if args.big:
         from core.bench_big import main as big
 

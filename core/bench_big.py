@@ -242,3 +242,68 @@ def main(name: str, weights: str, out: Path | None, args: Any, train: bool) -> i
     if out is not None:
         write_json(out, record)
     return 0
+
+
+# ----- what fits where, derived from the measured records
+
+# Published shapes (config.json) of models users name first: parameters, layers, hidden, intermediate.
+SHAPES: dict[str, tuple[float, int, int, int]] = {
+    "Qwen2.5-0.5B": (0.494e9, 24, 896, 4864),
+    "Qwen3-0.6B": (0.596e9, 28, 1024, 3072),
+    "Llama-3.2-1B": (1.236e9, 16, 2048, 8192),
+    "Qwen2.5-1.5B": (1.544e9, 28, 1536, 8960),
+    "Gemma-2-2B": (2.614e9, 26, 2304, 9216),
+    "Phi-3.5-mini": (3.821e9, 32, 3072, 8192),
+    "Qwen2.5-7B": (7.616e9, 28, 3584, 18944),
+}
+# Memory a process holds besides the model (interpreter, torch, tokenizer; a CUDA context on a GPU), in GB.
+OVERHEAD_GB = {"cpu": 1.5, "gpu": 1.5}
+# (GB, kind, bytes a weight, activation bytes relative to fp32): a 24 GB CPU in fp32, 24 and 80 GB GPUs in bf16.
+MACHINES = ((24, "cpu", 4, 1.0), (24, "gpu", 2, 0.5), (80, "gpu", 2, 0.5))
+
+
+def per_token_training_bytes(record: dict[str, Any], phase: str) -> float:
+    """Measured training memory per token of the step's batch, divided by ``layers x (hidden + intermediate)``:
+    bytes per token per unit of layer width, the quantity that carries over between model shapes."""
+    config = BIG_CONFIGS[record["model"]]
+    width = config["num_hidden_layers"] * (config["hidden_size"] + config["intermediate_size"])
+    return record[phase]["peak_above_start_mb"] * 2**20 / record[phase]["tokens"] / width
+
+
+def fits_table(records: list[dict[str, Any]]) -> str:
+    """A markdown table: per model, the weights in fp32 and bf16 and the training tokens per micro-batch that fit
+    on a 24 GB CPU (fp32), a 24 GB GPU and an 80 GB GPU (bf16), without and with gradient checkpointing.
+
+    Per-token training memory is the largest measured (per unit of layer width) over ``records`` in fp32; bf16 is
+    taken as half of it (activations are stored in the compute dtype). Weights are 4 or 2 bytes a parameter.
+    """
+    fp32 = [record for record in records if record["weights"] == "fp32" and "train_step" in record]
+    plain = max(per_token_training_bytes(record, "train_step") for record in fp32)
+    checkpointed = max(per_token_training_bytes(record, "train_step_checkpointed") for record in fp32)
+    rows = [
+        "| model | weights fp32 / bf16 | 24 GB CPU, fp32: tokens per micro-batch (plain / checkpointed) "
+        "| 24 GB GPU, bf16 | 80 GB GPU, bf16 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (parameters, layers, hidden, intermediate) in SHAPES.items():
+        width = layers * (hidden + intermediate)
+        cells = []
+        for capacity, kind, bytes_per_parameter, scale in (
+            (24, "cpu", 4, 1.0),
+            (24, "gpu", 2, 0.5),
+            (80, "gpu", 2, 0.5),
+        ):
+            free = (capacity - OVERHEAD_GB[kind]) * 1e9 - parameters * bytes_per_parameter
+            if free <= 0:
+                cells.append("does not fit")
+                continue
+            counts = [int(free / (per_token * scale * width)) for per_token in (plain, checkpointed)]
+            cells.append(" / ".join(f"{count:,}" for count in counts))
+        weights = f"{parameters * 4 / 1e9:.1f} / {parameters * 2 / 1e9:.1f} GB"
+        rows.append(f"| {name} | {weights} | {' | '.join(cells)} |")
+    rows.append("")
+    rows.append(
+        f"Per token of a training micro-batch, per unit of layers x (hidden + intermediate), fp32: {plain:.1f} bytes "
+        f"without and {checkpointed:.1f} bytes with gradient checkpointing (the larger of the measured models)."
+    )
+    return "\n".join(rows)
