@@ -26,7 +26,7 @@ import torch
 from core.runtime.device import resolve_device, resolve_precision
 from core.runtime.measure import peak_rss_mb
 
-__all__ = ["CHECK_TEXTS", "CheckResult", "run_check"]
+__all__ = ["CHECK_TEXTS", "CheckResult", "run_check", "train_config"]
 
 # Two topics, so a grid cell has clusters to find; varied lengths, so padding is exercised.
 CHECK_TEXTS: tuple[tuple[str, str], ...] = tuple(
@@ -55,6 +55,26 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return peak_rss_mb()
+
+
+def train_config(**values: Any):
+    """A ``TrainConfig`` from flat values. The embedding setting's fields (``prompt``, ``pooling``, ``layer``,
+    ``max_length``) go into its ``embedding`` where the config has one, and target modules take its field's type."""
+    from dataclasses import fields
+
+    from core.training.trainer import TrainConfig
+
+    names = {item.name for item in fields(TrainConfig)}
+    if "embedding" in names:
+        from core.encoding.setting import EmbeddingSetting
+
+        setting = {key: values.pop(key) for key in ("prompt", "pooling", "layer", "max_length") if key in values}
+        values["embedding"] = EmbeddingSetting.resolve(None, **setting)
+        if "target_modules" in values:
+            values["target_modules"] = tuple(values["target_modules"])
+    elif "target_modules" in values:
+        values["target_modules"] = list(values["target_modules"])
+    return TrainConfig(**values)
 
 
 class _Checks:
@@ -123,7 +143,7 @@ class _Checks:
         return f"{layers} layers x {tokens} tokens, query rows sum to 1", tokens, view.seconds
 
     def train(self) -> tuple[str, int, float]:
-        from core.training.trainer import TrainConfig, Trainer
+        from core.training.trainer import Trainer
 
         pairs = self.workdir / "pairs.jsonl"
         rows = [{"anchor": a, "positive": b, "source": "check", "id": i}
@@ -136,7 +156,7 @@ class _Checks:
         )  # fmt: skip
         straight, resumed = self.workdir / "straight", self.workdir / "resumed"
         started = time.perf_counter()
-        Trainer(TrainConfig(**settings), straight).train()
+        Trainer(train_config(**settings), straight).train()
         work = time.perf_counter() - started  # the model load included: the trainer loads it itself
 
         def interrupt(result) -> None:
@@ -144,8 +164,8 @@ class _Checks:
                 raise KeyboardInterrupt
 
         with contextlib.suppress(KeyboardInterrupt):
-            Trainer(TrainConfig(**settings), resumed).train(callback=interrupt)
-        trainer = Trainer(TrainConfig(**settings), resumed, resume=True)
+            Trainer(train_config(**settings), resumed).train(callback=interrupt)
+        trainer = Trainer(train_config(**settings), resumed, resume=True)
         if trainer.step != 2:
             raise AssertionError(f"resumed at step {trainer.step}, not 2")
         trainer.train()

@@ -235,16 +235,28 @@ def _pair_file(folder: Path) -> Path:
 
 @pytest.fixture
 def targets_from_discovery(monkeypatch):
-    """The trainer with its LoRA targets from ``default_lora_targets`` (the wiring the trainer adopts)."""
-    from core.training import trainer
+    """The trainer taking full module names from ``default_lora_targets`` as they are: the wiring the trainer adopts
+    (its own resolution maps short names such as ``q`` and knows only ``nn.Linear``)."""
+    try:
+        from core.training import lora
+    except ImportError:
+        from core.training import trainer
 
-    monkeypatch.setattr(trainer, "resolve_targets", lambda _model, targets: list(targets))
+        monkeypatch.setattr(trainer, "resolve_targets", lambda _model, targets: list(targets))
+        return
+    real = lora.lora_targets
+
+    def as_given(backbone, names, lora_layers):
+        return list(names), real(backbone, [], lora_layers)[1]
+
+    monkeypatch.setattr(lora, "lora_targets", as_given)
 
 
 @pytest.mark.slow
 def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_path, targets_from_discovery):
+    from core.bench_check import train_config
     from core.export.folder import export
-    from core.training.trainer import TrainConfig, Trainer
+    from core.training.trainer import Trainer
 
     _, loaded = family
     targets = default_lora_targets(loaded.backbone, [LAYERS - 1])
@@ -254,15 +266,15 @@ def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_pa
         lr=1e-2, max_length=32, checkpoint_every=1, progress=False, precision="fp32", prompt="eol",
     )  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    Trainer(TrainConfig(**settings), straight).train()
+    Trainer(train_config(**settings), straight).train()
 
     def interrupt(result):
         if result.step == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(TrainConfig(**settings), resumed).train(callback=interrupt)
-    trainer = Trainer(TrainConfig(**settings), resumed, resume=True)
+        Trainer(train_config(**settings), resumed).train(callback=interrupt)
+    trainer = Trainer(train_config(**settings), resumed, resume=True)
     assert trainer.step == 2
     trainer.train()
     from safetensors.torch import load_file
