@@ -15,6 +15,11 @@ for two ~30-token texts, base and adapter, then again with text A cached and onl
 ``--methods``: tokens/s of the training-free methods (core.encoding.methods) on the same texts instead: plain
 PromptEOL, echo (twice the tokens), and token prepending against itself with an empty layer range, which
 runs exactly the same tokens without the hooks, so the difference is the hooks' cost.
+
+``--big NAME --weights fp32|bf16``: memory and time of embedding, attention capture and a training step on a
+random-weight model built from a published config (``core.bench_big``).
+
+``--check``: the key paths on the chosen device, pass or fail with tokens/s and peak memory (``core.bench_check``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from core.runtime.errors import ConfigError, run_cli
 from core.runtime.measure import peak_rss_mb
 from core.runtime.paths import REPO_ROOT
 
+BIG_NAMES = ("qwen2.5-0.5b", "qwen2.5-1.5b")  # core.bench_big.BIG_CONFIGS, named here without importing it
 SHIPPED_ADAPTER = REPO_ROOT / "adapters" / "smollm2-135m-embed"
 
 
@@ -157,7 +163,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", action="store_true", help="time plain, echo and token prepending instead")
     parser.add_argument("--tp", default="tp", help="with --methods: the token-prepending spec timed (default: tp)")
     parser.add_argument("--rounds", type=int, default=3, help="with --methods: interleaved rounds, best kept")
+    parser.add_argument(
+        "--check", action="store_true", help="run the key paths on --device, print pass/fail, tokens/s, peak memory"
+    )
+    parser.add_argument("--big", choices=BIG_NAMES, help="measure a random-weight model from a published config")
+    parser.add_argument("--weights", default="fp32", choices=("fp32", "bf16"), help="with --big: the weights' dtype")
+    parser.add_argument("--long-tokens", type=int, default=1024, help="with --big: the long text's tokens (capture)")
+    parser.add_argument("--embed-texts", type=int, default=16, help="with --big: texts embedded")
+    parser.add_argument("--text-words", type=int, default=100, help="with --big: words in each embedded text")
+    parser.add_argument("--no-train", action="store_true", help="with --big: skip the training step")
+    parser.add_argument("--train-pairs", type=int, default=4, help="with --big: pairs in the training step's batch")
+    parser.add_argument("--out", type=Path, help="with --big: write the measurements to this JSON file")
+    parser.add_argument("--fits", type=Path, help="print the 'what fits where' table from a folder of --big records")
     args = parser.parse_args(argv)
+    if args.fits:
+        import json
+
+        from core.bench_big import fits_table
+
+        print(fits_table([json.loads(path.read_text()) for path in sorted(args.fits.glob("*.json"))]))
+        return 0
+    if args.big:
+        from core.bench_big import main as big
+
+        return big(args.big, args.weights, args.out, args, train=not args.no_train)
+    if args.check:
+        from core.bench_check import print_results, run_check
+
+        results = run_check(args.model, args.device, args.precision)
+        print_results(results, args.model, args.device)
+        return 0 if all(result.status != "FAIL" for result in results) else 1
     if args.pair:
         return bench_pair(args)
     if args.processes:

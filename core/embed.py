@@ -25,7 +25,7 @@ from core.encoding.encoder import Encoder
 from core.encoding.methods import Ensemble, parse_method
 from core.encoding.setting import EmbeddingSetting
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
-from core.models.registry import DEFAULT_MODEL, TRUST_REMOTE_CODE_ENV
+from core.models.registry import DEFAULT_MODEL, TRUST_REMOTE_CODE_ENV, model_for
 from core.runtime.arguments import add_arguments, given
 from core.runtime.device import DEVICE_HELP, PRECISIONS
 from core.runtime.distributed import close_distributed, dist_info, init_distributed
@@ -113,7 +113,7 @@ def setting_choices(args: argparse.Namespace) -> dict[str, Any]:
 def load_encoder(args: argparse.Namespace) -> Encoder:
     """The encoder for the parsed options: the adapter's trained setting (or the recipe's) with the user's choices."""
     return Encoder(
-        args.model,
+        model_for(args.model, args.adapter),
         args.adapter,
         **setting_choices(args),
         precision=args.precision,
@@ -124,7 +124,9 @@ def load_encoder(args: argparse.Namespace) -> Encoder:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.embed", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="packaged name, local folder or hub id")
+    parser.add_argument(
+        "--model", help=f"packaged name, local folder or hub id (default: the adapter's base model, or {DEFAULT_MODEL})"
+    )
     parser.add_argument(
         "--adapter", default=None, help="LoRA adapter folder (peft); its trained setting is the default"
     )

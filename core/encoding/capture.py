@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from core.models import architecture
 from core.runtime.errors import ConfigError, EagerAttentionError
 
 CaptureMode = Literal["rows", "full"]
@@ -32,22 +33,18 @@ AttentionMaps = Float[Tensor, "batch heads seq seq"]
 
 
 def decoder_layers(backbone: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a Llama-style backbone (Llama, Qwen, Gemma, Mistral, SmolLM), in order."""
-    layers = getattr(backbone, "layers", None)
-    if not isinstance(layers, nn.ModuleList) or not all(hasattr(layer, "self_attn") for layer in layers):
-        raise ConfigError(
-            f"{type(backbone).__name__} has no decoder layers with a 'self_attn' module; attention capture (and "
-            "token prepending) supports Llama-style decoders (Llama, Qwen, Gemma, Mistral, SmolLM)."
-        )
-    return layers
+    """The decoder layers, in order, found by ``core.models.architecture`` (Llama, Qwen, Gemma, Mistral, Phi-3,
+    OLMo, GPT-2, GPT-NeoX, OPT, Falcon, mixture-of-experts models...)."""
+    return architecture.decoder_layers(backbone)
 
 
 def attention_modules(backbone: nn.Module) -> list[nn.Module]:
     """The self-attention module of each decoder layer, in layer order."""
-    return [layer.self_attn for layer in decoder_layers(backbone)]
+    return architecture.attention_modules(backbone)
 
 
 def num_heads(backbone: nn.Module) -> int:
+    """Attention heads per layer (``num_attention_heads``, which GPT-2's ``n_head`` maps to)."""
     return int(backbone.config.num_attention_heads)
 
 
@@ -79,6 +76,11 @@ def eager_attention(backbone: nn.Module) -> Iterator[None]:
         yield
         return
     backbone.set_attn_implementation("eager")
+    if _implementation(backbone) != "eager":  # transformers only warns for a model that cannot switch
+        raise EagerAttentionError(
+            f"{type(backbone).__name__} cannot switch to eager attention at run time; load it with "
+            "attn_implementation='eager' (core.models.registry.load_model does for such models) to capture attention."
+        )
     try:
         yield
     finally:

@@ -18,6 +18,7 @@ from torch import Tensor
 from core.encoding.capture import capture_attention_rows
 from core.encoding.methods import Method, backbone_hooks
 from core.encoding.pooling import ENCODER_POOLING_MODES, POOLING_MODES, LayerChoice, Pooling, PoolingMode, TokenStates
+from core.models.architecture import decoder_layers, final_norm
 from core.models.registry import LoadedModel
 from core.runtime.device import ResolvedPrecision, autocast
 from core.runtime.errors import ConfigError
@@ -151,7 +152,7 @@ def _forward_pair(
             base = forward_states(loaded, method, precision, batch, plan)
         with loaded.adapter_enabled(True):
             return base, forward_states(loaded, method, precision, batch, plan)
-    layers = loaded.backbone.layers
+    layers = decoder_layers(loaded.backbone)
     count = loaded.num_layers
     calls: dict[int, tuple[tuple, dict]] = {}
 
@@ -197,7 +198,8 @@ def _forward_pair(
             if index + 1 in wanted and index + 1 < count:
                 hidden_states[index + 1] = hidden.float()
         if count in wanted:
-            hidden_states[count] = loaded.backbone.norm(hidden).float()
+            norm = final_norm(loaded.backbone)
+            hidden_states[count] = (norm(hidden) if norm is not None else hidden).float()
     attention = {layer: row for layer, row in base.attention_rows.items() if layer < shared}
     tuned = TokenStates(
         num_hidden_states=base.num_hidden_states,

@@ -29,9 +29,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from core.encoding.capture import decoder_layers
 from core.encoding.prompts import PLACEHOLDER, PROMPTS, PromptTemplate, WrappedText, resolve_prompt
 from core.encoding.roles import TEXT_ROLES, Role
+from core.models.architecture import decoder_layers
 from core.runtime.errors import ConfigError
 
 MethodKind = Literal["plain", "echo", "tp", "metaeol", "ensemble"]

@@ -37,8 +37,9 @@ from core.models.adapters import (
     rekey_for_backbone,
     weight_names,
 )
+from core.models.architecture import backbone_of, layer_list_name
 from core.models.remote_code import TRUST_REMOTE_CODE_ENV, refuse_remote_code, remote_code_trusted
-from core.runtime.errors import AdapterError, ModelNotFoundError, run_cli
+from core.runtime.errors import AdapterError, ConfigError, ModelNotFoundError, run_cli
 from core.runtime.files import atomic_write, follow_umask, process_alive, staging_folder, write_json
 from core.runtime.paths import cache_root
 
@@ -323,10 +324,11 @@ class LoadedModel:
         from peft.utils import ModulesToSaveWrapper
 
         lowest = self.num_layers
+        layers = re.escape(layer_list_name(self.backbone).rsplit(".", 1)[-1])  # layers, h, ...
         for name, module in self.model.named_modules():
             if not isinstance(module, BaseTunerLayer | ModulesToSaveWrapper):
                 continue
-            match = re.search(r"\.layers\.(\d+)\.", name)
+            match = re.search(rf"\.{layers}\.(\d+)\.", name)
             if match is None:
                 return 0
             lowest = min(lowest, int(match.group(1)))
@@ -346,6 +348,16 @@ class LoadedModel:
             "weights_sha256": self.weights_hash,
             "adapter_sha256": self.adapter_hash if use_adapter else None,
         }
+
+
+def model_for(model: str | None, adapter: str | Path | None) -> str:
+    """The model a command runs: ``model`` when given, else the base model ``adapter`` names (its metadata, or
+    peft's ``base_model_name_or_path``), else :data:`DEFAULT_MODEL`. A missing adapter folder is an AdapterError."""
+    if model:
+        return model
+    if adapter is not None:
+        return read_adapter(adapter).base_model or DEFAULT_MODEL
+    return DEFAULT_MODEL
 
 
 def load_model(
@@ -382,17 +394,15 @@ def load_model(
     if not tokenizer.is_fast:
         raise ModelNotFoundError(f"{name!r} has no fast tokenizer; token offsets (roles, truncation) need one.")
     causal = is_causal_config(config)
-    # SDPA attention: faster than eager (core.bench); core.encoding.capture switches to eager only while it
-    # captures attention weights (attention pooling, the attention report), which SDPA does not return.
     loader = AutoModelForCausalLM if causal else AutoModel
-    model = loader.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=trusted)
+    model = _from_pretrained(loader, path, name, config, trusted)
     model.eval()
     weights = folder_weights_hash(path) if Path(path).is_dir() else state_dict_hash(model)
     loaded = LoadedModel(
         name=name,
         path=path,
         model=model,
-        backbone=model.get_decoder() if causal else model,
+        backbone=backbone_of(model) if causal else model,
         tokenizer=tokenizer,
         is_causal=causal,
         weights_hash=weights,
@@ -402,6 +412,34 @@ def load_model(
     if target.type != "cpu":
         loaded.to(target)
     return loaded
+
+
+def _from_pretrained(loader, path: str, name: str, config, trusted: bool) -> nn.Module:
+    """The model in float32 with SDPA attention, or with eager attention (one log line) where the architecture has
+    no SDPA (Gemma 2) or cannot switch kernels at run time (Falcon).
+
+    SDPA is faster than eager (core.bench); core.encoding.capture switches to eager only while it captures
+    attention weights (attention pooling, the attention report), which SDPA does not return: a model that cannot
+    switch runs eager throughout so capture works.
+    """
+    try:
+        model_class = loader._model_mapping[type(config)]
+        switchable = bool(model_class._can_set_attn_implementation())
+    except (KeyError, AttributeError):  # a class the auto mapping does not know: transformers decides
+        switchable = True
+    if switchable:
+        try:
+            return loader.from_pretrained(
+                path, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=trusted
+            )
+        except ValueError as error:
+            if "scaled_dot_product_attention" not in str(error) and "sdpa" not in str(error).lower():
+                raise
+        reason = "does not support SDPA attention"
+    else:
+        reason = "cannot switch attention kernels at run time (attention capture needs eager)"
+    log.info("%s %s: loading it with eager attention (slower on long texts)", name, reason)
+    return loader.from_pretrained(path, dtype=torch.float32, attn_implementation="eager", trust_remote_code=trusted)
 
 
 def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
@@ -444,7 +482,7 @@ def attach_adapter(loaded: LoadedModel, adapter: str | Path) -> None:
 
 def decoder_name(model: nn.Module) -> str:
     """The causal LM's backbone as a module name inside it (``model`` for Llama)."""
-    backbone = model.get_decoder()
+    backbone = backbone_of(model)
     return next(name for name, module in model.named_modules() if module is backbone)
 
 
@@ -452,9 +490,10 @@ def layers_name(backbone: nn.Module) -> str:
     """The backbone's list of decoder layers as a module name (``layers`` for Llama): peft's ``layers_pattern``,
     which ``layers_to_transform`` needs to find layer numbers on the bare backbone."""
     count = backbone.config.num_hidden_layers
-    for name, module in backbone.named_children():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return name
+    try:
+        return layer_list_name(backbone).rsplit(".", 1)[-1]  # peft finds "layers" anywhere in a module name
+    except ConfigError:
+        pass
     raise AdapterError(
         f"{type(backbone).__name__} has no list of its {count} layers as a direct child; LoRA on chosen layers "
         "needs one. Train on every layer (lora_layers 0) instead."

@@ -113,7 +113,7 @@ def test_model_that_cannot_run_eager_attention_is_refused_with_the_fix(tiny_mode
 
 def test_a_bidirectional_encoder_is_refused(tiny_encoder):
     with (
-        pytest.raises(ValueError, match="supports Llama-style decoders"),
+        pytest.raises(ValueError, match="has no list of its decoder layers"),
         capture_attention(torch.nn.Linear(2, 2), None, "full"),
     ):
         pass
