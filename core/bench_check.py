@@ -203,7 +203,8 @@ class _Checks:
     def shared_trunk(self) -> tuple[str, int, float]:
         encoder = self.encoder(adapter=str(self.adapter), precision="fp32")
         started = time.perf_counter()
-        base, tuned = encoder.encode_pair(self.texts)
+        grids = encoder.encode_grid(self.texts, variants=(False, True))
+        base, tuned = (next(iter(grids[variant].values())) for variant in (False, True))
         work = time.perf_counter() - started
         error = max(
             float(np.abs(base - encoder.encode(self.texts, use_adapter=False)).max()),

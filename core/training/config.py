@@ -54,7 +54,9 @@ class TrainConfig:
     lora_alpha: int = option(32, help="LoRA scaling numerator (the update is scaled by alpha / r)")
     lora_dropout: float = option(0.1, help="dropout on the LoRA input, in [0, 1); SimCSE dropout views need > 0")
     target_modules: tuple[str, ...] = option(
-        PAPER_TARGETS, help="linear modules to adapt, comma-separated; short names (q, v, gate...) get _proj"
+        PAPER_TARGETS,
+        help="linear modules to adapt, comma-separated; short names (q, v, gate...) get _proj; all-linear for every "
+        "linear layer (also the default on models without the paper's projections)",
     )
     # Backpropagation stops at the lowest adapted layer, which makes a step several times cheaper on a CPU.
     lora_layers: int = option(8, help="LoRA on the top k decoder layers only (0 = every layer)")

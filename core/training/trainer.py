@@ -511,6 +511,7 @@ class Trainer:
                 "torch_threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "trainable_parameters": sum(p.numel() for p in self.peft_model.parameters() if p.requires_grad),
+                "lora_targets": sorted(self.peft_model.peft_config["default"].target_modules),
             },
             "loss": {
                 "first": self.losses[0] if self.losses else None,

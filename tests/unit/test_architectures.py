@@ -184,7 +184,7 @@ def test_every_pooling_embeds(family):
     _, loaded = family
     encoder = encoder_for(loaded)
     combos = [(mode, -1) for mode in POOLING_MODES]
-    grid = encoder.encode_grid(TEXTS, combos)
+    grid = encoder.encode_grid(TEXTS, combos)[False]
     assert set(grid) == {(mode, "-1") for mode in POOLING_MODES}
     for vectors in grid.values():
         assert vectors.shape == (len(TEXTS), loaded.hidden_size) and np.isfinite(vectors).all()
@@ -233,27 +233,9 @@ def _pair_file(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def targets_from_discovery(monkeypatch):
-    """The trainer taking full module names from ``default_lora_targets`` as they are: the wiring the trainer adopts
-    (its own resolution maps short names such as ``q`` and knows only ``nn.Linear``)."""
-    try:
-        from core.training import lora
-    except ImportError:
-        from core.training import trainer
-
-        monkeypatch.setattr(trainer, "resolve_targets", lambda _model, targets: list(targets))
-        return
-    real = lora.lora_targets
-
-    def as_given(backbone, names, lora_layers):
-        return list(names), real(backbone, [], lora_layers)[1]
-
-    monkeypatch.setattr(lora, "lora_targets", as_given)
-
-
 @pytest.mark.slow
-def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_path, targets_from_discovery):
+def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_path):
+    """Trained with the default targets: the paper's projections where a family has them, else every linear layer."""
     from core.bench_check import train_config
     from core.export.folder import export
     from core.training.trainer import Trainer
@@ -262,7 +244,7 @@ def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_pa
     targets = default_lora_targets(loaded.backbone, [LAYERS - 1])
     settings = dict(
         pairs=str(_pair_file(tmp_path)), base_model=loaded.path, lora_r=2, lora_alpha=4, lora_dropout=0.0,
-        target_modules=targets, lora_layers=1, steps=3, warmup_steps=1, batch_size=4, micro_batch_size=0,
+        lora_layers=1, steps=3, warmup_steps=1, batch_size=4, micro_batch_size=0,
         lr=1e-2, max_length=32, checkpoint_every=1, progress=False, precision="fp32", prompt="eol",
     )  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -280,13 +262,15 @@ def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_pa
     from safetensors.torch import load_file
 
     first, second = (load_file(str(folder / "adapter_model.safetensors")) for folder in (straight, resumed))
-    assert first.keys() == second.keys() and len(first) == 2 * len(targets)
+    adapted = {key.removeprefix("base_model.model.").split(".lora_")[0] for key in first}
+    assert first.keys() == second.keys() and adapted and adapted <= set(targets)
     assert all(torch.equal(first[key], second[key]) for key in first)
 
     # The shared trunk: base and adapter from one pass over the untouched bottom layer equal two passes.
     encoder = Encoder(loaded.path, str(straight), precision="fp32", cache=False, device="cpu")
     assert encoder.loaded.adapter_free_layers == LAYERS - 1
-    base, tuned = encoder.encode_pair(TEXTS)
+    grids = encoder.encode_grid(TEXTS, variants=(False, True))
+    base, tuned = (next(iter(grids[variant].values())) for variant in (False, True))
     np.testing.assert_allclose(base, encoder.encode(TEXTS, use_adapter=False), atol=1e-5)
     np.testing.assert_allclose(tuned, encoder.encode(TEXTS, use_adapter=True), atol=1e-5)
     assert not np.allclose(base, tuned)
