@@ -25,7 +25,7 @@ SAMPLE = [
     ("toy:0", "The red dog runs quickly in the garden."),
     ("toy:1", "An old man walks slowly from the market with bright blue flowers."),
     ("toy:2", "The woman drives a new car on the street at night!"),
-    ("toy:3", "city"),
+    ("toy:3", "The city"),
     ("toy:4", "in the"),  # only stopwords (as the tiny tokenizer splits them): skipped and counted
     ("toy:5", "Teachers read old books near the river."),
 ]
@@ -81,7 +81,7 @@ def test_rollout_of_identity_attention_stays_on_the_query():
 def test_report_measures_every_method_base_and_adapter(encoder, tmp_path):
     report = run_report(config(tmp_path), encoder, SAMPLE)
     assert report["n_texts"] == 5 and report["n_skipped_no_content"] == 1 and report["skipped"] == ["toy:4"]
-    assert report["n_truncated"] >= 1  # "city" has one content token, fewer than K
+    assert report["n_truncated"] >= 1  # "The city" has one content token, fewer than K
     for label in ("base", "adapter"):
         methods = report[label]["methods"]
         assert set(methods) == set(METHODS)
