@@ -236,7 +236,7 @@ def _pair_file(folder: Path) -> Path:
 @pytest.mark.slow
 def test_training_resumes_and_the_adapter_serves_trunk_and_export(family, tmp_path):
     """Trained with the default targets: the paper's projections where a family has them, else every linear layer."""
-    from core.bench_check import train_config
+    from core.bench.check import train_config
     from core.export.folder import export
     from core.training.trainer import Trainer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.bench import main
-from core.bench_check import run_check
+from core.bench.check import run_check
+from core.bench.cli import main
 
 
 @pytest.mark.slow

@@ -332,7 +332,7 @@ def test_embed_cli_takes_a_method_and_an_ensembles_prompts(tiny_model_dir, tmp_p
 
 
 def test_bench_times_the_methods_and_prints_tp_overhead(tiny_model_dir, sample_texts, capsys):
-    from core.bench import method_speeds
+    from core.bench.cli import method_speeds
 
     method_speeds(str(tiny_model_dir), sample_texts, "fp32", "tp:1-3", rounds=1)
     out = capsys.readouterr().out

@@ -64,7 +64,7 @@ def test_bad_steps_are_refused(encoder):
 
 
 def test_bench_times_the_pair_matrix_base_and_adapter_then_with_text_a_cached(tiny_model_dir, tiny_adapter_dir, capsys):
-    from core.bench import main as bench
+    from core.bench.cli import main as bench
 
     assert bench(["--model", str(tiny_model_dir), "--pair-matrix", str(tiny_adapter_dir), "--precision", "fp32"]) == 0
     printed = capsys.readouterr().out

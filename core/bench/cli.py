@@ -17,9 +17,9 @@ PromptEOL, echo (twice the tokens), and token prepending against itself with an 
 runs exactly the same tokens without the hooks, so the difference is the hooks' cost.
 
 ``--big NAME --weights fp32|bf16``: memory and time of embedding, attention capture and a training step on a
-random-weight model built from a published config (``core.bench_big``).
+random-weight model built from a published config (``core.bench.big``).
 
-``--check``: the key paths on the chosen device, pass or fail with tokens/s and peak memory (``core.bench_check``).
+``--check``: the key paths on the chosen device, pass or fail with tokens/s and peak memory (``core.bench.check``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from core.runtime.errors import ConfigError, run_cli
 from core.runtime.measure import peak_rss_mb
 from core.runtime.paths import REPO_ROOT
 
-BIG_NAMES = ("qwen2.5-0.5b", "qwen2.5-1.5b")  # core.bench_big.BIG_CONFIGS, named here without importing it
+BIG_NAMES = ("qwen2.5-0.5b", "qwen2.5-1.5b")  # core.bench.big.BIG_CONFIGS, named here without importing it
 SHIPPED_ADAPTER = REPO_ROOT / "adapters" / "smollm2-135m-embed"
 
 
@@ -179,16 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.fits:
         import json
 
-        from core.bench_big import fits_table
+        from core.bench.big import fits_table
 
         print(fits_table([json.loads(path.read_text()) for path in sorted(args.fits.glob("*.json"))]))
         return 0
     if args.big:
-        from core.bench_big import main as big
+        from core.bench.big import main as big
 
         return big(args.big, args.weights, args.out, args, train=not args.no_train)
     if args.check:
-        from core.bench_check import print_results, run_check
+        from core.bench.check import print_results, run_check
 
         results = run_check(args.model, args.device, args.precision)
         print_results(results, args.model, args.device)
