@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from core.encoding.cache import EmbeddingCache, settings_key
 from core.encoding.capture import capture_attention_rows
 from core.encoding.methods import (
-    PLAIN,
     Ensemble,
     Method,
     Template,
@@ -48,6 +47,7 @@ from core.encoding.pooling import (
 )
 from core.encoding.prompts import PLACEHOLDER, PromptTemplate
 from core.encoding.roles import TEXT_ROLES, Role, token_roles
+from core.encoding.setting import default_pooling
 from core.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from core.runtime.device import (
     FP16_MIN_COSINE,
@@ -162,7 +162,10 @@ class Encoder:
             method=method,
             prompt=prompt,
             default_prompt=trained.get("prompt", "none"),
-            pooling=pooling if pooling is not None else trained.get("pooling", "mean"),
+            # Neither chosen nor trained: a method's published pooling (last token for tp and MetaEOL).
+            pooling=pooling
+            or trained.get("pooling")
+            or ("mean" if method.kind == "plain" else default_pooling(method.spec, None)),
             layer=layer if layer is not None else trained.get("layer", -1),
             attention_layer=attention_layer,
             precision=precision,
@@ -656,7 +659,7 @@ class Encoder:
         assert isinstance(method, Ensemble)
         method_template(method, prompt, prompt)  # an explicit prompt is an error: the method has them
         plain = copy.copy(self)  # shares the loaded model and the cache; each prompt's vectors cached as plain
-        plain.method = PLAIN
+        plain.method = method.plain  # carries the text normalisation
         grids: dict[bool, list[dict[tuple[str, str], np.ndarray]]] = {variant: [] for variant in variants}
         truncated = 0
         for template in method.templates():
