@@ -21,6 +21,7 @@ from core.encoding.encoder import Encoder
 from core.encoding.methods import METHOD_KINDS, Ensemble, Method, parse_method
 from core.encoding.pooling import POOLING_MODES
 from core.encoding.prompts import PROMPTS
+from core.encoding.setting import pooling_note
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
 from core.models.registry import DEFAULT_MODEL
 from core.runtime.device import DEVICE_HELP, PRECISIONS
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
             "method_spec": encoder.method.spec,
+            "pooling_note": pooling_note(encoder.method.spec, getattr(encoder.prompt, "name", None), encoder.pooling),
             "input": str(args.input),
             "texts": result.shape[0],
             "truncated": result.truncated,

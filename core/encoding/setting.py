@@ -21,7 +21,14 @@ from core.encoding.pooling import POOLING_MODES, LayerChoice, PoolingMode
 from core.runtime.arguments import option
 from core.runtime.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_LENGTH", "DEFAULT_PROMPT", "EmbeddingSetting", "default_pooling"]
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_PROMPT",
+    "EmbeddingSetting",
+    "default_pooling",
+    "pooling_note",
+    "published_poolings",
+]
 
 DEFAULT_PROMPT = "eol"
 # Inference reads up to this many tokens unless an adapter was trained with fewer (its setting carries its own).
@@ -38,6 +45,36 @@ def default_pooling(method: str, prompt: str | None) -> PoolingMode:
     if isinstance(parsed, Plain) and (prompt or DEFAULT_PROMPT) == "none":
         return "mean"
     return "last"
+
+
+def published_poolings(method: str, prompt: str | None) -> tuple[PoolingMode, ...]:
+    """The poolings the method's paper used (empty where there is no paper: other prompts, ensembles).
+
+    PromptEOL (``eol``, ``cot``, ``knowledge`` and their ``-noquote`` forms), token prepending and MetaEOL read the
+    last token; echo averages the second copy (``mean``), and its repository's last-token embedding is the EOS state
+    after the second copy (``eos`` here, not ``last``).
+    """
+    parsed = parse_method(method)
+    if isinstance(parsed, Echo):
+        return ("mean", "eos")
+    if isinstance(parsed, TokenPrepending) or (isinstance(parsed, Ensemble) and parsed.name != "ensemble"):
+        return ("last",)
+    name = (prompt or DEFAULT_PROMPT).removesuffix("-noquote")
+    if isinstance(parsed, Plain) and name in ("eol", "cot", "knowledge"):
+        return ("last",)
+    return ()
+
+
+def pooling_note(method: str, prompt: str | None, pooling: str) -> str | None:
+    """A sentence naming a pooling the method's paper did not use (for an output's settings), else None."""
+    published = published_poolings(method, prompt)
+    if not published or pooling in published:
+        return None
+    spec = parse_method(method).spec
+    note = f"pooling {pooling!r} is not the published one for {spec} (published: {', '.join(published)})"
+    if isinstance(parse_method(method), Echo) and pooling == "last":
+        note += "; echo's last-token embedding is the EOS state: --pooling eos"
+    return note
 
 
 @dataclass(frozen=True)
@@ -83,6 +120,11 @@ class EmbeddingSetting:
     @property
     def parsed_method(self) -> Plain | Echo | TokenPrepending | Ensemble:
         return parse_method(self.method)
+
+    @property
+    def pooling_note(self) -> str | None:
+        """Names the pooling when the method's paper did not use it (:func:`pooling_note`), else None."""
+        return pooling_note(self.method, self.prompt, str(self.pooling))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``layer`` as its string form (``"-1"``, ``"last4"``)."""

@@ -19,13 +19,15 @@ from its setting with no other choice (``EmbeddingSetting(method=...)``), as ``-
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from core.embed import main as embed_main
 from core.encoding.encoder import Encoder
-from core.encoding.setting import EmbeddingSetting
+from core.encoding.setting import EmbeddingSetting, published_poolings
 
 TOLERANCE = 1e-5
 TEXTS = [
@@ -234,6 +236,35 @@ def test_reference_text_normalisation_when_chosen(tiny_loaded, reference, spec):
     assert float(np.abs(ours - workbench(tiny_loaded, TEXTS, method=spec.removesuffix("+norm"))).max()) > 1e-4
 
 
+@pytest.mark.parametrize(
+    ("choices", "note"),
+    [
+        ({"method": "metaeol"}, None),
+        ({"method": "metaeol", "pooling": "mean"}, "'mean' is not the published one for metaeol"),
+        ({"method": "tp:1-2", "pooling": "weighted"}, "not the published one for tp:1-2"),
+        ({"method": "echo"}, None),
+        ({"method": "echo", "pooling": "eos"}, None),
+        ({"method": "echo", "pooling": "last"}, "--pooling eos"),
+        ({"prompt": "eol"}, None),
+        ({"prompt": "cot-noquote", "pooling": "mean"}, "not the published one for plain"),
+        ({"prompt": "summarize", "pooling": "mean"}, None),
+        ({"method": "ensemble:eol+cot", "pooling": "mean"}, None),
+    ],
+)
+def test_a_pooling_the_paper_did_not_use_is_named(choices, note):
+    setting = EmbeddingSetting(**choices)
+    if note is None:
+        assert setting.pooling_note is None
+    else:
+        assert note in setting.pooling_note
+
+
+@pytest.mark.parametrize("method", ["plain", "echo", "tp", "metaeol", "metaeol-short"])
+def test_every_method_defaults_to_a_published_pooling(method):
+    setting = EmbeddingSetting(method=method)
+    assert setting.pooling in published_poolings(setting.method, setting.prompt)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["metaeol", "tp", "echo"])
 def test_embed_cli_with_only_the_method_gives_the_reference_vectors(tiny_model_dir, reference, tmp_path, spec):
@@ -248,3 +279,14 @@ def test_embed_cli_with_only_the_method_gives_the_reference_vectors(tiny_model_d
     else:
         theirs = [echo(reference, ECHO, text, "mean") for text in TEXTS]
     assert_same(np.load(output), theirs)
+    assert json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))["pooling_note"] is None
+
+
+@pytest.mark.slow
+def test_embed_cli_names_a_pooling_the_paper_did_not_use_in_its_settings(tiny_model_dir, tmp_path):
+    source, output = tmp_path / "texts.txt", tmp_path / "out.npy"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    args = ["--model", str(tiny_model_dir), "--input", str(source), "--output", str(output), "--method", "echo"]
+    assert embed_main([*args, "--pooling", "last", "--precision", "fp32", "--no-cache"]) == 0
+    note = json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))["pooling_note"]
+    assert "'last' is not the published one for echo" in note and "--pooling eos" in note
