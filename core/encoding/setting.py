@@ -1,7 +1,8 @@
 """The embedding setting: how a text becomes a vector (method, prompt, pooling, layer, max length).
 
 One frozen type, validated on construction, with one set of defaults: the shipped recipe's
-(``adapters/smollm2-135m-embed.json``: PromptEOL's ``eol`` prompt, last-token pooling, the final layer).
+(``adapters/smollm2-135m-embed.json``: PromptEOL without the closing quote, ``eol-noquote``, last-token pooling, the
+final layer).
 The encoder, training, export, the reports, the grid and the pages all take it; each builds it with
 :meth:`EmbeddingSetting.resolve` from the same inputs (an adapter's trained setting plus what the user chose).
 
@@ -30,7 +31,9 @@ __all__ = [
     "published_poolings",
 ]
 
-DEFAULT_PROMPT = "eol"
+# The quote-less PromptEOL form, not the published ``eol``: chosen by measurement on the tracks (docs/results.md, "The
+# closing quote"), and the form the shipped adapters were trained with.
+DEFAULT_PROMPT = "eol-noquote"
 # Inference reads up to this many tokens unless an adapter was trained with fewer (its setting carries its own).
 DEFAULT_MAX_LENGTH = 512
 SETTING_FIELDS = ("method", "prompt", "pooling", "layer", "max_length")
