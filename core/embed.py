@@ -23,7 +23,7 @@ from typing import Any
 from core.data.user_files import iter_texts
 from core.encoding.encoder import Encoder
 from core.encoding.methods import Ensemble, parse_method
-from core.encoding.setting import EmbeddingSetting
+from core.encoding.setting import EmbeddingSetting, pooling_note
 from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
 from core.models.registry import DEFAULT_MODEL, TRUST_REMOTE_CODE_ENV, model_for
 from core.runtime.arguments import add_arguments, given
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             **encoder.settings(encoder.prompt, encoder.plan().poolings[0], use_adapter=not args.base),
             "method_spec": encoder.method.spec,
             "setting": encoder.setting.to_dict(),
+            "pooling_note": pooling_note(encoder.method.spec, getattr(encoder.prompt, "name", None), encoder.pooling),
             "input": str(args.input),
             "texts": result.shape[0],
             "truncated": result.truncated,

@@ -15,6 +15,7 @@ from typing import Any
 
 from analysis.clustering.grid import SUBSAMPLE_SEED, TaskBudget
 from core.data import Dataset
+from core.encoding.methods import stored_prompt_name
 from core.metrics import KMEANS_BATCH_SIZE
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def folder_cells(out: Path, run_cells: Sequence[dict[str, Any]]) -> list[dict[st
         return (
             cell["variant"],
             cell_method(cell),
-            cell["prompt"]["name"],
+            stored_prompt_name(cell["prompt"]),
             cell["pooling"],
             str(cell["layer"]),
             cell["task"]["name"],

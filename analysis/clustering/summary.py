@@ -34,9 +34,10 @@ def index_columns(table: Any) -> list[str]:
 def cell_row(cell: dict[str, Any], with_method: bool) -> tuple[str, ...]:
     """A cell's row in a summary table (``with_method``: the table has a method column)."""
     from analysis.clustering.store import cell_method
+    from core.encoding.methods import stored_prompt_name
 
     method = (cell_method(cell),) if with_method else ()
-    return (cell["variant"], *method, cell["prompt"]["name"], cell["pooling"], str(cell["layer"]))
+    return (cell["variant"], *method, stored_prompt_name(cell["prompt"]), cell["pooling"], str(cell["layer"]))
 
 
 def task_order(tasks: Sequence[str]) -> list[str]:

@@ -466,7 +466,9 @@ class Encoder:
         for template in method.templates():
             # Each prompt as a plain setting: its vectors are cached as plain ones, and a base+adapter pair
             # shares the trunk per prompt.
-            plain = self.with_setting(dataclasses.replace(self.setting, method="plain", prompt=template.template))
+            plain = self.with_setting(
+                dataclasses.replace(self.setting, method=method.plain.spec, prompt=template.template)
+            )
             both = plain._encode_cached(texts, plain.prompt, plan, variants, show_progress)
             for variant in variants:
                 grids[variant].append(both[variant])

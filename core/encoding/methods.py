@@ -10,10 +10,17 @@
   ``exit`` is the reference code's ``tp_exiting_index`` (the first layer left alone); the layer the vector is
   read at is the encoder's ``layer`` setting (the paper's "early exit", e.g. 27 of Llama-2-7B's 32 layers).
 - ``metaeol`` (Lei et al. 2024, arXiv 2402.18458) and ``ensemble``: one plain pass per prompt, the vector
-  the mean of the prompts' vectors (MetaEOL: task-framed "... in one word:" prompts, last-token pooling).
+  the mean of the prompts' vectors (MetaEOL: the paper's eight task-framed prompts, last-token pooling;
+  ``metaeol-short``: shorter paraphrases of them without the closing quote).
 
-Spec strings (CLI, grid): ``plain``, ``echo``, ``tp`` or ``tp:START-EXIT``, ``metaeol``,
-``ensemble:eol+summarize+cluster``; :func:`parse_method` reads them, ``Method.spec`` writes them.
+Each method's default template is its published form (``TEMPLATE_FORMS`` names every form); the PromptEOL
+family's prompts end ``in one word:"`` (a quote opened after the colon), the ``-noquote`` forms end ``in one word:``.
+``+norm`` after a spec turns on the reference text normalisation (:func:`reference_text`) of the methods that
+publish one (PromptEOL prompts, token prepending, MetaEOL); it is off unless chosen and recorded in the settings.
+
+Spec strings (CLI, grid): ``plain``, ``echo``, ``tp`` or ``tp:START-EXIT``, ``metaeol``, ``metaeol-short``,
+``ensemble:eol+summarize+cluster``, each optionally ending ``+norm``; :func:`parse_method` reads them,
+``Method.spec`` writes them.
 """
 
 from __future__ import annotations
@@ -29,24 +36,38 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from core.encoding.prompts import PLACEHOLDER, PROMPTS, PromptTemplate, WrappedText, resolve_prompt
+from core.encoding.prompts import (
+    FORMER_NAMES,
+    PLACEHOLDER,
+    PROMPTS,
+    PromptTemplate,
+    WrappedText,
+    reference_text,
+    resolve_prompt,
+)
 from core.encoding.roles import TEXT_ROLES, Role
 from core.models.architecture import decoder_layers
 from core.runtime.errors import ConfigError
 
-MethodKind = Literal["plain", "echo", "tp", "metaeol", "ensemble"]
+MethodKind = Literal["plain", "echo", "tp", "metaeol", "metaeol-short", "ensemble"]
 METHOD_KINDS: tuple[str, ...] = get_args(MethodKind)
 METHOD_DESCRIPTIONS: dict[str, str] = {
     "plain": "the prompt wraps the text once (today's behaviour)",
     "echo": "the text twice; pooling reads the second copy only (Springer et al. 2024)",
     "tp": "token prepending: a placeholder before the text carries the last token's state (Fu et al. 2024)",
-    "metaeol": "mean of the last-token vectors of task-framed one-word prompts (Lei et al. 2024)",
+    "metaeol": "mean of the last-token vectors of the eight task-framed one-word prompts (Lei et al. 2024)",
+    "metaeol-short": "MetaEOL with shorter paraphrased prompts that do not open the closing quote",
     "ensemble": "mean of the vectors of a list of prompts",
 }
 
 ECHO_TEMPLATE = "Rewrite the sentence: {text}\nRewritten sentence: {text}"
+# The echo paper's zero-shot template (Springer et al. 2024, as its author gives it in echo-embeddings issue #8).
+ECHO_PAPER_TEMPLATE = "Rewrite the following paragraph: {text}. The rewritten paragraph: {text}"
+ECHO_TEMPLATES: dict[str, str] = {"echo": ECHO_TEMPLATE, "echo-paper": ECHO_PAPER_TEMPLATE}
 TP_MARKER = "<PST>"
-TP_TEMPLATE = 'This sentence: <PST> "{text}" means in one word:'
+# As published (Fu et al. 2024): PromptEOL with the placeholder before the quoted text, closing quote opened.
+TP_TEMPLATE = 'This sentence: <PST> "{text}" means in one word:"'
+TP_TEMPLATES: dict[str, str] = {"tp": TP_TEMPLATE, "tp-noquote": TP_TEMPLATE.removesuffix('"')}
 # "_" reads as a blank to fill and is one token (" _") in SmolLM2's and Gemma's tokenizers and in any
 # byte-level BPE; the reference code adds a new token with a random embedding instead, which would change
 # the model's weights. Any string the tokenizer keeps as one token works (checked when the encoder is made).
@@ -55,8 +76,64 @@ TP_PLACEHOLDER = "_"
 # 1..2-6 of 28-42 (about a fifth).
 TP_DEFAULT_DEPTH = 0.2
 
-# MetaEOL's idea in our words: prompts framing the text for different tasks, each asking for one word.
-METAEOL_PROMPTS: tuple[str, ...] = (
+# The eight prompts of the MetaEOL paper (Lei et al. 2024), as its evaluation code gives them: each frames the text
+# for one task and asks for one word, opening the closing quote. Spacing (" : ") is the paper's.
+_METAEOL_TASKS: tuple[tuple[str, str, str], ...] = (
+    (
+        "you're presented with a text excerpt. Your task is to categorize the excerpt into a broad category such as "
+        "'Education', 'Technology', 'Health', 'Business', 'Environment', 'Politics', or 'Culture'. These categories "
+        "help in organizing content for better accessibility and targeting.",
+        "For this task",
+        "should be classified under one general category",
+    ),
+    (
+        "you're given a statement and you need to determine whether it's presenting an 'Opinion' or a 'Fact'. This "
+        "distinction is vital for information verification, educational purposes, and content analysis.",
+        "For this task",
+        "discriminates between opinion and fact",
+    ),
+    (
+        "you're given a review from an online platform. Your task is to generate a rating for the product based on "
+        "the review on a scale of 1-5, where 1 means 'extremely negative' and 5 means 'extremely positive'.",
+        "For this task",
+        "reflects the sentiment",
+    ),
+    (
+        "you're reading a personal diary entry. Your task is to identify the predominant emotion expressed, such as "
+        "joy, sadness, anger, fear, or love.",
+        "For this task",
+        "conveys the emotion",
+    ),
+    (
+        "you're presented with two sentences. Your task is to assess whether the sentences convey the same meaning. "
+        "Use 'identical', 'similar', 'different', or 'unrelated' to describe the relationship.",
+        "To enhance the performance of this task",
+        "means",
+    ),
+    (
+        "you're given a sentence and a phrase. Your task is to determine if the phrase can be a contextual synonym "
+        "within the given sentence. Options include 'yes', 'no', or 'partially'.",
+        "To enhance the performance of this task",
+        "means",
+    ),
+    (
+        "you're examining a news article. Your task is to extract the most critical fact from the article.",
+        "For this task",
+        "encapsulates the key fact",
+    ),
+    (
+        "you're reviewing a scientific abstract. Your task is to identify the main entities (e.g., proteins, "
+        "diseases) and their relations (e.g., causes, treats).",
+        "For this task",
+        "highlights the primary entity or relation",
+    ),
+)
+METAEOL_PROMPTS: tuple[str, ...] = tuple(
+    f'In this task, {task} {lead}, this sentence : "{{text}}" {asks} in one word:"'
+    for task, lead, asks in _METAEOL_TASKS
+)
+# Shorter paraphrases of the same eight tasks, without the closing quote (``metaeol-short``).
+METAEOL_SHORT_PROMPTS: tuple[str, ...] = (
     'Sort texts into broad topics such as education, technology, health, business or politics. This sentence: "{text}" '
     "belongs to one general topic in one word:",
     'Tell opinions from facts. This sentence: "{text}" is an opinion or a fact in one word:',
@@ -81,8 +158,10 @@ class EchoTemplate:
 
     name: str
     template: str
+    normalize_text: bool = False
 
     def wrap(self, text: str) -> WrappedText:
+        text = reference_text(text) if self.normalize_text else text
         first, middle, last = self.template.split(PLACEHOLDER)
         second_start = len(first) + len(text) + len(middle)
         return WrappedText(
@@ -100,10 +179,11 @@ class PlaceholderTemplate:
     name: str
     template: str
     placeholder: str = TP_PLACEHOLDER
+    normalize_text: bool = False
 
     def wrap(self, text: str) -> WrappedText:
         before, after = self.template.split(TP_MARKER)  # validated: the marker comes before {text}
-        wrapped = PromptTemplate(self.name, before + self.placeholder + after).wrap(text)
+        wrapped = PromptTemplate(self.name, before + self.placeholder + after, self.normalize_text).wrap(text)
         return replace(wrapped, placeholder=(len(before), len(before) + len(self.placeholder)))
 
 
@@ -113,19 +193,31 @@ Template = PromptTemplate | EchoTemplate | PlaceholderTemplate
 # ----- methods
 
 
+NORM_SUFFIX = "+norm"
+
+
+def _norm_settings(on: bool) -> dict[str, object]:
+    """Cache-key entry for the text normalisation: absent when off, so keys made before it existed still serve."""
+    return {"text_normalization": "reference"} if on else {}
+
+
 @dataclass(frozen=True)
 class Plain:
+    """One template around the text; ``normalize_text``: the reference text normalisation (``+norm``)."""
+
+    normalize_text: bool = False
     kind: ClassVar[str] = "plain"
 
     @property
     def spec(self) -> str:
-        return "plain"
+        return "plain" + (NORM_SUFFIX if self.normalize_text else "")
 
     def template(self, prompt: str | Template) -> PromptTemplate:
-        return resolve_prompt(prompt)
+        template = resolve_prompt(prompt)
+        return replace(template, normalize_text=True) if self.normalize_text else template
 
     def settings(self) -> dict[str, object]:
-        return {}  # nothing added: plain keeps the cache keys it had before methods existed
+        return _norm_settings(self.normalize_text)  # empty by default: plain keeps the keys it had before methods
 
 
 @dataclass(frozen=True)
@@ -146,10 +238,12 @@ class Echo:
         return "echo"
 
     def template(self, prompt: str | Template | None = None) -> EchoTemplate:
-        if prompt is None:
-            return EchoTemplate("echo", self.template_text)
-        text = prompt if isinstance(prompt, str) else prompt.template
-        return EchoTemplate("custom", Echo(PROMPTS.get(text, text)).template_text)  # validated by Echo
+        """The echo template: ``prompt`` as a name (``echo``, ``echo-paper``, or a registered prompt) or a template
+        with ``{text}`` twice; without it the method's own."""
+        text = self.template_text if prompt is None else prompt if isinstance(prompt, str) else prompt.template
+        text = ECHO_TEMPLATES.get(text, PROMPTS.get(text, text))
+        names = {template: name for name, template in ECHO_TEMPLATES.items()}
+        return EchoTemplate(names.get(text, "custom"), Echo(text).template_text)  # validated by Echo
 
     def settings(self) -> dict[str, object]:
         return {"method": "echo"}  # the template is the key's prompt
@@ -164,6 +258,7 @@ class TokenPrepending:
     exit: int | None = None
     template_text: str = TP_TEMPLATE
     placeholder: str = TP_PLACEHOLDER
+    normalize_text: bool = False
     kind: ClassVar[str] = "tp"
 
     def __post_init__(self) -> None:
@@ -183,7 +278,8 @@ class TokenPrepending:
 
     @property
     def spec(self) -> str:
-        return f"tp:{self.start}-{self.exit}" if self.exit is not None else f"tp:{self.start}-"
+        spec = f"tp:{self.start}-{self.exit}" if self.exit is not None else f"tp:{self.start}-"
+        return spec + (NORM_SUFFIX if self.normalize_text else "")
 
     def for_model(self, num_layers: int) -> TokenPrepending:
         exit_ = self.exit if self.exit is not None else max(self.start + 1, round(TP_DEFAULT_DEPTH * num_layers))
@@ -198,12 +294,20 @@ class TokenPrepending:
         if prompt is None:
             text = self.template_text
         else:
-            text = prompt.template if not isinstance(prompt, str) else PROMPTS.get(prompt, prompt)
+            text = prompt.template if not isinstance(prompt, str) else prompt
+            text = TP_TEMPLATES.get(text, PROMPTS.get(text, text))
             _check_tp_template(text)
-        return PlaceholderTemplate("tp" if text == TP_TEMPLATE else "custom", text, self.placeholder)
+        names = {template: name for name, template in TP_TEMPLATES.items()}
+        return PlaceholderTemplate(names.get(text, "custom"), text, self.placeholder, self.normalize_text)
 
     def settings(self) -> dict[str, object]:
-        return {"method": "tp", "tp_start": self.start, "tp_exit": self.exit, "tp_placeholder": self.placeholder}
+        return {
+            "method": "tp",
+            "tp_start": self.start,
+            "tp_exit": self.exit,
+            "tp_placeholder": self.placeholder,
+            **_norm_settings(self.normalize_text),
+        }
 
 
 @dataclass(frozen=True)
@@ -211,7 +315,8 @@ class Ensemble:
     """The mean of plain vectors over ``prompts`` (names or templates); MetaEOL is one such set."""
 
     prompts: tuple[str, ...]
-    name: Literal["metaeol", "ensemble"] = "ensemble"
+    name: Literal["metaeol", "metaeol-short", "ensemble"] = "ensemble"
+    normalize_text: bool = False
 
     def __post_init__(self) -> None:
         if len(self.prompts) < 2:
@@ -231,13 +336,23 @@ class Ensemble:
 
     @property
     def spec(self) -> str:
-        return "metaeol" if self.name == "metaeol" else "ensemble:" + "+".join(self.prompts)
+        spec = self.name if self.name != "ensemble" else "ensemble:" + "+".join(self.prompts)
+        return spec + (NORM_SUFFIX if self.normalize_text else "")
+
+    @property
+    def plain(self) -> Plain:
+        """The plain method each prompt's pass runs with (it carries the text normalisation)."""
+        return Plain(self.normalize_text)
 
     def templates(self) -> list[PromptTemplate]:
-        return [resolve_prompt(prompt) for prompt in self.prompts]
+        return [self.plain.template(prompt) for prompt in self.prompts]
 
     def settings(self) -> dict[str, object]:
-        return {"method": self.name, "prompts": [template.template for template in self.templates()]}
+        return {
+            "method": self.name,
+            "prompts": [template.template for template in self.templates()],
+            **_norm_settings(self.normalize_text),
+        }
 
     def average(self, grids: Sequence[dict[tuple[str, str], np.ndarray]]) -> dict[tuple[str, str], np.ndarray]:
         """Per (pooling, layer), the mean over prompts of the raw (unnormalised) vectors, as MetaEOL does."""
@@ -250,6 +365,15 @@ class Ensemble:
 Method = Plain | Echo | TokenPrepending | Ensemble
 PLAIN = Plain()
 METAEOL = Ensemble(METAEOL_PROMPTS, "metaeol")
+METAEOL_SHORT = Ensemble(METAEOL_SHORT_PROMPTS, "metaeol-short")
+# Every named template form of every method: the form the name stands for now.
+TEMPLATE_FORMS: dict[str, str] = {**PROMPTS, **ECHO_TEMPLATES, **TP_TEMPLATES}
+# Forms whose names changed meaning when the published forms took the short names (see ``stored_prompt_name``).
+_FORMER_FORMS: dict[object, str] = {
+    **FORMER_NAMES,
+    TP_TEMPLATES["tp-noquote"]: "tp-noquote",
+    METAEOL_SHORT_PROMPTS: "metaeol-short",
+}
 
 
 def _check_tp_template(text: str) -> None:
@@ -262,12 +386,22 @@ def _check_tp_template(text: str) -> None:
 
 
 def parse_method(spec: str | Method) -> Method:
-    """``plain``, ``echo``, ``tp``, ``tp:START-EXIT``, ``metaeol``, ``ensemble:P1+P2+...`` -> a method."""
+    """``plain``, ``echo``, ``tp``, ``tp:START-EXIT``, ``metaeol``, ``metaeol-short``, ``ensemble:P1+P2+...``,
+    each optionally followed by ``+norm`` (the reference text normalisation) -> a method."""
     if isinstance(spec, (Plain, Echo, TokenPrepending, Ensemble)):
         return spec
     if not isinstance(spec, str):
         raise ConfigError(f"A method is a spec string such as 'tp:1-6', not a {type(spec).__name__}.")
-    kind, _, argument = spec.strip().partition(":")
+    text = spec.strip()
+    if text.lower().endswith(NORM_SUFFIX):
+        method = parse_method(text[: -len(NORM_SUFFIX)])
+        if isinstance(method, Echo):
+            raise ConfigError(
+                f"{spec!r}: echo publishes no text normalisation; drop '{NORM_SUFFIX}' (it applies to plain, tp, "
+                "metaeol and ensembles)."
+            )
+        return replace(method, normalize_text=True)
+    kind, _, argument = text.partition(":")
     kind = kind.strip().lower()
     if kind == "plain" and not argument:
         return PLAIN
@@ -275,6 +409,8 @@ def parse_method(spec: str | Method) -> Method:
         return Echo()
     if kind == "metaeol" and not argument:
         return METAEOL
+    if kind == "metaeol-short" and not argument:
+        return METAEOL_SHORT
     if kind == "tp":
         if not argument:
             return TokenPrepending()
@@ -285,8 +421,8 @@ def parse_method(spec: str | Method) -> Method:
     if kind == "ensemble":
         return Ensemble(tuple(part.strip() for part in argument.split("+") if part.strip()))
     raise ConfigError(
-        f"Unknown method {spec!r}: use plain, echo, tp or tp:START-EXIT, metaeol, or ensemble:P1+P2 "
-        "(prompt names or templates joined by '+')."
+        f"Unknown method {spec!r}: use plain, echo, tp or tp:START-EXIT, metaeol, metaeol-short, or ensemble:P1+P2 "
+        f"(prompt names or templates joined by '+'), each optionally ending {NORM_SUFFIX!r}."
     )
 
 
@@ -384,3 +520,19 @@ def check_method_for_model(method: Method, num_layers: int, is_causal: bool) -> 
             "use method plain."
         )
     return method.for_model(num_layers) if isinstance(method, TokenPrepending) else method
+
+
+def stored_prompt_name(prompt: dict[str, object]) -> str:
+    """The current name of a stored prompt record (``{"name", "template"}`` or an ensemble's ``templates``).
+
+    A record made while ``eol``, ``cot``, ``knowledge``, ``tp`` and ``metaeol`` named the quote-less forms keeps its
+    old name beside its template(s); it is labelled by the form's current name (``eol-noquote``, ...), so one name
+    never stands for two forms in a table. Other records keep their name.
+    """
+    name = str(prompt.get("name"))
+    templates = prompt.get("templates")
+    form = tuple(templates) if isinstance(templates, list) else prompt.get("template")
+    current = METAEOL_PROMPTS if name == "metaeol" else TEMPLATE_FORMS.get(name)
+    if form is not None and current is not None and form != current and form in _FORMER_FORMS:
+        return _FORMER_FORMS[form]
+    return name

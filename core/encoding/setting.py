@@ -1,7 +1,8 @@
 """The embedding setting: how a text becomes a vector (method, prompt, pooling, layer, max length).
 
 One frozen type, validated on construction, with one set of defaults: the shipped recipe's
-(``adapters/smollm2-135m-embed.json``: PromptEOL's ``eol`` prompt, last-token pooling, the final layer).
+(``adapters/smollm2-135m-embed.json``: PromptEOL without the closing quote, ``eol-noquote``, last-token pooling, the
+final layer).
 The encoder, training, export, the reports, the grid and the pages all take it; each builds it with
 :meth:`EmbeddingSetting.resolve` from the same inputs (an adapter's trained setting plus what the user chose).
 
@@ -21,9 +22,18 @@ from core.encoding.pooling import POOLING_MODES, LayerChoice, PoolingMode
 from core.runtime.arguments import option
 from core.runtime.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_LENGTH", "DEFAULT_PROMPT", "EmbeddingSetting", "default_pooling"]
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_PROMPT",
+    "EmbeddingSetting",
+    "default_pooling",
+    "pooling_note",
+    "published_poolings",
+]
 
-DEFAULT_PROMPT = "eol"
+# The quote-less PromptEOL form, not the published ``eol``: chosen by measurement on the tracks (docs/results.md, "The
+# closing quote"), and the form the shipped adapters were trained with.
+DEFAULT_PROMPT = "eol-noquote"
 # Inference reads up to this many tokens unless an adapter was trained with fewer (its setting carries its own).
 DEFAULT_MAX_LENGTH = 512
 SETTING_FIELDS = ("method", "prompt", "pooling", "layer", "max_length")
@@ -38,6 +48,36 @@ def default_pooling(method: str, prompt: str | None) -> PoolingMode:
     if isinstance(parsed, Plain) and (prompt or DEFAULT_PROMPT) == "none":
         return "mean"
     return "last"
+
+
+def published_poolings(method: str, prompt: str | None) -> tuple[PoolingMode, ...]:
+    """The poolings the method's paper used (empty where there is no paper: other prompts, ensembles).
+
+    PromptEOL (``eol``, ``cot``, ``knowledge`` and their ``-noquote`` forms), token prepending and MetaEOL read the
+    last token; echo averages the second copy (``mean``), and its repository's last-token embedding is the EOS state
+    after the second copy (``eos`` here, not ``last``).
+    """
+    parsed = parse_method(method)
+    if isinstance(parsed, Echo):
+        return ("mean", "eos")
+    if isinstance(parsed, TokenPrepending) or (isinstance(parsed, Ensemble) and parsed.name != "ensemble"):
+        return ("last",)
+    name = (prompt or DEFAULT_PROMPT).removesuffix("-noquote")
+    if isinstance(parsed, Plain) and name in ("eol", "cot", "knowledge"):
+        return ("last",)
+    return ()
+
+
+def pooling_note(method: str, prompt: str | None, pooling: str) -> str | None:
+    """A sentence naming a pooling the method's paper did not use (for an output's settings), else None."""
+    published = published_poolings(method, prompt)
+    if not published or pooling in published:
+        return None
+    spec = parse_method(method).spec
+    note = f"pooling {pooling!r} is not the published one for {spec} (published: {', '.join(published)})"
+    if isinstance(parse_method(method), Echo) and pooling == "last":
+        note += "; echo's last-token embedding is the EOS state: --pooling eos"
+    return note
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,11 @@ class EmbeddingSetting:
     @property
     def parsed_method(self) -> Plain | Echo | TokenPrepending | Ensemble:
         return parse_method(self.method)
+
+    @property
+    def pooling_note(self) -> str | None:
+        """Names the pooling when the method's paper did not use it (:func:`pooling_note`), else None."""
+        return pooling_note(self.method, self.prompt, str(self.pooling))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``layer`` as its string form (``"-1"``, ``"last4"``)."""

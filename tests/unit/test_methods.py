@@ -16,18 +16,23 @@ from core.encoding.encoder import Encoder
 from core.encoding.methods import (
     ECHO_TEMPLATE,
     METAEOL,
+    METAEOL_SHORT,
     PLAIN,
+    TEMPLATE_FORMS,
     TP_MARKER,
     TP_PLACEHOLDER,
     TP_TEMPLATE,
     Echo,
     Ensemble,
+    Plain,
     TokenPrepending,
     backbone_hooks,
     parse_method,
+    stored_prompt_name,
     token_prepending,
 )
 from core.encoding.pooling import POOLING_MODES, Pooling
+from core.encoding.prompts import PROMPTS
 from core.encoding.roles import TEXT_ROLES, Role
 from core.runtime.errors import ConfigError, run_cli
 from tests.conftest import TINY_LAYERS
@@ -60,7 +65,12 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
         ("tp:1-8", TokenPrepending(1, 8)),
         (" TP: 2 - 2 ", TokenPrepending(2, 2)),
         ("metaeol", METAEOL),
+        ("metaeol-short", METAEOL_SHORT),
         ("ensemble:eol+summarize", Ensemble(("eol", "summarize"))),
+        ("plain+norm", Plain(normalize_text=True)),
+        ("tp:1-8+norm", TokenPrepending(1, 8, normalize_text=True)),
+        ("metaeol+norm", Ensemble(METAEOL.prompts, "metaeol", normalize_text=True)),
+        ("ensemble:eol+summarize+norm", Ensemble(("eol", "summarize"), normalize_text=True)),
     ],
 )
 def test_method_specs_parse_and_print_back(spec, expected):
@@ -79,6 +89,7 @@ def test_method_specs_parse_and_print_back(spec, expected):
         ("tp:5-2", "0 <= START <= EXIT"),
         ("ensemble:eol", "at least two prompts"),
         ("ensemble:eol+nonsense", "Ensemble prompt"),
+        ("echo+norm", "echo publishes no text normalisation"),
     ],
 )
 def test_bad_specs_name_the_fix(spec, message):
@@ -256,9 +267,67 @@ def test_an_ensemble_is_the_mean_of_its_prompts_plain_vectors(tiny_encoder_facto
         assert max_abs_diff(grid[combo], np.mean([single[combo] for single in singles], axis=0)) <= 1e-6
 
 
-def test_metaeol_uses_task_framed_one_word_prompts():
-    assert len(METAEOL.prompts) >= 4
-    assert all(prompt.endswith("in one word:") and prompt.count("{text}") == 1 for prompt in METAEOL.prompts)
+def test_metaeol_uses_the_papers_eight_task_framed_prompts_with_the_closing_quote():
+    assert len(METAEOL.prompts) == 8 == len(METAEOL_SHORT.prompts)
+    assert all(prompt.endswith('in one word:"') and prompt.count("{text}") == 1 for prompt in METAEOL.prompts)
+    assert all(prompt.startswith("In this task, you're") for prompt in METAEOL.prompts)
+    assert all(prompt.endswith("in one word:") for prompt in METAEOL_SHORT.prompts)
+
+
+def test_named_template_forms_of_echo_and_tp():
+    assert Echo().template().name == "echo"
+    paper = Echo().template("echo-paper")
+    assert (paper.name, paper.wrap("hi").string) == (
+        "echo-paper",
+        "Rewrite the following paragraph: hi. The rewritten paragraph: hi",
+    )
+    assert TokenPrepending().template().template.endswith('in one word:"')
+    bare = TokenPrepending().template("tp-noquote")
+    assert (bare.name, bare.template) == ("tp-noquote", TP_TEMPLATE.removesuffix('"'))
+    assert TEMPLATE_FORMS["eol"] == TP_TEMPLATE.replace(f"{TP_MARKER} ", "")
+
+
+def test_normalisation_is_off_by_default_and_keys_and_wraps_when_chosen(tiny_encoder_factory):
+    text = 'she said "no"'
+    for spec in ("plain", "tp:1-2", "metaeol", "ensemble:eol+cot"):
+        method = parse_method(spec)
+        normalised = parse_method(spec + "+norm")
+        assert "text_normalization" not in method.settings()
+        assert normalised.settings()["text_normalization"] == "reference"
+        if isinstance(normalised, Ensemble):
+            templates = normalised.templates()
+        else:
+            templates = [
+                normalised.template() if isinstance(normalised, TokenPrepending) else normalised.template("eol")
+            ]
+        for template in templates:
+            wrapped = template.wrap(text)
+            assert wrapped.string[wrapped.text_start : wrapped.text_end] == "she said 'no'"
+    plain = tiny_encoder_factory(prompt="eol")
+    normalised = tiny_encoder_factory(prompt="eol", method="plain+norm")
+    assert (
+        plain.encode([text + "?"], pooling="last").tolist() != normalised.encode([text + "?"], pooling="last").tolist()
+    )
+    assert np.allclose(
+        normalised.encode([text + "?"], pooling="last"), plain.encode(["she said 'no'."], pooling="last")
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "name"),
+    [
+        ({"name": "eol", "template": 'This sentence: "{text}" means in one word:'}, "eol-noquote"),
+        ({"name": "eol", "template": 'This sentence: "{text}" means in one word:"'}, "eol"),
+        ({"name": "cot", "template": PROMPTS["cot-noquote"]}, "cot-noquote"),
+        ({"name": "tp", "template": 'This sentence: <PST> "{text}" means in one word:'}, "tp-noquote"),
+        ({"name": "metaeol", "template": None, "templates": list(METAEOL_SHORT.prompts)}, "metaeol-short"),
+        ({"name": "metaeol", "template": None, "templates": list(METAEOL.prompts)}, "metaeol"),
+        ({"name": "custom", "template": 'This sentence: "{text}" means in one word:'}, "custom"),
+        ({"name": "summarize", "template": PROMPTS["summarize"]}, "summarize"),
+    ],
+)
+def test_stored_records_of_the_former_quote_less_forms_are_labelled_by_their_current_name(record, name):
+    assert stored_prompt_name(record) == name
 
 
 # ----- every method: independent of batch-mates and padding side

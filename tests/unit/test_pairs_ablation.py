@@ -81,7 +81,7 @@ def test_a_recipe_variant_trains_into_its_own_tagged_run(tmp_path):
     assert train.endswith(f"--out {runs}/passages.t01 --no-progress --temperature 0.1 --lr 1e-4")
     models = calls[-1].split("--models ")[1].split()[0].split(",")
     assert models == [f"smollm2-135m+{runs}/passages.t01/checkpoints/step-00050", f"smollm2-135m+{runs}/passages.t01"]
-    assert "--prompt eol --pooling last --out" in train and "--prompts eol --poolings last" in calls[-1]
+    assert "--prompt eol-noquote --pooling last --out" in train and "--prompts eol-noquote --poolings last" in calls[-1]
 
 
 def test_a_setting_variant_trains_and_scores_in_that_prompt_and_pooling(tmp_path):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from core.encoding.prompts import PLACEHOLDER, PROMPT_DESCRIPTIONS, PROMPTS, PromptTemplate, WrappedText, resolve_prompt
+from core.encoding.prompts import (
+    PLACEHOLDER,
+    PROMPT_DESCRIPTIONS,
+    PROMPTS,
+    PromptTemplate,
+    WrappedText,
+    reference_text,
+    resolve_prompt,
+)
 
 TEXTS = ["a dog", 'He said "hi", then {left}.', "x", "  spaced out  ", "ünïcødé ✓ text"]
 
@@ -32,7 +40,40 @@ def test_none_prompt_is_the_identity():
 
 def test_eol_prompt_spans_are_known_values():
     wrapped = resolve_prompt("eol").wrap("cat")
-    assert wrapped == WrappedText('This sentence: "cat" means in one word:', 16, 19)
+    assert wrapped == WrappedText('This sentence: "cat" means in one word:"', 16, 19)
+    assert resolve_prompt("eol-noquote").wrap("cat") == WrappedText('This sentence: "cat" means in one word:', 16, 19)
+
+
+@pytest.mark.parametrize("name", ["eol", "cot", "knowledge"])
+def test_published_one_word_prompts_open_the_closing_quote_and_noquote_forms_do_not(name):
+    published, bare = PROMPTS[name], PROMPTS[f"{name}-noquote"]
+    assert published.endswith('in one word:"')
+    assert bare.endswith("in one word:")
+    assert published == bare + '"'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a dog", "a dog."),
+        ("a dog.", "a dog."),
+        ("is it?", "is it."),
+        ('he said "hi"', "he said 'hi'"),
+        ('he said "hi', "he said 'hi."),
+        ("it's 'quoted'", "it's 'quoted'"),
+        ("", ""),
+    ],
+)
+def test_reference_text_normalisation(text, expected):
+    assert reference_text(text) == expected
+
+
+def test_normalising_template_wraps_the_normalised_text_and_spans_it():
+    template = PromptTemplate("eol", PROMPTS["eol"], normalize_text=True)
+    wrapped = template.wrap('say "hi"')
+    assert wrapped.string == 'This sentence: "say \'hi\'" means in one word:"'
+    assert wrapped.string[wrapped.text_start : wrapped.text_end] == "say 'hi'"
+    assert resolve_prompt("eol").wrap('say "hi"').string.count('"') == 5  # off by default
 
 
 def test_custom_template_wraps_and_is_named_custom():
