@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.plots import training_curve
+from core.encoding.setting import DEFAULT_PROMPT
 from core.models.adapters import ADAPTERS_DIR, SHIPPED_ADAPTER, list_adapters
 from core.runtime.errors import LensError
 from core.training.jobs import (
@@ -82,7 +83,7 @@ with st.form("train"):
     left, middle, right = st.columns(3)
     name = left.text_input("Name (a new folder)", "my-adapter")
     pairs = middle.text_input("Pairs: `bible` or a pair file (JSONL/TSV)", "bible")
-    prompt = right.text_input("Prompt (name or template)", "eol")
+    prompt = right.text_input("Prompt (name or template)", DEFAULT_PROMPT)
     root = st.text_input("Output folder (the run goes into OUTPUT/NAME)", str(state.TRAINED_DIR))
     a, b, c, d = st.columns(4)
     steps = a.number_input("Steps", 2, 2000, 20)

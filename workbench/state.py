@@ -195,7 +195,7 @@ def embedding_settings(key: str, encoder: Any, *, methods: Sequence[str] = ("pla
     from core.encoding.methods import ECHO_TEMPLATE, METHOD_DESCRIPTIONS, TP_TEMPLATE, parse_method
     from core.encoding.pooling import POOLING_DESCRIPTIONS, POOLING_MODES
     from core.encoding.prompts import PROMPTS, resolve_prompt
-    from core.encoding.setting import EmbeddingSetting
+    from core.encoding.setting import DEFAULT_PROMPT, EmbeddingSetting
 
     # The widgets start at the adapter's trained setting (or the recipe's), as every CLI does.
     trained = EmbeddingSetting.resolve(encoder.loaded.adapter_metadata or None)
@@ -211,7 +211,7 @@ def embedding_settings(key: str, encoder: Any, *, methods: Sequence[str] = ("pla
     if kind == "plain":
         names = [*PROMPTS, CUSTOM_PROMPT]
         default_prompt = adapter_prompt_name(encoder)
-        start = default_prompt if default_prompt in names else "eol"
+        start = default_prompt if default_prompt in names else DEFAULT_PROMPT
         name = where.selectbox("Prompt", names, **kept(f"{key}_prompt", start, options=names, url="prompt"))
         prompt = name
         if name == CUSTOM_PROMPT:

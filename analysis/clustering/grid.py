@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from analysis.clustering.sampling import check_clusterable
 from core.data import LOCAL_TASKS, TRANSFER_TASKS, USER_FORMATS, DataError, Dataset, mteb_subsample, resolve_dataset
-from core.encoding.setting import EmbeddingSetting
+from core.encoding.setting import DEFAULT_PROMPT, EmbeddingSetting
 from core.metrics import DEFAULT_KMEANS_SEEDS
 from core.models.adapters import adapter_name, read_metadata
 from core.runtime.errors import ConfigError, GridError
@@ -46,7 +46,7 @@ TASK_BUDGETS: dict[str, TaskBudget] = {
 PRESETS: dict[str, dict[str, list[str]]] = {
     "default": {
         "models": ["smollm2-135m"],
-        "prompts": ["none", "eol", "cluster", "summarize"],
+        "prompts": ["none", DEFAULT_PROMPT, "cluster", "summarize"],
         "poolings": ["mean", "last", "eos", "weighted", "text_mean"],
         "layers": ["-1"],
         "tasks": list(LOCAL_TASKS),

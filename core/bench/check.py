@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.encoding.setting import DEFAULT_PROMPT
 from core.runtime.device import resolve_device, resolve_precision
 from core.runtime.measure import peak_rss_mb
 
@@ -190,7 +191,7 @@ class _Checks:
             writer.writerow(["text", "label"])
             writer.writerows(CHECK_TEXTS)
         config = GridConfig(
-            [ModelSpec(self.model, str(self.adapter))], ["eol"], ["last"], ["-1"], [f"{table}:text:label"],
+            [ModelSpec(self.model, str(self.adapter))], [DEFAULT_PROMPT], ["last"], ["-1"], [f"{table}:text:label"],
             self.workdir / "grid", kmeans_seeds=(0,), precision=self.precision, device=str(self.device),
             baseline=False, cache=False, progress=False,
         )  # fmt: skip

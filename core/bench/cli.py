@@ -39,6 +39,7 @@ import torch
 from core.data import load_task
 from core.encoding.encoder import Encoder
 from core.encoding.methods import TokenPrepending, parse_method
+from core.encoding.setting import DEFAULT_PROMPT
 from core.models.registry import DEFAULT_MODEL, load_model
 from core.runtime.device import DEVICE_HELP, PRECISIONS, cpu_has_bf16
 from core.runtime.errors import ConfigError, run_cli
@@ -113,7 +114,7 @@ def method_speeds(
         raise ConfigError(f"--tp takes a token-prepending spec such as tp:1-6, not {tp_spec!r}.")
     tp = tp.for_model(loaded.num_layers)
     runs = {
-        "plain (eol)": Encoder(loaded, prompt="eol", pooling="last", precision=precision, cache=False),
+        "plain (eol)": Encoder(loaded, prompt=DEFAULT_PROMPT, pooling="last", precision=precision, cache=False),
         "echo": Encoder(loaded, method="echo", pooling="mean", precision=precision, cache=False),
         f"tp {tp.start}-{tp.start} (no hooks)": Encoder(
             loaded, method=TokenPrepending(tp.start, tp.start), pooling="last", precision=precision, cache=False

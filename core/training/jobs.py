@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import psutil
 
+from core.encoding.setting import DEFAULT_PROMPT
 from core.models.adapters import ADAPTER_CONFIG, list_adapters
 from core.models.registry import DEFAULT_MODEL
 from core.runtime.errors import ConfigError, LensError, TrainError
@@ -84,7 +85,7 @@ class TrainingRequest:
 
     name: str
     pairs: str = "bible"  # "bible" or a pair file (JSONL/TSV)
-    prompt: str = "eol"
+    prompt: str = DEFAULT_PROMPT
     steps: int = 20
     batch_size: int = 16
     lora_layers: int = 8  # LoRA on the top k layers; 0 = all
