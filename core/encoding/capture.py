@@ -68,7 +68,7 @@ def eager_attention(backbone: nn.Module) -> Iterator[None]:
     """Run eager attention (which returns the weights) for the duration, then the model's own again.
 
     Models load with SDPA, faster where nothing is captured; both give the same states within float
-    rounding (``tests/unit/test_capture.py`` checks 1e-5 on the tiny model).
+    rounding (``tests/unit/encoding/test_capture.py`` checks 1e-5 on the tiny model).
     """
     check_eager(backbone)
     before = _implementation(backbone)

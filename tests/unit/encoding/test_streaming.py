@@ -15,7 +15,7 @@ from core.encoding.streaming import ShardStore, iter_text_chunks, shard_folder
 from core.runtime.errors import UserFileError, run_cli
 from tests.conftest import english_like_sentences
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

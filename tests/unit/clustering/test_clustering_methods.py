@@ -14,8 +14,8 @@ from analysis.clustering.store import cell_id, cell_key, cell_method
 from analysis.clustering.summary import markdown_table
 from core.encoding.methods import PLAIN, parse_method
 from core.encoding.prompts import PROMPTS
-from tests.unit.test_clustering import cell_files, cli, main, synthetic_rows, write_csv
-from tests.unit.test_clustering_summary import LOCAL_TRACK, cell
+from tests.unit.clustering.test_clustering import cell_files, cli, main, synthetic_rows, write_csv
+from tests.unit.clustering.test_clustering_summary import LOCAL_TRACK, cell
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_mteb_model_names_tell_methods_apart_and_keep_plain_names():
 def test_the_adapter_card_compares_plain_rows_when_methods_are_present(tmp_path):
     from analysis.clustering import ModelSpec, record_adapter_scores
     from core.data import LOCAL_TASKS
-    from tests.unit.test_clustering import make_card_adapter, track_cells
+    from tests.unit.clustering.test_clustering import make_card_adapter, track_cells
 
     adapter = make_card_adapter(tmp_path)
     cells = track_cells(tuple(LOCAL_TASKS))

@@ -25,7 +25,7 @@ from core.models.adapters import (
 )
 from core.runtime.errors import AdapterError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def peft_folder(folder: Path, weights: bytes = b"weights") -> Path:

@@ -652,7 +652,7 @@ def test_two_processes_score_the_same_cells_as_one(tiny_model_dir, labelled_csv,
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(cli(tiny_model_dir, str(labelled_csv), one)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
