@@ -37,7 +37,8 @@ def attention_relation(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Spearman's rho (with bootstrap CI) between each text's alignment change and content-attention change."""
+    """Spearman's rho (with bootstrap CI) between each text's alignment change and content-attention change, over
+    ``texts`` (the first ``len(texts)`` texts of the corpus ``lenses`` were computed on)."""
     from analysis.attention import capture_corpus, role_shares
 
     content = CATEGORIES.index("content")
@@ -49,8 +50,9 @@ def attention_relation(
         seconds += corpus.seconds
     shift = shares["adapter"] - shares["base"]
     adapted = max(encoder.loaded.adapter_free_layers, 0)
+    rows = slice(0, len(texts))
     alignment_shift = (
-        lenses["adapter"].measures["raw"]["hit_rate"][:, -1] - lenses["base"].measures["raw"]["hit_rate"][:, -1]
+        lenses["adapter"].measures["raw"]["hit_rate"][rows, -1] - lenses["base"].measures["raw"]["hit_rate"][rows, -1]
     )
     keep = np.isfinite(alignment_shift)
     out: dict[str, Any] = {
