@@ -8,6 +8,7 @@ the layer profile (V-measure per pooling and layer, the best marked) and linear 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +62,19 @@ view_encoder = state.configured_encoder(encoder, settings) if settings is not No
 if view_encoder is None or not text:
     st.stop()
 widgets.truncation_note(view_encoder, [text])
+started = time.perf_counter()
 try:
     lens = text_lens(view_encoder, text, top_k=top_k, components=components if remove and components else None)
 except LensError as error:
     st.error(str(error))
     st.stop()
+seconds = time.perf_counter() - started
 
 st.subheader("Top tokens at every layer" + (" (first principal component removed)" if lens.pc_removed else ""))
 st.caption(
     f"Content tokens of the text: {', '.join(repr(t) for t in lens.content_tokens) or 'none'}. Hidden state 0 is "
-    "the embeddings; the last one is the model's own next-token distribution at the pooled position."
+    "the embeddings; the last one is the model's own next-token distribution at the pooled position. "
+    f"{len(lens.layers)} hidden states from one shared forward, through the LM head in {seconds:.2f} s."
 )
 stem = widgets.file_stem("lens", choice.model, *settings.stem, f"k{top_k}", "pc" if lens.pc_removed else "")
 for column, (variant, top) in zip(st.columns(len(lens.top)), lens.top.items(), strict=True):
