@@ -26,6 +26,7 @@ class BenchConfig:
     """Benchmark settings; ``n >= 10``."""
 
     adapter: str = option("adapters/smollm2-135m-embed", help="adapter folder (its base model is loaded)")
+    model: str | None = option(None, help="model name or folder (default: the adapter's base model)")
     task: str = option("trec-coarse", help="labelled task the sample comes from")
     n: int = option(600, help="texts in the sample")
     seed: int = option(0, help="sampling seed")
@@ -49,7 +50,7 @@ def run_bench(config: BenchConfig) -> dict[str, float]:
     from core.data import resolve_dataset
     from core.data.sampling import sample_indices
 
-    encoder, setting = build_encoder(LensConfig(adapter=config.adapter, device=config.device))
+    encoder, setting = build_encoder(LensConfig(adapter=config.adapter, model=config.model, device=config.device))
     dataset = resolve_dataset(config.task)
     index = sample_indices(len(dataset.texts), config.n, config.seed)
     texts = [dataset.texts[i] for i in index]
