@@ -114,6 +114,8 @@ def fine_tuning_geometry(
             return alignment(pair_units[side][:half][index], pair_units[side][half:][index])
 
         def pair_uniformity(index: np.ndarray, side: bool) -> float:
+            # Distinct pairs only: a duplicated text would pair with itself at distance 0.
+            index = np.unique(index)
             return uniformity(np.concatenate([pair_units[side][:half][index], pair_units[side][half:][index]]))
 
         out["alignment"] = bootstrap_difference(pair_alignment, half, n_boot=n_boot, seed=seed)
