@@ -55,7 +55,8 @@ def layer_profile_figure(profile: Mapping[str, Any], title: str | None = None) -
                 go.Scatter(
                     x=[best["layer"]], y=[best["v_measure"]], mode="markers+text", showlegend=False,
                     marker={"symbol": "star", "size": 16, "color": color, "line": {"color": "black", "width": 1}},
-                    text=[f"best {variant}: {best['pooling']} L{best['layer']}"], textposition="top center",
+                    text=[f"best {variant}: {best['pooling']} L{best['layer']}"],
+                    textposition="top center" if variant == "adapter" else "bottom center",
                 )
             )  # fmt: skip
     task = profile.get("task", "")
