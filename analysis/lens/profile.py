@@ -99,11 +99,12 @@ def fine_tuning_geometry(
     out["anisotropy"] = bootstrap_difference(
         lambda index, side: anisotropy(units[side], np.bincount(index, minlength=n)), n, n_boot=n_boot, seed=seed
     )
+    # Set-level statistics: a resample's duplicated texts bias their value, so their intervals are re-centred.
     out["effective_rank"] = bootstrap_difference(
-        lambda index, side: effective_rank(sides[side][index]), n, n_boot=n_boot, seed=seed
+        lambda index, side: effective_rank(sides[side][index]), n, n_boot=n_boot, seed=seed, recentre=True
     )
     out["pc_share"] = bootstrap_difference(
-        lambda index, side: pc_share(sides[side][index]), n, n_boot=n_boot, seed=seed
+        lambda index, side: pc_share(sides[side][index]), n, n_boot=n_boot, seed=seed, recentre=True
     )
     if pair_grid is not None:
         pairs = {False: pair_grid["base"][combo], True: pair_grid["adapter"][combo]}
@@ -119,7 +120,7 @@ def fine_tuning_geometry(
             return uniformity(np.concatenate([pair_units[side][:half][index], pair_units[side][half:][index]]))
 
         out["alignment"] = bootstrap_difference(pair_alignment, half, n_boot=n_boot, seed=seed)
-        out["uniformity"] = bootstrap_difference(pair_uniformity, half, n_boot=n_boot, seed=seed)
+        out["uniformity"] = bootstrap_difference(pair_uniformity, half, n_boot=n_boot, seed=seed, recentre=True)
     cka = []
     for index in range(num_hidden_states):
         key = (combo[0], index)

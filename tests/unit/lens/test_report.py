@@ -111,3 +111,20 @@ def test_report_on_the_tiny_model(tiny_model_dir, tiny_adapter_dir, tmp_path, mo
     monkeypatch.setattr(module, "encode_layers", lambda *a, **k: pytest.fail("re-encoded"))
     again = run_report(config)
     assert again["lens"]["views"]["raw"]["adapter"]["hit_rate"] == report["lens"]["views"]["raw"]["adapter"]["hit_rate"]
+
+
+def test_geometry_intervals_hold_their_values():
+    from analysis.lens.profile import fine_tuning_geometry
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 16))
+    grid = {"base": {("last", 0): base, ("last", 1): base},
+            "adapter": {("last", 0): base, ("last", 1): base + 0.5 * rng.normal(size=(30, 16))}}  # fmt: skip
+    pairs = rng.normal(size=(20, 16))
+    pair_grid = {"base": {("last", 1): pairs}, "adapter": {("last", 1): pairs + 0.3 * rng.normal(size=(20, 16))}}
+    geometry = fine_tuning_geometry(grid, pair_grid, ("last", 1), 2, n_boot=40)
+    for measure in ("alignment", "uniformity", "anisotropy", "effective_rank", "pc_share"):
+        for side in ("base", "adapter", "difference"):
+            entry = geometry[measure][side]
+            assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], (measure, side, entry)
+    assert geometry["cka_per_layer"]["value"][0] == pytest.approx(1.0)
