@@ -120,13 +120,22 @@ def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def bootstrap_value(
-    statistic: Callable[[np.ndarray], float], n: int, n_boot: int = 200, confidence: float = 0.95, seed: int = 0
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+    recentre: bool = False,
 ) -> dict[str, Any]:
-    """``statistic(index)`` on all ``n`` items and a percentile-bootstrap CI over resampled items."""
+    """``statistic(index)`` on all ``n`` items and a percentile-bootstrap CI over resampled items (``recentre``:
+    shifted by the full-sample value minus the resamples' mean, as in :func:`bootstrap_difference`)."""
     rng = np.random.default_rng(seed)
     value = statistic(np.arange(n))
     samples = np.array([statistic(rng.integers(0, n, n)) for _ in range(n_boot)])
     low, high = _interval(samples, confidence)
+    if recentre and np.isfinite(samples).any():
+        shift = float(value) - float(np.nanmean(samples))
+        low, high = low + shift, high + shift
     return {"value": round(value, 6), "ci_low": round(low, 6), "ci_high": round(high, 6), "n": n, "n_boot": n_boot}
 
 

@@ -11,6 +11,7 @@ bootstrap CI, and linear CKA between base and adapter at every layer (which laye
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -125,7 +126,9 @@ def fine_tuning_geometry(
     for index in range(num_hidden_states):
         key = (combo[0], index)
         k, m = gram(grid["base"][key]), gram(grid["adapter"][key])
-        cka.append(bootstrap_value(lambda rows, k=k, m=m: linear_cka_gram(k, m, rows), n, n_boot=n_boot, seed=seed))
+        # CKA of a resample is a set-level statistic too (duplicated texts inflate it): re-centred interval.
+        statistic = partial(linear_cka_gram, k, m)
+        cka.append(bootstrap_value(lambda rows, f=statistic: f(rows), n, n_boot=n_boot, seed=seed, recentre=True))
     out["cka_per_layer"] = {
         "layers": list(range(num_hidden_states)),
         **{name: [entry[name] for entry in cka] for name in ("value", "ci_low", "ci_high")},

@@ -127,4 +127,6 @@ def test_geometry_intervals_hold_their_values():
         for side in ("base", "adapter", "difference"):
             entry = geometry[measure][side]
             assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], (measure, side, entry)
-    assert geometry["cka_per_layer"]["value"][0] == pytest.approx(1.0)
+    cka = geometry["cka_per_layer"]
+    assert cka["value"][0] == pytest.approx(1.0)
+    assert cka["ci_low"][1] <= cka["value"][1] <= cka["ci_high"][1]
