@@ -36,6 +36,7 @@ PAGE_FILES = [
     ("cluster_explorer.py", "Cluster explorer", ":material/scatter_plot:"),
     ("clustering_quality.py", "Clustering quality", ":material/leaderboard:"),
     ("attribution.py", "Attribution", ":material/insights:"),
+    ("lens.py", "Lens", ":material/manage_search:"),
     ("adapters.py", "Adapters", ":material/tune:"),
 ]
 TRAIN_COMMAND = "make adapter   # or: python -m core.train --pairs PAIRS.jsonl --out adapters/NAME"

@@ -205,6 +205,7 @@ CONTROLS: dict[str, Control] = {
     "cluster_explorer.py": Control(click_text("UMAP and colouring", "k-means"), says=r"UMAP [\d.]+ s"),
     "clustering_quality.py": Control(pick("Pooling", "mean"), says=r"\d+ rows of \d+"),
     "attribution.py": Control(click_button("Attribute"), says=r"^[\d.]+ s\. Bars"),
+    "lens.py": Control(type_into("Text", "The market fell today."), says=r"one shared forward, .*? in [\d.]+ s"),
     "adapters.py": Control(type_into("Another adapter folder", str(SHOTS)), says=r"browser: \w+"),  # an empty folder
 }
 # file -> query string it opens with (page state in the URL): the explorer's 200-text sample embeds without its

@@ -1,0 +1,106 @@
+"""Speed check: the corpus lens and layer profile against one plain encode of the same sample, in one run.
+
+    python -m analysis.lens.bench --adapter adapters/smollm2-135m-embed --n 600
+
+Prints seconds of (1) one plain encode of the sample (the adapter's setting, one pooling, one layer, no cache),
+(2) the lens path: every layer and pooling for base and adapter from one shared forward per text, the lens of
+every layer for both variants (raw and first-PC-removed, LM-head products batched, top-k kept) and the layer
+profile (V-measure per pooling and layer, anisotropy, effective rank), and their ratio; the target is at most 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.runtime.arguments import add_arguments, from_arguments, option
+from core.runtime.errors import ConfigError, run_cli
+
+__all__ = ["BenchConfig", "main", "run_bench"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Benchmark settings; ``n >= 10``."""
+
+    adapter: str = option("adapters/smollm2-135m-embed", help="adapter folder (its base model is loaded)")
+    model: str | None = option(None, help="model name or folder (default: the adapter's base model)")
+    task: str = option("trec-coarse", help="labelled task the sample comes from")
+    n: int = option(600, help="texts in the sample")
+    seed: int = option(0, help="sampling seed")
+    kmeans_seeds: int = option(1, help="k-means seeds per V-measure in the profile")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    def __post_init__(self) -> None:
+        if self.n < 10:
+            raise ConfigError(f"--n {self.n}: use at least 10 texts.")
+        if self.kmeans_seeds < 1:
+            raise ConfigError("--kmeans-seeds must be at least 1.")
+
+
+def run_bench(config: BenchConfig) -> dict[str, float]:
+    """Seconds of the plain encode, of each part of the lens path, and the ratio (lens path / plain encode)."""
+    from analysis.lens.corpus import lens_corpus
+    from analysis.lens.inputs import encode_layers, layer_combos
+    from analysis.lens.profile import layer_profile
+    from analysis.lens.report import DEFAULT_POOLINGS, LensConfig, build_encoder
+    from analysis.lens.vocabulary import content_token_ids, lens_head
+    from core.data import resolve_dataset
+    from core.data.sampling import sample_indices
+
+    encoder, setting = build_encoder(LensConfig(adapter=config.adapter, model=config.model, device=config.device))
+    dataset = resolve_dataset(config.task)
+    index = sample_indices(len(dataset.texts), config.n, config.seed)
+    texts = [dataset.texts[i] for i in index]
+    labels = [dataset.labels[i] for i in index] if dataset.labels else None
+    loaded = encoder.loaded
+    states = loaded.num_layers + 1
+    encoder.encode(texts[:4])  # warm-up: first-call allocations are not part of either side
+
+    tick = time.perf_counter()
+    encoder.encode(texts)
+    plain = time.perf_counter() - tick
+
+    poolings = tuple(dict.fromkeys((setting.pooling, *DEFAULT_POOLINGS)))
+    tick = time.perf_counter()
+    grid = encode_layers(encoder, texts, layer_combos(poolings, states), (False, True))
+    forward = time.perf_counter() - tick
+    tick = time.perf_counter()
+    head = lens_head(loaded)
+    targets = content_token_ids(encoder.prepare(texts))
+    for name in ("base", "adapter"):
+        by_layer = {i: grid[name][(setting.pooling, i)] for i in range(states)}
+        lens_corpus(head, by_layer, loaded.num_layers, targets, top_k=10)
+    lens = time.perf_counter() - tick
+    tick = time.perf_counter()
+    layer_profile(grid, labels, None, poolings, states, list(range(42, 42 + config.kmeans_seeds)))
+    profile = time.perf_counter() - tick
+    total = forward + lens + profile
+    return {
+        "plain_encode": plain,
+        "forward_all_layers_both": forward,
+        "lens_all_layers_both": lens,
+        "profile": profile,
+        "lens_path_total": total,
+        "ratio": total / plain,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.lens.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser, BenchConfig)
+    config = from_arguments(BenchConfig, parser.parse_args(argv))
+    result = run_bench(config)
+    print(f"{config.n} texts of {config.task}, adapter {config.adapter}")
+    for key, value in result.items():
+        if key != "ratio":
+            print(f"  {key:26s} {value:8.1f} s")
+    verdict = "within" if result["ratio"] <= 3 else "over"
+    print(f"ratio lens path / plain encode: {result['ratio']:.2f} ({verdict} the target of 3)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
