@@ -31,13 +31,27 @@ AUTO_TEXTS = 200  # up to this many texts embed without a click (seconds); more 
 MAX_TEXTS = 20_000  # the explorer's largest sample: WebGL plots and disk-cached layouts keep this interactive
 BASE_VS_ADAPTER, TWO_RUNS = "base vs adapter", "two saved runs"
 OVERLAP = "neighbour overlap"
-# The lens's LM-head reading of a centroid (analysis.lens, issue #27) plugs in here: (vector, n) -> tokens.
-CENTROID_READER: CentroidReader | None = None
 
 kmeans = st.cache_data(max_entries=8, show_spinner=False)(kmeans_labels)
 score = st.cache_data(max_entries=8, show_spinner="k-means over 5 seeds...")(score_embeddings)
 diff_of = st.cache_data(max_entries=4, show_spinner="Neighbour lists of both spaces...")(neighbourhood_diff)
-names_of = st.cache_data(max_entries=8, show_spinner=False)(cluster_names)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def names_of(texts, clusters, n, vectors, reader_key, _reader: CentroidReader | None):
+    """Cluster names, cached by the inputs and ``reader_key`` (the reader itself is not hashable)."""
+    return cluster_names(texts, clusters, n, vectors=vectors, centroid_reader=_reader)
+
+
+def centroid_reader(encoder, setting) -> tuple[tuple | None, CentroidReader | None]:
+    """The lens's reading of a centroid through the final norm and LM head, for a decoder (else None), and its key."""
+    from analysis.lens.vocabulary import vector_reader
+
+    loaded = encoder.loaded
+    if not loaded.is_causal:
+        return None, None
+    final = setting.layer.indices(encoder.num_hidden_states) == (encoder.num_hidden_states - 1,)
+    return (loaded.name, loaded.weights_hash, final), vector_reader(loaded, already_normed=final)
 
 
 @st.cache_data(max_entries=2, show_spinner="Reading the two runs...")
@@ -107,7 +121,9 @@ def from_adapter(choice: state.ModelChoice):
         return {side: view.encode([query], use_adapter=side == "adapter")[0] for side in sides}
 
     name = dataset.name.split(" ")[0]
-    return texts, labels, sides, embedded_vectors, embed_query, (choice.model, name, *state.setting_stem(settings))
+    reader_key, reader = centroid_reader(encoder, settings)
+    stem = (choice.model, name, *state.setting_stem(settings))
+    return texts, labels, sides, embedded_vectors, embed_query, stem, reader_key, reader
 
 
 def from_runs(choice: state.ModelChoice):
@@ -149,14 +165,15 @@ def from_runs(choice: state.ModelChoice):
         return out
 
     spaces = {name: run.vectors for name, run in zip(names, pair.runs, strict=True)}
-    return pair.texts, pair.labels, list(names), lambda: spaces, embed_query, ("runs", *names)
+    # No centroid reading: the runs' vectors may come from another model than the one loaded.
+    return pair.texts, pair.labels, list(names), lambda: spaces, embed_query, ("runs", *names), None, None
 
 
 choice = state.model_choice()
 widgets.header("Cluster explorer", choice)
 sources = [BASE_VS_ADAPTER, TWO_RUNS]
 source = st.radio("Compare", sources, horizontal=True, **state.kept("explore_compare", sources[0], url="compare"))
-texts, labels, sides, embedded_vectors, embed_query, stem_parts = (
+texts, labels, sides, embedded_vectors, embed_query, stem_parts, reader_key, reader = (
     from_adapter if source == BASE_VS_ADAPTER else from_runs
 )(choice)
 if labels is not None and len(set(labels)) < 2:
@@ -234,9 +251,7 @@ for column, side in zip(st.columns(len(sides)), sides, strict=True):
         else:
             legend = "gold label" if colour_by == "gold label" else "k-means cluster"
             figure = projection_scatter(points, texts, clusters_of[side], f"{side}: UMAP", legend, highlight=highlight)
-        names_by_side[side] = names_of(
-            texts, clusters_of[side], 5, vectors=vectors[side], centroid_reader=CENTROID_READER
-        )
+        names_by_side[side] = names_of(texts, clusters_of[side], 5, vectors[side], reader_key, reader)
         if named and colour_by != OVERLAP:
             names = names_by_side[side]
             add_cluster_names(figure, points, clusters_of[side], names)
@@ -306,7 +321,7 @@ if diff is not None:
 st.subheader("What the clusters are about")
 kind = "gold labels" if by_gold else f"k-means, k={k}"
 st.caption(f"Top words per cluster ({kind}) by class-based TF-IDF over its texts"
-           + ("; the lens's reading of each centroid." if CENTROID_READER else "."))  # fmt: skip
+           + ("; the lens's reading of each centroid through the LM head." if reader else "."))  # fmt: skip
 name_rows = []
 for side in sides[:1] if by_gold else sides:  # gold clusters hold the same texts on both sides
     for name in names_by_side[side]:

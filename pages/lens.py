@@ -47,7 +47,7 @@ if report is not None and arrays_file.is_file():
         components = {v: dict(enumerate(c)) for v, c in found.items()}
 
 text = st.text_input("Text", **state.kept("lens_text", DEFAULT_TEXT, url="text")).strip()
-settings = state.embedding_settings("lens", default_prompt=state.adapter_prompt_name(encoder))
+settings = state.embedding_settings("lens", encoder)
 left, right = st.columns(2)
 top_k = int(left.number_input("Top tokens per layer", 1, 50, **state.kept("lens_top_k", 10, bounds=(1, 50), url="k")))
 remove = right.toggle(
@@ -76,7 +76,9 @@ st.caption(
     "the embeddings; the last one is the model's own next-token distribution at the pooled position. "
     f"{len(lens.layers)} hidden states from one shared forward, through the LM head in {seconds:.2f} s."
 )
-stem = widgets.file_stem("lens", choice.model, *settings.stem, f"k{top_k}", "pc" if lens.pc_removed else "")
+stem = widgets.file_stem(
+    "lens", choice.model, *state.setting_stem(settings), f"k{top_k}", "pc" if lens.pc_removed else ""
+)
 for column, (variant, top) in zip(st.columns(len(lens.top)), lens.top.items(), strict=True):
     with column:
         figure = top_tokens_figure(lens.layers, top, f"{variant}")

@@ -1,7 +1,7 @@
 """The vocabulary lens over a corpus: per layer and variant, top tokens and key-token alignment of every text.
 
 Input: the pooled vectors of every text at every hidden state (``{layer: (texts, hidden)}`` per variant, from one
-shared forward per text: ``core.encoding.encoder.Encoder.encode_grid_pair``). Output: per-text arrays
+shared forward per text: ``core.encoding.encoder.Encoder.encode_grid`` over both variants). Output: per-text arrays
 (:class:`CorpusLens`) and their corpus summary with bootstrap CIs over texts (:func:`summarise_lens`).
 
 "Where the one word emerges": per text, the first layer from which the lens's top token stays the final layer's

@@ -62,12 +62,7 @@ def encode_layers(encoder, texts: Sequence[str], combos: Sequence[tuple[str, int
 
     Returns ``{"base"|"adapter": {(pooling, index): (texts, hidden) float32}}``.
     """
-    combos = list(combos)
-    if len(variants) == 2:
-        pair = encoder.encode_grid_pair(list(texts), combos, show_progress=True)
-        raw = {False: pair[0], True: pair[1]}
-    else:
-        raw = {variants[0]: encoder.encode_grid(list(texts), combos, use_adapter=variants[0], show_progress=True)}
+    raw = encoder.encode_grid(list(texts), list(combos), variants=tuple(variants), show_progress=True)
     return {
         VARIANT_NAMES[variant]: {(mode, int(layer)): vectors for (mode, layer), vectors in grid.items()}
         for variant, grid in raw.items()

@@ -1,8 +1,8 @@
 """The lens of one text: its top tokens at every layer for base and adapter, and what the adapter changed.
 
-Every layer's pooled vector comes from one shared forward (``Encoder.encode_grid_pair``); each goes through the
-final norm (all but the last hidden state) and the LM head (:mod:`analysis.lens.vocabulary`). The difference is
-per layer the tokens whose probability the adapter raised and lowered most.
+Every layer's pooled vector comes from one shared forward (``Encoder.encode_grid`` over both variants); each goes
+through the final norm (all but the last hidden state) and the LM head (:mod:`analysis.lens.vocabulary`). The
+difference is per layer the tokens whose probability the adapter raised and lowered most.
 """
 
 from __future__ import annotations
@@ -67,11 +67,9 @@ def text_lens(
     final = loaded.num_layers
     mode = pooling or encoder.pooling
     combos = [(mode, index) for index in range(final + 1)]
-    if len(variants) == 2:
-        base, tuned = encoder.encode_grid_pair([text], combos)
-        grids = {"base": base, "adapter": tuned}
-    else:
-        grids = {names[variants[0]]: encoder.encode_grid([text], combos, use_adapter=variants[0])}
+    grids = {
+        names[variant]: grid for variant, grid in encoder.encode_grid([text], combos, variants=tuple(variants)).items()
+    }
     prepared = encoder.prepare([text])
     targets = content_token_ids(prepared)
     decode = encoder.tokenizer.decode

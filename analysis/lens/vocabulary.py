@@ -14,7 +14,7 @@ with and without the component costs one product.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,7 @@ __all__ = [
     "first_component",
     "lens_head",
     "project",
+    "vector_reader",
 ]
 
 DEFAULT_CHUNK_ROWS = 64  # rows per LM-head product: 64 x 262k float32 logits (Gemma) is 67 MB
@@ -106,6 +107,30 @@ def lens_head(loaded) -> LensHead:
         bias=bias.detach() if isinstance(bias, Tensor) else None,
         softcap=float(softcap) if softcap else None,
     )
+
+
+def vector_reader(loaded, *, already_normed: bool) -> Callable[[np.ndarray, int], list[str]]:
+    """A reader of single vectors (a cluster's centroid) as their top tokens through the final norm and LM head.
+
+    Args:
+        loaded: a decoder :class:`core.models.registry.LoadedModel` (the head is the same with and without an
+            adapter: LoRA adapts decoder layers only).
+        already_normed: the vectors are final-layer states (the final norm already applied).
+
+    Returns:
+        ``read(vector, n)``: the ``n`` most probable tokens, decoded.
+
+    Raises:
+        NoLanguageModelHeadError: the model has no LM head.
+    """
+    head = lens_head(loaded)
+
+    def read(vector: np.ndarray, n: int) -> list[str]:
+        states = torch.as_tensor(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        (projection,) = project(head, head.normed(states, already_normed), top_k=n)
+        return [loaded.tokenizer.decode([int(token)]) for token in projection.top_ids[0]]
+
+    return read
 
 
 @dataclass
