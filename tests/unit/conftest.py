@@ -12,6 +12,7 @@ import pytest
 SLOW = (
     "tests/unit/training/test_train_jobs.py::",
     "tests/unit/clustering/test_clustering.py::",
+    "tests/unit/clustering/test_clustering_errors.py::",
     "tests/unit/clustering/test_clustering_methods.py::",
     "tests/unit/faithfulness/test_faithfulness.py::",
     "tests/unit/export/test_export.py::",
