@@ -13,6 +13,7 @@
 - ``report`` and ``python -m analysis.lens``: the report (report.json, arrays.npz, figures); ``bench``: the
   speed check against one plain encode; ``figures``: plotly figures.
 
-May import: ``core`` (encoding, models, data, metrics, runtime), ``analysis.stats``, ``analysis.attention`` and
-``analysis.categories``. Imported by the Lens page and, for cluster centroids, the Cluster explorer.
+May import: ``core`` (encoding, models, data, metrics, runtime), ``analysis.stats``, ``analysis.attention``,
+``analysis.categories`` and ``analysis.plots`` (writing figures). Imported by the Lens page and, for cluster
+centroids, the Cluster explorer.
 """

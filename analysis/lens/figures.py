@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
@@ -16,7 +15,6 @@ __all__ = [
     "layer_profile_figure",
     "report_figures",
     "top_tokens_figure",
-    "write_figures",
 ]
 
 VARIANT_COLORS = {"base": "#1f77b4", "adapter": "#d62728"}
@@ -155,34 +153,3 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, go.Figure]:
     if "geometry" in report:
         figures["cka"] = cka_figure(report["geometry"])
     return figures
-
-
-def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bool = True) -> dict[str, Any]:
-    """Write each figure as HTML (plotly.min.js once beside them: opens offline) and as PNG where kaleido works."""
-    from plotly.offline import get_plotlyjs
-
-    from core.runtime.browser import configure_png_export
-    from core.runtime.files import atomic_write
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Any] = {"html": [], "png": [], "png_error": None}
-    bundle, script = out / "plotly.min.js", get_plotlyjs()
-    if not bundle.is_file() or bundle.stat().st_size != len(script.encode()):
-        with atomic_write(bundle) as handle:
-            handle.write(script)
-    for stem, figure in figures.items():
-        with atomic_write(out / f"{stem}.html") as handle:
-            handle.write(figure.to_html(include_plotlyjs="directory"))
-        written["html"].append(f"{stem}.html")
-        if png and written["png_error"] is None:
-            try:
-                configure_png_export()
-                image = figure.to_image(format="png")
-            except Exception as error:  # kaleido raises several types when Chrome is missing
-                written["png_error"] = " ".join(str(error).split())[:200] or type(error).__name__
-                continue
-            with atomic_write(out / f"{stem}.png", "wb") as handle:
-                handle.write(image)
-            written["png"].append(f"{stem}.png")
-    return written

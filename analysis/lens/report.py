@@ -246,7 +246,8 @@ def run_report(config: LensConfig) -> dict[str, Any]:
     with atomic_write(out / "arrays.npz", "wb") as handle:
         handle.write(buffer.getvalue())
     if config.figures:
-        from analysis.lens.figures import report_figures, write_figures
+        from analysis.lens.figures import report_figures
+        from analysis.plots import write_figures
 
         report["figures"] = write_figures(report_figures(report), out)
     write_json(out / "report.json", _finite(report))
