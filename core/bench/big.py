@@ -166,7 +166,7 @@ def measure_big(
     try:
         from core.training.loss import info_nce
     except ImportError:  # the trainer module holds the loss where there is no loss module
-        from core.training.trainer import info_nce
+        from core.training.loss import info_nce
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[weights]
     record: dict[str, Any] = {"model": name, "weights": weights, "threads": torch.get_num_threads()}

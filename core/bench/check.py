@@ -63,7 +63,7 @@ def train_config(**values: Any):
     ``max_length``) go into its ``embedding`` where the config has one, and target modules take its field's type."""
     from dataclasses import fields
 
-    from core.training.trainer import TrainConfig
+    from core.training.config import TrainConfig
 
     names = {item.name for item in fields(TrainConfig)}
     if "embedding" in names:

@@ -8,7 +8,7 @@ Stopping sends SIGINT, which the trainer answers with a checkpoint of its last c
 Invariants (a run folder may come from anyone, so its files are data, never code or a command):
 - ``job.json`` holds the job's settings as JSON values (``settings``: trainer option name -> value), its pid and
   the pid's start time. Nothing in it is executed: a resume rebuilds ``python -m core.train --out FOLDER ...``
-  from those settings after the trainer's own parser and :class:`~core.training.trainer.TrainConfig` validate them,
+  from those settings after the trainer's own parser and :class:`~core.training.config.TrainConfig` validate them,
   with this interpreter and this folder. A record written before settings existed (a ``command`` list) is read the
   same way: its options are validated, its interpreter and module are not used.
 - A pid is the job only while that process started when the job did and runs ``core.train`` on this folder
@@ -115,9 +115,9 @@ class TrainingRequest:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    from core.training.trainer import _parser
+    from core.training.cli import build_parser
 
-    return _parser()
+    return build_parser()
 
 
 def _parse(argv: list[str], what: str) -> argparse.Namespace:
@@ -148,7 +148,7 @@ def train_command(folder: str | Path, settings: dict[str, Any], python: str = sy
 
     Unknown names, values of the wrong type and settings :class:`TrainConfig` refuses are a :class:`TrainError`.
     """
-    from core.training.trainer import config_from_args
+    from core.training.cli import config_from_args
 
     what = f"the job record in {folder}"
     if not isinstance(settings, dict):
