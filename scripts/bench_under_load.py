@@ -39,7 +39,7 @@ def _measure(model: str, steps: int, busy: int, repeats: int, threads: str) -> d
     from analysis.attribution.integrated_gradients import compare_similarity
     from core.encoding.encoder import Encoder
 
-    encoder = Encoder(model, cache=False, device="cpu").with_settings(precision="fp32")
+    encoder = Encoder(model, cache=False, device="cpu", precision="fp32")
 
     def once() -> float:
         if threads != "default":
