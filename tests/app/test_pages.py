@@ -279,7 +279,7 @@ def test_a_stopped_runs_checkpoint_is_an_adapter_in_the_sidebar(open_page, tiny_
 
 def test_embed_page_method_chooser_reaches_the_encoder_and_the_url(open_page):
     app = open_page("embed.py")
-    assert app.selectbox(key="embed_method").options == ["plain", "echo", "tp", "metaeol", "ensemble"]
+    assert app.selectbox(key="embed_method").options == ["plain", "echo", "tp", "metaeol", "metaeol-short", "ensemble"]
     before = app.caption[-1].value
     app.selectbox(key="embed_method").set_value("echo").run()
     assert not app.exception and not app.error and len(charts(app)) == 3
