@@ -46,7 +46,7 @@ def test_smollm2_matches_sentence_transformers(smollm2, real_texts, mode, st_mod
         modules=[transformer, models.Pooling(transformer.get_embedding_dimension(), pooling_mode=st_mode)],
         device="cpu",
     ).encode(real_texts, batch_size=4, convert_to_numpy=True)
-    ours = Encoder(smollm2, pooling=mode, precision="fp32", cache=False).encode(real_texts)
+    ours = Encoder(smollm2, prompt="none", pooling=mode, precision="fp32", cache=False).encode(real_texts)
     assert cosine(ours, reference).min() >= 0.99999
 
 
