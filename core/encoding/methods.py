@@ -348,8 +348,10 @@ class Ensemble:
         return [self.plain.template(prompt) for prompt in self.prompts]
 
     def settings(self) -> dict[str, object]:
+        # metaeol-short keys as "metaeol": its cells were computed while metaeol named these prompts, and the prompts
+        # in the key already tell the two forms apart.
         return {
-            "method": self.name,
+            "method": "metaeol" if self.name == "metaeol-short" else self.name,
             "prompts": [template.template for template in self.templates()],
             **_norm_settings(self.normalize_text),
         }

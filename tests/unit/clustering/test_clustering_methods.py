@@ -12,7 +12,7 @@ from analysis.clustering import filter_rows, heatmap_frames, summary_tables, top
 from analysis.clustering.grid import BASELINE_MODEL
 from analysis.clustering.store import cell_id, cell_key, cell_method
 from analysis.clustering.summary import markdown_table
-from core.encoding.methods import PLAIN, parse_method
+from core.encoding.methods import PLAIN, parse_method, stored_prompt_name
 from core.encoding.prompts import PROMPTS
 from tests.unit.clustering.test_clustering import cell_files, cli, main, synthetic_rows, write_csv
 from tests.unit.clustering.test_clustering_summary import LOCAL_TRACK, cell
@@ -43,6 +43,19 @@ def _rebuilt_key(stored: dict, method_settings: dict) -> dict:
     )
 
 
+def current_method(stored: dict) -> str:
+    """A stored cell's method by today's names: a MetaEOL cell made with the short prompts is ``metaeol-short``."""
+    spec = cell_method(stored)
+    return stored_prompt_name(stored["prompt"]) if spec == "metaeol" else spec
+
+
+def current_prompt(stored: dict) -> str | None:
+    """A stored cell's prompt by today's names (a quote-less PromptEOL cell is ``eol-noquote``); None for a method's
+    own template that is today's default one."""
+    name = stored_prompt_name(stored["prompt"])
+    return None if name == stored["prompt"]["name"] else name
+
+
 def test_every_committed_cell_keys_as_its_method_and_plain_keys_are_unchanged():
     """The method setting adds nothing to a plain cell's key, so no committed cell is recomputed; a method cell's
     key is its method's settings on top of the same fields."""
@@ -51,7 +64,7 @@ def test_every_committed_cell_keys_as_its_method_and_plain_keys_are_unchanged():
     plain_keys = []
     for path in paths:
         stored = json.loads(path.read_text())
-        method = parse_method(cell_method(stored))
+        method = parse_method(current_method(stored))
         key = _rebuilt_key(stored["key"], method.settings())
         assert key == stored["key"], path.name
         assert path.name.endswith(f"__{cell_id(key)}.json")
@@ -207,14 +220,16 @@ def test_every_committed_cell_keys_the_same_through_the_grids_settings():
     assert len(paths) > 100
     for path in paths:
         stored = json.loads(path.read_text())
-        method = parse_method(cell_method(stored))
+        method = parse_method(current_method(stored))
         if isinstance(method, Ensemble):
             prompt, template = None, None
         elif isinstance(method, Plain):
-            prompt = stored["prompt"]["name"] if stored["prompt"]["name"] != "custom" else stored["prompt"]["template"]
+            name = stored_prompt_name(stored["prompt"])
+            prompt = name if name != "custom" else stored["prompt"]["template"]
             template = resolve_prompt(prompt)
         else:
-            prompt, template = None, method.template()
+            prompt = current_prompt(stored)
+            template = method.template(prompt)
         (setting,) = group_settings(method, prompt, [(stored["pooling"], stored["layer"])], stored["max_length"])
         key = stored["key"]
         rebuilt = _rebuilt_key(

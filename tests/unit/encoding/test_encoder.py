@@ -88,7 +88,7 @@ def test_vectors_do_not_depend_on_batch_mates_or_order(tiny_encoder_factory, alo
 
 
 def test_encode_follows_encode_grid_for_every_mode(tiny_encoder_factory, alone, sample_texts):
-    encoder = tiny_encoder_factory(padding_side="left", max_batch_size=3)
+    encoder = tiny_encoder_factory(prompt="eol", padding_side="left", max_batch_size=3)
     for mode in POOLING_MODES:
         vectors = encoder.encode(sample_texts, pooling=mode)
         assert max_abs_diff(vectors, alone["eol"][(mode, "-1")]) <= TOLERANCE, mode
@@ -254,7 +254,7 @@ def test_the_encoder_takes_and_exposes_one_setting(tiny_encoder_factory, sample_
 
     default = tiny_encoder_factory()
     assert default.setting == EmbeddingSetting()  # the shipped recipe: eol, last token, final layer, 512 tokens
-    assert (default.prompt.template, default.pooling) == (resolve_prompt("eol").template, "last")
+    assert (default.prompt.template, default.pooling) == (resolve_prompt("eol-noquote").template, "last")
     chosen = EmbeddingSetting(prompt="summarize", pooling="mean", layer="last2", max_length=64)
     by_setting = tiny_encoder_factory(setting=chosen)
     by_keywords = tiny_encoder_factory(prompt="summarize", pooling="mean", layer="last2", max_length=64)

@@ -245,7 +245,7 @@ def test_cli_resolves_the_setting_from_the_adapter_and_the_peak_from_the_attenti
     assert config.peak_layer == 7
     assert parsed("--peak-layer", "3").peak_layer == 3
     assert parsed("--model", "other").peak_layer is None  # another model's report: the last layer
-    assert parsed("--prompt", "eol", "--max-length", "32").embedding == EmbeddingSetting(max_length=32)
+    assert parsed("--prompt", "eol-noquote", "--max-length", "32").embedding == EmbeddingSetting(max_length=32)
     assert "results/attention/attention_report.json" in " ".join(cli.build_parser().format_help().split())
     report.write_text("{not json")
     assert parsed().peak_layer is None

@@ -36,7 +36,7 @@ def test_the_plain_command_builds_the_default_config(tmp_path):
     args = build_parser().parse_args(["--out", str(tmp_path / "o"), "--pairs", "p.jsonl"])
     config = config_from_args(args)
     assert config == TrainConfig(pairs="p.jsonl")
-    assert config.embedding == EmbeddingSetting(prompt="eol", pooling="last", layer=-1, max_length=64)
+    assert config.embedding == EmbeddingSetting(prompt="eol-noquote", pooling="last", layer=-1, max_length=64)
 
 
 def test_a_recipe_file_then_flags(tmp_path):
@@ -73,7 +73,7 @@ def test_the_config_is_frozen_and_replace_validates():
         config.steps = 3  # type: ignore[misc]
     with pytest.raises(TrainError, match="no in-batch negatives"):
         config.replace(batch_size=1)
-    assert config.replace(prompt="cluster").embedding.prompt == "cluster" and config.embedding.prompt == "eol"
+    assert config.replace(prompt="cluster").embedding.prompt == "cluster" and config.embedding.prompt == "eol-noquote"
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def test_output_is_a_plain_peft_folder_with_metadata_and_card(trained, tiny_dir)
     for key in ("base_model", "base_weights_sha256", "prompt", "pooling", "layer", "max_length", "training"):
         assert key in meta
     assert adapter.base_weights_sha256 == trainer.loaded.weights_hash
-    assert meta["prompt"] == PROMPTS["eol"]  # the recipe's prompt, the default
+    assert meta["prompt"] == PROMPTS["eol-noquote"]  # the recipe's prompt, the default
     card = adapter.card
     assert card is not None and card["metadata"] == meta
     assert card["run"]["pairs_per_s"] > 0 and card["run"]["peak_rss_mb"] > 0
