@@ -12,16 +12,43 @@ import numpy as np
 import streamlit as st
 
 from core.runtime.browser import find_chromium
+from core.runtime.errors import LensError
 from workbench.state import ModelChoice
 
 
 def header(title: str, choice: ModelChoice | None = None) -> None:
-    """The page title, and the model choice it shows (the same on every page: the sidebar's)."""
+    """The page title, and the model choice it shows (the same on every page: the sidebar's), max length as a
+    number of tokens (:func:`max_length_words`)."""
     st.title(title)
     if choice is not None:
         adapter = choice.adapter or "none (base model only)"
-        length = f"{choice.max_length} tokens" if choice.max_length else "the adapter's (or 512)"
+        length = max_length_words(choice)
         st.caption(f"Model **{choice.model}** · adapter **{adapter}** · max length {length} · device {choice.device}")
+
+
+def max_length_words(choice: ModelChoice) -> str:
+    """The max length the pages read texts at, as a number and where it comes from: the sidebar's, else the
+    adapter's trained one (its settings file, read without loading a model), else the default.
+
+    The number is the one :meth:`EmbeddingSetting.resolve` gives the encoder, so the header and the embeddings agree.
+    """
+    from core.encoding.setting import EmbeddingSetting
+    from core.models.adapters import read_metadata
+
+    if choice.max_length:
+        return f"{choice.max_length} tokens (sidebar)"
+    metadata: dict[str, Any] = {}
+    if choice.adapter:
+        try:
+            metadata = read_metadata(choice.adapter)
+        except (LensError, OSError, ValueError):
+            metadata = {}  # the page's own adapter loading says what is wrong with the folder
+    try:
+        length = EmbeddingSetting.resolve(metadata or None).max_length
+    except (LensError, TypeError, ValueError):
+        metadata, length = {}, EmbeddingSetting().max_length
+    source = "the adapter's" if metadata.get("max_length") else "default"
+    return f"{length} tokens ({source})"
 
 
 def truncation_note(encoder: Any, texts: Sequence[str]) -> int:
