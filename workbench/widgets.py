@@ -184,6 +184,57 @@ def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2
     return sample_dataset(full, min(int(size), len(full)))
 
 
+UPLOAD_TYPES = ["csv", "tsv", "jsonl", "json", "parquet", "txt"]
+
+
+def upload_texts(key: str, max_texts: int):
+    """A file upload (a table with a text and an optional label column, or a ``.txt`` with one text per line) read
+    by core.data's readers, the explorer's; beyond ``max_texts`` texts a seeded sample of that many.
+
+    Returns:
+        The :class:`core.data.Dataset` (named after the uploaded file, labels None when no label column), or None
+        before a file is given. A file the readers refuse stops the page with their message, naming the user's
+        file (not the stored copy).
+    """
+    from core.data import DataError, file_columns, load_user_file, sample_dataset, save_upload
+    from core.data.dataset import Dataset, content_sha256
+    from core.data.user_files import iter_texts
+
+    upload = st.file_uploader(
+        "CSV, TSV, JSONL, JSON, parquet or TXT (one text per line), max 20 MB", type=UPLOAD_TYPES, key=f"{key}_file"
+    )
+    if upload is None:
+        return None
+    stored = None
+    try:
+        stored = save_upload(upload.name, upload.getvalue())
+        if stored.suffix == ".txt":
+            texts = list(iter_texts(stored))
+            full = Dataset(upload.name, texts, None, content_sha256(texts, None), upload.name)
+        else:
+            columns = file_columns(stored)
+            left, right = st.columns(2)
+            text_column = left.selectbox(
+                "Text column", columns, index=columns.index("text") if "text" in columns else 0, key=f"{key}_text"
+            )
+            options = ["(none)", *columns]
+            label_column = right.selectbox(
+                "Label column", options, index=options.index("label") if "label" in columns else 0, key=f"{key}_label"
+            )
+            read = load_user_file(stored, text_column, None if label_column == "(none)" else label_column)
+            full = Dataset(upload.name, read.texts, read.labels, read.sha256, upload.name)
+    except (ValueError, DataError) as error:
+        message = str(error)
+        if stored is not None:  # the user knows their file's name, not the stored copy's
+            message = message.replace(str(stored), upload.name).replace(stored.name, upload.name)
+        st.error(f"Cannot use {upload.name}: {message}")
+        st.stop()
+    if len(full) > max_texts:
+        st.caption(f"{upload.name} holds {len(full)} texts: a seeded sample of {max_texts} is compared.")
+        return sample_dataset(full, max_texts)
+    return full
+
+
 def selected_points(chart_key: str) -> list[int]:
     """Text indices (the traces' customdata) selected in the plotly chart ``chart_key`` on the last run."""
     event = st.session_state.get(chart_key)
