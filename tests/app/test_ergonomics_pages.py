@@ -128,7 +128,8 @@ def stopped_run(root, name: str = "stopped-run"):
     row = {"step": 2, "loss": 1.5, "pairs_per_s": 3.0, "peak_rss_mb": 100, "lr": 1e-4, "seconds": 1.0}
     (folder / "train_log.jsonl").write_text(json.dumps(row) + "\n")
     (folder / "job.json").write_text(json.dumps({"pid": 2**22 + 7, "settings": {"steps": 10}, "stopped": 1.0}))
-    (folder / "job.log").write_text("phase: training\ninterrupted after step 2: checkpoint ...; continue with --resume\n")
+    cli_words = "interrupted after step 2: checkpoint ...; continue with --resume"  # what the trainer logs
+    (folder / "job.log").write_text(f"phase: training\n{cli_words}\n")
     return folder
 
 
