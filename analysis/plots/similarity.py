@@ -12,7 +12,7 @@ __all__ = ["similarity_heatmap"]
 
 # Labels get colours in order of first appearance; a long qualitative palette so up to 24 labels never share one.
 _BAND_COLORS = plotly.colors.qualitative.Dark24
-_BAND = 0.035  # the label bands' thickness, as a fraction of the plot area
+_BAND_PX = 12  # the label bands' thickness in pixels, outside the plot area; tick labels stand off beyond them
 _MAX_CELL_TEXT = 24  # above this many texts the cells are too small for printed values (hover still shows them)
 
 
@@ -93,10 +93,10 @@ def _label_bands(figure: go.Figure, groups: list[str]) -> None:
     for start, end, label in runs:
         color = colors[label]
         span = (start - 0.5, end + 0.5)
-        figure.add_shape(type="rect", xref="x", yref="paper", x0=span[0], x1=span[1], y0=1.0, y1=1.0 + _BAND,
-                         fillcolor=color, line={"width": 0})  # fmt: skip
-        figure.add_shape(type="rect", xref="paper", yref="y", x0=-_BAND, x1=0.0, y0=span[0], y1=span[1],
-                         fillcolor=color, line={"width": 0})  # fmt: skip
+        figure.add_shape(type="rect", xref="x", yref="paper", ysizemode="pixel", yanchor=1, y0=2, y1=2 + _BAND_PX,
+                         x0=span[0], x1=span[1], fillcolor=color, line={"width": 0})  # fmt: skip
+        figure.add_shape(type="rect", xref="paper", yref="y", xsizemode="pixel", xanchor=0, x0=-2 - _BAND_PX, x1=-2,
+                         y0=span[0], y1=span[1], fillcolor=color, line={"width": 0})  # fmt: skip
         if end > start:
             figure.add_shape(type="rect", xref="x", yref="y", x0=span[0], x1=span[1], y0=span[0], y1=span[1],
                              line={"color": "white", "width": 1.5}, fillcolor="rgba(0,0,0,0)")  # fmt: skip
@@ -107,4 +107,5 @@ def _label_bands(figure: go.Figure, groups: list[str]) -> None:
         legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "title": {"text": "label"}},
         margin={"l": 40, "r": 10, "t": 70},
         xaxis={"title": None},
+        yaxis={"ticklabelstandoff": _BAND_PX + 4},
     )
