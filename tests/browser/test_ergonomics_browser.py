@@ -103,6 +103,36 @@ def test_the_header_shows_the_adapters_max_length(server, browser_page):
     assert "max length 64 tokens (the adapter's)" in words and "(or 512)" not in words, words
 
 
+def test_embedding_shows_batches_and_stops(server, browser_page):
+    """Echo on 60 new texts (not in the disk cache): batches with the time left, Stop, then Embed again."""
+    page = browser_page
+    page.goto(f"{server}/embed", wait_until="commit")
+    page.get_by_role("textbox", name="Labels, one per line (optional)").wait_for(timeout=SLOW_MS)
+    page.get_by_role("combobox", name="Method", exact=True).click()
+    page.get_by_role("option", name="echo", exact=True).click()
+    page.keyboard.press("Escape")
+    page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=SLOW_MS)  # the six examples under echo
+    page.get_by_role("textbox", name="Labels, one per line (optional)").fill("")
+    run = time.time_ns()  # new texts on every run, so nothing comes from the cache of an earlier one
+    texts = "\n".join(f"sentence {i} of run {run} is about topic {i % 7}" for i in range(60))
+    box = page.get_by_role("textbox", name="Texts, one per line")
+    box.fill(texts)
+    box.press("Control+Enter")  # a text area sends its value on Ctrl+Enter (or when it loses focus)
+    bar = page.locator('[data-testid="stProgress"]', has_text="batches").first
+    bar.wait_for(timeout=SLOW_MS)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stProgress"]')]
+                 .some(e => /Embedding 60 texts .*: [1-9]\\d* of 8 batches, about \\d+ s left/.test(e.innerText))""",
+        timeout=SLOW_MS,
+    )
+    page.locator(".st-key-embed_stopped_button button").click()
+    page.locator('[data-testid="stAlertContentWarning"]', has_text="Embedding stopped.").wait_for(timeout=SLOW_MS)
+    assert not page.locator('[data-testid="stPlotlyChart"]').count()
+    page.get_by_role("button", name="Embed again", exact=True).click()
+    page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=SLOW_MS)  # base, adapter, difference
+    assert not problems(page), problems(page)
+
+
 def progress_text(page) -> str:
     bars = page.locator('[data-testid="stProgress"]')
     return bars.first.inner_text() if bars.count() else ""
