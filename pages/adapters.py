@@ -31,6 +31,18 @@ def watch_run(folder: str | Path) -> None:
     st.query_params["watch"] = str(folder)
 
 
+def resume_button(folder: Path, key: str) -> None:
+    """Resume beside a stopped or failed run that left a checkpoint; the run is then watched below."""
+    if not can_resume(folder):
+        return
+    if st.button("Resume", key=key, type="primary", help="continue from its last checkpoint, same settings"):
+        try:
+            resume_training(folder)
+            watch_run(folder)
+        except (LensError, OSError) as error:
+            st.error(str(error))
+
+
 widgets.header("Adapters")
 folders = [*list_adapters(ADAPTERS_DIR, in_training=True), *list_adapters(state.TRAINED_DIR, in_training=True)]
 extra = st.text_input("Another adapter folder", "").strip()
@@ -47,19 +59,14 @@ for folder in folders:
     with st.expander(f"{folder.name}: {status.state}", expanded=folder == SHIPPED_ADAPTER):
         st.caption(f"`{folder}`")
         if status.state == "running":
-            st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
+            st.progress(status.fraction, text=status.phase)
         if status.message and status.state in ("failed", "stopped", "damaged"):
             st.warning(status.message)
         if can_resume(folder):
             listed = folder.parent in (ADAPTERS_DIR, state.TRAINED_DIR)
             where = "" if listed else " (under *...or an adapter folder*: this root is not listed)"
             st.caption(f"Its checkpoints are adapters too: pick one in a model page's sidebar{where}.")
-        if can_resume(folder) and st.button("Resume from the last checkpoint", key=f"resume_{folder}"):
-            try:
-                resume_training(folder)
-                watch_run(folder)
-            except (LensError, OSError) as error:
-                st.error(str(error))
+        resume_button(folder, f"resume_{folder}")
         readme = folder / "README.md"
         if readme.is_file():
             st.markdown(readme.read_text())
@@ -82,16 +89,19 @@ st.caption(
 with st.form("train"):
     left, middle, right = st.columns(3)
     name = left.text_input("Name (a new folder)", "my-adapter")
-    pairs = middle.text_input("Pairs: `bible` or a pair file (JSONL/TSV)", "bible")
+    pairs = middle.text_input("Pairs: `bible` or a pair file (JSONL/TSV)", "bible").strip()
     prompt = right.text_input("Prompt (name or template)", DEFAULT_PROMPT)
     root = st.text_input("Output folder (the run goes into OUTPUT/NAME)", str(state.TRAINED_DIR))
     a, b, c, d = st.columns(4)
     steps = a.number_input("Steps", 2, 2000, 20)
     batch = b.number_input("Batch size (pairs)", 2, 256, 16)
     layers = c.number_input("LoRA on the top k layers (0 = all)", 0, 64, 8)
-    lr = d.number_input("Learning rate", 1e-6, 1e-2, 3e-4, format="%.0e")
+    # A step below the range's width keeps the ± buttons enabled (Streamlit's float default, 0.01, exceeds it).
+    lr = d.number_input("Learning rate", 1e-6, 1e-2, 3e-4, step=1e-4, format="%.1e", key="train_lr")
     submitted = st.form_submit_button("Start training", type="primary")
 if submitted:
+    if pairs.startswith("~"):  # no shell expands it for the job; relative paths are the repository's, as in the CLI
+        pairs = str(Path(pairs).expanduser())
     request = TrainingRequest(
         name, pairs, prompt, steps=int(steps), batch_size=int(batch), lora_layers=int(layers), lr=float(lr),
         base_model=choice.model, device=choice.device,
@@ -110,11 +120,14 @@ def watch(folder: str) -> None:
     st.subheader(f"{Path(folder).name}: {status.state}")
     st.caption(f"`{folder}`")
     if status.state == "running":
-        st.progress(status.fraction, text=f"step {status.steps_done} of {status.steps_total}")
-        if st.button("Stop (a checkpoint is kept; resume it here)"):
+        st.progress(status.fraction, text=status.phase)
+        if st.button("Stop (a checkpoint is kept; resume it here)", key="watch_stop"):
             stop_training(folder)
     elif status.message:
-        st.warning(status.message)
+        words, button = st.columns([4, 1], vertical_alignment="center")
+        words.warning(status.message)
+        with button:
+            resume_button(Path(folder), "watch_resume")
     rows = read_train_log(folder)
     if rows:
         last = rows[-1]

@@ -12,16 +12,43 @@ import numpy as np
 import streamlit as st
 
 from core.runtime.browser import find_chromium
+from core.runtime.errors import LensError
 from workbench.state import ModelChoice
 
 
 def header(title: str, choice: ModelChoice | None = None) -> None:
-    """The page title, and the model choice it shows (the same on every page: the sidebar's)."""
+    """The page title, and the model choice it shows (the same on every page: the sidebar's), max length as a
+    number of tokens (:func:`max_length_words`)."""
     st.title(title)
     if choice is not None:
         adapter = choice.adapter or "none (base model only)"
-        length = f"{choice.max_length} tokens" if choice.max_length else "the adapter's (or 512)"
+        length = max_length_words(choice)
         st.caption(f"Model **{choice.model}** · adapter **{adapter}** · max length {length} · device {choice.device}")
+
+
+def max_length_words(choice: ModelChoice) -> str:
+    """The max length the pages read texts at, as a number and where it comes from: the sidebar's, else the
+    adapter's trained one (its settings file, read without loading a model), else the default.
+
+    The number is the one :meth:`EmbeddingSetting.resolve` gives the encoder, so the header and the embeddings agree.
+    """
+    from core.encoding.setting import EmbeddingSetting
+    from core.models.adapters import read_metadata
+
+    if choice.max_length:
+        return f"{choice.max_length} tokens (sidebar)"
+    metadata: dict[str, Any] = {}
+    if choice.adapter:
+        try:
+            metadata = read_metadata(choice.adapter)
+        except (LensError, OSError, ValueError):
+            metadata = {}  # the page's own adapter loading says what is wrong with the folder
+    try:
+        length = EmbeddingSetting.resolve(metadata or None).max_length
+    except (LensError, TypeError, ValueError):
+        metadata, length = {}, EmbeddingSetting().max_length
+    source = "the adapter's" if metadata.get("max_length") else "default"
+    return f"{length} tokens ({source})"
 
 
 def truncation_note(encoder: Any, texts: Sequence[str]) -> int:
@@ -155,6 +182,57 @@ def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2
         **kept(f"{key}_size", min(1000, top), bounds=(100, top), url="size"),
     )  # fmt: skip
     return sample_dataset(full, min(int(size), len(full)))
+
+
+UPLOAD_TYPES = ["csv", "tsv", "jsonl", "json", "parquet", "txt"]
+
+
+def upload_texts(key: str, max_texts: int):
+    """A file upload (a table with a text and an optional label column, or a ``.txt`` with one text per line) read
+    by core.data's readers, the explorer's; beyond ``max_texts`` texts a seeded sample of that many.
+
+    Returns:
+        The :class:`core.data.Dataset` (named after the uploaded file, labels None when no label column), or None
+        before a file is given. A file the readers refuse stops the page with their message, naming the user's
+        file (not the stored copy).
+    """
+    from core.data import DataError, file_columns, load_user_file, sample_dataset, save_upload
+    from core.data.dataset import Dataset, content_sha256
+    from core.data.user_files import iter_texts
+
+    upload = st.file_uploader(
+        "CSV, TSV, JSONL, JSON, parquet or TXT (one text per line), max 20 MB", type=UPLOAD_TYPES, key=f"{key}_file"
+    )
+    if upload is None:
+        return None
+    stored = None
+    try:
+        stored = save_upload(upload.name, upload.getvalue())
+        if stored.suffix == ".txt":
+            texts = list(iter_texts(stored))
+            full = Dataset(upload.name, texts, None, content_sha256(texts, None), upload.name)
+        else:
+            columns = file_columns(stored)
+            left, right = st.columns(2)
+            text_column = left.selectbox(
+                "Text column", columns, index=columns.index("text") if "text" in columns else 0, key=f"{key}_text"
+            )
+            options = ["(none)", *columns]
+            label_column = right.selectbox(
+                "Label column", options, index=options.index("label") if "label" in columns else 0, key=f"{key}_label"
+            )
+            read = load_user_file(stored, text_column, None if label_column == "(none)" else label_column)
+            full = Dataset(upload.name, read.texts, read.labels, read.sha256, upload.name)
+    except (ValueError, DataError) as error:
+        message = str(error)
+        if stored is not None:  # the user knows their file's name, not the stored copy's
+            message = message.replace(str(stored), upload.name).replace(stored.name, upload.name)
+        st.error(f"Cannot use {upload.name}: {message}")
+        st.stop()
+    if len(full) > max_texts:
+        st.caption(f"{upload.name} holds {len(full)} texts: a seeded sample of {max_texts} is compared.")
+        return sample_dataset(full, max_texts)
+    return full
 
 
 def selected_points(chart_key: str) -> list[int]:

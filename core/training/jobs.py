@@ -4,6 +4,9 @@ The job is a plain subprocess (fixed argument list, no shell) writing into its a
 ``job.json`` (its record), ``job.log`` (its output) and the trainer's own ``train_log.jsonl``.
 Stopping sends SIGINT, which the trainer answers with a checkpoint of its last completed step, so
 :func:`resume_training` (the same settings with ``--resume``) ends at the adapter an unstopped job makes.
+While it runs, :attr:`JobStatus.phase` says what it is doing (starting, reading pairs, loading the model, tokenizing,
+training step i of n with the time left, writing the adapter), from the trainer's ``phase: ...`` lines in ``job.log``
+and the rows of ``train_log.jsonl``. A pair file that is not there is refused before a job starts (no folder made).
 
 Invariants (a run folder may come from anyone, so its files are data, never code or a command):
 - ``job.json`` holds the job's settings as JSON values (``settings``: trainer option name -> value), its pid and
@@ -44,11 +47,13 @@ from core.runtime.paths import REPO_ROOT
 
 __all__ = [
     "JOB_FILE",
+    "PHASE_PREFIX",
     "JobState",
     "JobStatus",
     "TrainingRequest",
     "adapter_label",
     "can_resume",
+    "check_pair_file",
     "job_status",
     "read_train_log",
     "resume_training",
@@ -59,6 +64,8 @@ __all__ = [
 ]
 
 JOB_FILE = "job.json"
+PHASE_PREFIX = "phase: "  # the trainer's log lines that name what it is doing (core.training.trainer)
+_LOG_TAIL_BYTES = 65536  # phases and the last message are near the end of job.log
 JobState = Literal["running", "finished", "failed", "stopped", "damaged", "unknown"]
 # Options a job record may not carry: the folder and resuming are the app's to set, a --config file is code-free
 # but outside the record's validation.
@@ -73,6 +80,7 @@ class JobStatus:
     steps_total: int | None
     last: dict[str, Any] | None  # the last train_log row
     message: str = ""
+    phase: str = ""  # while running: what the job is doing now, in words (e.g. "training step 3 of 20, ...")
 
     @property
     def fraction(self) -> float:
@@ -235,6 +243,7 @@ def start_training(out: str | Path, options: list[str], python: str = sys.execut
     folder = Path(out)
     settings = _settings(list(options), "the training options")
     command = train_command(folder, settings, python)
+    check_pair_file(settings.get("pairs", "bible"))
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _launching(folder):
         _refuse_if_in_use(folder)
@@ -262,6 +271,7 @@ def resume_training(folder: str | Path, python: str = sys.executable) -> subproc
         assert job is not None  # job_status read it just now
         settings = _job_settings(folder, job)
         command = train_command(folder, settings, python)
+        check_pair_file(settings.get("pairs", "bible"))
         return _launch(folder, [*command, "--no-progress", "--resume"], settings, "ab")
 
 
@@ -283,10 +293,34 @@ def _refuse_if_in_use(folder: Path) -> None:
         raise TrainError(f"{folder} is in use by another training run right now; wait for it or choose another folder")
 
 
+def check_pair_file(pairs: Any) -> None:
+    """Refuse a pair file the job could not read, before anything starts or any folder is made.
+
+    ``pairs`` is ``"bible"`` or a path as the job sees it (relative paths from the repository, the job's working
+    folder). Its content is checked by the trainer, which says what is wrong with it.
+
+    Raises:
+        TrainError: naming the path looked at and what to give instead.
+    """
+    if pairs == "bible" or not isinstance(pairs, str):
+        return
+    path = Path(pairs) if Path(pairs).is_absolute() else REPO_ROOT / pairs
+    fix = 'give the path of a JSONL/TSV pair file (`python -m core.pairs` makes one) or "bible"'
+    if not path.exists():
+        raise TrainError(f"pair file {pairs} does not exist (looked for {path}); {fix}")
+    if not path.is_file():
+        raise TrainError(f"pair file {pairs} is a folder, not a file ({path}); {fix}")
+    if not os.access(path, os.R_OK):
+        raise TrainError(f"pair file {pairs} cannot be read (no permission on {path}); {fix}")
+
+
 def _launch(
     folder: Path, command: list[str], settings: dict[str, Any], log_mode: Literal["wb", "ab"]
 ) -> subprocess.Popen:
     log = open(folder / "job.log", log_mode)  # noqa: SIM115 - the child owns it for its lifetime
+    # A resumed job appends: this line ends the last run's phases, until the new process says its own.
+    log.write(f"{PHASE_PREFIX}starting\n".encode())
+    log.flush()
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     try:
@@ -351,8 +385,51 @@ def _steps_total(folder: Path, job: dict[str, Any]) -> int | None:
     return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 
+def _log_tail(folder: Path) -> list[str]:
+    """The non-empty lines at the end of ``job.log`` (its last 64 KiB), or none."""
+    path = folder / "job.log"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - _LOG_TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _running_phase(folder: Path, job: dict[str, Any], steps: int, total: int | None, rows: list[dict[str, Any]]) -> str:
+    """What a running job is doing, in words: its last phase line, a training step with the time left, or its stop."""
+    if job.get("stopped"):
+        return "stopping: saving a checkpoint of the last completed step"
+    said = next(
+        (line.removeprefix(PHASE_PREFIX) for line in reversed(_log_tail(folder)) if line.startswith(PHASE_PREFIX)),
+        "starting",
+    )
+    started = job.get("started")
+    since = f" ({time.time() - started:.0f} s since the start)" if isinstance(started, (int, float)) else ""
+    if said != "training":
+        return f"{said}{since}"
+    of = f" of {total}" if total else ""
+    left = ""
+    recent = [row["seconds"] for row in rows[-5:] if isinstance(row.get("seconds"), (int, float))]
+    if total and recent:
+        left = f", about {sum(recent) / len(recent) * max(total - steps, 0):.0f} s left"
+    return f"training step {min(steps + 1, total or steps + 1)}{of}{left}"
+
+
+def _stopped_message(folder: Path, steps: int, total: int | None) -> str:
+    kept = sorted((folder / "checkpoints").glob("step-*"))
+    of = f" of {total}" if total else ""
+    if not kept:
+        return f"Stopped at step {steps}{of} before any checkpoint was written: start it again."
+    at = kept[-1].name.removeprefix("step-").lstrip("0") or "0"
+    return f"Stopped after step {steps}{of}; its checkpoint at step {at} is kept: Resume continues from there."
+
+
 def job_status(folder: str | Path) -> JobStatus:
-    """What the run in ``folder`` is doing, from its files; never raises for a damaged record (``damaged``)."""
+    """What the run in ``folder`` is doing, from its files; never raises for a damaged record (``damaged``).
+
+    A running job's :attr:`JobStatus.phase` says what it does now; a stopped job's message says what was kept."""
     folder = Path(folder)
     rows = read_train_log(folder)
     steps = rows[-1]["step"] if rows else 0
@@ -369,13 +446,11 @@ def job_status(folder: str | Path) -> JobStatus:
     if (folder / "card.json").is_file():
         return JobStatus("finished", steps, total or steps, last)
     if job and _is_the_job(folder, job):
-        return JobStatus("running", steps, total, last)
-    tail = ""
-    if (folder / "job.log").is_file():
-        lines = [x for x in (folder / "job.log").read_text(errors="replace").splitlines() if x.strip()]
-        tail = lines[-1] if lines else ""
+        return JobStatus("running", steps, total, last, phase=_running_phase(folder, job, steps, total, rows))
     if job.get("stopped"):
-        return JobStatus("stopped", steps, total, last, tail)
+        return JobStatus("stopped", steps, total, last, _stopped_message(folder, steps, total))
+    lines = [line for line in _log_tail(folder) if not line.startswith(PHASE_PREFIX)]
+    tail = lines[-1] if lines else ""
     if job:
         return JobStatus("failed", steps, total, last, tail)
     return JobStatus("unknown", steps, total, last)

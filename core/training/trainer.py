@@ -96,6 +96,7 @@ class Trainer:
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
         self._check_environment()
+        log.info("phase: reading pairs")  # "phase: " lines are what core.training.jobs shows of a background run
         self.pairs, self.pair_provenance = load_training_pairs(config)
         # One run per folder: a second run would interleave its checkpoints and log rows with this one's. The lock is
         # held while this sets up (it may set damaged checkpoints aside, rewrite the log) and again while it trains.
@@ -110,6 +111,7 @@ class Trainer:
         self.checkpoint = self._checkpoint_to_resume() if resume else None
         if not resume and self.is_main:
             self._check_fresh_out(force)
+        log.info("phase: loading the model")
         self.loaded = load_model(config.base_model, device=config.device)
         self.peft_model = attach_lora(self.loaded.backbone, config, self.rank)
         self.loaded.peft_model = self.peft_model
@@ -126,6 +128,7 @@ class Trainer:
             cache=False,
         )
         self.plan = self.encoder.plan()
+        log.info("phase: tokenizing %d pairs", len(self.pairs))
         self.anchors = self.encoder.prepare([p["anchor"] for p in self.pairs])
         self.positives = self.encoder.prepare([p["positive"] for p in self.pairs])
         self.negatives = self.encoder.prepare([p["negative"] for p in self.pairs]) if self.config.hard_negatives else []
@@ -462,7 +465,9 @@ class Trainer:
 
         try:
             if self._eval_due():  # step 0, or a resume from a checkpoint taken before its evaluation ran
+                log.info("phase: evaluating")
                 self._maybe_evaluate(log_file)
+            log.info("phase: training")
             while self.step < c.steps:
                 result = self.train_step(record)
                 if self._eval_due():
@@ -489,6 +494,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Write the final adapter, its card and README into ``out`` (main process only)."""
         c = self.config
+        log.info("phase: writing the adapter")
         pairs_per_s = (self.step * c.batch_size) / max(self.train_seconds, 1e-9)
         card = {
             "settings": c.to_dict(),

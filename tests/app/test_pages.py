@@ -241,7 +241,7 @@ def test_adapters_page_offers_resume_and_keeps_the_watched_run_in_the_url(tiny_m
     app.run()
     assert not app.exception
     assert any(e.label == "stopped-run: stopped" for e in app.expander)
-    assert any(b.label == "Resume from the last checkpoint" for b in app.button)
+    assert any(b.label == "Resume" for b in app.button)
     assert any(c.value == "Its checkpoints are adapters too: pick one in a model page's sidebar." for c in app.caption)
     assert any(h.value == "stopped-run: stopped" for h in app.subheader)  # the live view, back after the reload
     output = next(t for t in app.text_input if t.label.startswith("Output folder"))

@@ -85,13 +85,75 @@ def test_stop_keeps_a_checkpoint_and_a_failed_job_says_why(tiny_model_dir, pair_
     vectors = Encoder(str(tiny_model_dir), adapter=picked[0], cache=False).encode(["a man runs"], use_adapter=True)
     assert vectors.shape[0] == 1
 
+    # The stopped run says what was kept and offers the page's Resume, not the CLI's flag.
+    message = job_status(folder).message
+    assert message.startswith("Stopped after step ") and "Resume continues" in message and "--resume" not in message
+
     broken = tmp_path / "broken"
-    start_training(broken, ["--pairs", str(tmp_path / "missing.jsonl"), "--base-model", str(tiny_model_dir)]).wait(120)
+    start_training(broken, ["--pairs", str(pair_file), "--base-model", str(tmp_path / "no-model")]).wait(120)
     status = job_status(broken)
-    assert status.state == "failed" and "missing.jsonl" in status.message
+    assert status.state == "failed" and "no-model" in status.message
     assert not can_resume(broken) and all(p.parent.parent != broken for p in stopped_checkpoints(tmp_path))
     with pytest.raises(TrainError, match="no checkpoint yet"):
         resume_training(broken)
+
+
+def test_a_missing_pair_file_is_refused_before_a_job_starts(tiny_model_dir, tmp_path):
+    for pairs, reason in ((tmp_path / "missing.jsonl", "does not exist"), (tmp_path, "is a folder")):
+        folder = tmp_path / "runs" / "never"
+        with pytest.raises(TrainError, match=reason) as refused:
+            start_training(folder, ["--pairs", str(pairs), "--base-model", str(tiny_model_dir)])
+        assert str(pairs) in str(refused.value) and "pair file" in str(refused.value)
+        assert not folder.exists(), "a refused job leaves no folder behind"
+    relative = "no/such/pairs.jsonl"  # the job reads relative paths from the repository: so does the check
+    with pytest.raises(TrainError, match="does not exist"):
+        start_training(tmp_path / "rel", ["--pairs", relative, "--base-model", str(tiny_model_dir)])
+    assert not (tmp_path / "rel").exists()
+
+
+def test_a_finished_job_logged_each_phase_in_order(tiny_model_dir, pair_file, tmp_path):
+    folder = tmp_path / "phased"
+    start_training(folder, options(tiny_model_dir, pair_file, 2)).wait(timeout=180)
+    assert job_status(folder).state == "finished", (folder / "job.log").read_text()[-2000:]
+    said = [line.removeprefix("phase: ") for line in (folder / "job.log").read_text().splitlines()
+            if line.startswith("phase: ")]  # fmt: skip
+    assert [p.split()[0] for p in said] == ["starting", "reading", "loading", "tokenizing", "training", "writing"]
+    kept = next(line for line in (folder / "job.log").read_text().splitlines() if " pairs (" in line)
+    assert said[3] == f"tokenizing {kept.split()[0]} pairs"  # the pairs kept after cleaning, as the CLI reports
+
+
+def test_a_running_job_says_its_phase(tmp_path):
+    """The phase of a running job: the last phase line of its log, a training step with the time left, its stop."""
+    folder = tmp_path / "live"
+    folder.mkdir()
+    # A process whose command line is a core.train job on this folder (it only sleeps): job_status sees it running.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "core.train", "--out",
+                                 str(folder)])  # fmt: skip
+    try:
+        started = psutil.Process(stand_in.pid).create_time()
+        job = {"pid": stand_in.pid, "pid_started": started, "settings": {"steps": 20}, "started": time.time() - 7}
+        (folder / "job.json").write_text(json.dumps(job))
+        (folder / "job.log").write_text("phase: starting\n")
+        status = job_status(folder)
+        assert (
+            status.state == "running" and status.phase.startswith("starting (") and "s since the start" in status.phase
+        )
+        (folder / "job.log").write_text("phase: starting\nphase: reading pairs\nphase: loading the model\n")
+        assert job_status(folder).phase.startswith("loading the model (")
+        (folder / "job.log").write_text("phase: loading the model\nphase: training\n")
+        assert job_status(folder).phase == "training step 1 of 20"
+        rows = [{"step": i, "loss": 1.0, "seconds": 2.0} for i in (1, 2, 3)]
+        (folder / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        status = job_status(folder)
+        assert (status.steps_done, status.phase) == (3, "training step 4 of 20, about 34 s left")
+        # A resume appends to the log: its own "starting" line ends the last run's phases.
+        (folder / "job.log").write_text("phase: training\ninterrupted after step 3\nphase: starting\n")
+        assert job_status(folder).phase.startswith("starting (")
+        (folder / "job.json").write_text(json.dumps({**job, "stopped": time.time()}))
+        assert job_status(folder).phase.startswith("stopping")
+    finally:
+        stand_in.kill()
+        stand_in.wait()
 
 
 def test_a_stopped_job_resumes_to_the_adapter_of_an_unstopped_one(tiny_model_dir, pair_file, tmp_path):
