@@ -41,6 +41,8 @@ UNCERTAINTY_COLUMNS = (
     "gap ±",
     "gap AUC",
     "gap AUC ±",
+    "average low",
+    "average high",
 )
 _PAIR_STATS = ("gap", "gap_z", "auc")
 
@@ -115,8 +117,9 @@ def uncertainty_view(view: Any, cells: Sequence[dict[str, Any]], tasks: Sequence
     """``view`` (a ``quality_view`` table) with the ``UNCERTAINTY_COLUMNS`` added after its averages.
 
     ``average ±``: the average and the half-width of its 95% CI over texts, or ±2 seed stds where the cells store
-    no replicates (``spread`` names which). ``vs base ±``: the paired adapter-minus-base difference and its CI
-    half-width (over texts only: empty where the rows do not pair). ``within noise of best``: the row's
+    no replicates (``spread`` names which); ``average low``/``average high`` are that interval's ends.
+    ``vs base ±``: the paired adapter-minus-base difference and its CI half-width (over texts only: empty where
+    the rows do not pair). ``within noise of best``: the row's
     difference from the best average shown is not distinguishable from 0 (paired CI over texts includes 0, or
     without replicates within 2 combined seed stds). ``gap``/``gap AUC``: the mean within-minus-between cosine
     gap (the model's own cosine units) and its rank form (scale-free: compares across models), with ± over texts.
@@ -147,6 +150,8 @@ def uncertainty_view(view: Any, cells: Sequence[dict[str, Any]], tasks: Sequence
         else:
             low, high = value - 2 * row.seed_std, value + 2 * row.seed_std
         columns["average ±"].append(_plus_minus(value, low, high))
+        columns["average low"].append(low)
+        columns["average high"].append(high)
         columns["n texts"].append(row.n_texts)
         columns["spread"].append(BY_TEXTS if row.by_texts else BY_SEEDS)
         base_key = base_row_key(key)

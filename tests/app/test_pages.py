@@ -438,7 +438,7 @@ def test_clustering_quality_compares_methods(open_page, tmp_path):
         ("m", "echo"), ("minilm", "plain")
     }  # fmt: skip
     names = [trace["name"] for trace in json.loads(charts(app)[0].proto.spec)["data"]]
-    assert "m · echo / last" in names and app.query_params["methods"] == "echo"
+    assert "m · echo" in names and app.query_params["methods"] == "echo"  # one bar colour per model and method
 
 
 def test_clustering_quality_shows_both_tracks_and_the_gain_chart(open_page, tmp_path):
