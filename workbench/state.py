@@ -120,6 +120,15 @@ def _from_url(text: str, default: Any) -> Any:
         return default
 
 
+def follow(key: str, value: Any, basis: Any) -> None:
+    """Reset the kept value of widget ``key`` to ``value`` whenever ``basis`` changes (call before :func:`kept`),
+    e.g. k-means k to a newly uploaded file's label count; while ``basis`` holds, the user's choice is kept."""
+    marker = f"{KEEP}{key}:basis"
+    if st.session_state.get(marker) != basis:
+        st.session_state[marker] = basis
+        st.session_state[KEEP + key] = value
+
+
 def _keep(key: str) -> None:
     st.session_state[KEEP + key] = st.session_state[key]
 

@@ -106,7 +106,10 @@ def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2
     Returns the sampled :class:`core.data.Dataset` (labels None when no label column), or stops the page with
     an error or a hint.
     """
-    from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, sample_dataset, save_upload
+    import dataclasses
+    from pathlib import Path
+
+    from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, save_upload
     from workbench.state import kept
 
     source = st.radio("Data", ["local task", "upload a file"], horizontal=True, **kept(f"{key}_source", "local task"))
@@ -119,13 +122,18 @@ def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2
             )
             full = load_task(task, "test")
         else:
-            upload = st.file_uploader(
-                "CSV, TSV, JSONL, JSON or parquet (max 20 MB)", type=["csv", "tsv", "jsonl", "json", "parquet"]
-            )
+            from workbench.state import forget_in_url
+
+            forget_in_url("task")  # the URL names the data shown: no longer a local task
+            # Any suffix gets through the uploader, so a wrong one gets save_upload's message, not only a red icon.
+            upload = st.file_uploader("CSV, TSV, JSONL, JSON, parquet, or TXT with one text per line (max 20 MB)")
             if upload is None:
-                st.info("Upload a file with a text column and, optionally, a label column.")
+                st.info("Upload a file with a text column and, optionally, a label column (or a .txt: one text per "
+                        "line, no labels).")  # fmt: skip
                 st.stop()
             stored = save_upload(upload.name, upload.getvalue())
+            if stored.suffix == ".txt":
+                return _sampled(_text_lines(stored, upload.name), key, max_texts)
             columns = file_columns(stored)
             left, right = st.columns(2)
             text_column = left.selectbox(
@@ -140,12 +148,33 @@ def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2
                 "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
             )
             full = load_user_file(stored, text_column, None if label_column == "(none)" else label_column)
+            full = dataclasses.replace(full, name=Path(upload.name).stem)  # the user's name, not the stored hash
     except (ValueError, DataError) as error:
         message = str(error)
         if upload is not None and stored is not None:  # the user knows their file's name, not the stored copy's
             message = message.replace(str(stored), upload.name).replace(stored.name, upload.name)
         st.error(f"Cannot use this data: {message}")
         st.stop()
+    return _sampled(full, key, max_texts)
+
+
+def _text_lines(path: Any, name: str):
+    """A .txt upload's non-blank lines as an unlabelled dataset named after the user's file."""
+    from pathlib import Path
+
+    from core.data import Dataset, content_sha256
+    from core.data.user_files import iter_texts
+
+    texts = list(iter_texts(path))
+    st.caption(f"{name}: {len(texts)} texts, one per line, no labels.")
+    return Dataset(name=Path(name).stem, texts=texts, labels=None, sha256=content_sha256(texts, None), source=name)
+
+
+def _sampled(full: Any, key: str, max_texts: int):
+    """All texts up to 100, else a seeded sample whose size a slider sets (at most ``max_texts``)."""
+    from core.data import sample_dataset
+    from workbench.state import kept
+
     if len(full) <= 100:
         st.caption(f"All {len(full)} texts are used.")
         return full

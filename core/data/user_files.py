@@ -311,12 +311,13 @@ def file_columns(path: str | Path) -> list[str]:
 
 
 def save_upload(name: str, data: bytes, folder: str | Path | None = None) -> Path:
-    """Store uploaded bytes under the cache (content-addressed, suffix kept) so the file readers apply."""
+    """Store uploaded bytes under the cache (content-addressed, suffix kept) so the file readers apply (a ``.txt``:
+    ``iter_texts``, one text per line)."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise UserFileError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
     suffix = Path(name).suffix.lower()
-    if suffix not in USER_FORMATS:
-        formats = ", ".join(USER_FORMATS)
+    if suffix not in TEXT_FORMATS:
+        formats = ", ".join(TEXT_FORMATS)
         raise UserFileError(f"unsupported file type {suffix or '(none)'!r} for {name}; use one of {formats}")
     target = Path(folder) if folder is not None else cache_root() / "uploads"
     target.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from analysis.clustering.uncertainty import text_uncertainty
+from tests.app.test_cluster_explorer import saved_runs  # noqa: F401 (a fixture)
 
 
 def charts(app) -> list:
@@ -69,3 +70,23 @@ def test_the_quality_page_keeps_the_model_in_the_url(tiny_model_dir):
     app.selectbox(key="model_pick").set_value("custom folder or hub id...").run()
     app.switch_page("../pages/clustering_quality.py").run()
     assert not app.exception and app.query_params["model"] == "custom folder or hub id..."
+
+
+def test_the_explorer_scores_unlabelled_texts_and_k_follows_the_label_count(open_page, saved_runs):  # noqa: F811
+    app = open_page("cluster_explorer.py", adapter=False)
+    app.radio(key="explore_compare").set_value("two saved runs").run()
+    app.text_input(key="explore_run_a").set_value(str(saved_runs / "layer_a.npy"))
+    app.text_input(key="explore_run_b").set_value(str(saved_runs / "layer_b.npy"))
+    app.text_input(key="explore_texts").set_value(str(saved_runs / "texts.csv")).run()
+    assert not app.exception and not app.error
+    metrics = {m.label: m.value for m in app.metric}
+    assert not any(label.startswith("V-measure") for label in metrics)  # no labels: no V-measure...
+    silhouettes = [value for label, value in metrics.items() if label.startswith("Silhouette")]
+    assert len(silhouettes) == 2 and all(" ± " in value for value in silhouettes)  # ...but a label-free number
+    assert app.slider(key="explore_k").value == 8  # no labels: the default k
+    app.text_input(key="explore_label_column").set_value("label").run()
+    assert app.slider(key="explore_k").value == 3  # k follows the three labels
+    assert "Silhouette (layer_a, k-means k=3)" in {m.label for m in app.metric}
+    app.slider(key="explore_k").set_value(5).run()
+    app.toggle(key="explore_names").set_value(False).run()
+    assert app.slider(key="explore_k").value == 5  # the user's k holds while the data stays
