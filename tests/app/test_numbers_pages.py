@@ -9,6 +9,7 @@ import numpy as np
 
 from analysis.clustering.uncertainty import text_uncertainty
 from tests.app.test_cluster_explorer import saved_runs  # noqa: F401 (a fixture)
+from tests.app.test_pages import prepared_tasks  # noqa: F401 (a fixture)
 
 
 def charts(app) -> list:
@@ -90,3 +91,31 @@ def test_the_explorer_scores_unlabelled_texts_and_k_follows_the_label_count(open
     app.slider(key="explore_k").set_value(5).run()
     app.toggle(key="explore_names").set_value(False).run()
     assert app.slider(key="explore_k").value == 5  # the user's k holds while the data stays
+
+
+def test_attention_shows_the_content_share_for_the_sentence_and_a_dataset(open_page, prepared_tasks):  # noqa: F811
+    app = open_page("attention.py")
+    assert not app.exception and not app.error
+    sentence = app.dataframe[0].value
+    assert list(sentence["side"]) == ["base", "adapter", "adapter − base"] and (sentence["n"] == 1).all()
+    diff = sentence.set_index("side")["share"]
+    assert abs(diff["adapter − base"] - (diff["adapter"] - diff["base"])) < 1e-9
+    app.number_input(key="att_share_n").set_value(6).run()
+    next(b for b in app.button if b.label == "Compute the average").click().run()
+    assert not app.exception and not app.error
+    rows = app.dataframe[1].value.set_index("side")
+    assert (
+        (rows["n"] == 6).all() and (rows["ci_low"] <= rows["share"]).all() and (rows["share"] <= rows["ci_high"]).all()
+    )
+    app.selectbox(key="att_heads").set_value("head 1").run()  # another widget: the dataset's result stays
+    assert len(app.dataframe) == 2 and len(app.dataframe[1].value) == 3
+
+
+def test_a_long_sentence_stays_out_of_the_url(open_page):
+    app = open_page("attention.py")
+    app.text_input(key="att_sentence").set_value("a cat sat on the mat").run()
+    assert app.query_params["sentence"] == "a cat sat on the mat"
+    long = "word " * 400
+    app.text_input(key="att_sentence").set_value(long).run()
+    assert not app.exception and "sentence" not in app.query_params and "model" in app.query_params
+    assert app.text_input(key="att_sentence").value == long.strip() or app.text_input(key="att_sentence").value == long
