@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from analysis.clustering.summary import AVERAGES, QUALITY_COLUMNS, base_row_key, cell_row, index_columns
-from analysis.stats import replicate_ci
+from analysis.stats import centred_ci, replicate_ci
 
 __all__ = [
     "BY_SEEDS",
@@ -100,11 +100,17 @@ def row_replicates(cells: Sequence[dict[str, Any]]) -> RowReplicates:
     return RowReplicates(n_texts, seed_std, v_measure, pairs, samples)
 
 
-def paired_difference(first: RowReplicates, second: RowReplicates) -> tuple[float, float] | None:
-    """95% CI of first's average V-measure minus second's, paired over the same texts; None when they do not pair."""
+def paired_difference(
+    first: RowReplicates, second: RowReplicates, point: float | None = None
+) -> tuple[float, float] | None:
+    """95% CI of first's average V-measure minus second's, paired over the same texts; None when they do not pair.
+
+    With ``point`` (the difference of the rows' averages) the interval is centred on it
+    (``analysis.stats.centred_ci``), else it is the replicates' percentile interval."""
     if not (first.by_texts and second.by_texts) or first.samples != second.samples:
         return None
-    return replicate_ci(first.v_measure - second.v_measure)  # type: ignore[operator]
+    replicates = first.v_measure - second.v_measure  # type: ignore[operator]
+    return replicate_ci(replicates) if point is None else centred_ci(point, replicates)
 
 
 def _plus_minus(value: float, low: float, high: float, digits: int = 4) -> str:
@@ -116,7 +122,8 @@ def _plus_minus(value: float, low: float, high: float, digits: int = 4) -> str:
 def uncertainty_view(view: Any, cells: Sequence[dict[str, Any]], tasks: Sequence[str]) -> Any:
     """``view`` (a ``quality_view`` table) with the ``UNCERTAINTY_COLUMNS`` added after its averages.
 
-    ``average ±``: the average and the half-width of its 95% CI over texts, or ±2 seed stds where the cells store
+    ``average ±``: the average and the half-width of its 95% CI over texts (centred on the average:
+    ``analysis.stats.centred_ci``), or ±2 seed stds where the cells store
     no replicates (``spread`` names which); ``average low``/``average high`` are that interval's ends.
     ``vs base ±``: the paired adapter-minus-base difference and its CI half-width (over texts only: empty where
     the rows do not pair). ``within noise of best``: the row's
@@ -140,13 +147,15 @@ def uncertainty_view(view: Any, cells: Sequence[dict[str, Any]], tasks: Sequence
     keys = [tuple(map(str, row)) for row in view[index].to_numpy()]
     rows = {key: replicates(key) for key in keys}
     averages = dict(zip(keys, view["average"].to_numpy(dtype=float), strict=True))
+    # quality_view's gain looks the base row up among all rows, so it is there when filters hide the base row.
+    gains = dict(zip(keys, view["vs base"].to_numpy(dtype=float), strict=True)) if "vs base" in view else {}
     finite = [key for key in keys if not math.isnan(averages[key])]
     best = max(finite, key=lambda key: averages[key]) if finite else None
     columns: dict[str, list[Any]] = {name: [] for name in UNCERTAINTY_COLUMNS}
     for key in keys:
         row, value = rows[key], averages[key]
         if row.by_texts:
-            low, high = replicate_ci(row.v_measure)
+            low, high = centred_ci(value, row.v_measure)
         else:
             low, high = value - 2 * row.seed_std, value + 2 * row.seed_std
         columns["average ±"].append(_plus_minus(value, low, high))
@@ -156,9 +165,10 @@ def uncertainty_view(view: Any, cells: Sequence[dict[str, Any]], tasks: Sequence
         columns["spread"].append(BY_TEXTS if row.by_texts else BY_SEEDS)
         base_key = base_row_key(key)
         base = rows.get(base_key) if base_key in rows else (replicates(base_key) if base_key else None)
-        difference = paired_difference(row, base) if base is not None else None
+        gain = gains.get(key, math.nan)
+        difference = paired_difference(row, base, gain) if base is not None and not math.isnan(gain) else None
         if difference is not None:
-            columns["vs base ±"].append(_plus_minus(float(np.mean(row.v_measure - base.v_measure)), *difference))
+            columns["vs base ±"].append(_plus_minus(gain, *difference))
         else:
             columns["vs base ±"].append("")
         columns["within noise of best"].append(_within_noise(rows, averages, best, key))
@@ -185,7 +195,7 @@ def _within_noise(
         return None
     if key == best:
         return True
-    difference = paired_difference(rows[best], rows[key])
+    difference = paired_difference(rows[best], rows[key], averages[best] - averages[key])
     if difference is not None:
         return bool(difference[0] <= 0.0)
     spread = 2 * math.sqrt(rows[best].seed_std ** 2 + rows[key].seed_std ** 2)

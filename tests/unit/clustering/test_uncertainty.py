@@ -169,3 +169,12 @@ def test_the_quality_table_shows_ci_n_spread_and_noise_flags():
     assert not table.loc["minilm", "within noise of best"]  # far below, seed spread tiny
     assert 0.5 < table.loc["m+a", "gap AUC"] <= 1 and table.loc["minilm", "gap AUC ±"] == ""
     assert math.isnan(table.loc["minilm", "gap"])
+
+
+def test_a_shifted_bootstrap_keeps_its_width_centred_on_the_estimate():
+    from analysis.stats import centred_ci
+
+    replicates = np.random.default_rng(0).normal(0.30, 0.01, 4000)  # resampling raised the statistic by 0.05
+    low, high = centred_ci(0.25, replicates)
+    assert (low + high) / 2 == pytest.approx(0.25) and high - low == pytest.approx(0.0392, abs=0.002)
+    assert replicate_ci(replicates)[0] > 0.25  # the percentile interval misses the estimate
