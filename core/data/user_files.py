@@ -311,8 +311,8 @@ def file_columns(path: str | Path) -> list[str]:
 
 
 def save_upload(name: str, data: bytes, folder: str | Path | None = None) -> Path:
-    """Store uploaded bytes under the cache (content-addressed, suffix kept) so the file readers apply (a ``.txt``:
-    ``iter_texts``, one text per line)."""
+    """Store uploaded bytes under the cache (content-addressed, suffix kept) so the file readers apply (a ``.txt``
+    is read by :func:`iter_texts`, one text per line)."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise UserFileError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
     suffix = Path(name).suffix.lower()
