@@ -178,3 +178,29 @@ def test_a_shifted_bootstrap_keeps_its_width_centred_on_the_estimate():
     low, high = centred_ci(0.25, replicates)
     assert (low + high) / 2 == pytest.approx(0.25) and high - low == pytest.approx(0.0392, abs=0.002)
     assert replicate_ci(replicates)[0] > 0.25  # the percentile interval misses the estimate
+
+
+@pytest.mark.slow
+def test_a_grid_run_stores_replicates_that_pair_base_and_adapter(tiny_model_dir, tmp_path):
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from core.models.registry import load_model
+    from tests.unit.clustering.test_clustering import _with_models, cell_files, cli, main, synthetic_rows, write_csv
+
+    adapter_dir = tmp_path / "adapter"
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(load_model(str(tiny_model_dir)).model, lora).save_pretrained(adapter_dir)
+    csv = write_csv(tmp_path / "topics.csv", synthetic_rows())
+    out = tmp_path / "grid"
+    assert main(_with_models(cli(tiny_model_dir, str(csv), out), f"{tiny_model_dir}+{adapter_dir}")) == 0
+    cells = [json.loads(path.read_text()) for path in cell_files(out)]
+    assert cells and all(cell["uncertainty"]["n"] == cell["task"]["texts"] for cell in cells)
+    assert all(len(cell["uncertainty"]["v_measure"]) == cell["uncertainty"]["n_boot"] for cell in cells)
+    scores, _ = summary_tables(cells)
+    tasks = [c for c in scores.columns if c != "average"]
+    table = uncertainty_view(quality_view(scores, filter_rows(scores)), cells, tasks)
+    adapters = table[table["role"] == "adapter"]
+    assert len(adapters) and all(" ± " in value for value in adapters["vs base ±"])  # the rows pair over texts
+    assert (table["spread"] == BY_TEXTS).all()
