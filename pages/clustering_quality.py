@@ -20,6 +20,7 @@ from analysis.clustering import (
 )
 from analysis.clustering.summary import TRACK_AVERAGES, index_columns, task_columns
 from analysis.clustering.summary_uncertainty import BY_SEEDS, BY_TEXTS, uncertainty_view
+from analysis.clustering.uncertainty import N_BOOT
 from analysis.plots import clustering_heatmap, quality_bars, track_gain_scatter
 from workbench import widgets
 from workbench.state import REPO, carry_model_in_url, kept
@@ -76,7 +77,7 @@ st.caption(
        in view.columns else "")
 )  # fmt: skip
 st.caption(
-    f"**±**: half-width of the 95% CI over texts (bootstrap of the texts, 200 resamples; *spread* {BY_TEXTS!r}) "
+    f"**±**: half-width of the 95% CI over texts (bootstrap of the texts, {N_BOOT} resamples; *spread* {BY_TEXTS!r}) "
     f"for {by_texts} rows; rows from cells made before replicates were stored have only the k-means seed spread "
     f"(±2 std, *spread* {BY_SEEDS!r}): rerun their grid to get CIs over texts. *n texts*: texts scored over the "
     "tasks shown. *vs base ±*: paired over the same texts (empty where the rows lack replicates). *within noise of "
