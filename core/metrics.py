@@ -37,10 +37,12 @@ def score_embeddings(
     labels: Sequence[Any],
     seeds: Sequence[int] = DEFAULT_KMEANS_SEEDS,
     batch_size: int = KMEANS_BATCH_SIZE,
+    assignments: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """V-measure, AMI and ARI: mean, std and per-seed values over k-means seeds (k = number of distinct labels).
 
-    For each seed this is exactly mteb's ``ClusteringEvaluator``.
+    For each seed this is exactly mteb's ``ClusteringEvaluator``. ``assignments``, when given, receives each
+    seed's cluster ids (in seed order), so uncertainty over texts reuses the k-means instead of refitting it.
     """
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, v_measure_score
 
@@ -51,6 +53,8 @@ def score_embeddings(
     per_seed: dict[str, list[float]] = {"v_measure": [], "ami": [], "ari": []}
     for seed in seeds:
         predicted = kmeans_labels(embeddings, k, seed, batch_size)
+        if assignments is not None:
+            assignments.append(predicted)
         per_seed["v_measure"].append(float(v_measure_score(labels, predicted)))
         per_seed["ami"].append(float(adjusted_mutual_info_score(labels, predicted)))
         per_seed["ari"].append(float(adjusted_rand_score(labels, predicted)))

@@ -1,10 +1,19 @@
-"""Attention: where the query token looks, token x layer, base and adapter side by side."""
+"""Attention: where the query token looks, token x layer, base and adapter side by side, and the pooled token's
+content share at the pooled layers as numbers: for the sentence, and averaged over a dataset with a CI over texts.
+A long sentence stays in the session, not in the URL (``workbench.state.MAX_URL_VALUE``)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from analysis.attention import PAPER_EXAMPLE, attention_view
+from analysis.attention import (
+    PAPER_EXAMPLE,
+    attention_view,
+    capture_corpus,
+    pooled_share_summary,
+    query_token_for,
+    sentence_pooled_shares,
+)
 from analysis.categories import CATEGORIES
 from analysis.plots import attention_heatmap, role_shares_figure
 from core.data import LOCAL_TASKS, load_task
@@ -13,6 +22,7 @@ from core.runtime.errors import LensError
 from workbench import state, widgets
 
 MEAN_HEADS = "mean over heads"
+DATASET_TEXTS = 30  # texts averaged by default: two captured forwards of them take seconds on a CPU
 
 choice = state.model_choice()
 widgets.header("Attention of the query token", choice)
@@ -90,3 +100,51 @@ for column, (label, shares) in zip(st.columns(len(view.role_shares)), view.role_
         figure = role_shares_figure(shares, CATEGORIES, f"{label}: attention share by role")
         st.plotly_chart(figure, key=f"roles_{label}")
         widgets.figure_downloads(figure, f"{stem}_{label}_roles", f"dl_roles_{label}")
+
+st.subheader("Content share of the pooled token at the pooled layers")
+share_format = {
+    "share": st.column_config.NumberColumn(format="%.4f"),
+    "ci_low": st.column_config.NumberColumn("95% CI low", format="%.4f"),
+    "ci_high": st.column_config.NumberColumn("95% CI high", format="%.4f"),
+}
+where = "sink and specials left out, renormalised" if renormalise else "raw (sink and specials included)"
+try:
+    sentence_rows = sentence_pooled_shares(view.role_shares, view.pooled_layers)
+except LensError as error:
+    st.info(str(error))
+else:
+    st.caption(f"Attention mass on content tokens ({head_choice}, {where}), mean over the pooled layers ({pooled}).")
+    st.dataframe(sentence_rows, hide_index=True, column_config=share_format, key="att_share_sentence")
+    left, middle, right = st.columns([2, 1, 1])
+    tasks = list(LOCAL_TASKS)
+    share_task = left.selectbox(
+        "Average over a dataset", tasks, **state.kept("att_share_task", "trec-coarse", options=tasks)
+    )
+    share_n = middle.number_input(
+        "Texts", 2, 500, step=10, **state.kept("att_share_n", DATASET_TEXTS, bounds=(2, 500))
+    )  # fmt: skip
+    inputs = (choice, settings, share_task, int(share_n), renormalise)
+    done = st.session_state.setdefault("att_share_done", {})
+    if inputs not in done and right.button("Compute the average", key="att_share_go"):
+        corpus_texts = load_task(share_task, "test").texts[: int(share_n)]
+        token = query_token_for(view_encoder.pooling)
+        try:
+            with st.spinner(f"Attention of {len(corpus_texts)} texts x {len(view.matrices)} side(s)..."):
+                corpora = {
+                    side: capture_corpus(view_encoder, corpus_texts, use_adapter=side == "adapter", token=token)
+                    for side in view.matrices
+                }
+            done.clear()  # one dataset's result at a time: the session stays small
+            done[inputs] = pooled_share_summary(
+                corpora["base"], corpora.get("adapter"), view.pooled_layers, renormalise=renormalise
+            )
+        except LensError as error:
+            st.error(str(error))
+    if inputs in done:
+        rows = done[inputs]
+        st.caption(
+            f"The first {rows[0]['n']} texts of {share_task} (test split), same settings: mean over texts (heads "
+            "averaged), 95% bootstrap CI over texts; *adapter − base* is paired over the same texts."
+        )
+        st.dataframe(rows, hide_index=True, column_config=share_format, key="att_share_dataset")
+        widgets.table_download(rows, f"{stem}_content_share_{share_task}", "csv_att_share", "content share CSV")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from analysis.clustering.uncertainty import silhouette_ci
 from analysis.neighbours import CentroidReader, cluster_names, movers, neighbourhood_diff, search
 from analysis.neighbours.figures import add_arrows, add_cluster_names, value_scatter
 from analysis.neighbours.report import neighbour_rows
@@ -35,6 +36,7 @@ OVERLAP = "neighbour overlap"
 kmeans = st.cache_data(max_entries=8, show_spinner=False)(kmeans_labels)
 score = st.cache_data(max_entries=8, show_spinner="k-means over 5 seeds...")(score_embeddings)
 diff_of = st.cache_data(max_entries=4, show_spinner="Neighbour lists of both spaces...")(neighbourhood_diff)
+silhouette = st.cache_data(max_entries=8, show_spinner="Silhouette...")(silhouette_ci)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -120,7 +122,7 @@ def from_adapter(choice: state.ModelChoice):
     def embed_query(query: str) -> dict[str, np.ndarray]:
         return {side: view.encode([query], use_adapter=side == "adapter")[0] for side in sides}
 
-    name = dataset.name.split(" ")[0]
+    name = dataset.name  # a local task's name, or the uploaded file's (file_stem makes it a safe file name)
     reader_key, reader = centroid_reader(encoder, settings)
     stem = (choice.model, name, *state.setting_stem(settings))
     return texts, labels, sides, embedded_vectors, embed_query, stem, reader_key, reader
@@ -191,6 +193,8 @@ with st.expander("UMAP and colouring", expanded=False):
     colour_by = d.radio("Colour by", modes, **state.kept("explore_colour", modes[0], options=modes, url="colour"))
     top = min(60, len(texts) - 1)
     k_start = min(len(set(labels or [])) or 8, top)
+    # New data (e.g. an upload with another label count) starts k at its label count again.
+    state.follow("explore_k", k_start, (len(texts), tuple(sorted(set(labels))) if labels else None))
     k = st.slider("k (k-means clusters)", 2, top, **state.kept("explore_k", k_start, bounds=(2, top)))
     a, b, c = st.columns(3)
     nk_top = min(50, len(texts) - 1)
@@ -264,6 +268,21 @@ for column, side in zip(st.columns(len(sides)), sides, strict=True):
                 f"V-measure ({side})", f"{result['v_measure']:.4f} ± {result['v_measure_std']:.4f}",
                 help=f"mean ± std over {len(result['v_measure_per_seed'])} k-means seeds, k = number of labels",
             )  # fmt: skip
+        try:
+            shape = silhouette(np.asarray(vectors[side]), [str(c) for c in clusters], n_boot=1000)
+        except LensError as error:
+            st.caption(f"No silhouette: {error}")
+        else:
+            st.metric(
+                f"Silhouette ({side}, k-means k={k})",
+                f"{shape['mean']:.3f} ± {(shape['ci_high'] - shape['ci_low']) / 2:.3f}",
+                help="label-free: mean cosine silhouette of the k-means clusters (-1 to 1, higher = tighter, better "
+                f"separated) ± half its 95% CI over texts; n = {shape['n']} texts"
+                + (f" (a seeded sample of {shape['of']})" if shape["n"] < shape["of"] else ""),
+            )  # fmt: skip
+            st.caption(
+                f"silhouette n = {shape['n']} texts" + (f" of {shape['of']}" if shape["n"] < shape["of"] else "")
+            )
         st.caption(f"UMAP {seconds:.2f} s (cached projections load instantly)")
         table = {"x": points[:, 0], "y": points[:, 1], "text": texts, "label": labels or [""] * len(texts)}
         widgets.downloads_row(

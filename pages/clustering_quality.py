@@ -1,6 +1,7 @@
 """Clustering quality: the results grid as a filtered, sorted table (MiniLM marked as the baseline, each adapter
-row against its base model, training-free methods side by side where the grid has them) and charts that follow the
-table's rows and order."""
+row against its base model, training-free methods side by side where the grid has them) with each number's
+uncertainty (CI over texts where the cells store replicates, else the k-means seed spread, and n), and charts that
+follow the table's rows and order."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from analysis.clustering import (
     summary_tables,
     track_gains,
 )
-from analysis.clustering.summary import TRACK_AVERAGES, task_columns
-from analysis.plots import clustering_bars, clustering_heatmap, track_gain_scatter
+from analysis.clustering.summary import TRACK_AVERAGES, index_columns, task_columns
+from analysis.clustering.summary_uncertainty import BY_SEEDS, BY_TEXTS, uncertainty_view
+from analysis.clustering.uncertainty import N_BOOT
+from analysis.plots import clustering_heatmap, quality_bars, track_gain_scatter
 from workbench import widgets
-from workbench.state import REPO, kept
+from workbench.state import REPO, carry_model_in_url, kept
 
+carry_model_in_url()
 widgets.header("Clustering quality")
 folder = Path(st.text_input("Results folder", **kept("q_folder", str(REPO / "results" / "local-track"))).strip())
 cells = folder_cells(folder, []) if (folder / "cells").is_dir() else []
@@ -61,8 +65,10 @@ sort_by = a.selectbox(
 )
 ascending = b.toggle("Ascending", **kept("q_ascending", False))
 view = quality_view(scores, filter_rows(scores, variants, prompts, poolings, shown_tasks, methods), sort_by, ascending)
+view = uncertainty_view(view, cells, shown_tasks)
 baseline_rows = view[view["role"] == "baseline"]
 baseline = float(baseline_rows["average"].iloc[0]) if len(baseline_rows) else None
+by_texts = int((view["spread"] == BY_TEXTS).sum())
 st.caption(
     f"{len(view)} rows of {len(scores)}; V-measure, mean over k-means seeds; the average is over the tasks shown. "
     f"Role *baseline*: {BASELINE_MODEL} (always shown). *vs base*: an adapter row's average minus its base model's "
@@ -70,16 +76,41 @@ st.caption(
     + (" *local_average* / *transfer_average*: over each whole track, whatever tasks are shown." if "transfer_average"
        in view.columns else "")
 )  # fmt: skip
+st.caption(
+    f"**±**: half-width of the 95% CI over texts (bootstrap of the texts, {N_BOOT} resamples; *spread* {BY_TEXTS!r}) "
+    f"for {by_texts} rows; rows from cells made before replicates were stored have only the k-means seed spread "
+    f"(±2 std, *spread* {BY_SEEDS!r}): rerun their grid to get CIs over texts. *n texts*: texts scored over the "
+    "tasks shown. *vs base ±*: paired over the same texts (empty where the rows lack replicates). *within noise of "
+    "best*: the row's gap to the best average is not distinguishable from 0. *gap*: mean within-minus-between label "
+    "cosine, in the model's own cosine scale; *gap AUC*: its rank form (0.5 = labels invisible, 1 = every text "
+    "nearer its own label), which compares across models."
+)
+index = index_columns(view)
+lead = [sort_by] if sort_by not in index else []
+numbers_first = ["average", "average ±", "n texts", "spread", "vs base", "vs base ±", "within noise of best"]
+order = list(dict.fromkeys(["role", *index, *lead, *numbers_first, "gap", "gap ±", "gap AUC", "gap AUC ±",
+                            *shown_tasks, *[c for c in TRACK_AVERAGES if c in view.columns]]))  # fmt: skip
 numbers = {t: st.column_config.NumberColumn(format="%.4f") for t in [*shown_tasks, "average", *TRACK_AVERAGES]}
 numbers["vs base"] = st.column_config.NumberColumn(format="%+.4f", help="adapter minus base model, same settings")
-st.dataframe(view, hide_index=True, width="stretch", column_config=numbers)
+numbers["gap"] = st.column_config.NumberColumn(format="%.4f", help="within minus between label cosine (raw)")
+numbers["gap AUC"] = st.column_config.NumberColumn(format="%.4f", help="rank form of the gap: compares across models")
+st.dataframe(view, hide_index=True, width="stretch", column_config=numbers, column_order=order)
 stem = widgets.file_stem("clustering", folder.name, f"by-{sort_by}", "asc" if ascending else "desc")
 widgets.table_download(view, stem, "q_csv", "table CSV")
-# With methods, each bar series is a model and method (and pooling), so methods stand side by side per prompt.
-bar_rows = view.assign(variant=view["variant"] + " · " + view["method"]) if has_methods else view
-bars = clustering_bars(
-    bar_rows, ("prompt", "pooling"), title=f"Average V-measure over {len(shown_tasks)} tasks (rows as in the table)",
-    baseline=baseline,
+if len(view) > 1:
+    n_bars = st.slider(
+        "Bars: the first N rows of the table", 1, len(view),
+        **kept("q_bars_n", min(30, len(view)), bounds=(1, len(view)), url="bars"),
+    )  # fmt: skip
+else:
+    n_bars = 1
+shown = view.head(n_bars)
+labels = [" | ".join(map(str, row)) for row in shown[[c for c in index if c != "variant"]].to_numpy()]
+groups = shown["variant"] + (" · " + shown["method"] if has_methods else "")
+bars = quality_bars(
+    [f"{group} | {label}" for group, label in zip(groups, labels, strict=True)], shown["average"], groups,
+    shown["average low"], shown["average high"], baseline=baseline,
+    title=f"Average V-measure over {len(shown_tasks)} tasks, first {n_bars} rows as in the table (± as the table)",
 )  # fmt: skip
 st.plotly_chart(bars, key="q_bars")
 widgets.figure_downloads(bars, f"{stem}_bars", "q_bars_dl")

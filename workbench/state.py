@@ -43,6 +43,11 @@ TRAIN_COMMAND = "make adapter   # or: python -m core.train --pairs PAIRS.jsonl -
 
 
 KEEP = "keep:"  # prefix of the session keys that hold widget values between pages (never cleaned up)
+# Longer values stay in the session only: Streamlit drops a whole query string that grows too long, and with it
+# every setting a bookmark would restore.
+MAX_URL_VALUE = 300
+# The sidebar's model choice as (kept key, query parameter): pages without the sidebar carry it on in the URL.
+MODEL_URL = (("model_pick", "model"), ("adapter_pick", "adapter"), ("max_length", "max_length"), ("device", "device"))
 
 
 def kept(
@@ -58,7 +63,8 @@ def kept(
     Streamlit drops a widget's state on a page that does not draw it, so the value also lives under
     ``keep:KEY`` (a plain session key); it is put back into the widget's key before the widget is drawn.
     ``options``/``bounds``: a kept value no longer allowed (another task, a smaller file) falls back to the
-    default / is clamped. With ``url``, the value is also a query parameter of that name: a bookmarked URL restores it.
+    default / is clamped. With ``url``, the value is also a query parameter of that name: a bookmarked URL restores it;
+    a value longer than ``MAX_URL_VALUE`` characters is kept in the session only (its parameter is removed).
     Pass the result as ``**kept(...)`` and give the widget no ``value``/``index`` of its own.
     """
     store = KEEP + key
@@ -76,8 +82,31 @@ def kept(
         value = type(default)(min(max(value, bounds[0]), bounds[1]))
     st.session_state[key] = value
     if url:
-        st.query_params[url] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        _to_url(url, value)
     return {"key": key, "on_change": _keep, "args": (key,)}
+
+
+def _to_url(url: str, value: Any) -> None:
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    if len(text) <= MAX_URL_VALUE:
+        st.query_params[url] = text
+    elif url in st.query_params:
+        del st.query_params[url]
+
+
+def carry_model_in_url() -> None:
+    """Keep the sidebar's model choice in the URL on a page that does not draw the sidebar, so a bookmark or a
+    reload of that page still names the model (values chosen earlier in the session, else those already there)."""
+    for key, url in MODEL_URL:
+        if KEEP + key in st.session_state:
+            _to_url(url, st.session_state[KEEP + key])
+
+
+def forget_in_url(*urls: str) -> None:
+    """Remove query parameters that no longer describe the page (e.g. a task after a file was uploaded)."""
+    for url in urls:
+        if url in st.query_params:
+            del st.query_params[url]
 
 
 def _from_url(text: str, default: Any) -> Any:
@@ -89,6 +118,15 @@ def _from_url(text: str, default: Any) -> Any:
         return type(default)(text) if isinstance(default, int | float) else text
     except ValueError:
         return default
+
+
+def follow(key: str, value: Any, basis: Any) -> None:
+    """Reset the kept value of widget ``key`` to ``value`` whenever ``basis`` changes (call before :func:`kept`),
+    e.g. k-means k to a newly uploaded file's label count; while ``basis`` holds, the user's choice is kept."""
+    marker = f"{KEEP}{key}:basis"
+    if st.session_state.get(marker) != basis:
+        st.session_state[marker] = basis
+        st.session_state[KEEP + key] = value
 
 
 def _keep(key: str) -> None:

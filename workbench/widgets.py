@@ -126,15 +126,30 @@ def downloads_row(items: Sequence[tuple[str, Any]]) -> None:
             {"figure": figure_downloads, "table": table_download, "array": array_download}[kind](*args)
 
 
+def _text_lines(path: Any, name: str):
+    """A .txt upload's non-blank lines as an unlabelled dataset named after the user's file."""
+    from pathlib import Path
+
+    from core.data import Dataset, content_sha256
+    from core.data.user_files import iter_texts
+
+    texts = list(iter_texts(path))
+    st.caption(f"{name}: {len(texts)} texts, one per line, no labels.")
+    return Dataset(name=Path(name).stem, texts=texts, labels=None, sha256=content_sha256(texts, None), source=name)
+
+
 def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2000):
     """A local task or an uploaded file, then a seeded sample (at most ``max_texts``) whose size never exceeds the
     texts there are.
 
-    Returns the sampled :class:`core.data.Dataset` (labels None when no label column), or stops the page with
-    an error or a hint.
+    Returns the sampled :class:`core.data.Dataset` (labels None when no label column; an upload named after the
+    user's file), or stops the page with an error or a hint.
     """
+    import dataclasses
+    from pathlib import Path
+
     from core.data import LOCAL_TASKS, DataError, file_columns, load_task, load_user_file, sample_dataset, save_upload
-    from workbench.state import kept
+    from workbench.state import forget_in_url, kept
 
     source = st.radio("Data", ["local task", "upload a file"], horizontal=True, **kept(f"{key}_source", "local task"))
     upload, stored = None, None
@@ -146,27 +161,33 @@ def pick_dataset(key: str, default_task: str = "trec-coarse", max_texts: int = 2
             )
             full = load_task(task, "test")
         else:
-            upload = st.file_uploader(
-                "CSV, TSV, JSONL, JSON or parquet (max 20 MB)", type=["csv", "tsv", "jsonl", "json", "parquet"]
-            )
+            forget_in_url("task")  # the URL names the data shown: no longer a local task
+            # Any suffix gets through the uploader, so a wrong one gets save_upload's message, not only a red icon.
+            upload = st.file_uploader("CSV, TSV, JSONL, JSON, parquet, or TXT with one text per line (max 20 MB)")
             if upload is None:
-                st.info("Upload a file with a text column and, optionally, a label column.")
+                st.info("Upload a file with a text column and, optionally, a label column (or a .txt: one text per "
+                        "line, no labels).")  # fmt: skip
                 st.stop()
             stored = save_upload(upload.name, upload.getvalue())
-            columns = file_columns(stored)
-            left, right = st.columns(2)
-            text_column = left.selectbox(
-                "Text column", columns, index=columns.index("text") if "text" in columns else 0
-            )
-            if "text" not in columns:
-                st.info(
-                    f"{upload.name} has no column named `text`: showing `{text_column}`. Pick the text column above."
+            columns = file_columns(stored) if stored.suffix != ".txt" else []
+            if not columns:  # a .txt: one text per line
+                full = _text_lines(stored, upload.name)
+            else:
+                left, right = st.columns(2)
+                text_column = left.selectbox(
+                    "Text column", columns, index=columns.index("text") if "text" in columns else 0
                 )
-            label_options = ["(none)", *columns]
-            label_column = right.selectbox(
-                "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
-            )
-            full = load_user_file(stored, text_column, None if label_column == "(none)" else label_column)
+                if "text" not in columns:
+                    st.info(
+                        f"{upload.name} has no column named `text`: showing `{text_column}`. Pick the text column "
+                        "above."
+                    )
+                label_options = ["(none)", *columns]
+                label_column = right.selectbox(
+                    "Label column", label_options, index=label_options.index("label") if "label" in columns else 0
+                )
+                full = load_user_file(stored, text_column, None if label_column == "(none)" else label_column)
+                full = dataclasses.replace(full, name=Path(upload.name).stem)  # the user's name, not the stored hash
     except (ValueError, DataError) as error:
         message = str(error)
         if upload is not None and stored is not None:  # the user knows their file's name, not the stored copy's

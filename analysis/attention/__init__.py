@@ -8,7 +8,8 @@ adapter minus base on the same texts; corpus statistics (``analysis.stats``) res
 Under a method (``core.encoding.methods``, the encoder's ``method``) two more categories carry mass: ``first_copy``
 (echo: how much the pooled token reads the text's first copy rather than the second) and ``placeholder``
 (token prepending: how much it reads the slot that carries the last token's earlier state); under plain both
-are 0. ``share_cis`` gives every category's share with a bootstrap CI over the corpus.
+are 0. ``share_cis`` gives every category's share with a bootstrap CI over the corpus; ``pooled_share_summary``
+the pooled token's share on one category at the pooled layers, base, adapter and their paired difference.
 
 Owns the capture over a corpus (``capture``), the measurements (``measures``), one text's view for the Attention
 page (``view``), and the report (``report``: run from an ``AttentionReportConfig``; ``python -m analysis.attention``
@@ -25,8 +26,11 @@ from analysis.attention.measures import (
     Shares,
     attention_entropy,
     layer_token_matrix,
+    pooled_share,
+    pooled_share_summary,
     role_shares,
     role_shares_per_layer,
+    sentence_pooled_shares,
     share_cis,
     shift_report,
     summarise_base,
@@ -52,10 +56,13 @@ __all__ = [
     "capture_corpus",
     "layer_token_matrix",
     "pooled_attention_layers",
+    "pooled_share",
+    "pooled_share_summary",
     "query_title",
     "query_token_for",
     "role_shares",
     "role_shares_per_layer",
+    "sentence_pooled_shares",
     "share_cis",
     "shift_report",
     "summarise_base",

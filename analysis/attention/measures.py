@@ -11,7 +11,7 @@ from jaxtyping import Float
 
 from analysis.attention.capture import CapturedCorpus
 from analysis.categories import CATEGORIES, RENORMALISED, Category, TextAttention, kept_mask
-from analysis.stats import paired_stats, rounded
+from analysis.stats import mean_ci, paired_stats, rounded
 from core.runtime.errors import ConfigError
 
 Shares = Float[np.ndarray, "texts layers heads categories"]
@@ -21,8 +21,11 @@ __all__ = [
     "Shares",
     "attention_entropy",
     "layer_token_matrix",
+    "pooled_share",
+    "pooled_share_summary",
     "role_shares",
     "role_shares_per_layer",
+    "sentence_pooled_shares",
     "share_cis",
     "shift_report",
     "summarise_base",
@@ -65,6 +68,72 @@ def share_cis(
             entry.pop("cohens_d")  # a share is not a difference: d would mean nothing here
         out[name] = stats
     return out
+
+
+def pooled_share(
+    corpus: CapturedCorpus, layers: Sequence[int], category: Category = "content", renormalise: bool = True
+) -> Float[np.ndarray, " texts"]:
+    """Per text, the pooled token's attention share on ``category``, averaged over heads and over ``layers`` (the
+    0-based decoder layers whose outputs the encoder pools). ``renormalise``: sink and special tokens left out.
+
+    Raises ConfigError for no layers (layer 0 pools the input embeddings: no attention made them), a layer out of
+    range, or an unknown category.
+    """
+    if category not in CATEGORIES:
+        raise ConfigError(f"Unknown category {category!r}; choose one of {', '.join(CATEGORIES)}.")
+    depth = corpus.items[0].rows.shape[0]
+    if not layers:
+        raise ConfigError("No pooled attention layer: layer 0 pools the input embeddings. Choose a layer above 0.")
+    if any(not 0 <= layer < depth for layer in layers):
+        raise ConfigError(f"Layers {list(layers)} are not all within the {depth} captured layers.")
+    shares = role_shares(corpus, renormalise)[..., CATEGORIES.index(category)]  # (texts, layers, heads)
+    return shares[:, list(layers)].mean((1, 2))
+
+
+def pooled_share_summary(
+    base: CapturedCorpus,
+    adapter: CapturedCorpus | None,
+    layers: Sequence[int],
+    category: Category = "content",
+    renormalise: bool = True,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows for a table: the mean :func:`pooled_share` of ``base``, of ``adapter`` and their paired difference
+    (``adapter − base``), each with a 95% bootstrap CI over texts and n; one text gives the values alone (CI NaN).
+
+    Raises ConfigError when the two captures are not of the same texts and token (and as :func:`pooled_share`).
+    """
+    if adapter is not None and (base.texts != adapter.texts or base.token != adapter.token):
+        raise ConfigError("Base and adapter captures must cover the same texts with the same query token.")
+    sides = {"base": pooled_share(base, layers, category, renormalise)}
+    if adapter is not None:
+        sides["adapter"] = pooled_share(adapter, layers, category, renormalise)
+        sides["adapter − base"] = sides["adapter"] - sides["base"]
+    rows = []
+    for side, values in sides.items():
+        if len(values) > 1:
+            stats = mean_ci(values, n_boot, seed=seed)
+            low, high = stats["ci_low"], stats["ci_high"]
+        else:
+            low = high = float("nan")
+        rows.append({"side": side, "share": float(values.mean()), "ci_low": low, "ci_high": high, "n": len(values)})
+    return rows
+
+
+def sentence_pooled_shares(
+    shares: dict[str, Float[np.ndarray, "layers categories"]], layers: Sequence[int], category: Category = "content"
+) -> list[dict[str, Any]]:
+    """One text's share on ``category`` averaged over the pooled ``layers``, per side of ``shares`` (e.g. an
+    ``AttentionView``'s ``role_shares``: base, adapter), plus ``adapter − base`` where both are there; n = 1."""
+    if not layers:
+        raise ConfigError("No pooled attention layer: layer 0 pools the input embeddings. Choose a layer above 0.")
+    column = CATEGORIES.index(category)
+    values = {side: float(np.asarray(matrix)[list(layers), column].mean()) for side, matrix in shares.items()}
+    if {"base", "adapter"} <= set(values):
+        values["adapter − base"] = values["adapter"] - values["base"]
+    nan = float("nan")
+    return [{"side": side, "share": v, "ci_low": nan, "ci_high": nan, "n": 1} for side, v in values.items()]
 
 
 def attention_entropy(corpus: CapturedCorpus, renormalise: bool = False) -> Float[np.ndarray, "texts layers heads"]:

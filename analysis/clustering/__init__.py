@@ -42,7 +42,10 @@ Modules: ``grid`` (specs, presets, budgets), ``sampling`` and ``mteb_tasks`` (wh
 (tables, page views), ``card`` (adapter cards, full tracks only), ``__main__`` (CLI). The scorer is
 ``core.metrics.score_embeddings``, shared with training's dev score. Importing this package loads no mteb.
 
-May import: ``core``, ``analysis.plots``.
+Each new cell also stores bootstrap replicates over its texts (``uncertainty``: V-measure, the cosine gap and its
+scale-free forms), so tables give CIs over texts and paired base-vs-adapter differences (``summary_uncertainty``).
+
+May import: ``core``, ``analysis.plots``, ``analysis.stats``.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from analysis.clustering.grid import (
 from analysis.clustering.provenance import git_state, package_versions
 from analysis.clustering.store import cell_id, cell_key, cell_path, folder_cells, read_cell
 from analysis.clustering.summary import write_summary
+from analysis.clustering.uncertainty import text_uncertainty
 from core.data import Dataset
 from core.metrics import KMEANS_BATCH_SIZE, score_embeddings
 from core.runtime.errors import ConfigError, GridError, TaskUnavailableError
@@ -399,7 +400,9 @@ def _compute_group(
         if config.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         begin = time.perf_counter()
-        scores = score_embeddings(vectors, sample.labels or [], config.kmeans_seeds)
+        assignments: list[Any] = []
+        scores = score_embeddings(vectors, sample.labels or [], config.kmeans_seeds, assignments=assignments)
+        uncertainty = text_uncertainty(vectors, sample.labels or [], config.kmeans_seeds, assignments=assignments)
         score_seconds = time.perf_counter() - begin
         cell = {
             "cell_id": cell_id(key),
@@ -437,6 +440,7 @@ def _compute_group(
                 "algorithm": "sklearn MiniBatchKMeans, as mteb ClusteringEvaluator",
             },
             "scores": scores,
+            "uncertainty": uncertainty,
             "timing": {**timing_shared, "score_seconds": round(score_seconds, 3)},
             "versions": versions,
             "git_commit": git["commit"],

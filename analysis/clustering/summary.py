@@ -224,7 +224,8 @@ def track_gains(scores: Any) -> Any:
 def heatmap_frames(view: Any, stds: Any) -> tuple[Any, Any]:
     """(scores, stds) of a ``filter_rows`` view's rows and tasks, one flat label per row, for the heatmap."""
     index = index_columns(view)
-    shown = [c for c in view.columns if c not in (*index, *AVERAGES, *QUALITY_COLUMNS)]
+    # The task columns only: a view may carry quality and uncertainty columns too.
+    shown = [c for c in view.columns if c in stds.columns and c not in (*index, *AVERAGES, *QUALITY_COLUMNS)]
     heat = flat_index(view.set_index(index)[shown])
     spread = flat_index(stds[shown]).reindex(heat.index)
     return heat, spread

@@ -19,7 +19,7 @@ from analysis.plots.attention import (
     token_bars_figure,
 )
 from analysis.plots.attribution import attribution_bars_figure, pair_matrix_figure
-from analysis.plots.clustering import clustering_bars, clustering_heatmap, track_gain_scatter
+from analysis.plots.clustering import clustering_bars, clustering_heatmap, quality_bars, track_gain_scatter
 from analysis.plots.faithfulness import (
     CURVE_LABELS,
     METHOD_COLORS,
@@ -50,6 +50,7 @@ __all__ = [
     "perturbation_curves_figure",
     "png_bytes",
     "projection_scatter",
+    "quality_bars",
     "report_figures",
     "role_shares_figure",
     "similarity_heatmap",

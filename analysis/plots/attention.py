@@ -174,7 +174,8 @@ def attention_heatmap(
         autorange="reversed", tickfont={"size": 11}, title="token",
     )  # fmt: skip
     every = 1 if n_layers <= 12 else 4  # the column is narrow: a few layer labels, every layer on hover
-    layer_ticks = sorted({*range(0, n_layers, every), n_layers - 1})
+    # The last layer is always labelled; a regular tick nearer it than half a step would overlap its label.
+    layer_ticks = [*(t for t in range(0, n_layers, every) if n_layers - 1 - t >= every / 2), n_layers - 1]
     figure.update_xaxes(
         tickmode="array", tickvals=layer_ticks, ticktext=[f"L{i}" for i in layer_ticks],
         tickangle=-90, tickfont={"size": 9}, title="layer",

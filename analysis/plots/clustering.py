@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["clustering_bars", "clustering_heatmap", "track_gain_scatter"]
+__all__ = ["clustering_bars", "clustering_heatmap", "group_colours", "quality_bars", "track_gain_scatter"]
 
 
 def clustering_heatmap(
@@ -82,6 +82,65 @@ def clustering_bars(
         xaxis_title=outer,
         xaxis={"categoryorder": "array", "categoryarray": list(dict.fromkeys(scores[outer].astype(str)))},
         legend_title=" / ".join(series),
+    )
+    return figure
+
+
+def group_colours(groups: Sequence[str]) -> dict[str, str]:
+    """One colour per distinct group, in first-seen order, never two groups alike: Kelly's contrast colours, then
+    evenly spaced hues at two lightnesses for any further groups."""
+    from analysis.plots.projections import DISTINCT_COLORS
+
+    names = list(dict.fromkeys(map(str, groups)))
+    extra = max(0, len(names) - len(DISTINCT_COLORS))
+    hues = [f"hsl({round(360 * i / max(extra, 1))}, 70%, {35 + 25 * (i % 2)}%)" for i in range(extra)]
+    return dict(zip(names, [*DISTINCT_COLORS, *hues], strict=False))
+
+
+def quality_bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    groups: Sequence[str],
+    low: Sequence[float] | None = None,
+    high: Sequence[float] | None = None,
+    *,
+    title: str = "Average V-measure",
+    value_title: str = "average V-measure",
+    baseline: float | None = None,
+    baseline_name: str = "MiniLM baseline",
+) -> go.Figure:
+    """Horizontal bars, one per row, first row on top; the figure grows with the rows so every bar stays readable.
+
+    ``groups`` (e.g. model / adapter) colour the bars, one legend entry each, never two groups alike
+    (:func:`group_colours`). ``low``/``high``: an interval per bar drawn as error bars (NaN: none).
+    ``baseline``: a dashed vertical line at that value.
+    """
+    labels, groups = [str(label) for label in labels], [str(group) for group in groups]
+    values = np.asarray(values, dtype=float)
+    lows = np.asarray(low if low is not None else values, dtype=float)
+    highs = np.asarray(high if high is not None else values, dtype=float)
+    colours = group_colours(groups)
+    figure = go.Figure()
+    for group, colour in colours.items():
+        index = [i for i, g in enumerate(groups) if g == group]
+        figure.add_bar(
+            y=[labels[i] for i in index], x=values[index], orientation="h", name=group, marker_color=colour,
+            error_x={"type": "data", "symmetric": False, "array": np.nan_to_num(highs[index] - values[index]),
+                     "arrayminus": np.nan_to_num(values[index] - lows[index]), "thickness": 1},
+            hovertemplate="%{y}<br>%{x:.4f}<extra>%{fullData.name}</extra>",
+        )  # fmt: skip
+    if baseline is not None and not np.isnan(baseline):
+        figure.add_vline(
+            x=baseline, line_dash="dash", line_color="#444", annotation_text=f"{baseline_name} {baseline:.3f}"
+        )
+    figure.update_layout(
+        title=title,
+        xaxis_title=value_title,
+        yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True},
+        height=max(320, 22 * len(labels) + 160),
+        legend_title="model / adapter",
+        barmode="overlay",
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
     )
     return figure
 

@@ -217,7 +217,7 @@ def test_cluster_explorer_embeds_a_small_sample_and_scores_with_spread(open_page
     assert not app.exception and not app.error
     assert len(charts(app)) == 2
     assert any("100 texts shown" in c.value for c in app.caption)
-    assert all("±" in m.value for m in app.metric) and len(app.metric) == 2
+    assert all("±" in m.value for m in app.metric) and len(app.metric) == 4  # V-measure and silhouette per side
     app.radio(key="explore_colour").set_value("k-means").run()
     assert not app.exception and len(charts(app)) == 2
 
@@ -438,7 +438,7 @@ def test_clustering_quality_compares_methods(open_page, tmp_path):
         ("m", "echo"), ("minilm", "plain")
     }  # fmt: skip
     names = [trace["name"] for trace in json.loads(charts(app)[0].proto.spec)["data"]]
-    assert "m · echo / last" in names and app.query_params["methods"] == "echo"
+    assert "m · echo" in names and app.query_params["methods"] == "echo"  # one bar colour per model and method
 
 
 def test_clustering_quality_shows_both_tracks_and_the_gain_chart(open_page, tmp_path):
