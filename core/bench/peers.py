@@ -125,7 +125,7 @@ def parse_result(stdout: str) -> dict[str, Any]:
     """The worker's result line (the last ``PEER-RESULT {json}`` line of its output).
 
     Raises:
-        BenchError-like ``RuntimeError`` naming the missing line (the worker failed before it wrote it).
+        RuntimeError: no such line (the worker stopped before writing it), shown with the output's end.
     """
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
