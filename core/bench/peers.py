@@ -42,6 +42,7 @@ __all__ = [
     "ensure_peer_venv",
     "main",
     "parse_result",
+    "peer_texts",
     "ratio_table",
     "run_table",
     "write_old_format_copy",
@@ -263,6 +264,22 @@ def old_format_folder(source: Path) -> Path:
     return target if target.is_dir() else write_old_format_copy(source, target)
 
 
+def peer_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` texts of mixed length (up to 120 words, on one line each) from four packaged tasks, shuffled."""
+    import random
+
+    from core.data import load_task
+
+    rng = random.Random(seed)
+    sources = ("trec-fine", "20ng-s2s", "r8", "20ng-p2p")
+    texts: list[str] = []
+    for index, task in enumerate(sources):
+        take = n // len(sources) + (1 if index < n % len(sources) else 0)
+        texts += [" ".join(text.split()[:120]) for text in rng.sample(load_task(task).texts, take)]
+    rng.shuffle(texts)
+    return texts
+
+
 # ----- running and timing the contestants
 def _timed_process(command: list[str], env: dict[str, str]) -> tuple[str, float, float, float]:
     """(stdout, wall seconds, CPU seconds, peak RSS in MB) of ``command`` run to completion, from its own rusage."""
@@ -433,7 +450,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def bench(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from core.bench.cli import benchmark_texts
     from core.models.registry import resolve_model_path
     from core.runtime.errors import ConfigError
     from core.runtime.files import write_json
@@ -460,7 +476,7 @@ def bench(args: argparse.Namespace) -> int:
         scratch_path = Path(scratch)
         for count in sorted(sizes, reverse=True):
             texts = scratch_path / f"texts-{count}.txt"
-            texts.write_text("\n".join(" ".join(text.split()) for text in benchmark_texts(count)) + "\n")
+            texts.write_text("\n".join(peer_texts(count)) + "\n")
             vectors: dict[str, Any] = {}
             for round_ in range(1, args.rounds + 1):
                 for contestant in contestants:
