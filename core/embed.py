@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, world = dist_info()
         encoder = load_encoder(args)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         result = embed_stream(
             encoder,
             args.input,
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             use_adapter=False if args.base else None,
             show_progress=True,
         )
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     finally:
         close_distributed()
     if rank != 0 or result.shape is None:
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "normalized": args.normalize,
             "shape": list(result.shape),
             "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2),
             "processes": world,
             "device": str(encoder.device),
         },

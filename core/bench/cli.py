@@ -20,6 +20,8 @@ runs exactly the same tokens without the hooks, so the difference is the hooks' 
 random-weight model built from a published config (``core.bench.big``).
 
 ``--check``: the key paths on the chosen device, pass or fail with tokens/s and peak memory (``core.bench.check``).
+
+``--peers``: the engine against llm2vec and sentence-transformers, each a whole process (``core.bench.peers``).
 """
 
 from __future__ import annotations
@@ -149,6 +151,11 @@ def method_speeds(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--peers" in argv:  # its own options: python -m core.bench --peers --help
+        from core.bench.peers import main as peers
+
+        return peers([arg for arg in argv if arg != "--peers"])
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--texts", type=int, default=256)
@@ -166,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="with --methods: interleaved rounds, best kept")
     parser.add_argument(
         "--check", action="store_true", help="run the key paths on --device, print pass/fail, tokens/s, peak memory"
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="engine vs llm2vec and sentence-transformers (--peers --help)",
     )
     parser.add_argument("--big", choices=BIG_NAMES, help="measure a random-weight model from a published config")
     parser.add_argument("--weights", default="fp32", choices=("fp32", "bf16"), help="with --big: the weights' dtype")
