@@ -44,7 +44,7 @@ from analysis.attribution.token_pairs import PairMatrix, pair_matrix, text_jacob
 from analysis.categories import sides
 from core.encoding.encoder import Encoder
 from core.encoding.setting import EmbeddingSetting
-from core.runtime.errors import ConfigError, LensError
+from core.runtime.errors import ConfigError, LensError, run_cli
 from core.runtime.files import folder_locked, lock_folder, write_json
 from core.runtime.paths import REPO_ROOT, cache_root
 
@@ -523,4 +523,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))
