@@ -251,7 +251,11 @@ if curves:
                 texttemplate="%{z:.2f}",
             )
         )
-        heat.update_layout(title=f"Agreement between methods' token orders (text {text}, {setting})", height=380)
+        heat.update_layout(
+            title=f"Agreement of methods' token orders (text {text}, {setting}; {agreement['tokens']} tokens with a "
+            "unique string)",
+            height=380,
+        )
         tab.plotly_chart(heat, key=f"agree_{text}_{setting}")
         tab.plotly_chart(
             text_curves_figure(record, f"{setting}: text {text}'s content tokens removed in each method's order"),

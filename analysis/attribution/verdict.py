@@ -7,12 +7,13 @@ floor's mean, ``z`` that difference in floor SDs, ``beats`` the share of random 
 Methods are ranked by ``vs_random`` within a text and setting (1: the most faithful). Agreement between
 methods is the Spearman correlation of their full token orders.
 
-A text's tokens are identified in the records by their strings; a token string met twice is told apart by its
-occurrence (the first "the" of an order with the first of another's).
+A text's tokens are identified in the records by their strings, so a token string met twice in a text is ambiguous
+(which "dog" an order put first is not recorded): agreement is computed over the tokens whose string is unique.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -75,22 +76,17 @@ def verdict_rows(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], toleranc
     return rows
 
 
-def _ranks(order: Sequence[str]) -> dict[tuple[str, int], int]:
-    """Position of each token in ``order``, tokens keyed by (string, occurrence)."""
-    seen: dict[str, int] = {}
-    ranks = {}
-    for position, token in enumerate(order):
-        occurrence = seen.get(token, 0)
-        seen[token] = occurrence + 1
-        ranks[(token, occurrence)] = position
-    return ranks
+def _ranks(order: Sequence[str]) -> dict[str, int]:
+    """Position of each token of ``order`` whose string occurs once in it."""
+    counts = Counter(order)
+    return {token: position for position, token in enumerate(order) if counts[token] == 1}
 
 
 def method_agreement(record: Mapping[str, Any]) -> dict[str, Any]:
     """Spearman correlation between every two methods' token orders in one record (random excluded).
 
-    Returns ``{"methods": [...], "rho": [[...]]}``, ``rho[i][j]`` None where fewer than 3 tokens are shared or an
-    order is constant; the diagonal is 1.
+    Returns ``{"methods": [...], "rho": [[...]], "tokens": n}``: ``rho[i][j]`` over the tokens with a unique string
+    (``tokens`` of them in the first method's order), None where fewer than 3 are shared; the diagonal is 1.
     """
     methods = [m for m in record["methods"] if m != FLOOR]
     ranks = {m: _ranks(record["methods"][m]["order"]) for m in methods}
@@ -108,4 +104,4 @@ def method_agreement(record: Mapping[str, Any]) -> dict[str, Any]:
             value = spearmanr([ranks[first][t] for t in shared], [ranks[second][t] for t in shared]).statistic
             row.append(round(float(value), 4) if np.isfinite(value) else None)
         rho.append(row)
-    return {"methods": methods, "rho": rho}
+    return {"methods": methods, "rho": rho, "tokens": len(ranks[methods[0]]) if methods else 0}
