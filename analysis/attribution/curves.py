@@ -8,7 +8,7 @@ partner the pair's other text, with the step caps of an attribution job: the IG 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from analysis.categories import sides
 from analysis.faithfulness.config import METHODS, FaithfulnessConfig
@@ -18,41 +18,52 @@ from analysis.faithfulness.report import checked_peak, run_chunk
 from core.encoding.encoder import Encoder
 from core.runtime.errors import ConfigError
 
-if TYPE_CHECKING:
-    from analysis.attribution.job import AttributionRequest
-
 __all__ = ["curves_config", "pair_curves"]
 
 
-def curves_config(encoder: Encoder, request: AttributionRequest) -> FaithfulnessConfig:
+def curves_config(
+    encoder: Encoder, k: int, random_draws: int, peak_layer: int | None, ig_max_steps: int, tolerance: float
+) -> FaithfulnessConfig:
     """The faithfulness settings of a job's curves: all methods, its random draws, its IG cap."""
     return FaithfulnessConfig(
         model=encoder.loaded.name,
-        k=request.k,
+        k=k,
         methods=METHODS,
-        random_seeds=request.random_draws,
-        peak_layer=request.peak_layer,
-        ig_steps=min(8, request.curve_ig_steps),
-        ig_max_steps=request.curve_ig_steps,
-        ig_tolerance=request.tolerance,
+        random_seeds=random_draws,
+        peak_layer=peak_layer,
+        ig_steps=min(8, ig_max_steps),
+        ig_max_steps=ig_max_steps,
+        ig_tolerance=tolerance,
     )
 
 
-def pair_curves(encoder: Encoder, request: AttributionRequest, first: bool) -> dict[str, dict[str, Any]]:
-    """Text A's (``first``) or B's per-method record (curves, AOPCs, orders), per setting label.
+def pair_curves(
+    encoder: Encoder,
+    text: str,
+    partner: str,
+    key: str,
+    *,
+    k: int = 5,
+    random_draws: int = 5,
+    peak_layer: int | None = None,
+    ig_max_steps: int = 16,
+    tolerance: float = 0.05,
+) -> dict[str, dict[str, Any]]:
+    """``text``'s per-method record (curves, AOPCs, orders) against ``partner``, per setting label.
+
+    ``key`` names the text in the record and seeds its random orders (a job uses "A" and "B").
 
     Raises:
         ConfigError: the text has no content tokens (only stopwords and punctuation): nothing to rank.
     """
-    text, partner, key = (request.text_a, request.text_b, "A") if first else (request.text_b, request.text_a, "B")
-    config = curves_config(encoder, request)
+    config = curves_config(encoder, k, random_draws, peak_layer, ig_max_steps, tolerance)
     content = content_text(encoder, text)
     if not content.positions:
         raise ConfigError(
             f"Text {key} ({text[:40]!r}) has no content tokens (only stopwords or punctuation): the deletion curves "
             "have nothing to remove. Give it a content word."
         )
-    peak = checked_peak(encoder, request.peak_layer)
+    peak = checked_peak(encoder, peak_layer)
     settings = sides(encoder.loaded.has_adapter)
     vectors = pooled_vectors(encoder, [content.text, partner], list(settings.values()))
     pending = Pending(

@@ -442,8 +442,19 @@ def _curves_part(encoder: Encoder, request: AttributionRequest, progress: _Progr
     """Deletion and insertion curves of each text (its partner: the other), every method and the random floor."""
     progress.report("curves", 0, 2, "texts")
     out: dict[str, Any] = {}
-    for index, name in enumerate(("A", "B")):
-        out[name] = pair_curves(encoder, request, first=name == "A")
+    pairs = (("A", request.text_a, request.text_b), ("B", request.text_b, request.text_a))
+    for index, (name, text, partner) in enumerate(pairs):
+        out[name] = pair_curves(
+            encoder,
+            text,
+            partner,
+            name,
+            k=request.k,
+            random_draws=request.random_draws,
+            peak_layer=request.peak_layer,
+            ig_max_steps=request.curve_ig_steps,
+            tolerance=request.tolerance,
+        )
         progress.report("curves", index + 1, 2, "texts")
     return out
 
