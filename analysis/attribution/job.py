@@ -410,7 +410,8 @@ def _ig_part(
         # Both texts' segments go through together: ``steps`` is the furthest text's count.
         progress.report(part, min(2 * steps, total), total, "IG steps (cap, both texts)", 2 * steps * per_step)
 
-    n_steps = max(2, min(16, request.max_steps // 2))
+    # A quarter of the cap per first segment leaves room to halve the segments that miss their error share.
+    n_steps = max(2, min(16, request.max_steps // 4))
     attributor = Attributor(
         encoder, n_steps=n_steps, max_steps=request.max_steps, tolerance=request.tolerance, on_steps=on_steps
     )
