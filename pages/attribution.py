@@ -7,7 +7,6 @@ ends by itself when no tab watches it (this page refreshes its heartbeat while s
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import pandas as pd
@@ -19,6 +18,7 @@ from analysis.attribution.job import (
     DEFAULT_MAX_STEPS,
     PART_LABELS,
     AttributionRequest,
+    eta_left,
     job_folder,
     job_running,
     launch,
@@ -90,11 +90,9 @@ def start(after_unconverged: str) -> None:
 
 
 def eta_text(status: dict) -> str:
-    """The job's ETA counted down from its last report (a part between reports still moves the clock)."""
-    eta = status.get("eta_s")
-    if eta is None:
+    left_s = eta_left(status)
+    if left_s is None:
         return "measuring the speed..."
-    left_s = eta - (time.time() - status.get("updated", time.time()))
     return f"about {left_s:.0f} s left" if left_s > 0 else f"{-left_s:.0f} s past the estimate, finishing"
 
 
@@ -148,7 +146,7 @@ ig = status.get("ig") or {}
 if ig and not ig.get("converged", True):
     failed = ", ".join(
         f"{label} (A {d['a']:.1%} after {d['steps_a']} steps, B {d['b']:.1%} after {d['steps_b']} steps)"
-        for label, d in ig["deltas"].items()
+        for label, d in sorted(ig["deltas"].items(), key=lambda item: item[0] != "base")  # base first
         if max(d["a"], d["b"]) > ig["tolerance"]
     )
     st.error(

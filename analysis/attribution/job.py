@@ -51,16 +51,21 @@ from core.runtime.paths import REPO_ROOT, cache_root
 __all__ = [
     "DEFAULT_MAX_STEPS",
     "PARTS",
+    "PART_LABELS",
     "AttributionRequest",
     "JobStopped",
+    "attribution_from_dict",
+    "eta_left",
     "job_folder",
     "job_running",
     "jobs_root",
     "launch",
     "load_part",
+    "pair_matrix_from_dict",
     "read_status",
     "request_stop",
     "run_job",
+    "similarity_from_dict",
     "touch_heartbeat",
 ]
 
@@ -181,6 +186,16 @@ def read_status(folder: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return status if isinstance(status, dict) else None
+
+
+def eta_left(status: dict[str, Any], now: float | None = None) -> float | None:
+    """Seconds left by the job's last estimate, counted down since that report (so a part between reports still
+    moves the clock); negative when past the estimate; None before the first measurement."""
+    eta = status.get("eta_s")
+    if eta is None:
+        return None
+    now = time.time() if now is None else now
+    return float(eta) - (now - float(status.get("updated", now)))
 
 
 def load_part(folder: str | Path, part: str) -> Any | None:

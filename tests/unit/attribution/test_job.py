@@ -155,6 +155,14 @@ def test_unconverged_ig_holds_the_later_parts_or_labels_them(encoder, request_, 
     assert load_part(folder, "curves") is not None and labelled["parts"]["ig_base"]["state"] == "cached"
 
 
+def test_the_eta_counts_down_between_reports_and_says_when_it_is_past():
+    status = {"eta_s": 40.0, "updated": 1000.0}
+    assert attribution_job.eta_left(status, now=1010.0) == pytest.approx(30.0)
+    assert attribution_job.eta_left(status, now=1020.0) == pytest.approx(20.0)  # no report since: still moving
+    assert attribution_job.eta_left(status, now=1050.0) == pytest.approx(-10.0)
+    assert attribution_job.eta_left({"eta_s": None, "updated": 1000.0}) is None
+
+
 def test_the_request_is_validated_and_round_trips_through_json(request_):
     assert AttributionRequest.from_dict(json.loads(json.dumps(request_.to_dict()))) == request_
     with pytest.raises(ConfigError, match="two non-empty texts"):
