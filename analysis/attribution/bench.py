@@ -2,13 +2,15 @@
 
 Runs :func:`analysis.attribution.job.run_job` in this process on a fresh folder (no cache hits) for a pair of
 10-word sentences, with the model loaded inside the timing as the page's background process loads it, and
-prints each part's seconds, the IG steps used and deltas, the total and the load average it ran under.
+prints each part's seconds, the IG steps used and deltas, the total wall and CPU seconds and the load average it ran
+under.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -55,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
             threading.Thread(target=beat, daemon=True).start()
             load_before = os.getloadavg()[0]
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             status = run_job(folder, request)
             total = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_s = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime  # less load-bound than wall time
             done.set()
             parts = ", ".join(f"{p} {v.get('seconds', 0):.1f} s" for p, v in status["parts"].items())
             deltas = (status.get("ig") or {}).get("deltas", {})
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 for label, d in deltas.items()
             )
             print(
-                f"cap {cap}: {status['state']} in {total:.1f} s (model load {status.get('load_seconds', 0):.1f} s; "
+                f"cap {cap}: {status['state']} in {total:.1f} s, {cpu_s:.1f} CPU s "
+                f"(model load {status.get('load_seconds', 0):.1f} s; "
                 f"{parts}); IG {ig}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
                 flush=True,
             )
