@@ -46,7 +46,7 @@ def pair_curves(
     k: int = 5,
     random_draws: int = 5,
     peak_layer: int | None = None,
-    ig_max_steps: int = 16,
+    ig_max_steps: int = 8,
     tolerance: float = 0.05,
 ) -> dict[str, dict[str, Any]]:
     """``text``'s per-method record (curves, AOPCs, orders) against ``partner``, per setting label.

@@ -78,9 +78,9 @@ PART_LABELS = {
     "curves": "deletion curves",
 }
 AfterUnconverged = Literal["stop", "label"]
-# SmolLM2 with its adapter, two 10-word sentences, a quiet 2-core CPU: the whole job in under a minute
-# (docs/interpretability.md has the measurement).
-DEFAULT_MAX_STEPS = 32
+# Aimed at under a minute for SmolLM2 with its adapter and two 10-word sentences on a quiet 2-core CPU
+# (docs/interpretability.md says what was measured).
+DEFAULT_MAX_STEPS = 16
 STARTING_S = 90.0  # a launched process that has not taken its folder's lock by then did not start
 STALE_S = 30.0  # a heartbeat older than this: no tab watches (a reload or a page switch is shorter)
 REQUEST_FILE, STATUS_FILE, HEARTBEAT_FILE, STOP_FILE = "request.json", "status.json", "heartbeat", "stop"
@@ -106,7 +106,7 @@ class AttributionRequest:
     text_b: str
     max_steps: int = DEFAULT_MAX_STEPS
     pair_steps: int = 2
-    curve_ig_steps: int = 16  # the faithfulness IG ranker's cap per text in the curves
+    curve_ig_steps: int = 8  # the faithfulness IG ranker's cap per text in the curves
     random_draws: int = 5
     k: int = 5
     peak_layer: int | None = None

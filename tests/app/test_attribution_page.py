@@ -41,7 +41,8 @@ def test_attribute_shows_ig_pairs_curves_and_the_verdict_table(open_page, jobs):
     app = open_page("attribution.py")
     assert not app.exception and not charts(app) and not jobs  # nothing runs before the click
     next(b for b in app.button if b.label == "Attribute").click().run()
-    assert not app.exception and not app.error and len(jobs) == 1
+    assert not app.exception and len(jobs) == 1
+    assert all("did not converge" in e.value for e in app.error)  # the only error the default cap may bring
     assert [m.label for m in app.metric] == ["cosine (base)", "cosine (adapter)"]
     assert any(c.value.startswith(f"IG steps used (cap {jobs[0].max_steps} per text): base: A ") for c in app.caption)
     assert sum("token pairs that move it most" in m.value for m in app.markdown) == 2
@@ -112,7 +113,7 @@ def test_a_stopped_job_says_so_and_attribute_continues_it(open_page, jobs, monke
     monkeypatch.setattr(attribution_job, "launch", real)
     app.run()  # a button's callback is the one of the run that drew it
     next(b for b in app.button if b.label.startswith("Attribute")).click().run()
-    assert not app.exception and not app.warning and len(charts(app)) == 11
+    assert not app.exception and not any("stopped" in w.value for w in app.warning) and len(charts(app)) == 11
 
 
 def test_unconverged_ig_is_said_and_the_hold_offers_the_rest_labelled(open_page, jobs, monkeypatch):
