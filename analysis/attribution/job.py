@@ -312,12 +312,12 @@ class _Progress:
 def _estimates(encoder: Encoder, request: AttributionRequest, parts: list[str]) -> dict[str, float]:
     """Token-forward units each part costs, from the texts' token counts (a backward counts two forwards)."""
     lengths = [len(item.input_ids) for item in encoder.prepare([request.text_a, request.text_b])]
-    own = sum(max(n - 4, 1) for n in lengths)  # the text's own tokens, roughly (the prompt is a few)
     n_sides = sum(p.startswith("ig_") for p in parts)
     ig = 3 * request.max_steps * sum(lengths)
     pairs = n_sides * sum((request.pair_steps * (n - 3) + 1) * n for n in lengths)
     variants = (2 * request.k + 1) * (5 + request.random_draws)  # each order's deletion and insertion texts
-    curves = n_sides * (3 * request.curve_ig_steps * sum(lengths) + 6 * sum(lengths)) + 1.5 * variants * own * 4
+    # Each order's variants are about as long as the text; base and adapter share the trunk (1.5 forwards).
+    curves = n_sides * (3 * request.curve_ig_steps * sum(lengths) + 6 * sum(lengths)) + 1.5 * variants * sum(lengths)
     return {p: float(ig if p.startswith("ig_") else pairs if p == "pairs" else curves) for p in parts}
 
 
