@@ -62,23 +62,6 @@ def test_attention_page_heatmaps_and_head_choice(open_page):
     assert not app.exception and "Bad layer 'abc'" in app.error[0].value and not charts(app)
 
 
-def test_attribution_page_runs_ig_on_click(open_page):
-    app = open_page("attribution.py")
-    assert not app.exception and not charts(app)  # nothing runs before the click
-    app.button[0].click().run()
-    assert not app.exception and not app.error
-    assert [m.label for m in app.metric] == ["cosine (base)", "cosine (adapter)"]
-    assert any("convergence delta" in c.value for c in app.caption)
-    assert any("baseline cosine: A" in c.value for c in app.caption)
-    # two IG bar charts, the token-pair heatmaps, base and adapter deletion curves of text A
-    assert len(charts(app)) == 5
-    assert sum("token pairs that move it most" in m.value for m in app.markdown) == 2
-    app.run()  # a rerun without the click (any other widget's change) keeps the result for the same inputs
-    assert not app.exception and len(charts(app)) == 5
-    app.text_input(key="attr_a").set_value("a woman rides a horse").run()
-    assert not charts(app)  # other inputs: the old result is not shown as theirs
-
-
 def test_attention_sentence_and_heads_hold_after_a_dataset_round_trip(open_page, prepared_tasks):
     app = open_page("attention.py")
     app.text_input(key="att_sentence").set_value("the cat sat on the mat").run()
@@ -370,46 +353,6 @@ def test_cluster_explorer_method_and_stop_between_batches(open_page, prepared_ta
     assert not app.exception and not charts(app)
     next(b for b in app.button if b.label == "Embed and project").click().run()
     assert not app.exception and not app.error and len(charts(app)) == 2 and not app.warning
-
-
-def test_attribution_stop_leaves_the_page_usable(open_page, monkeypatch):
-    import streamlit as st
-
-    from workbench import widgets
-
-    real = widgets.progress_with_eta
-
-    def click_stop_after_one_segment(bar, what, unit="texts"):  # after IG's first segment, the pairs' first part
-        report = real(bar, what, unit)
-
-        def stopping(done: int, total: int) -> None:
-            report(done, total)
-            if done:
-                widgets.mark_stopped("attr_pairs_stopped" if what.startswith("Token pairs") else "attr_stopped")
-                st.rerun()
-
-        return stopping
-
-    app = open_page("attribution.py")
-    monkeypatch.setattr(widgets, "progress_with_eta", click_stop_after_one_segment)
-    app.button[0].click().run()
-    assert not app.exception and not charts(app) and "Attribution stopped" in app.warning[0].value
-    monkeypatch.setattr(widgets, "progress_with_eta", real)
-    app.button[0].click().run()
-    assert not app.exception and not app.warning and len(charts(app)) == 5
-
-    def stop_the_pairs(bar, what, unit="texts"):  # IG runs through; Stop during token pairs, after their first part
-        stopping = what != "Integrated gradients"
-        return (click_stop_after_one_segment if stopping else real)(bar, what, unit)
-
-    monkeypatch.setattr(widgets, "progress_with_eta", stop_the_pairs)
-    app.text_input(key="attr_a").set_value("a woman rides a horse").run()
-    app.button[0].click().run()
-    assert not app.exception and len(charts(app)) == 2  # the IG bars; no token pairs, no curves
-    assert "Token pairs and deletion curves stopped" in app.warning[-1].value
-    monkeypatch.setattr(widgets, "progress_with_eta", real)
-    next(b for b in app.button if b.label == "Token pairs and deletion curves").click().run()
-    assert not app.exception and not app.warning and len(charts(app)) == 5
 
 
 def test_clustering_quality_compares_methods(open_page, tmp_path):

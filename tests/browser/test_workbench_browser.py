@@ -204,7 +204,7 @@ CONTROLS: dict[str, Control] = {
     "attention.py": Control(type_into("Sentence", SENTENCE_40_TOKENS), says=r"\d+ tokens, \d+ forward .*? in [\d.]+ s"),
     "cluster_explorer.py": Control(click_text("UMAP and colouring", "k-means"), says=r"UMAP [\d.]+ s"),
     "clustering_quality.py": Control(pick("Pooling", "mean"), says=r"\d+ rows of \d+"),
-    "attribution.py": Control(click_button("Attribute"), says=r"^[\d.]+ s\. Bars"),
+    "attribution.py": Control(click_button("Attribute"), says=r"IG steps used \(cap \d+ per text\)"),
     "lens.py": Control(type_into("Text", "The market fell today."), says=r"one shared forward, .*? in [\d.]+ s"),
     "adapters.py": Control(type_into("Another adapter folder", str(SHOTS)), says=r"browser: \w+"),  # an empty folder
 }
