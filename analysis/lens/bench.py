@@ -36,6 +36,7 @@ class BenchConfig:
     seed: int = option(0, help="sampling seed")
     kmeans_seeds: int = option(1, help="k-means seeds per V-measure in the profile")
     repeats: int = option(1, help="alternating (plain encode, lens path) pairs; the median ratio is reported")
+    check: bool = option(False, help="also compare the lens with the per-layer reference (project) at every layer")
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
 
     def __post_init__(self) -> None:
@@ -80,8 +81,10 @@ def run_bench(config: BenchConfig) -> dict[str, float]:
         head = lens_head(loaded)
         targets = content_token_ids(encoder.prepare(texts))
         by_variant = {name: {i: grid[name][(setting.pooling, i)] for i in range(states)} for name in grid}
-        lens_corpora(head, by_variant, loaded.num_layers, targets, top_k=10)
+        lenses = lens_corpora(head, by_variant, loaded.num_layers, targets, top_k=10)
         run["lens_all_layers_both"] = time.perf_counter() - tick
+        if config.check:
+            print(f"lens equals the per-layer reference: {_differences(head, by_variant, lenses, targets, states)}")
         tick = time.perf_counter()
         layer_profile(grid, labels, None, poolings, states, seeds)
         run["profile"] = time.perf_counter() - tick
@@ -92,6 +95,35 @@ def run_bench(config: BenchConfig) -> dict[str, float]:
     result.update({f"ratio_{i + 1}": r for i, r in enumerate(ratios)})
     result["ratio"] = float(np.median(ratios))
     return result
+
+
+def _differences(head, by_variant, lenses, targets, states: int) -> str:
+    """Where the batched lens differs from separate ``project`` calls per layer and variant (the reference)."""
+    import torch
+
+    from analysis.lens.corpus import LENS_VIEWS, RANK_CAP
+    from analysis.lens.vocabulary import alignment_measures, first_component, project
+
+    differing, compared, probs = 0, 0, 0.0
+    for name, by_layer in by_variant.items():
+        for layer in range(states):
+            normed = head.normed(torch.as_tensor(by_layer[layer]), already_normed=layer == states - 1)
+            component = first_component(normed.numpy())
+            reference = project(head, normed, top_k=10, targets=targets, removals=(None, component), rank_cap=RANK_CAP)
+            for view, projection in zip(LENS_VIEWS, reference, strict=True):
+                lens = lenses[name]
+                for measure, values in alignment_measures(projection.target_ranks, 10).items():
+                    got = lens.measures[view][measure][:, layer]
+                    differing += int((~np.isclose(got, values, rtol=0, atol=0, equal_nan=True)).sum())
+                    compared += len(values)
+                differing += int((lens.top1[view][:, layer] != projection.top_ids[:, 0]).sum())
+                compared += len(projection.top_ids)
+                shown = len(lens.example_probs[view])
+                probs = max(
+                    probs, float(np.abs(lens.example_probs[view][:, layer] - projection.top_probs[:shown]).max())
+                )
+    verdict = "yes" if differing == 0 else "NO"
+    return f"{verdict} ({differing} of {compared} per-text values differ; largest shown-probability gap {probs:.1e})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
