@@ -81,14 +81,18 @@ def run_bench(config: BenchConfig) -> dict[str, float]:
         head = lens_head(loaded)
         targets = content_token_ids(encoder.prepare(texts))
         by_variant = {name: {i: grid[name][(setting.pooling, i)] for i in range(states)} for name in grid}
-        lenses = lens_corpora(head, by_variant, loaded.num_layers, targets, top_k=10)
+        spent: dict[str, float] = {}
+        lenses = lens_corpora(head, by_variant, loaded.num_layers, targets, top_k=10, timings=spent)
         run["lens_all_layers_both"] = time.perf_counter() - tick
+        run["  of which LM-head products"] = spent["lm_head_products"]
+        distinct = int(spent["distinct_layers"])
         if config.check:
             print(f"lens equals the per-layer reference: {_differences(head, by_variant, lenses, targets, states)}")
         tick = time.perf_counter()
         layer_profile(grid, labels, None, poolings, states, seeds)
         run["profile"] = time.perf_counter() - tick
         run["lens_path_total"] = run["forward_all_layers_both"] + run["lens_all_layers_both"] + run["profile"]
+        run["distinct_layers"] = distinct
         runs.append(run)
     result = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
     ratios = [run["lens_path_total"] / run["plain_encode"] for run in runs]
@@ -132,9 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = from_arguments(BenchConfig, parser.parse_args(argv))
     result = run_bench(config)
     print(f"{config.n} texts of {config.task}, adapter {config.adapter}")
+    print(f"  {int(result.pop('distinct_layers'))} distinct (variant, hidden state) vector sets read by the lens "
+          "(base and adapter share the layers below the LoRA)")  # fmt: skip
     for key, value in result.items():
         if not key.startswith("ratio"):
-            print(f"  {key:26s} {value:8.1f} s" + (" (median)" if config.repeats > 1 else ""))
+            share = f" = {value / result['plain_encode']:.2f} encodes" if key != "plain_encode" else ""
+            print(f"  {key:28s} {value:8.1f} s{share}" + (" (median)" if config.repeats > 1 else ""))
     pairs = ", ".join(f"{result[f'ratio_{i + 1}']:.2f}" for i in range(config.repeats))
     verdict = "within" if result["ratio"] <= 3 else "over"
     print(f"ratio lens path / plain encode: {result['ratio']:.2f} ({verdict} the target of 3); per pair: {pairs}")

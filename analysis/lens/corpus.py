@@ -10,6 +10,7 @@ top token through every later layer.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,11 +96,14 @@ def lens_corpora(
     top_k: int,
     examples: int = 3,
     chunk_rows: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, CorpusLens]:
     """:func:`lens_corpus` of every variant (``{"base": by_layer, "adapter": by_layer}``), each distinct set of
     vectors read once: below the adapter's first LoRA layer base and adapter vectors are identical, so their lens
     is too. Results equal separate :func:`analysis.lens.vocabulary.project` calls per layer and variant with
-    ``removals=(None, first component)`` and ``rank_cap=RANK_CAP``.
+    ``removals=(None, first component)`` and ``rank_cap=RANK_CAP``. ``timings``, when given, gains the seconds
+    spent in the LM-head products themselves (``lm_head_products``) and the number of distinct sets read
+    (``distinct_layers``).
 
     Raises:
         ValueError: the variants do not cover the same hidden states.
@@ -120,8 +124,13 @@ def lens_corpora(
             vectors = np.asarray(by_variant[name][layer], dtype=np.float32)
             block = next((b for v, b in read if v.shape == vectors.shape and np.array_equal(v, vectors)), None)
             if block is None:
+                tick = time.perf_counter()
                 block = _lens_block(head, vectors, layer == final_index, wanted, present, top_k, shown, rows)
                 read.append((vectors, block))
+                if timings is not None:
+                    timings["distinct_layers"] = timings.get("distinct_layers", 0) + 1
+                    timings["lm_head_products"] = timings.get("lm_head_products", 0.0) + block.pop("product_seconds")
+                    timings["lens_blocks"] = timings.get("lens_blocks", 0.0) + time.perf_counter() - tick
             lens = lenses[name]
             for view in LENS_VIEWS:
                 for measure, values in alignment_measures(block[view]["ranks"], top_k).items():
@@ -189,11 +198,14 @@ def _lens_block(
     }
     block["component"] = component.astype(np.float32)
     block["final_probs"] = np.zeros((n, top_k), dtype=np.float32) if final else None
+    block["product_seconds"] = 0.0
     with torch.inference_mode():
         for begin in range(0, n, chunk_rows):
             stop = min(begin + chunk_rows, n)
             rows = normed[begin:stop].to(device, dtype)
+            tick = time.perf_counter()
             logits = torch.nn.functional.linear(rows, head.weight, head.bias)
+            block["product_seconds"] += time.perf_counter() - tick
             # Probabilities wanted: the examples (first rows) in both views, every row of the final raw lens.
             probable = max(0, min(shown, stop) - begin)
             for view in LENS_VIEWS:
