@@ -149,7 +149,10 @@ def first_component(vectors: Float[np.ndarray, "n hidden"]) -> Float[np.ndarray,
     """The unit first principal component of ``vectors`` (centred), sign fixed so the mean projects >= 0."""
     x = np.asarray(vectors, dtype=np.float64)
     centred = x - x.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one BLAS thread: faster on a shared machine (see analysis.lens.geometry)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
     u = vt[0]
     if float(x.mean(0) @ u) < 0:
         u = -u
