@@ -1,7 +1,8 @@
 """Clustering quality: the results grid as a filtered, sorted table (MiniLM marked as the baseline, each adapter
 row against its base model, training-free methods side by side where the grid has them) with each number's
 uncertainty (CI over texts where the cells store replicates, else the k-means seed spread, and n), and charts that
-follow the table's rows and order."""
+follow the table's rows and order; below, the layer profile of a lens report (V-measure at every layer, base vs
+adapter)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from analysis.clustering import (
 from analysis.clustering.summary import TRACK_AVERAGES, index_columns, task_columns
 from analysis.clustering.summary_uncertainty import BY_SEEDS, BY_TEXTS, uncertainty_view
 from analysis.clustering.uncertainty import N_BOOT
+from analysis.lens.figures import layer_profile_figure
+from analysis.lens.reading import find_reports, profile_array, profile_table, read_profiles, restrict_profile
 from analysis.plots import clustering_heatmap, quality_bars, track_gain_scatter
 from workbench import widgets
 from workbench.state import REPO, carry_model_in_url, kept
@@ -122,3 +125,44 @@ if len(gains):
     scatter = track_gain_scatter(gains, title="In-domain gain vs transfer gain, per adapter row (all rows)")
     st.plotly_chart(scatter, key="q_gains")
     widgets.figure_downloads(scatter, f"{stem}_gains", "q_gains_dl")
+
+# ----- Layer profile: V-measure at every layer, from a lens report (analysis.lens; `python -m analysis.lens`)
+st.divider()
+st.header("Layer profile: clustering quality at every layer")
+lens_reports = find_reports(REPO / "results" / "lens")
+if not lens_reports:
+    st.info("No lens reports under `results/lens`. Make one with "
+            "`python -m analysis.lens --adapter adapters/smollm2-135m-embed --out results/lens`.")  # fmt: skip
+else:
+    report_names = list(lens_reports)
+    left, middle, right = st.columns(3)
+    report_name = left.selectbox(
+        "Lens report", report_names, **kept("q_lens_report", report_names[0], options=report_names, url="lens")
+    )
+    profiles = read_profiles(lens_reports[report_name])
+    lens_tasks = list(profiles) or ["none"]
+    lens_task = middle.selectbox(
+        "Task", lens_tasks, **kept("q_lens_task", lens_tasks[0], options=lens_tasks, url="lens_task")
+    )
+    if lens_task in profiles:
+        all_poolings = profiles[lens_task]["poolings"]
+        lens_poolings = right.multiselect(
+            "Poolings", all_poolings, **kept("q_lens_poolings", all_poolings, options=all_poolings, url="lens_pool")
+        )
+        profile = restrict_profile(profiles[lens_task], lens_poolings)
+        figure = layer_profile_figure(profile, f"{report_name}: V-measure per layer on {lens_task} (± k-means seeds)")
+        st.plotly_chart(figure, key="q_lens_profile")
+        st.caption(" · ".join(
+            f"best {variant}: {best['pooling']} at hidden state {best['layer']}, V = {best['v_measure']:.4f}"
+            for variant, section in profile["variants"].items() if (best := section["best"])
+        ) + f". {profiles[lens_task].get('n_texts', '?')} texts; hidden state 0 is the embeddings.")  # fmt: skip
+        lens_stem = widgets.file_stem("layer_profile", report_name, lens_task, *profile["poolings"])
+        widgets.downloads_row(
+            [
+                ("figure", (figure, lens_stem, "q_lens_dl")),
+                ("table", (profile_table(profile), lens_stem, "q_lens_csv", "profile CSV")),
+                ("array", (profile_array(profile), f"{lens_stem}_v_measure", "q_lens_npy", "V-measure NPY")),
+            ]
+        )
+    else:
+        st.info(f"The lens report `{report_name}` has no layer profile.")

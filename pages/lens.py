@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.lens.figures import alignment_figure, cka_figure, layer_profile_figure, top_tokens_figure
+from analysis.lens.reading import profile_array, profile_table
 from analysis.lens.text import text_lens
 from core.runtime.errors import LensError
 from workbench import state, widgets
@@ -132,16 +133,12 @@ if lens_report:
 for task, profile in report.get("profiles", {}).items():
     figure = layer_profile_figure(profile)
     st.plotly_chart(figure, key=f"lens_profile_{task}")
-    table = [
-        {"variant": variant, "pooling": pooling, "layer": layer, "v_measure": v}
-        for variant, section in profile["variants"].items()
-        for pooling, rows in section["poolings"].items()
-        for layer, v in zip(profile["layers"], rows.get("v_measure", []), strict=False)
-    ]
+    profile_stem = f"lens_profile_{name}_{task}"
     widgets.downloads_row(
         [
-            ("figure", (figure, f"lens_profile_{name}_{task}", f"dl_lens_profile_{task}")),
-            ("table", (table, f"lens_profile_{name}_{task}", f"csv_lens_profile_{task}", "profile CSV")),
+            ("figure", (figure, profile_stem, f"dl_lens_profile_{task}")),
+            ("table", (profile_table(profile), profile_stem, f"csv_lens_profile_{task}", "profile CSV")),
+            ("array", (profile_array(profile), f"{profile_stem}_v_measure", f"npy_lens_profile_{task}")),
         ]
     )
 if "geometry" in report:

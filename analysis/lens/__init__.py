@@ -11,7 +11,8 @@
   ``geometry``: those measures.
 - ``inputs``: sampled texts, held-apart pairs and every layer's vectors from one shared forward per text.
 - ``report`` and ``python -m analysis.lens``: the report (report.json, arrays.npz, figures); ``bench``: the
-  speed check against one plain encode; ``figures``: plotly figures.
+  speed check against one plain encode; ``figures``: plotly figures; ``reading``: written reports for the pages
+  (the layer profile on the Clustering quality page).
 
 May import: ``core`` (encoding, models, data, metrics, runtime), ``analysis.stats``, ``analysis.attention``,
 ``analysis.categories`` and ``analysis.plots`` (writing figures). Imported by the Lens page and, for cluster

@@ -54,7 +54,12 @@ def anisotropy(vectors: Float[np.ndarray, "n d"], weights: np.ndarray | None = N
 
 def _centred_singular_values(vectors: np.ndarray) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float64)
-    return np.linalg.svd(x - x.mean(0), compute_uv=False)
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: on a shared 2-core machine two threads waiting on each other made this ~3x slower; the
+    # singular values are identical.
+    with threadpool_limits(1):
+        return np.linalg.svd(x - x.mean(0), compute_uv=False)
 
 
 def effective_rank(vectors: Float[np.ndarray, "n d"]) -> float:

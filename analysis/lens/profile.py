@@ -50,6 +50,8 @@ def layer_profile(
     ``labels``), ``anisotropy``, ``effective_rank`` (the task texts), ``alignment`` and ``uniformity`` (the pairs:
     anchors then positives in ``pair_grid``); ``best`` per variant: the (pooling, layer) of the highest V-measure."""
     out: dict[str, Any] = {"layers": list(range(num_hidden_states)), "poolings": list(poolings), "variants": {}}
+    # Below the adapter's first LoRA layer base and adapter vectors are identical: each distinct set is scored once.
+    scored: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray | None, dict[str, float]]]] = {}
     for variant, by_combo in grid.items():
         section: dict[str, Any] = {}
         best: dict[str, Any] | None = None
@@ -61,23 +63,40 @@ def layer_profile(
                 rows.update(alignment=[], uniformity=[])
             for index in range(num_hidden_states):
                 vectors = by_combo[(pooling, index)]
-                rows["anisotropy"].append(anisotropy(vectors))
-                rows["effective_rank"].append(effective_rank(vectors))
-                if labels is not None:
-                    scores = score_embeddings(vectors, labels, seeds=seeds)
-                    rows["v_measure"].append(scores["v_measure"])
-                    rows["v_measure_std"].append(scores["v_measure_std"])
-                    if best is None or scores["v_measure"] > best["v_measure"]:
-                        best = {"pooling": pooling, "layer": index, "v_measure": round(scores["v_measure"], 6)}
-                        best["v_measure_std"] = round(scores["v_measure_std"], 6)
-                if pair_grid is not None:
-                    both = pair_grid[variant][(pooling, index)]
-                    half = len(both) // 2
-                    rows["alignment"].append(alignment(both[:half], both[half:]))
-                    rows["uniformity"].append(uniformity(both))
+                both = pair_grid[variant][(pooling, index)] if pair_grid is not None else None
+                earlier = scored.setdefault((pooling, index), [])
+                values = next((v for x, p, v in earlier if _same(x, vectors) and _same(p, both)), None)
+                if values is None:
+                    values = _layer_values(vectors, labels, both, seeds)
+                    earlier.append((vectors, both, values))
+                for name in rows:
+                    rows[name].append(values[name])
+                if labels is not None and (best is None or values["v_measure"] > best["v_measure"]):
+                    best = {"pooling": pooling, "layer": index, "v_measure": round(values["v_measure"], 6)}
+                    best["v_measure_std"] = round(values["v_measure_std"], 6)
             section[pooling] = {name: _round(values) for name, values in rows.items()}
         out["variants"][variant] = {"poolings": section, "best": best}
     return out
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _layer_values(
+    vectors: np.ndarray, labels: Sequence[str] | None, both: np.ndarray | None, seeds: Sequence[int]
+) -> dict[str, float]:
+    """One (pooling, layer)'s measures: label-free ones, V-measure where ``labels``, pair ones where ``both``."""
+    values = {"anisotropy": anisotropy(vectors), "effective_rank": effective_rank(vectors)}
+    if labels is not None:
+        scores = score_embeddings(vectors, labels, seeds=seeds)
+        values.update(v_measure=scores["v_measure"], v_measure_std=scores["v_measure_std"])
+    if both is not None:
+        half = len(both) // 2
+        values.update(alignment=alignment(both[:half], both[half:]), uniformity=uniformity(both))
+    return values
 
 
 def fine_tuning_geometry(

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.lens.corpus import LENS_VIEWS, lens_corpus, summarise_lens
+from analysis.lens.corpus import LENS_VIEWS, lens_corpora, summarise_lens
 from analysis.lens.inputs import Grid, encode_layers, grid_key, held_apart_pairs, layer_combos, load_stage, save_stage
 from analysis.lens.profile import fine_tuning_geometry, layer_profile
-from analysis.lens.vocabulary import content_token_ids, first_component, lens_head
+from analysis.lens.vocabulary import content_token_ids, lens_head
 from core.encoding.pooling import POOLING_MODES
 from core.runtime.arguments import option
 from core.runtime.errors import ConfigError
@@ -204,17 +204,14 @@ def run_report(config: LensConfig) -> dict[str, Any]:
             continue
         tick = time.perf_counter()
         targets = content_token_ids(encoder.prepare(texts))
-        lenses = {}
-        for name in names:
-            by_layer = {i: grid[name][(lens_pooling, i)] for i in range(states)}
-            lenses[name] = lens_corpus(head, by_layer, loaded.num_layers, targets, top_k=config.top_k,
-                                       examples=config.examples)  # fmt: skip
+        by_variant = {name: {i: grid[name][(lens_pooling, i)] for i in range(states)} for name in names}
+        lenses = lens_corpora(head, by_variant, loaded.num_layers, targets, top_k=config.top_k,
+                              examples=config.examples)  # fmt: skip
+        for name, variant_lens in lenses.items():
             for view in LENS_VIEWS:
-                for measure, values in lenses[name].measures[view].items():
+                for measure, values in variant_lens.measures[view].items():
                     arrays[f"{name}/{view}/{measure}"] = values.astype(np.float32)
-            arrays[f"{name}/components"] = np.stack(
-                [first_component(_normed(head, by_layer[i], i == loaded.num_layers)) for i in range(states)]
-            ).astype(np.float32)
+            arrays[f"{name}/components"] = variant_lens.components
         timings["lens"] = time.perf_counter() - tick
         decode = encoder.tokenizer.decode
         lens = summarise_lens(lenses, list(range(states)), lambda t, decode=decode: decode([t]), top_k=config.top_k,
@@ -265,12 +262,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
-
-
-def _normed(head, vectors: np.ndarray, already: bool) -> np.ndarray:
-    import torch
-
-    return head.normed(torch.as_tensor(np.asarray(vectors, dtype=np.float32)), already_normed=already).numpy()
 
 
 def _examples(texts, targets, lenses, decode, count: int) -> list[dict[str, Any]]:

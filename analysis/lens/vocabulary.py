@@ -32,6 +32,7 @@ __all__ = [
     "Projection",
     "alignment_measures",
     "content_token_ids",
+    "exact_topk",
     "first_component",
     "lens_head",
     "project",
@@ -40,6 +41,7 @@ __all__ = [
 
 DEFAULT_CHUNK_ROWS = 64  # rows per LM-head product: 64 x 262k float32 logits (Gemma) is 67 MB
 RANK_ROWS = 8  # rows per rank comparison: 8 x targets x vocab booleans
+TOP_BLOCK = 128  # vocabulary entries per block of :func:`exact_topk`
 
 
 class NoLanguageModelHeadError(LensError, ValueError):
@@ -147,7 +149,10 @@ def first_component(vectors: Float[np.ndarray, "n hidden"]) -> Float[np.ndarray,
     """The unit first principal component of ``vectors`` (centred), sign fixed so the mean projects >= 0."""
     x = np.asarray(vectors, dtype=np.float64)
     centred = x - x.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one BLAS thread: faster on a shared machine (see analysis.lens.geometry)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
     u = vt[0]
     if float(x.mean(0) @ u) < 0:
         u = -u
@@ -254,6 +259,33 @@ def _fill(
     ).cpu()
     ranks = torch.where(present, ranks, torch.full_like(ranks, -1)).numpy()
     out.target_ranks[begin:stop, :width] = ranks
+
+
+def exact_topk(logits: Float[Tensor, "n vocab"], k: int, block: int = TOP_BLOCK) -> tuple[Tensor, Tensor]:
+    """``torch.topk(logits, k, dim=1)`` (values and ids, descending) read from block maxima, without a top-k over
+    the whole vocabulary.
+
+    The k-th largest block maximum ``t`` bounds the k-th largest logit from below (the k blocks with the largest
+    maxima hold k logits >= t), so every top-k logit lies in one of those k blocks (or equals ``t``: a tie at the
+    k-th value) and a top-k over their entries is exact. The vocabulary's tail beyond whole blocks is always a
+    candidate. Only the order of exactly equal logits may differ from a full ``torch.topk``.
+    """
+    rows, vocab = logits.shape
+    whole = vocab - vocab % block
+    count = whole // block
+    if count <= 2 * k:  # few blocks: a plain top-k costs no more
+        return torch.topk(logits, k, dim=1)
+    logits = logits.contiguous()
+    blocks = logits[:, :whole].view(rows, count, block)
+    _, chosen = torch.topk(blocks.amax(2), k, dim=1)
+    candidates = blocks.gather(1, chosen[:, :, None].expand(-1, -1, block)).reshape(rows, k * block)
+    ids = (chosen[:, :, None] * block + torch.arange(block, device=logits.device)).reshape(rows, k * block)
+    if whole < vocab:
+        candidates = torch.cat([candidates, logits[:, whole:]], 1)
+        tail = torch.arange(whole, vocab, device=logits.device).expand(rows, -1)
+        ids = torch.cat([ids, tail], 1)
+    values, position = torch.topk(candidates, k, dim=1)
+    return values, ids.gather(1, position)
 
 
 def content_token_ids(prepared: Sequence) -> list[list[int]]:

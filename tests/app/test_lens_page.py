@@ -62,3 +62,34 @@ def test_lens_page_refuses_an_encoder_model(open_page, tiny_bert_dir):
     app.text_input(key="model_custom").set_value(str(tiny_bert_dir)).run()
     assert not app.exception
     assert any("no LM head" in e.value for e in app.error)
+
+
+def trace_names(chart) -> list[str]:
+    import json
+
+    return [trace.get("name") or trace.get("text", [""])[0] for trace in json.loads(chart.proto.spec)["data"]]
+
+
+def test_clustering_quality_page_draws_a_lens_reports_layer_profile(open_page):
+    """The layer profile where clustering quality is read: a committed lens report, its poolings in the URL."""
+    import json
+
+    from analysis.lens.reading import find_reports
+    from workbench.state import REPO
+
+    reports = find_reports(REPO / "results" / "lens")
+    assert reports, "the committed lens reports are missing"
+    app = open_page("clustering_quality.py", adapter=False)
+    assert not app.exception and not app.error
+    assert any(h.value.startswith("Layer profile") for h in app.header)
+    name = app.selectbox(key="q_lens_report").value
+    profile = next(iter(json.loads(reports[name].read_text())["profiles"].values()))
+    names = trace_names(charts(app)[-1])
+    assert {f"{v} · {p}" for v in ("base", "adapter") for p in profile["poolings"]} <= set(names)
+    assert any(n.startswith("best adapter") for n in names)
+    assert len(app.get("download_button")) >= 4  # figure (HTML, PNG), profile CSV, V-measure NPY
+    app.multiselect(key="q_lens_poolings").set_value(["mean"]).run()
+    assert not app.exception and app.query_params["lens_pool"] == "mean"
+    names = trace_names(charts(app)[-1])
+    assert "adapter · mean" in names and "adapter · last" not in names
+    assert "best adapter: mean" in app.caption[-1].value
