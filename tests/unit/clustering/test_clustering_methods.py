@@ -286,3 +286,18 @@ def test_every_committed_cell_keys_the_same_through_the_grids_settings():
         assert rebuilt == key, path
         assert (template.template if template is not None else None) == key["prompt"], path
         assert setting.to_dict()["layer"] == key["layer"] and setting.pooling == key["pooling"]
+
+
+def test_a_cell_filed_under_its_forms_old_name_is_found_by_its_key(tmp_path):
+    from analysis.clustering.store import cell_path, read_cell
+
+    stored = next((LOCAL_TRACK / "cells" / "r8").glob("smollm2-135m__eol__last__*.json"))
+    cell = json.loads(stored.read_text())
+    assert stored_prompt_name(cell["prompt"]) == "eol-noquote"  # made while eol named the quote-less form
+    folder = tmp_path / "cells" / "r8"
+    folder.mkdir(parents=True)
+    (folder / stored.name).write_bytes(stored.read_bytes())
+    today = cell_path(tmp_path, "r8", cell["variant"], "eol-noquote", "last", "-1", cell["key"])
+    assert not today.exists() and read_cell(today, cell["key"]) == cell
+    other_key = {**cell["key"], "prompt": PROMPTS["eol"]}
+    assert read_cell(cell_path(tmp_path, "r8", cell["variant"], "eol", "last", "-1", other_key), other_key) is None
