@@ -73,7 +73,7 @@ def row_form(cell: dict[str, Any]) -> str:
     method = cell_method(cell)
     normalised = method.endswith(NORM_SUFFIX)
     kind, _, arguments = method.removesuffix(NORM_SUFFIX).partition(":")
-    if kind == "tp" and arguments:
+    if kind.startswith("tp") and arguments:  # tp or tp-noquote; the template already named the form
         name = f"{name}-{arguments}"
     return _slug(name) + ("-norm" if normalised else "")
 

@@ -301,3 +301,14 @@ def test_a_cell_filed_under_its_forms_old_name_is_found_by_its_key(tmp_path):
     assert not today.exists() and read_cell(today, cell["key"]) == cell
     other_key = {**cell["key"], "prompt": PROMPTS["eol"]}
     assert read_cell(cell_path(tmp_path, "r8", cell["variant"], "eol", "last", "-1", other_key), other_key) is None
+
+
+def test_tp_noquote_spec_keys_and_names_as_the_committed_quoteless_tp_cells():
+    from analysis.clustering.mteb_results import cell_model_name
+
+    stored = json.loads(next((LOCAL_TRACK / "cells" / "r8").glob("smollm2-135m__tp__last__*.json")).read_text())
+    method = parse_method("tp-noquote:1-6")
+    assert method.template().template == stored["prompt"]["template"]  # the form the committed cells used
+    assert method.settings() == {key: stored["key"][key] for key in method.settings()}
+    assert cell_model_name({**stored, "method": method.spec}) == cell_model_name(stored)
+    assert cell_model_name(stored) == "embedding-lens/smollm2-135m__tp-noquote-1-6__last__L-1"
