@@ -1,10 +1,11 @@
 """Grid cells as mteb results: one ``TaskResult`` per cell, in the folder layout mteb's ``ResultCache`` reads.
 
 Each workbench row (model, adapter, [method,] prompt, pooling, layer) becomes one mteb model, named
-``embedding-lens/<variant>__<prompt>__<pooling>__L<layer>`` (a non-plain method's spec in the prompt's
-place), with the adapter's (or the weights') hash as revision. mteb's own writer
-(``ResultCache.save_to_cache``) lays them out as ``<out>/results/<model name as path>/<revision>/<task>.json``
-beside a ``model_meta.json``, so::
+``embedding-lens/<variant>__<form>__<pooling>__L<layer>`` (``row_form``: the template form's current name,
+e.g. ``eol`` as published and ``eol-noquote``, ``tp-1-6``, ``metaeol-short``; a hash is added to custom templates
+and ensembles, so distinct forms never share a result file), with the adapter's (or the weights') hash as
+revision. mteb's own writer (``ResultCache.save_to_cache``) lays them out as
+``<out>/results/<model name as path>/<revision>/<task>.json`` beside a ``model_meta.json``, so::
 
     mteb.ResultCache("DIR").load_results(include_remote=False)
 
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,13 @@ from mteb.models import ModelMeta
 from mteb.models.model_meta import ScoringFunction
 
 from analysis.clustering.store import cell_method
+from core.encoding.methods import (
+    METAEOL_PROMPTS,
+    METAEOL_SHORT_PROMPTS,
+    NORM_SUFFIX,
+    TEMPLATE_FORMS,
+    stored_prompt_name,
+)
 from core.runtime.errors import GridError, run_cli
 
 log = logging.getLogger(__name__)
@@ -39,16 +49,44 @@ MODEL_PREFIX = "embedding-lens"
 MTEB_FOLDER = "mteb"
 SPLIT = "test"
 SCORE_KEYS = ("v_measure", "v_measure_std", "ami", "ami_std", "ari", "ari_std")
+# Every named form: a cell whose template(s) are its name's form is named by the name alone.
+REGISTERED_FORMS: dict[str, object] = {
+    **TEMPLATE_FORMS,
+    "eol-noquote": TEMPLATE_FORMS["eol-noquote"],
+    "metaeol": METAEOL_PROMPTS,
+    "metaeol-short": METAEOL_SHORT_PROMPTS,
+}
+
+
+def row_form(cell: dict[str, Any]) -> str:
+    """The cell's template form as a name that no other form shares: the form's current name (a quote-less cell
+    stored as ``eol`` is ``eol-noquote``, see ``stored_prompt_name``), followed by a hash of the template(s) when
+    they are not the registered form of that name (custom templates, ensembles), then a non-plain method's
+    arguments (``tp-1-6``, ``tp-noquote-1-6``) and ``-norm`` under the reference text normalisation."""
+    prompt = cell["prompt"] if isinstance(cell["prompt"], dict) else {"name": str(cell["prompt"]), "template": None}
+    templates = prompt.get("templates")
+    form: object = tuple(templates) if isinstance(templates, list) else prompt.get("template")
+    name = stored_prompt_name({**prompt, "name": str(prompt.get("name")).removesuffix(NORM_SUFFIX)})
+    if form is not None and REGISTERED_FORMS.get(name) != form:
+        digest = hashlib.sha256(json.dumps(form, ensure_ascii=False).encode()).hexdigest()[:8]
+        name = f"{_slug(name.split(':', 1)[0])}-{digest}"
+    method = cell_method(cell)
+    normalised = method.endswith(NORM_SUFFIX)
+    kind, _, arguments = method.removesuffix(NORM_SUFFIX).partition(":")
+    if kind.startswith("tp") and arguments:  # tp or tp-noquote; the template already named the form
+        name = f"{name}-{arguments}"
+    return _slug(name) + ("-norm" if normalised else "")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
 
 
 def cell_model_name(cell: dict[str, Any]) -> str:
-    """``embedding-lens/<variant>__<prompt>__<pooling>__L<layer>``; a non-plain method's spec replaces the prompt
-    (its template is the method's own), with ``:`` and ``+`` as ``-`` (``tp-1-6``, ``ensemble-eol-summarize``)."""
-    prompt = cell["prompt"]["name"] if isinstance(cell["prompt"], dict) else str(cell["prompt"])
-    method = cell_method(cell)
-    if method != "plain":
-        prompt = method.replace(":", "-").replace("+", "-")
-    return f"{MODEL_PREFIX}/{cell['variant']}__{prompt}__{cell['pooling']}__L{cell['layer']}"
+    """``embedding-lens/<variant>__<form>__<pooling>__L<layer>`` with :func:`row_form`: two cells of one variant,
+    pooling and layer share a name (and so a result file per task) only if their template(s) and method settings
+    are the same form."""
+    return f"{MODEL_PREFIX}/{cell['variant']}__{row_form(cell)}__{cell['pooling']}__L{cell['layer']}"
 
 
 def cell_model_meta(cell: dict[str, Any]) -> ModelMeta:

@@ -97,9 +97,12 @@ def _damage(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def read_cell(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The stored cell if it is complete and made with this key; None means: compute it (a damaged file is named
-    in a warning and then overwritten by the recomputed cell)."""
+    in a warning and then overwritten by the recomputed cell). A cell filed under another name with the same key
+    (made while its form had an older name, e.g. ``eol`` for today's ``eol-noquote``) is found by the key's id."""
     if not path.exists():
-        return None
+        same_key = sorted(path.parent.glob(f"*__{path.name.rsplit('__', 1)[-1]}"))
+        found = [cell for cell, _ in map(_damage, same_key) if cell is not None and cell["key"] == key]
+        return found[0] if found else None
     cell, damage = _damage(path)
     if cell is None or cell["key"] != key:
         log.warning("grid cell %s is damaged (%s): recomputing it", path, damage or "its key is not its name's")

@@ -18,7 +18,8 @@ family's prompts end ``in one word:"`` (a quote opened after the colon), the ``-
 ``+norm`` after a spec turns on the reference text normalisation (:func:`reference_text`) of the methods that
 publish one (PromptEOL prompts, token prepending, MetaEOL); it is off unless chosen and recorded in the settings.
 
-Spec strings (CLI, grid): ``plain``, ``echo``, ``tp`` or ``tp:START-EXIT``, ``metaeol``, ``metaeol-short``,
+Spec strings (CLI, grid): ``plain``, ``echo``, ``tp`` or ``tp:START-EXIT`` (``tp-noquote[:START-EXIT]``: with the
+``tp-noquote`` template), ``metaeol``, ``metaeol-short``,
 ``ensemble:eol+summarize+cluster``, each optionally ending ``+norm``; :func:`parse_method` reads them,
 ``Method.spec`` writes them.
 """
@@ -278,7 +279,8 @@ class TokenPrepending:
 
     @property
     def spec(self) -> str:
-        spec = f"tp:{self.start}-{self.exit}" if self.exit is not None else f"tp:{self.start}-"
+        kind = "tp-noquote" if self.template_text == TP_TEMPLATES["tp-noquote"] else "tp"
+        spec = f"{kind}:{self.start}-{self.exit}" if self.exit is not None else f"{kind}:{self.start}-"
         return spec + (NORM_SUFFIX if self.normalize_text else "")
 
     def for_model(self, num_layers: int) -> TokenPrepending:
@@ -388,8 +390,9 @@ def _check_tp_template(text: str) -> None:
 
 
 def parse_method(spec: str | Method) -> Method:
-    """``plain``, ``echo``, ``tp``, ``tp:START-EXIT``, ``metaeol``, ``metaeol-short``, ``ensemble:P1+P2+...``,
-    each optionally followed by ``+norm`` (the reference text normalisation) -> a method."""
+    """``plain``, ``echo``, ``tp``, ``tp:START-EXIT`` (and ``tp-noquote[:START-EXIT]``), ``metaeol``,
+    ``metaeol-short``, ``ensemble:P1+P2+...``, each optionally followed by ``+norm`` (the reference text
+    normalisation) -> a method."""
     if isinstance(spec, (Plain, Echo, TokenPrepending, Ensemble)):
         return spec
     if not isinstance(spec, str):
@@ -413,18 +416,20 @@ def parse_method(spec: str | Method) -> Method:
         return METAEOL
     if kind == "metaeol-short" and not argument:
         return METAEOL_SHORT
-    if kind == "tp":
+    if kind in TP_TEMPLATES:  # tp, or tp-noquote: the same method with the template of that name
+        template = TP_TEMPLATES[kind]
         if not argument:
-            return TokenPrepending()
+            return TokenPrepending(template_text=template)
         match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d*)\s*", argument)
         if match:
-            return TokenPrepending(int(match.group(1)), int(match.group(2)) if match.group(2) else None)
+            exit_ = int(match.group(2)) if match.group(2) else None
+            return TokenPrepending(int(match.group(1)), exit_, template_text=template)
         raise ConfigError(f"Bad TP layer range {argument!r} in {spec!r}: write tp:START-EXIT, e.g. tp:1-6.")
     if kind == "ensemble":
         return Ensemble(tuple(part.strip() for part in argument.split("+") if part.strip()))
     raise ConfigError(
-        f"Unknown method {spec!r}: use plain, echo, tp or tp:START-EXIT, metaeol, metaeol-short, or ensemble:P1+P2 "
-        f"(prompt names or templates joined by '+'), each optionally ending {NORM_SUFFIX!r}."
+        f"Unknown method {spec!r}: use plain, echo, tp or tp:START-EXIT, tp-noquote, metaeol, metaeol-short, or "
+        f"ensemble:P1+P2 (prompt names or templates joined by '+'), each optionally ending {NORM_SUFFIX!r}."
     )
 
 

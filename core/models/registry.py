@@ -38,6 +38,7 @@ from core.models.adapters import (
     weight_names,
 )
 from core.models.architecture import backbone_of, layer_list_name
+from core.models.legacy import write_legacy_forms
 from core.models.remote_code import TRUST_REMOTE_CODE_ENV, refuse_remote_code, remote_code_trusted
 from core.runtime.errors import AdapterError, ConfigError, ModelNotFoundError
 from core.runtime.files import atomic_write, follow_umask, process_alive, staging_folder, write_json
@@ -202,6 +203,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    write_legacy_forms(out_dir)  # readable by transformers 4.4x as well
 
 
 def folder_weights_hash(folder: str | Path) -> str:

@@ -171,18 +171,65 @@ def test_a_plain_only_table_has_no_method_column_and_filters_as_plain(methods):
     assert list(filter_rows(scores, methods=["echo"])["variant"]) == [BASELINE_MODEL]
 
 
-def test_mteb_model_names_tell_methods_apart_and_keep_plain_names():
-    from analysis.clustering.mteb_results import cell_model_name
+def _form_cell(method: str | None, name: str, template: str | None = None, templates=None) -> dict:
+    prompt = {"name": name, "template": template, **({"templates": list(templates)} if templates else {})}
+    return {**cell("m", name, "last", "r8", 0.5), **({"method": method} if method else {}), "prompt": prompt}
 
-    plain, old = METHOD_CELLS[6], METHOD_CELLS[4]  # a plain cell with and without the method field
-    assert cell_model_name(plain) == "embedding-lens/m__none__mean__L-1"
-    assert cell_model_name(old) == "embedding-lens/m__eol__last__L-1"
-    names = {cell_model_name({**METHOD_CELLS[0], "method": spec}) for spec in ("tp:1-2", "tp:1-3", "echo")}
-    assert names == {
-        "embedding-lens/m__tp-1-2__last__L-1",
-        "embedding-lens/m__tp-1-3__last__L-1",
-        "embedding-lens/m__echo__last__L-1",
+
+def test_mteb_model_names_tell_every_form_apart():
+    from analysis.clustering.mteb_results import cell_model_name
+    from core.encoding.methods import METAEOL_PROMPTS, METAEOL_SHORT_PROMPTS, TP_TEMPLATES
+
+    forms = {
+        "plain none": _form_cell("plain", "none", PROMPTS["none"]),
+        "eol, published": _form_cell("plain", "eol", PROMPTS["eol"]),
+        "eol-noquote": _form_cell("plain", "eol-noquote", PROMPTS["eol-noquote"]),
+        "eol-noquote stored as eol, before methods": _form_cell(None, "eol", PROMPTS["eol-noquote"]),
+        "eol normalised": _form_cell("plain+norm", "eol", PROMPTS["eol"]),
+        "custom a": _form_cell("plain", "custom", "About {text}:"),
+        "custom b": _form_cell("plain", "custom", "Topic of {text}:"),
+        "tp": _form_cell("tp:1-6", "tp", TP_TEMPLATES["tp"]),
+        "tp-noquote stored as tp": _form_cell("tp:1-6", "tp", TP_TEMPLATES["tp-noquote"]),
+        "tp 1-3": _form_cell("tp:1-3", "tp", TP_TEMPLATES["tp"]),
+        "metaeol": _form_cell("metaeol", "metaeol", None, METAEOL_PROMPTS),
+        "metaeol-short stored as metaeol": _form_cell("metaeol", "metaeol", None, METAEOL_SHORT_PROMPTS),
+        "metaeol-short": _form_cell("metaeol-short", "metaeol-short", None, METAEOL_SHORT_PROMPTS),
+        "ensemble": _form_cell("ensemble:eol+summarize", "ensemble:eol+summarize", None, ["a {text}", "b {text}"]),
+        "echo": _form_cell("echo", "echo", "Rewrite the sentence: {text}\nRewritten sentence: {text}"),
     }
+    names = {label: cell_model_name(c) for label, c in forms.items()}
+    assert names["plain none"] == "embedding-lens/m__none__last__L-1"
+    assert names["eol, published"] == "embedding-lens/m__eol__last__L-1"
+    assert (
+        names["eol-noquote"]
+        == names["eol-noquote stored as eol, before methods"]
+        == ("embedding-lens/m__eol-noquote__last__L-1")
+    )
+    assert names["eol normalised"] == "embedding-lens/m__eol-norm__last__L-1"
+    assert names["tp"] == "embedding-lens/m__tp-1-6__last__L-1"
+    assert names["tp-noquote stored as tp"] == "embedding-lens/m__tp-noquote-1-6__last__L-1"
+    assert (
+        names["metaeol-short"]
+        == names["metaeol-short stored as metaeol"]
+        == ("embedding-lens/m__metaeol-short__last__L-1")
+    )
+    assert names["echo"] == "embedding-lens/m__echo__last__L-1"
+    distinct = [label for label in names if label not in ("eol-noquote stored as eol, before methods",)]
+    distinct.remove("metaeol-short stored as metaeol")
+    assert len({names[label] for label in distinct}) == len(distinct)  # no two forms share a result file
+
+
+def test_two_forms_of_one_row_write_two_mteb_results(tmp_path):
+    from analysis.clustering.mteb_results import write_cell
+
+    base = json.loads(next((LOCAL_TRACK / "cells" / "r8").glob("smollm2-135m__none__last__*.json")).read_text())
+    published = {**base, "method": "plain", "prompt": {"name": "eol", "template": PROMPTS["eol"]}}
+    noquote = {**base, "prompt": {"name": "eol", "template": PROMPTS["eol-noquote"]}}  # stored before the rename
+    noquote["scores"] = {**base["scores"], "v_measure": 0.123}
+    first, second = write_cell(published, tmp_path), write_cell(noquote, tmp_path)
+    assert first != second and first.is_file() and second.is_file()
+    score = [json.loads(path.read_text())["scores"]["test"][0]["main_score"] for path in (first, second)]
+    assert score == [pytest.approx(base["scores"]["v_measure"], abs=1e-6), 0.123]
 
 
 def test_the_adapter_card_compares_plain_rows_when_methods_are_present(tmp_path):
@@ -239,3 +286,29 @@ def test_every_committed_cell_keys_the_same_through_the_grids_settings():
         assert rebuilt == key, path
         assert (template.template if template is not None else None) == key["prompt"], path
         assert setting.to_dict()["layer"] == key["layer"] and setting.pooling == key["pooling"]
+
+
+def test_a_cell_filed_under_its_forms_old_name_is_found_by_its_key(tmp_path):
+    from analysis.clustering.store import cell_path, read_cell
+
+    stored = next((LOCAL_TRACK / "cells" / "r8").glob("smollm2-135m__eol__last__*.json"))
+    cell = json.loads(stored.read_text())
+    assert stored_prompt_name(cell["prompt"]) == "eol-noquote"  # made while eol named the quote-less form
+    folder = tmp_path / "cells" / "r8"
+    folder.mkdir(parents=True)
+    (folder / stored.name).write_bytes(stored.read_bytes())
+    today = cell_path(tmp_path, "r8", cell["variant"], "eol-noquote", "last", "-1", cell["key"])
+    assert not today.exists() and read_cell(today, cell["key"]) == cell
+    other_key = {**cell["key"], "prompt": PROMPTS["eol"]}
+    assert read_cell(cell_path(tmp_path, "r8", cell["variant"], "eol", "last", "-1", other_key), other_key) is None
+
+
+def test_tp_noquote_spec_keys_and_names_as_the_committed_quoteless_tp_cells():
+    from analysis.clustering.mteb_results import cell_model_name
+
+    stored = json.loads(next((LOCAL_TRACK / "cells" / "r8").glob("smollm2-135m__tp__last__*.json")).read_text())
+    method = parse_method("tp-noquote:1-6")
+    assert method.template().template == stored["prompt"]["template"]  # the form the committed cells used
+    assert method.settings() == {key: stored["key"][key] for key in method.settings()}
+    assert cell_model_name({**stored, "method": method.spec}) == cell_model_name(stored)
+    assert cell_model_name(stored) == "embedding-lens/smollm2-135m__tp-noquote-1-6__last__L-1"

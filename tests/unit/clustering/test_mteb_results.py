@@ -34,7 +34,7 @@ def test_one_cell_reads_back_with_mteb_beside_a_published_model(tmp_path):
 
     results = ResultCache(tmp_path).load_results(include_remote=False)
     by_name = {model.model_name: model for model in results.model_results}
-    assert set(by_name) == {"embedding-lens/smollm2-135m+smollm2-135m-embed__eol__last__L-1", published.name}
+    assert set(by_name) == {"embedding-lens/smollm2-135m+smollm2-135m-embed__eol-noquote__last__L-1", published.name}
     row = by_name[cell_model_name(cell)]
     assert row.model_revision == cell["adapter_sha256"][:12]
     [task] = row.task_results
@@ -51,7 +51,7 @@ def test_whole_folder_converts_and_lists_every_row(tmp_path):
     assert len(paths) == len(cells)
     results = ResultCache(tmp_path).load_results(include_remote=False)
     frame = results.to_dataframe()
-    assert len(results.model_results) == len({p.name.rsplit("__", 1)[0] for p in cells})
+    assert len(results.model_results) == len({cell_model_name(json.loads(p.read_text())) for p in cells})
     assert cell_model_name(json.loads(ADAPTER_CELL.read_text())) in frame.columns
     assert set(frame["task_name"]) == {p.parent.name for p in cells}
 

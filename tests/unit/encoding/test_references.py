@@ -130,9 +130,11 @@ def metaeol(reference, text: str) -> np.ndarray:
     return np.mean([prompt_eol(reference, prompt, text) for prompt in METAEOL], axis=0)
 
 
-def token_prepending(reference, text: str, start: int, exit_: int, placeholder: str = "_") -> np.ndarray:
+def token_prepending(
+    reference, text: str, start: int, exit_: int, placeholder: str = "_", template: str = TP
+) -> np.ndarray:
     tokenizer, model = reference
-    ids = tokenizer(TP.replace("<PST>", placeholder).replace("*sent 0*", text))["input_ids"]
+    ids = tokenizer(template.replace("<PST>", placeholder).replace("*sent 0*", text))["input_ids"]
     tokens = [tokenizer.decode([token]).strip() for token in ids]
     assert tokens.count(placeholder) == 1, tokens  # one placeholder token, as the reference's added <PST>
     pst = tokens.index(placeholder)
@@ -215,6 +217,12 @@ def test_token_prepending_overwrites_the_placeholder_in_the_published_layers(
 ):
     ours = workbench(tiny_loaded, TEXTS, method=spec)
     assert_same(ours, [token_prepending(reference, text, start, exit_) for text in TEXTS])
+
+
+def test_token_prepending_without_the_closing_quote_by_name(tiny_loaded, reference):
+    ours = workbench(tiny_loaded, TEXTS, method="tp", prompt="tp-noquote")
+    assert_same(ours, [token_prepending(reference, text, 1, 2, template=TP.removesuffix('"')) for text in TEXTS])
+    assert float(np.abs(ours - workbench(tiny_loaded, TEXTS, method="tp")).max()) > 1e-3
 
 
 @pytest.mark.parametrize(("prompt", "template"), [(None, ECHO), ("echo-paper", ECHO_PAPER)])
