@@ -14,7 +14,8 @@ exactly as a full forward of the batch (same padding side, same positions), so e
 Where reuse is not exact or not supported it is not used (:func:`reuse_blocker` names the rule):
 
 - a bidirectional encoder (every token sees the text's end);
-- attention capture (``attention`` pooling, ``output_attentions`` paths): they run full forwards;
+- attention capture (``attention`` pooling, ``output_attentions`` paths) and any forward hook on the decoder
+  layers or their parts (a capture or probe around an encode): they run full forwards, so the hooks see every token;
 - ``inputs_embeds`` or gradients on (integrated gradients, training): full forwards;
 - sliding-window attention (Gemma 3's local layers): the cache keeps a window, so it is left out;
 - token prepending: the placeholder's state at layers ``start..exit-1`` is the *last* token's, so every token
@@ -121,6 +122,8 @@ def reuse_blocker(loaded: LoadedModel, attention_layers: Sequence[int], inputs_e
         return "attention rows are captured: full forwards"
     if inputs_embeds is not None or torch.is_grad_enabled():
         return "inputs_embeds or gradients: full forwards"
+    if any(m._forward_hooks or m._forward_pre_hooks for m in decoder_layers(loaded.backbone).modules()):
+        return "hooks watch the decoder layers (attention capture, probes): they must see every token run"
     config = loaded.backbone.config
     config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     layer_types = getattr(config, "layer_types", None) or ()
