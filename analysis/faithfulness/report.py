@@ -96,7 +96,7 @@ def run_report(
     Returns:
         The report as written to ``report.json``.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     encoder = encoder or build_encoder(config)
     passes = encoder.token_passes.snapshot()
     peak = checked_peak(encoder, config.peak_layer)
@@ -148,6 +148,12 @@ def run_report(
     report["speed"] = {"settings": list(runs), **speed_from_records(runs["base"]), "texts_measured": measured.computed}
     report["speed"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
     report["speed"]["total_seconds"] = round(time.perf_counter() - started, 1)
+    # CPU seconds of this process: on a shared machine a steadier unit than wall time.
+    report["speed"]["total_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
+    report["speed"]["sample_encode_cpu_seconds"] = round(measured.sample_encode_cpu_seconds, 3)
+    report["speed"]["total_in_sample_encodes_cpu"] = round(
+        report["speed"]["total_cpu_seconds"] / max(measured.sample_encode_cpu_seconds, 1e-9), 1
+    )
     report["speed"]["prefix_reuse"] = encoder.prefix_reuse
     report["speed"]["token_passes"] = encoder.token_passes.since(passes)
     report["speed"]["sample_token_passes"] = measured.sample_token_passes
@@ -295,11 +301,12 @@ def run_settings(
     appends each finished chunk. A text is measured again unless every setting has its record."""
     settings = sides(encoder.loaded.has_adapter)
     done = read_records(records_path, config.digest())
-    started, passes = time.perf_counter(), encoder.token_passes.snapshot()
+    started, cpu, passes = time.perf_counter(), time.process_time(), encoder.token_passes.snapshot()
     originals = pooled_vectors(encoder, [text.text for _, text in sample], list(settings.values()))
     measured = Measured(
         {label: [] for label in settings},
         sample_encode_seconds=time.perf_counter() - started,
+        sample_encode_cpu_seconds=time.process_time() - cpu,
         sample_token_passes=encoder.token_passes.since(passes),
     )
     partners = {

@@ -122,7 +122,7 @@ def reuse_blocker(loaded: LoadedModel, attention_layers: Sequence[int], inputs_e
         return "attention rows are captured: full forwards"
     if inputs_embeds is not None or torch.is_grad_enabled():
         return "inputs_embeds or gradients: full forwards"
-    if any(m._forward_hooks or m._forward_pre_hooks for m in decoder_layers(loaded.backbone).modules()):
+    if _watched(loaded.backbone):
         return "hooks watch the decoder layers (attention capture, probes): they must see every token run"
     config = loaded.backbone.config
     config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
@@ -138,6 +138,19 @@ def reuse_limit(method: Method, batch: dict[str, Tensor], row: int) -> int | Non
     if isinstance(method, TokenPrepending) and len(method.layers):
         return int(batch["placeholder"][row] - batch["start"][row])
     return None
+
+
+# Hooks the libraries install themselves (transformers records hidden states through them): not a watcher.
+_LIBRARY_HOOKS = ("transformers.", "peft.", "accelerate.")
+
+
+def _watched(backbone: torch.nn.Module) -> bool:
+    """Whether a forward hook from outside the model libraries sits on a decoder layer or one of its parts."""
+    for module in decoder_layers(backbone).modules():
+        for hook in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
+            if not str(getattr(hook, "__module__", "")).startswith(_LIBRARY_HOOKS):
+                return True
+    return False
 
 
 # ----- token prefixes
