@@ -83,7 +83,11 @@ def test_perturbed_texts_reuse_their_originals(tiny_encoder_factory, sample_text
         run = counter.since(before)
         full = encoder.with_setting(prefix_reuse=False).forward_variants(batch, plan, [False])[False]
     np.testing.assert_allclose(plan.poolings[0](reused), plan.poolings[0](full), atol=ATOL, rtol=0)
-    assert run < sum(len(item.input_ids) for item in items) // 2  # halves and a whole copy reused
+    # Each row runs exactly what follows its common prefix with its original.
+    pairs = zip(items, of, strict=True)
+    expected = sum(len(item.input_ids) - references.reuse(item.input_ids, ref) for item, ref in pairs)
+    assert run == expected < sum(len(item.input_ids) for item in items)
+    assert references.reuse(items[4].input_ids, 0) < references.reuse(items[0].input_ids, 0)  # the template only
     # Each row runs at least one token: the original itself reuses all but its last.
     assert references.reuse(items[3].input_ids, 1) == len(items[3].input_ids) - 1
 
