@@ -366,6 +366,7 @@ def _compute_group(
         ]
     tokens = sum(len(item.input_ids) for item in prepared)
     truncated = sum(item.truncated for item in prepared)
+    passes = encoder.token_passes.snapshot()
     calls = [0]
     hook = encoder.loaded.backbone.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
@@ -389,6 +390,7 @@ def _compute_group(
         "texts_per_second": round(len(sample) / encode_seconds, 2) if encode_seconds > 0 else None,
         "tokens_per_second": round(tokens / encode_seconds, 1) if encode_seconds > 0 else None,
         "forward_batches": calls[0],
+        "token_passes": encoder.token_passes.since(passes),
         "from_cache": calls[0] == 0,
         "cells_sharing_forward": sum(len(entries) for entries in todo.values()),
         "variants_sharing_forward": [variant.label for variant in todo],

@@ -130,6 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"peak RSS {speed['peak_rss_mb']:.0f} MB, total {speed['total_seconds']:.0f} s = "
         f"{speed['total_in_sample_encodes']:.0f}x one encode of the sample ({speed['sample_encode_seconds']:.0f} s)"
     )
+    print(
+        f"CPU {speed['total_cpu_seconds']:.0f} s = {speed['total_in_sample_encodes_cpu']:.0f}x the sample encode's "
+        f"{speed['sample_encode_cpu_seconds']:.0f} s CPU"
+    )
+    print(
+        f"token-passes {speed['token_passes']:,} ({speed['token_passes'] / max(speed['sample_token_passes'], 1):.1f}x "
+        f"the sample encode's {speed['sample_token_passes']:,}), "
+        f"prefix reuse {'on' if speed['prefix_reuse'] else 'off'}"
+    )
     print(f"wrote {Path(config.out) / REPORT_FILE}")
     return 0
 

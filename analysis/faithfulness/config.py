@@ -41,7 +41,7 @@ DEFAULT_TASKS = ("trec-fine", "wordnet-glosses")
 # Tokens read per text unless the user sets another length (the adapter's trained length is not used here).
 REPORT_MAX_LENGTH = 128
 # Fields that change where or how fast results are written, not a per-text result: outside the digest.
-_NOT_DIGESTED = ("out", "chunk", "bootstrap", "png", "device", "embedding")
+_NOT_DIGESTED = ("out", "chunk", "bootstrap", "png", "device", "embedding", "prefix_reuse")
 
 
 def default_embedding() -> EmbeddingSetting:
@@ -78,6 +78,9 @@ class FaithfulnessConfig:
     out: str = option("results/faithfulness", help="folder of report.json, records.jsonl and the figures")
     png: bool = option(True, help="PNG beside the HTML figures (needs chromium; HTML is always written)")
     device: str = option("auto", help=DEVICE_HELP)
+    prefix_reuse: bool = option(
+        True, help="run a prefix shared with the original (or the template's) once; exact, off for comparison"
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))

@@ -13,6 +13,10 @@ it never sees (SmolLM2 has no mask token, its pad is EOS), and attention-masking
 the pooled token can read without a text that produced it. The remaining text is tokenized afresh, so
 neighbouring pieces may merge into different tokens; the curves measure what the model does with the
 shortened text, which is what a user would feed it.
+
+A shortened text equals its original up to the first removed token: with the originals run once as references
+(``Encoder.references``), each perturbed text runs only from there on (exact prefix reuse,
+:mod:`core.encoding.prefix`; the encoder's ``prefix_reuse`` off runs every text whole).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from jaxtyping import Float
 
 from core.encoding.encoder import Encoder, PreparedText
+from core.encoding.prefix import ReferenceStates
 from core.encoding.roles import Role
 
 __all__ = ["ContentText", "content_text", "curves_for", "pooled_vectors", "variants"]
@@ -69,20 +74,28 @@ def content_text(encoder: Encoder, text: str) -> ContentText:
 
 
 def pooled_vectors(
-    encoder: Encoder, texts: Sequence[str], settings: Sequence[bool]
+    encoder: Encoder,
+    texts: Sequence[str],
+    settings: Sequence[bool],
+    references: tuple[ReferenceStates, Sequence[int]] | None = None,
 ) -> dict[bool, Float[np.ndarray, "texts hidden"]]:
     """Pooled vectors of (possibly empty) texts in the encoder's template, per setting (``use_adapter``).
 
     Base and adapter together run the layers below the adapter once (``Encoder.forward_variants``): a perturbed
     text is encoded once for both. Perturbed texts may lose every character: the template wrapped around
     nothing is a valid input (the prompt alone), so empty texts are allowed.
+
+    ``references``: (``encoder.references(originals, encoder.plan(), settings)``, each text's original's index):
+    each text runs only what follows its common token prefix with its original; the vectors are the same.
     """
     items = encoder.prepare(texts, allow_empty=True)
     plan = encoder.plan()
     out = {flag: np.zeros((len(items), encoder.dim), dtype=np.float64) for flag in dict.fromkeys(settings)}
     with torch.inference_mode():
         for group in encoder.batches(items):
-            states = encoder.forward_variants(encoder.collate([items[i] for i in group]), plan, settings)
+            batch = encoder.collate([items[i] for i in group])
+            of = (references[0], [references[1][i] for i in group]) if references is not None else None
+            states = encoder.forward_variants(batch, plan, settings, references=of)
             for flag, flag_states in states.items():
                 out[flag][group] = plan.poolings[0](flag_states).double().cpu().numpy()
     return out

@@ -31,6 +31,8 @@ class Measured:
     # One plain pass over the sample (every setting), timed in the same run: the report's time in units of it
     # is a ratio that carries across machines of different speeds.
     sample_encode_seconds: float = 0.0
+    sample_encode_cpu_seconds: float = 0.0
+    sample_token_passes: int = 0  # tokens the decoder ran for that pass
 
 
 @dataclass(frozen=True)

@@ -57,4 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report: {config.out}/{config.name}/report.json")
     for line in headline(report):
         print(line)
+    seconds, passes = report["timings_seconds"]["total"], report["token_passes"]
+    print(f"{seconds:.0f} s, token-passes {passes:,} (tokens the decoder ran)")
     return 0

@@ -124,6 +124,7 @@ def run_report(config: LensConfig) -> dict[str, Any]:
     out = Path(config.out) / config.name
     work = out / ".work"
     encoder, setting = build_encoder(config)
+    passes = encoder.token_passes.snapshot()  # tokens the decoder runs for this report
     loaded = encoder.loaded
     head = lens_head(loaded)
     variants = (False, True) if loaded.has_adapter else (False,)
@@ -237,6 +238,7 @@ def run_report(config: LensConfig) -> dict[str, Any]:
                 timings["attention"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     report["timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    report["token_passes"] = encoder.token_passes.since(passes)
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

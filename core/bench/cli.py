@@ -22,6 +22,8 @@ random-weight model built from a published config (``core.bench.big``).
 ``--check``: the key paths on the chosen device, pass or fail with tokens/s and peak memory (``core.bench.check``).
 
 ``--peers``: the engine against llm2vec and sentence-transformers, each a whole process (``core.bench.peers``).
+``--prefix``: tokens/s and token-passes with and without prefix reuse (short and long prompted texts, perturbed texts
+against their originals), alternating, in one run (``core.bench.prefix``).
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="engine vs llm2vec and sentence-transformers (--peers --help)",
     )
+    parser.add_argument("--prefix", action="store_true", help="time prefix reuse on and off (core.bench.prefix)")
     parser.add_argument("--big", choices=BIG_NAMES, help="measure a random-weight model from a published config")
     parser.add_argument("--weights", default="fp32", choices=("fp32", "bf16"), help="with --big: the weights' dtype")
     parser.add_argument("--long-tokens", type=int, default=1024, help="with --big: the long text's tokens (capture)")
@@ -206,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         results = run_check(args.model, args.device, args.precision)
         print_results(results, args.model, args.device)
         return 0 if all(result.status != "FAIL" for result in results) else 1
+    if args.prefix:
+        from core.bench.prefix import main as prefix
+
+        return prefix(args)
     if args.pair:
         return bench_pair(args)
     if args.processes:

@@ -2,8 +2,10 @@
 
 Speed comes from running the transformer without its LM head, batching texts sorted by length under a token
 budget (little padding, :mod:`core.encoding.batching`), one forward serving every pooling and layer, base and
-adapter sharing the layers below the adapter (:mod:`core.encoding.forward`), and bf16 autocast where the CPU has
-bf16 units. A text's vector does not depend on its batch.
+adapter sharing the layers below the adapter (:mod:`core.encoding.forward`), a token prefix every text of a batch
+shares (a template's) run once for a causal decoder (``prefix_reuse``, exact: :mod:`core.encoding.prefix`), and
+bf16 autocast where the CPU has bf16 units. A text's vector does not depend on its batch. ``token_passes`` counts
+the tokens fed to the decoder (a shared trunk and a reused prefix once).
 
 Four entry points serve every caller: :meth:`Encoder.encode` (one setting's vectors), :meth:`Encoder.encode_grid`
 (many (pooling, layer) combinations, base and/or adapter, from one forward per batch, through the cache),
@@ -39,6 +41,7 @@ from core.encoding.methods import (
     method_template,
 )
 from core.encoding.pooling import LayerChoice, Pooling, PoolingMode, TokenStates
+from core.encoding.prefix import ReferenceStates, TokenPasses, reference_states, token_passes
 from core.encoding.setting import EmbeddingSetting
 from core.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from core.runtime.device import (
@@ -71,7 +74,7 @@ FP16_PROBE_TEXTS = (
     "Stocks fell sharply on Monday after the central bank raised interest rates by half a point.",
 )
 # Knobs of how the encoder runs, not of which vector a text gets (a setting): with_setting changes them too.
-RUNTIME_KNOBS = ("attention_layer", "precision", "batch_tokens", "max_batch_size", "padding_side")
+RUNTIME_KNOBS = ("attention_layer", "precision", "batch_tokens", "max_batch_size", "padding_side", "prefix_reuse")
 Grid = dict[tuple[str, str], Float[np.ndarray, "texts hidden"]]
 
 
@@ -96,6 +99,8 @@ class Encoder:
         setting: how a text becomes a vector; ``None`` builds it with :func:`model_setting` from ``method``,
             ``prompt``, ``pooling``, ``layer`` and ``max_length`` (the same one path as every CLI and page).
         attention_layer, precision, batch_tokens, max_batch_size, padding_side, cache, device: how it runs.
+        prefix_reuse: run a token prefix shared by a batch's texts once (causal decoders, no gradients; exact);
+            off gives full forwards, for comparison.
 
     Invariants: ``encoder.setting`` is the resolved setting (a TP method's layer range filled in for this model);
     ``method``, ``prompt`` (the template; ``None`` for an ensemble), ``pooling``, ``layer`` and ``max_length``
@@ -120,6 +125,7 @@ class Encoder:
         cache: bool | str | Path | EmbeddingCache = True,
         padding_side: PaddingSide = "right",
         device: str | torch.device | None = None,
+        prefix_reuse: bool = True,
     ):
         chosen = {"method": method, "prompt": prompt, "pooling": pooling, "layer": layer, "max_length": max_length}
         chosen = {key: value for key, value in chosen.items() if value is not None}
@@ -156,6 +162,7 @@ class Encoder:
             batch_tokens=batch_tokens,
             max_batch_size=max_batch_size,
             padding_side=padding_side,
+            prefix_reuse=prefix_reuse,
         )
 
     # ----- properties
@@ -170,6 +177,11 @@ class Encoder:
     @property
     def device(self) -> torch.device:
         return self.loaded.device
+
+    @property
+    def token_passes(self) -> TokenPasses:
+        """Tokens fed to this model's decoder so far (every forward through its backbone, padding excluded)."""
+        return token_passes(self.loaded)
 
     @property
     def tokenizer(self):
@@ -197,6 +209,7 @@ class Encoder:
         batch_tokens: int,
         max_batch_size: int,
         padding_side: PaddingSide,
+        prefix_reuse: bool,
     ) -> None:
         """Check ``setting`` and the runtime knobs against the model and take them (``__init__``, ``with_setting``)."""
         loaded = self.loaded
@@ -220,6 +233,8 @@ class Encoder:
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.padding_side = padding_side
+        self.prefix_reuse = bool(prefix_reuse)
+        token_passes(loaded)  # counting starts with the encoder
         # Last: the fp16 check embeds probe texts with every other setting in place.
         self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
         if precision == "auto" and self.precision == "fp16" and not self._fp16_keeps_cosine():
@@ -231,7 +246,8 @@ class Encoder:
         """A new encoder that shares this one's loaded model and cache (no reload), with ``setting`` or this one's
         setting changed by ``changes`` (:meth:`EmbeddingSetting.replace`: a new method starts from its own prompt
         and pooling). ``changes`` may also set the runtime knobs (precision, attention_layer, batch_tokens,
-        max_batch_size, padding_side). ``None`` values count as not given; invalid ones raise ``ConfigError``.
+        max_batch_size, padding_side, prefix_reuse). ``None`` values count as not given; invalid ones raise
+        ``ConfigError``.
         """
         changes = {key: value for key, value in changes.items() if value is not None}
         knobs = {key: changes.pop(key) for key in RUNTIME_KNOBS if key in changes}
@@ -300,26 +316,53 @@ class Encoder:
         inputs_embeds: Float[Tensor, "batch seq hidden"] | None = None,
         *,
         use_adapter: bool | None = None,
+        reuse: bool = False,
     ) -> TokenStates:
         """One forward of the backbone; keeps the hidden states and attention rows ``plan`` needs.
 
         ``plan`` defaults to the setting's pooling and layer. ``use_adapter`` switches the adapter on or off for
         this forward (``None``: as the model is now). ``inputs_embeds`` replaces the embedding lookup (integrated
         gradients). Runs with whatever grad mode the caller set (training calls it with gradients on).
+        ``reuse``: run the batch's shared prefix once where exact (and ``prefix_reuse`` is on). Off by default:
+        callers that hook the backbone around this call (attention capture) must see every token run.
         """
         plan = plan if plan is not None else self.plan()
+        reuse = reuse and self.prefix_reuse
         if use_adapter is None:
-            return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds)
+            return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds, reuse=reuse)
         with self.loaded.adapter_enabled(use_adapter):
-            return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds)
+            return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds, reuse=reuse)
 
     def forward_variants(
-        self, batch: dict[str, Tensor], plan: PoolingPlan | None, variants: Sequence[bool]
+        self,
+        batch: dict[str, Tensor],
+        plan: PoolingPlan | None,
+        variants: Sequence[bool],
+        references: tuple[ReferenceStates, Sequence[int]] | None = None,
     ) -> dict[bool, TokenStates]:
         """Token states of ``batch`` per variant (base ``False``, adapter ``True``); for both, the layers below the
-        adapter's lowest LoRA layer run once, and the states equal two separate forwards."""
+        adapter's lowest LoRA layer run once, and the states equal two separate forwards.
+
+        ``references``: (:meth:`references` of texts these rows share prefixes with, each row's reference index);
+        each row then runs only what follows its common token prefix with its reference (when ``prefix_reuse``).
+        """
         plan = plan if plan is not None else self.plan()
-        return forward_variants(self.loaded, self.method, self.precision, batch, plan, variants)
+        reuse = self.prefix_reuse
+        return forward_variants(
+            self.loaded, self.method, self.precision, batch, plan, variants, reuse=reuse,
+            references=references if reuse else None,
+        )  # fmt: skip
+
+    def references(
+        self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]
+    ) -> ReferenceStates:
+        """Prepared texts run once per variant (one batch), their key/value cache and the states ``plan`` reads
+        kept, for :meth:`forward_variants`' ``references`` (a perturbed text against its original)."""
+        plan = plan if plan is not None else self.plan()
+        with torch.inference_mode():
+            return reference_states(
+                self.loaded, self.precision, [item.input_ids for item in items], plan.hidden_indices, variants
+            )
 
     # ----- encoding
     def settings(self, prompt: Template | None, pooling: Pooling, use_adapter: bool) -> dict[str, object]:

@@ -3,6 +3,11 @@
 :func:`plan_poolings` says what a forward must keep for a set of (pooling, layer) combinations;
 :func:`forward_states` runs one forward with the adapter on or off and keeps that; :func:`forward_variants` gives
 base and adapter states of one batch, running the decoder layers the adapter leaves untouched once.
+
+With ``reuse=True`` a causal decoder runs a prefix every row of the batch shares (a template's prefix) once and
+only the rows' suffixes after it; with ``references`` each row runs only what follows its common prefix with its
+reference (a perturbed text against its original). Both are exact (:mod:`core.encoding.prefix`, which names the
+cases that run full forwards instead: attention capture, gradients, ``inputs_embeds``, sliding-window models).
 """
 
 from __future__ import annotations
@@ -18,6 +23,16 @@ from torch import Tensor
 from core.encoding.capture import capture_attention_rows
 from core.encoding.methods import Method, backbone_hooks
 from core.encoding.pooling import ENCODER_POOLING_MODES, POOLING_MODES, LayerChoice, Pooling, PoolingMode, TokenStates
+from core.encoding.prefix import (
+    MIN_SHARED_PREFIX,
+    ReferenceStates,
+    batch_prefix,
+    reference_states,
+    reuse_blocker,
+    reuse_limit,
+    row_tokens,
+    suffix_states,
+)
 from core.models.architecture import decoder_layers, final_norm
 from core.models.registry import LoadedModel
 from core.runtime.device import ResolvedPrecision, autocast
@@ -71,13 +86,21 @@ def forward_states(
     batch: dict[str, Tensor],
     plan: PoolingPlan,
     inputs_embeds: Float[Tensor, "batch seq hidden"] | None = None,
+    *,
+    reuse: bool = False,
 ) -> TokenStates:
     """One forward of the backbone with the adapter as it is now; keeps what ``plan`` needs.
 
     ``inputs_embeds`` replaces the embedding lookup of ``batch["input_ids"]`` (integrated gradients differentiate
     with respect to them). Runs with whatever grad mode the caller set (training calls it with gradients on).
+    ``reuse``: run the batch's shared token prefix once where that is exact (:mod:`core.encoding.prefix`);
+    attention capture, gradients and ``inputs_embeds`` always run the full forward.
     """
     batch = to_device(batch, loaded)
+    if reuse:
+        reused = _shared_prefix_states(loaded, method, precision, batch, plan, (None,), inputs_embeds)
+        if reused is not None:
+            return reused[None]
     num_hidden_states = loaded.num_layers + 1
     wanted = list(plan.hidden_indices)
     only_last = wanted == [num_hidden_states - 1]
@@ -124,15 +147,61 @@ def forward_variants(
     batch: dict[str, Tensor],
     plan: PoolingPlan,
     variants: Sequence[bool],
+    *,
+    reuse: bool = False,
+    references: tuple[ReferenceStates, Sequence[int]] | None = None,
 ) -> dict[bool, TokenStates]:
     """Token states of ``batch`` per variant (base ``False``, adapter ``True``): one forward for one variant; for
-    both, the layers below the adapter's lowest LoRA layer run once (:func:`_forward_pair`)."""
+    both, the layers below the adapter's lowest LoRA layer run once (:func:`_forward_pair`).
+
+    ``reuse``: run the batch's shared token prefix once where exact. ``references``: (states of reference texts
+    run with :func:`~core.encoding.prefix.reference_states` for these variants and the plan's hidden indices,
+    each row's reference index); each row runs only what follows its common prefix with its reference.
+    """
     variants = tuple(dict.fromkeys(variants))
+    if references is not None or reuse:
+        batch = to_device(batch, loaded)
+        if references is not None and reuse_blocker(loaded, plan.attention_layers, None) is None:
+            states, ref_index = references
+            taken = [
+                states.reuse(row_tokens(batch, row), ref_index[row], reuse_limit(method, batch, row))
+                for row in range(batch["input_ids"].shape[0])
+            ]
+            if max(taken) > 0:
+                return suffix_states(
+                    loaded, method, precision, batch, plan.hidden_indices, variants, states, ref_index, taken
+                )  # type: ignore[return-value]
+        if reuse:
+            reused = _shared_prefix_states(loaded, method, precision, batch, plan, variants, None)
+            if reused is not None:
+                return reused  # type: ignore[return-value]
     if len(variants) == 2:
         base, tuned = _forward_pair(loaded, method, precision, batch, plan)
         return {False: base, True: tuned}
     with loaded.adapter_enabled(variants[0]):
         return {variants[0]: forward_states(loaded, method, precision, batch, plan)}
+
+
+def _shared_prefix_states(
+    loaded: LoadedModel,
+    method: Method,
+    precision: ResolvedPrecision,
+    batch: dict[str, Tensor],
+    plan: PoolingPlan,
+    variants: tuple[bool | None, ...],
+    inputs_embeds: Tensor | None,
+) -> dict[bool | None, TokenStates] | None:
+    """States of ``batch`` with its shared prefix run once; ``None`` where reuse does not apply or pay."""
+    if reuse_blocker(loaded, plan.attention_layers, inputs_embeds) is not None:
+        return None
+    shared = batch_prefix(method, batch)
+    if shared < MIN_SHARED_PREFIX:
+        return None
+    prefix = row_tokens(batch, 0)[:shared]
+    states = reference_states(loaded, precision, [prefix], plan.hidden_indices, variants)
+    rows = batch["input_ids"].shape[0]
+    return suffix_states(loaded, method, precision, batch, plan.hidden_indices, variants, states, [0] * rows,
+                         [shared] * rows)  # fmt: skip
 
 
 def _forward_pair(

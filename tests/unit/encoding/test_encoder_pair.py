@@ -72,10 +72,11 @@ def test_pair_equals_two_passes(top_layer_encoder, sample_texts, padding_side):
 
 
 def test_pair_runs_the_lower_layers_once(top_layer_encoder, sample_texts, forward_counter):
-    layers = top_layer_encoder.loaded.backbone.layers
+    encoder = top_layer_encoder.with_setting(prefix_reuse=False)  # one forward per batch (no prefix pass)
+    layers = encoder.loaded.backbone.layers
     with forward_counter(layers[0]) as bottom, forward_counter(layers[-1]) as top:
-        pair_vectors(top_layer_encoder, sample_texts)
-    batches = len(top_layer_encoder.batches(top_layer_encoder.prepare(sample_texts)))
+        pair_vectors(encoder, sample_texts)
+    batches = len(encoder.batches(encoder.prepare(sample_texts)))
     assert (bottom.calls, top.calls) == (batches, 2 * batches)
 
 
@@ -107,7 +108,7 @@ def test_pair_with_one_side_cached_runs_only_the_other(top_layer_encoder, tmp_pa
     """Base vectors in the cache: the pair runs the adapter alone (one pass), not the shared pair again."""
     from core.encoding.cache import EmbeddingCache
 
-    encoder = copy.copy(top_layer_encoder)
+    encoder = copy.copy(top_layer_encoder.with_setting(prefix_reuse=False))  # one forward per batch
     encoder.cache = EmbeddingCache(tmp_path / "cache.sqlite")
     base = encoder.encode(sample_texts[:4], use_adapter=False)
     layers = encoder.loaded.backbone.layers
