@@ -1,5 +1,5 @@
-"""Issue 32 part 4 in a real browser (Debian's chromium, headless, Playwright; the fixtures of
-``test_workbench_browser.py``): the header names the max length as a number, and a training run started, stopped
+"""Issue 32 part 4 in a real browser (Debian's chromium, headless, Playwright; the server and browser of
+``tests.browser.harness``): the header names the max length as a number, and a training run started, stopped
 and resumed on the Adapters page says its phase, and after Stop offers Resume beside the run.
 
 Waits are on visible states with generous limits (never fixed sleeps), so the test holds on a loaded machine
@@ -11,86 +11,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.browser.harness import chromium_page, problems, workbench_server
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else (shutil.which("chromium") or "")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-LOG = Path(os.environ.get("BROWSER_SCREENSHOTS", REPO / "build" / "browser")) / "streamlit-ergonomics.log"
 SLOW_MS = 600_000  # a model load or a stop under load: generous, the state is what is awaited
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    if not CHROMIUM:
-        message = "Debian's chromium is missing: run `make chromium` (or: sudo apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDDING_LENS_HOME": os.environ["EMBEDDING_LENS_USER_HOME"]}
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "workbench" / "app.py"), "--server.headless=true",
-               "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
-               "--server.fileWatcherType=none"]  # fmt: skip
-    prepared = subprocess.run([sys.executable, "-m", "core.models", "prepare", "smollm2-135m"], cwd=REPO, env=env,
-                              capture_output=True, text=True)  # fmt: skip
-    assert prepared.returncode == 0, prepared.stderr[-2000:]
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOG, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"streamlit did not become healthy within 120 s; see {LOG}")
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with workbench_server("streamlit-ergonomics.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser_page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
+    with chromium_page() as page:
         yield page
-        browser.close()
-
-
-def problems(page) -> list[str]:
-    boxes = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-    return [boxes.nth(i).inner_text()[:500] for i in range(boxes.count())]
 
 
 def test_the_header_shows_the_adapters_max_length(server, browser_page):

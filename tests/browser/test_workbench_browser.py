@@ -12,26 +12,18 @@ live in benchmark output. The only bound is a generous sanity one on warm pages.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.browser.harness import SHOTS, chromium_page, problems, workbench_server
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else (shutil.which("chromium") or "")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-SHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS", REPO / "build" / "browser"))
 WARM_SANITY_SECONDS = 60.0  # a warm page (model loaded, caches full) that takes longer is broken, not slow
 # 40 tokens with SmolLM2's tokenizer, prompt and specials excluded (the issue's attention target).
 SENTENCE_40_TOKENS = (
@@ -55,60 +47,17 @@ COUNT_RUNS_JS = """() => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    if not CHROMIUM:
-        message = "Debian's chromium is missing: run `make chromium` (or: sudo apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDDING_LENS_HOME": os.environ["EMBEDDING_LENS_USER_HOME"]}
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "workbench" / "app.py"), "--server.headless=true",
-               "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
-               "--server.fileWatcherType=none"]  # fmt: skip
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for prepare in (["core.models", "prepare", "smollm2-135m"], ["core.data", "prepare"]):  # what the pages read
-        done = subprocess.run([sys.executable, "-m", *prepare], cwd=REPO, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-    with open(SHOTS / "streamlit.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"streamlit did not become healthy within 120 s; see {SHOTS / 'streamlit.log'}")
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    prepare = (("core.models", "prepare", "smollm2-135m"), ("core.data", "prepare"))  # what the pages read
+    with workbench_server("streamlit.log", prepare=prepare) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser_page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
+    with chromium_page() as page:
         yield page
-        browser.close()
 
 
 def wait_idle(page, timeout: float = 600.0, settle: float = 0.5) -> float:
@@ -133,12 +82,6 @@ def open_page(page, url: str) -> tuple[float, float]:
     page.locator('[data-testid="stMainBlockContainer"] h1').first.wait_for(state="visible", timeout=600_000)
     painted = time.perf_counter() - started
     return painted, painted + wait_idle(page)
-
-
-def problems(page) -> list[str]:
-    """Exception boxes and error alerts on the page, as text."""
-    boxes = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-    return [boxes.nth(i).inner_text()[:500] for i in range(boxes.count())]
 
 
 def screenshot(page, path: Path) -> None:
