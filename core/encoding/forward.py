@@ -33,7 +33,7 @@ from core.encoding.prefix import (
     row_tokens,
     suffix_states,
 )
-from core.models.architecture import decoder_layers, final_norm
+from core.encoding.trunk import recording_adapted_layer_calls, rerun_adapted_layers
 from core.models.registry import LoadedModel
 from core.runtime.device import ResolvedPrecision, autocast
 from core.runtime.errors import ConfigError
@@ -221,23 +221,8 @@ def _forward_pair(
             base = forward_states(loaded, method, precision, batch, plan)
         with loaded.adapter_enabled(True):
             return base, forward_states(loaded, method, precision, batch, plan)
-    layers = decoder_layers(loaded.backbone)
-    count = loaded.num_layers
-    calls: dict[int, tuple[tuple, dict]] = {}
-
-    def recorder(index: int):
-        def hook(_module, args: tuple, kwargs: dict) -> None:
-            calls[index] = (args, kwargs)
-
-        return hook
-
-    handles = [layers[i].register_forward_pre_hook(recorder(i), with_kwargs=True) for i in range(shared, count)]
-    try:
-        with loaded.adapter_enabled(False):
-            base = forward_states(loaded, method, precision, batch, plan)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with recording_adapted_layer_calls(loaded) as calls, loaded.adapter_enabled(False):
+        base = forward_states(loaded, method, precision, batch, plan)
     wanted = set(plan.hidden_indices)
     hidden_states = {i: base.hidden[i] for i in wanted if i <= shared}
     upper_attention = [layer for layer in plan.attention_layers if layer >= shared]
@@ -246,8 +231,6 @@ def _forward_pair(
         if upper_attention
         else nullcontext({})
     )
-    args, kwargs = calls[shared]
-    hidden = args[0] if args else kwargs["hidden_states"]
     device_batch = to_device(batch, loaded)
     with (
         loaded.adapter_enabled(True),
@@ -255,20 +238,7 @@ def _forward_pair(
         autocast(loaded.device, precision),
         backbone_hooks(method, loaded.backbone, device_batch),
     ):
-        for index in range(shared, count):
-            args, kwargs = calls[index]
-            if "past_key_values" in kwargs:  # the base pass's cache holds its keys: do not append to it
-                kwargs = {**kwargs, "past_key_values": None, "use_cache": False}
-            if args:
-                output = layers[index](hidden, *args[1:], **kwargs)
-            else:
-                output = layers[index](**{**kwargs, "hidden_states": hidden})
-            hidden = output[0] if isinstance(output, tuple) else output
-            if index + 1 in wanted and index + 1 < count:
-                hidden_states[index + 1] = hidden.float()
-        if count in wanted:
-            norm = final_norm(loaded.backbone)
-            hidden_states[count] = (norm(hidden) if norm is not None else hidden).float()
+        hidden_states.update(rerun_adapted_layers(loaded, calls, wanted))
     attention = {layer: row for layer, row in base.attention_rows.items() if layer < shared}
     tuned = TokenStates(
         num_hidden_states=base.num_hidden_states,

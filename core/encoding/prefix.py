@@ -39,7 +39,8 @@ from torch import Tensor
 
 from core.encoding.methods import Method, TokenPrepending, backbone_hooks
 from core.encoding.pooling import TokenStates
-from core.models.architecture import decoder_layers, final_norm
+from core.encoding.trunk import recording_adapted_layer_calls, rerun_adapted_layers
+from core.models.architecture import decoder_layers
 from core.models.registry import LoadedModel
 from core.runtime.device import ResolvedPrecision, autocast
 
@@ -327,36 +328,17 @@ def _cached_forward(
 
     config = loaded.backbone.config
     variants = tuple(dict.fromkeys(variants))
-    count = loaded.num_layers
     hooks = (lambda: backbone_hooks(method, loaded.backbone, hook_batch)) if method is not None else None
 
     def cache(variant: Variant):
         data = past[variant] if past is not None else None
         return DynamicCache(ddp_cache_data=data, config=config) if data is not None else DynamicCache(config=config)
 
-    def run(variant: Variant, recorder: dict[int, tuple[tuple, dict]] | None = None):
-        handles = []
-        if recorder is not None:
-            layers = decoder_layers(loaded.backbone)
-
-            def record(index: int):
-                def hook(_module, args: tuple, kwargs: dict) -> None:
-                    recorder[index] = (args, kwargs)
-
-                return hook
-
-            handles = [
-                layers[i].register_forward_pre_hook(record(i), with_kwargs=True)
-                for i in range(loaded.adapter_free_layers, count)
-            ]
+    def run(variant: Variant):
         kv = cache(variant)
         switch = loaded.adapter_enabled(variant) if variant is not None else _Nothing()
-        try:
-            with switch, autocast(loaded.device, precision), hooks() if hooks else _Nothing():
-                output = loaded.backbone(**inputs, past_key_values=kv, use_cache=True, output_hidden_states=True)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with switch, autocast(loaded.device, precision), hooks() if hooks else _Nothing():
+            output = loaded.backbone(**inputs, past_key_values=kv, use_cache=True, output_hidden_states=True)
         hidden = {i: output.hidden_states[i].float() for i in wanted}
         return hidden, [(layer.keys, layer.values) for layer in kv.layers]
 
@@ -365,27 +347,12 @@ def _cached_forward(
         results = {variant: run(variant) for variant in variants}
         return {v: r[0] for v, r in results.items()}, {v: r[1] for v, r in results.items()}
     base, tuned = variants if variants[0] is False else variants[::-1]
-    calls: dict[int, tuple[tuple, dict]] = {}
-    base_hidden, base_kv = run(base, calls)
+    with recording_adapted_layer_calls(loaded) as calls:
+        base_hidden, base_kv = run(base)
     tuned_cache = cache(tuned)
-    layers = decoder_layers(loaded.backbone)
     hidden_states = {i: base_hidden[i] for i in wanted if i <= shared}
-    args, kwargs = calls[shared]
-    hidden = args[0] if args else kwargs["hidden_states"]
     with loaded.adapter_enabled(True), autocast(loaded.device, precision), hooks() if hooks else _Nothing():
-        for index in range(shared, count):
-            args, kwargs = calls[index]
-            kwargs = {**kwargs, "past_key_values": tuned_cache}
-            if args:
-                output = layers[index](hidden, *args[1:], **kwargs)
-            else:
-                output = layers[index](**{**kwargs, "hidden_states": hidden})
-            hidden = output[0] if isinstance(output, tuple) else output
-            if index + 1 in wanted and index + 1 < count:
-                hidden_states[index + 1] = hidden.float()
-        if count in wanted:
-            norm = final_norm(loaded.backbone)
-            hidden_states[count] = (norm(hidden) if norm is not None else hidden).float()
+        hidden_states.update(rerun_adapted_layers(loaded, calls, wanted, past_key_values=tuned_cache))
     tuned_kv = [
         (layer.keys, layer.values) if index >= shared else base_kv[index]
         for index, layer in enumerate(tuned_cache.layers)
