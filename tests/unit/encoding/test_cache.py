@@ -145,6 +145,7 @@ def test_cached_vectors_equal_uncached_ones(cached_encoder, tiny_encoder, sample
 
 
 def test_only_missing_texts_are_computed(cached_encoder, forward_counter, sample_texts):
+    cached_encoder = cached_encoder.with_setting(prefix_reuse=False)  # rows counted are texts, no shared-prefix row
     cached_encoder.encode(sample_texts[:4])
     with forward_counter(cached_encoder.loaded.backbone) as counter:
         vectors = cached_encoder.encode(sample_texts)
