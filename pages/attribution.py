@@ -1,6 +1,6 @@
 """Attribution: which tokens make two texts similar (captum integrated gradients), base and adapter.
 
-The work is a background job (``analysis.attribution.job``): IG of each setting, token pairs, deletion curves, each
+The work is a background job (``analysis.faithfulness.job``): IG of each setting, token pairs, deletion curves, each
 part's progress and an ETA shown while it runs, one Stop button, results cached on disk by their inputs. The job
 ends by itself when no tab watches it (this page refreshes its heartbeat while shown).
 """
@@ -14,7 +14,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.attribution.integrated_gradients import SimilarityComparison
-from analysis.attribution.job import (
+from analysis.faithfulness.__main__ import ATTENTION_REPORT
+from analysis.faithfulness.config import peak_layer_from_report
+from analysis.faithfulness.job import (
     DEFAULT_MAX_STEPS,
     PART_LABELS,
     AttributionRequest,
@@ -29,9 +31,7 @@ from analysis.attribution.job import (
     similarity_from_dict,
     touch_heartbeat,
 )
-from analysis.attribution.verdict import method_agreement, verdict_rows
-from analysis.faithfulness.__main__ import ATTENTION_REPORT
-from analysis.faithfulness.config import peak_layer_from_report
+from analysis.faithfulness.verdict import method_agreement, verdict_rows
 from analysis.plots import attribution_bars_figure, pair_matrix_figure, text_curves_figure
 from core.runtime.errors import LensError
 from workbench import state, widgets

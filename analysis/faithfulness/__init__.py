@@ -4,7 +4,9 @@ Owns the run's settings (``config``), the explanation methods under test as a re
 removing content tokens and the deletion and insertion curves (``perturbation``), the per-text records a killed
 run resumes from (``records``), AOPC and its statistics (``statistics``), the run and ``report.json``
 (``report``) and the CLI ``python -m analysis.faithfulness`` (``__main__``, which alone reads the committed
-attention report for the peak layer).
+attention report for the peak layer); for a pair of texts, the curves of each (``pair_curves``), the methods
+ranked against the random floor (``verdict``), and the Attribution page's background job that runs IG, token pairs
+and curves (``job``; timed by ``python -m analysis.faithfulness.job_bench``).
 May import: ``core``, ``analysis.attention``, ``analysis.attribution``, ``analysis.categories``, ``analysis.stats``,
 ``analysis.plots``.
 """

@@ -1,7 +1,7 @@
 """The Attribution page on the tiny model: the job's results, the verdict table, progress and Stop, IG gating.
 
 The page's background process is replaced by the same job run in this process (``run_job``), so the page finds
-its results on its next run; the real process is tested in ``tests/unit/attribution/test_job.py``.
+its results on its next run; the real process is tested in ``tests/unit/faithfulness/test_job.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from analysis.attribution import job as attribution_job
+from analysis.faithfulness import job as attribution_job
 from core.runtime.files import lock_folder, write_json
 
 

@@ -23,7 +23,7 @@ from tests.browser.harness import SHOTS, busy_machine, chromium_page, problems, 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 # A generous bound for the whole job at the default cap with two busy neighbours and the model loading in the
-# job's own process (its quiet-machine time is measured by `python -m analysis.attribution.bench`).
+# job's own process (its quiet-machine time is measured by `python -m analysis.faithfulness.job_bench`).
 FINISH_WITHIN_S = 900.0
 
 

@@ -1,6 +1,6 @@
-"""Time the attribution job end to end: ``python -m analysis.attribution.bench [--max-steps N ...]``.
+"""Time the attribution job end to end: ``python -m analysis.faithfulness.job_bench [--max-steps N ...]``.
 
-Runs :func:`analysis.attribution.job.run_job` in this process on a fresh folder (no cache hits) for a pair of
+Runs :func:`analysis.faithfulness.job.run_job` in this process on a fresh folder (no cache hits) for a pair of
 10-word sentences, with the model loaded inside the timing as the page's background process loads it, and
 prints each part's seconds, the IG steps used and deltas, the total wall and CPU seconds and the load average it ran
 under.
@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from analysis.attribution.job import DEFAULT_MAX_STEPS, AttributionRequest, job_folder, run_job, touch_heartbeat
+from analysis.faithfulness.job import DEFAULT_MAX_STEPS, AttributionRequest, job_folder, run_job, touch_heartbeat
 from core.encoding.setting import EmbeddingSetting
 from core.models.adapters import SHIPPED_ADAPTER
 from core.models.registry import DEFAULT_MODEL
@@ -29,7 +29,7 @@ TEXT_B = "Officials lifted borrowing costs once more to curb rising consumer pri
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.attribution.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m analysis.faithfulness.job_bench", description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--adapter", default=str(SHIPPED_ADAPTER), help="adapter folder; 'none' for base only")
     parser.add_argument("--max-steps", type=int, nargs="+", default=[DEFAULT_MAX_STEPS], help="IG caps to time")

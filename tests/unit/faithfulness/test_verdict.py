@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.attribution.verdict import method_agreement, verdict_rows
+from analysis.faithfulness.verdict import method_agreement, verdict_rows
 
 TOKENS = ["dog", "runs", "garden", "red", "dog"]  # "dog" twice: ambiguous, left out of the agreement
 

@@ -3,7 +3,7 @@
 The faithfulness run's own pieces (``analysis.faithfulness``: rankers, perturbation, ``run_chunk``) on one text, its
 partner the pair's other text, with the step caps of an attribution job: the IG ranker's cap is the job's
 ``curve_ig_steps`` and the random floor has ``random_draws`` orders, so the verdict
-(:mod:`analysis.attribution.verdict`) has a spread to compare each method against.
+(:mod:`analysis.faithfulness.verdict`) has a spread to compare each method against.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from analysis.attribution import job as attribution_job
 from analysis.attribution.integrated_gradients import Attributor
-from analysis.attribution.job import (
+from analysis.faithfulness import job as attribution_job
+from analysis.faithfulness.job import (
     AttributionRequest,
     job_folder,
     job_running,

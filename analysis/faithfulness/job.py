@@ -12,7 +12,7 @@ adapter weights, embedding setting, texts, step caps), under :func:`jobs_root`:
 Finished parts are kept: a stopped job started again, or the same inputs asked for later, reuse them (a cache
 hit is a part whose file exists). Nothing in the folder is executed or unpickled. The job holds
 ``core.runtime.files.lock_folder`` on its folder while it runs: that lock, not ``status.json``, says whether it
-runs (the kernel frees it however the process ends). ``python -m analysis.attribution.job FOLDER`` is the
+runs (the kernel frees it however the process ends). ``python -m analysis.faithfulness.job FOLDER`` is the
 process :func:`launch` starts; :func:`run_job` is the same work in the caller's process (tests).
 
 IG gating: when a setting's integrated gradients miss their own convergence check (relative completeness error
@@ -38,10 +38,10 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from analysis.attribution.curves import pair_curves
 from analysis.attribution.integrated_gradients import Attribution, Attributor, SimilarityAttribution
 from analysis.attribution.token_pairs import PairMatrix, pair_matrix, text_jacobian
 from analysis.categories import sides
+from analysis.faithfulness.pair_curves import pair_curves
 from core.encoding.encoder import Encoder
 from core.encoding.setting import EmbeddingSetting
 from core.runtime.errors import ConfigError, LensError, run_cli
@@ -237,7 +237,7 @@ def launch(request: AttributionRequest, root: str | Path | None = None, python: 
         write_json(folder / STATUS_FILE, {"state": "starting", "updated": time.time(), "parts": {}})
         log = open(folder / "job.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
         subprocess.Popen(
-            [python, "-m", "analysis.attribution.job", str(folder)],
+            [python, "-m", "analysis.faithfulness.job", str(folder)],
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -527,10 +527,10 @@ def _watchdog(folder: Path, stale_s: float, on_stop: Callable[[str], None]) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m analysis.attribution.job FOLDER``: run the job whose ``request.json`` is in FOLDER."""
+    """``python -m analysis.faithfulness.job FOLDER``: run the job whose ``request.json`` is in FOLDER."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: python -m analysis.attribution.job FOLDER  (a folder holding request.json)")
+        print("usage: python -m analysis.faithfulness.job FOLDER  (a folder holding request.json)")
         return 0 if args and args[0] in ("-h", "--help") else 2
     folder = Path(args[0])
     try:
