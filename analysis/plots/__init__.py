@@ -19,7 +19,13 @@ from analysis.plots.attention import (
     token_bars_figure,
 )
 from analysis.plots.attribution import attribution_bars_figure, pair_matrix_figure
-from analysis.plots.clustering import clustering_bars, clustering_heatmap, quality_bars, track_gain_scatter
+from analysis.plots.clustering import (
+    clustering_bars,
+    clustering_heatmap,
+    group_colours,
+    quality_bars,
+    track_gain_scatter,
+)
 from analysis.plots.faithfulness import (
     CURVE_LABELS,
     METHOD_COLORS,
@@ -44,6 +50,7 @@ __all__ = [
     "clustering_bars",
     "clustering_heatmap",
     "faithfulness_figures",
+    "group_colours",
     "head_heatmap_figure",
     "layer_shift_figure",
     "pair_matrix_figure",
