@@ -147,14 +147,18 @@ CONTROLS: dict[str, Control] = {
     "attention.py": Control(type_into("Sentence", SENTENCE_40_TOKENS), says=r"\d+ tokens, \d+ forward .*? in [\d.]+ s"),
     "cluster_explorer.py": Control(click_text("UMAP and colouring", "k-means"), says=r"UMAP [\d.]+ s"),
     "clustering_quality.py": Control(pick("Pooling", "mean"), says=r"\d+ rows of \d+"),
-    "attribution.py": Control(click_button("Attribute"), says=r"IG steps used \(cap \d+ per text\)"),
     "lens.py": Control(type_into("Text", "The market fell today."), says=r"one shared forward, .*? in [\d.]+ s"),
     "adapters.py": Control(type_into("Another adapter folder", str(SHOTS)), says=r"browser: \w+"),  # an empty folder
 }
 # file -> query string it opens with (page state in the URL): the explorer's 200-text sample embeds without its
 # button (1,000 cold texts took over 600 s on a loaded 2-core machine).
 PAGE_QUERY: dict[str, str] = {"cluster_explorer.py": "?size=200"}
-EXPECTED_ERRORS: dict[str, str] = {}  # file -> regex of an error alert that page is meant to show
+# Attribution's control is its own module (test_attribution_browser: Attribute, the job, Stop, the verdict): a job
+# runs in the background across visits, so here the page is checked for its render only. A result cached by an
+# earlier run may show IG's non-convergence in red: the page is meant to say so.
+EXPECTED_ERRORS: dict[str, str] = {  # file -> regex of an error alert that page is meant to show
+    "attribution.py": r"(Integrated gradients|IG) did not converge",
+}
 
 
 def operate(page, control: Control) -> float:
