@@ -22,8 +22,15 @@ def test_cluster_explorer_projects_base_and_adapter_and_scores_them(open_page):
     app.slider[0].set_value(200).run()  # 200 texts keeps the tiny-model test quick
     assert not app.exception and not app.error
     assert len(app.get("plotly_chart")) == 2
-    assert [m.label for m in app.metric] == ["V-measure (base)", "V-measure (adapter)"]
-    assert all(0.0 <= float(m.value.split()[0]) <= 1.0 for m in app.metric)  # "0.412 ± 0.010": mean ± seed spread
+    labels = [m.label for m in app.metric]
+    assert [label for label in labels if label.startswith("V-measure")] == ["V-measure (base)", "V-measure (adapter)"]
+    assert [label.split(",")[0] for label in labels if label.startswith("Silhouette")] == [
+        "Silhouette (base",
+        "Silhouette (adapter",
+    ]  # the label-free score beside each V-measure
+    for metric in app.metric:  # "0.412 ± 0.010": the score ± its spread
+        low = -1.0 if metric.label.startswith("Silhouette") else 0.0
+        assert low <= float(metric.value.split()[0]) <= 1.0, (metric.label, metric.value)
     colour = next(r for r in app.radio if r.label == "Colour by")
     colour.set_value("k-means").run()
     assert not app.exception and len(app.get("plotly_chart")) == 2
