@@ -115,6 +115,10 @@ def token_passes(loaded: LoadedModel) -> TokenPasses:
 # ----- the rules
 
 
+# Decoder families whose layer call carries the cache positionally (GPT-2, GPT-NeoX, Falcon).
+POSITIONAL_CACHE_MODELS = frozenset({"gpt2", "gpt_neox", "falcon"})
+
+
 def reuse_blocker(loaded: LoadedModel, attention_layers: Sequence[int], inputs_embeds: Tensor | None) -> str | None:
     """Why prefix reuse cannot serve this forward (``None``: it can); see the module docstring."""
     if not loaded.is_causal:
@@ -130,6 +134,8 @@ def reuse_blocker(loaded: LoadedModel, attention_layers: Sequence[int], inputs_e
     layer_types = getattr(config, "layer_types", None) or ()
     if any("sliding" in str(kind) for kind in layer_types) or getattr(config, "use_sliding_window", False):
         return "sliding-window attention layers: their cache keeps a window"
+    if getattr(config, "model_type", None) in POSITIONAL_CACHE_MODELS:
+        return "its decoder layers take the key/value cache positionally: the adapter rerun cannot pass one"
     return None
 
 
