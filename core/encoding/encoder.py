@@ -329,7 +329,8 @@ class Encoder:
         plan = plan if plan is not None else self.plan()
         reuse = reuse and self.prefix_reuse
         if use_adapter is None:
-            return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds, reuse=reuse)
+            with self.loaded.lock:
+                return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds, reuse=reuse)
         with self.loaded.adapter_enabled(use_adapter):
             return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds, reuse=reuse)
 
@@ -348,10 +349,11 @@ class Encoder:
         """
         plan = plan if plan is not None else self.plan()
         reuse = self.prefix_reuse
-        return forward_variants(
-            self.loaded, self.method, self.precision, batch, plan, variants, reuse=reuse,
-            references=references if reuse else None,
-        )  # fmt: skip
+        with self.loaded.lock:  # the trunk's recording hooks and adapter switch are the model's, for all threads
+            return forward_variants(
+                self.loaded, self.method, self.precision, batch, plan, variants, reuse=reuse,
+                references=references if reuse else None,
+            )  # fmt: skip
 
     def references(
         self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]
@@ -359,7 +361,7 @@ class Encoder:
         """Prepared texts run once per variant (one batch), their key/value cache and the states ``plan`` reads
         kept, for :meth:`forward_variants`' ``references`` (a perturbed text against its original)."""
         plan = plan if plan is not None else self.plan()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.loaded.lock:
             return reference_states(
                 self.loaded, self.precision, [item.input_ids for item in items], plan.hidden_indices, variants
             )

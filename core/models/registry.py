@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -289,6 +290,10 @@ class LoadedModel:
     # (device type, prompt, pooling, layer) -> whether fp16 kept cosine >= 0.999 to fp32 (core.encoding.encoder)
     fp16_verdicts: dict = field(default_factory=dict, repr=False)
     peft_model: nn.Module | None = None
+    # Held by every forward and every change of the model's run-time state (adapter switch, hooks, attention
+    # implementation), which live on modules that all threads share: the workbench serves one cached model to
+    # every browser session, and two forwards interleaved would read each other's hooks and adapter switch.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -338,10 +343,11 @@ class LoadedModel:
 
     @contextmanager
     def adapter_enabled(self, enabled: bool) -> Iterator[None]:
-        """Run the adapter (``True``) or the base weights (``False``) on the same model."""
+        """Run the adapter (``True``) or the base weights (``False``) on the same model; holds :attr:`lock` for the
+        block, so no other thread runs the model meanwhile."""
         if enabled and not self.has_adapter:
             raise ValueError("No adapter is attached to this model; load one with adapter=PATH.")
-        with nullcontext() if enabled or not self.has_adapter else self.peft_model.disable_adapter():
+        with self.lock, nullcontext() if enabled or not self.has_adapter else self.peft_model.disable_adapter():
             yield
 
     def identity(self, use_adapter: bool) -> dict[str, str | None]:

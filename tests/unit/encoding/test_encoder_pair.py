@@ -163,3 +163,44 @@ def test_forward_switches_the_adapter_and_forward_variants_equals_it(top_layer_e
                 np.testing.assert_allclose(pooling(both[flag]).numpy(), pooling(alone).numpy(), atol=1e-5, rtol=0)
         pooled = plan.poolings[0]
         assert np.abs(pooled(both[False]).numpy() - pooled(both[True]).numpy()).max() > 1e-4  # the switch matters
+
+
+def test_threads_sharing_one_model_get_their_own_vectors(top_layer_encoder):
+    """The workbench serves one cached model to every browser session: two threads encoding at once (the shared
+    trunk's recording hooks, the adapter switch) must each get the vectors they would get alone."""
+    import threading
+
+    short = [f"text {i}" for i in range(6)]
+    long = [f"a much longer text number {i} " * 6 for i in range(6)]
+    alone = {name: pair_vectors(top_layer_encoder, texts) for name, texts in (("short", short), ("long", long))}
+    plain = top_layer_encoder.encode(long, use_adapter=False)
+    start = threading.Barrier(3)
+    faults: list[str] = []
+
+    def encode_pairs(name: str, texts: list[str]) -> None:
+        start.wait()
+        for _ in range(15):
+            try:
+                base, adapter = pair_vectors(top_layer_encoder, texts)
+            except Exception as error:  # a fault in one thread is this test's finding, not a crash of the run
+                faults.append(f"{name}: {type(error).__name__}: {error}")
+                return
+            if not (np.allclose(base, alone[name][0], atol=1e-5) and np.allclose(adapter, alone[name][1], atol=1e-5)):
+                faults.append(f"{name}: vectors differ from the single-thread ones")
+                return
+
+    def encode_base() -> None:
+        start.wait()
+        for _ in range(15):
+            if not np.allclose(top_layer_encoder.encode(long, use_adapter=False), plain, atol=1e-5):
+                faults.append("base: vectors differ from the single-thread ones")
+                return
+
+    threads = [threading.Thread(target=encode_pairs, args=("short", short)),
+               threading.Thread(target=encode_pairs, args=("long", long)),
+               threading.Thread(target=encode_base)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not faults, faults
