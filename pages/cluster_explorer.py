@@ -94,7 +94,7 @@ def from_adapter(choice: state.ModelChoice):
         if inputs in embedded:
             return embedded[inputs]
         stopped = widgets.was_stopped(stopped_flag, inputs)
-        if (len(texts) > AUTO_TEXTS or stopped) and not st.button("Embed and project", type="primary"):
+        if (len(texts) > AUTO_TEXTS or stopped) and not widgets.start_button("Embed and project", stopped_flag, inputs):
             if stopped:
                 st.warning("Embedding stopped. The texts embedded before the stop are in the disk cache: *Embed "
                            "and project* goes on from there.")  # fmt: skip

@@ -69,7 +69,7 @@ kept_vectors = st.session_state.setdefault("embed_vectors", {})
 if inputs in kept_vectors:  # a rerun for the layout or the order: nothing to embed again
     vectors = kept_vectors[inputs]
 else:
-    if widgets.was_stopped(STOPPED, inputs) and not st.button("Embed again", type="primary"):
+    if widgets.was_stopped(STOPPED, inputs) and not widgets.start_button("Embed again", STOPPED, inputs):
         st.warning(
             "Embedding stopped. Texts embedded before the stop are in the disk cache: *Embed again* goes on from "
             "there. Fewer texts or the plain method are quicker."

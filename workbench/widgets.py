@@ -302,3 +302,20 @@ def was_stopped(flag: str, inputs: Any) -> bool:
 
 def clear_stopped(flag: str) -> None:
     st.session_state.pop(flag, None)
+    st.session_state.pop(flag + ":requested", None)
+
+
+def start_button(label: str, flag: str, inputs: Any) -> bool:
+    """A primary button that starts the work on ``inputs``: True once it was clicked for these inputs, until
+    :func:`clear_stopped` (call it when the work starts).
+
+    The click is kept by a callback, which Streamlit runs before the page's next run begins: a plain button's
+    True lasts one run only, so a rerun requested between the click and the work (another widget, a second
+    click) would lose it and leave the page waiting.
+    """
+    st.button(label, type="primary", key=f"{flag}_start", on_click=_mark_requested, args=(flag, inputs))
+    return st.session_state.get(flag + ":requested") == inputs
+
+
+def _mark_requested(flag: str, inputs: Any) -> None:
+    st.session_state[flag + ":requested"] = inputs

@@ -73,8 +73,17 @@ def test_embedding_shows_batches_and_stops(server, browser_page):
     page.locator('[data-testid="stAlertContentWarning"]', has_text="Embedding stopped.").wait_for(timeout=SLOW_MS)
     assert not page.locator('[data-testid="stPlotlyChart"]').count()
     page.get_by_role("button", name="Embed again", exact=True).click()
-    page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=SLOW_MS)  # base, adapter, difference
+    from playwright.sync_api import TimeoutError as WaitTimeout
+
+    try:
+        page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=SLOW_MS)  # base, adapter, difference
+    except WaitTimeout as error:  # say what the page shows instead: a wait alone names only the chart it missed
+        raise AssertionError(f"no charts after Embed again; the page shows:\n{main_text(page)}") from error
     assert not problems(page), problems(page)
+
+
+def main_text(page, limit: int = 3000) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()[:limit]
 
 
 def progress_text(page) -> str:
