@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 
-import numpy as np
 import pytest
 
+from tests.app.test_numbers_pages import write_cells
 from tests.browser.test_workbench_browser import (  # noqa: F401 (fixtures)
     SHOTS,
     browser_page,
@@ -61,27 +60,7 @@ def upload(page, path) -> None:
 
 def quality_cells(folder) -> None:
     """Cells of constructed blobs with stored replicates (base and adapter) and one old cell (MiniLM)."""
-    from analysis.clustering.uncertainty import text_uncertainty
-
-    rng = np.random.default_rng(0)
-    labels = [f"l{i % 3}" for i in range(60)]
-    for task in ("r8", "trec-coarse"):
-        noise = rng.normal(size=(60, 8))
-        for number, (variant, separation) in enumerate({"m": 1.0, "m+a": 3.0, "minilm": 0.3}.items()):
-            vectors = noise + separation * np.eye(8)[[int(label[1]) for label in labels]]
-            stored = text_uncertainty(vectors, labels, seeds=(42, 43))
-            v = float(np.mean(stored["v_measure"]))
-            cell = {
-                "variant": variant, "prompt": {"name": "eol", "template": "{text}"}, "pooling": "mean", "layer": "-1",
-                "max_length": 64, "task": {"name": task, "texts": 60, "clusters": 3, "sample_sha256": task},
-                "kmeans": {"seeds": [42, 43]}, "key": {"task": task, "variant": variant},
-                "scores": {"v_measure": v, "v_measure_std": 0.005, "v_measure_per_seed": [v - 0.005, v + 0.005]},
-            }  # fmt: skip
-            if variant != "minilm":
-                cell["uncertainty"] = stored
-            path = folder / "cells" / task / f"{number}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cell))
+    write_cells(folder, {"m": 1.0, "m+a": 3.0, "minilm": 0.3}, with_replicates=("m", "m+a"))
 
 
 def test_the_quality_table_carries_plus_minus_and_n(server, browser_page, tmp_path):  # noqa: F811
