@@ -28,7 +28,7 @@ from core.encoding.streaming import DEFAULT_CHUNK_TEXTS, embed_stream
 from core.models.registry import DEFAULT_MODEL, TRUST_REMOTE_CODE_ENV, model_for
 from core.runtime.arguments import add_arguments, given
 from core.runtime.device import DEVICE_HELP, PRECISIONS
-from core.runtime.distributed import close_distributed, dist_info, init_distributed
+from core.runtime.distributed import barrier, close_distributed, dist_info, init_distributed
 from core.runtime.errors import ConfigError, StorageError, UserFileError, run_cli
 from core.runtime.files import write_json
 
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             show_progress=True,
         )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+        barrier()  # no rank closes its connections while a peer still reads the last exchange: gloo aborts that peer
     finally:
         close_distributed()
     if rank != 0 or result.shape is None:

@@ -13,7 +13,7 @@ from analysis.clustering.runner import run_grid
 from analysis.clustering.summary import summary_tables
 from core.metrics import DEFAULT_KMEANS_SEEDS
 from core.runtime.device import DEVICE_HELP, PRECISIONS
-from core.runtime.distributed import close_distributed, dist_info, init_distributed
+from core.runtime.distributed import barrier, close_distributed, dist_info, init_distributed
 from core.runtime.errors import run_cli
 
 
@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_grid(config)
         rank, _world = dist_info()
+        barrier()  # no rank closes its connections while a peer still reads the last gather: gloo aborts that peer
     finally:
         close_distributed()
     if rank != 0:  # rank 0 prints the merged result
