@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["CHROMIUM", "REPO", "SHOTS", "busy_machine", "chromium_page", "problems", "workbench_server"]
+__all__ = ["CHROMIUM", "REPO", "SHOTS", "busy_machine", "chromium_page", "main_text", "problems", "workbench_server"]
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else (shutil.which("chromium") or "")
@@ -121,3 +121,8 @@ def problems(page, limit: int = 500) -> list[str]:
     """The text of every exception box and error alert on the page (each cut to ``limit`` characters)."""
     boxes = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
     return [boxes.nth(i).inner_text()[:limit] for i in range(boxes.count())]
+
+
+def main_text(page) -> str:
+    """The text of the page's main area (what a reader sees, the sidebar left out)."""
+    return page.locator('[data-testid="stMain"]').inner_text()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import chromium_page, problems, workbench_server
+from tests.browser.harness import chromium_page, main_text, problems, workbench_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -78,12 +78,8 @@ def test_embedding_shows_batches_and_stops(server, browser_page):
     try:
         page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=SLOW_MS)  # base, adapter, difference
     except WaitTimeout as error:  # say what the page shows instead: a wait alone names only the chart it missed
-        raise AssertionError(f"no charts after Embed again; the page shows:\n{main_text(page)}") from error
+        raise AssertionError(f"no charts after Embed again; the page shows:\n{main_text(page)[:3000]}") from error
     assert not problems(page), problems(page)
-
-
-def main_text(page, limit: int = 3000) -> str:
-    return page.locator('[data-testid="stMain"]').inner_text()[:limit]
 
 
 def progress_text(page) -> str:

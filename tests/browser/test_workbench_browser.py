@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import SHOTS, chromium_page, problems, workbench_server
+from tests.browser.harness import SHOTS, chromium_page, main_text, problems, workbench_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -301,10 +301,6 @@ def page_url(server: str, file_name: str, query: str = "") -> str:
 
     index = next(i for i, (name, *_rest) in enumerate(PAGE_FILES) if name == file_name)
     return f"{server}/{url_path(index, file_name)}{query}"
-
-
-def main_text(page) -> str:
-    return page.locator('[data-testid="stMain"]').inner_text()
 
 
 TP_LAYERS = "TP layers START-EXIT (empty: 1 to about a fifth of the depth)"
