@@ -20,13 +20,26 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["CHROMIUM", "REPO", "SHOTS", "busy_machine", "chromium_page", "main_text", "problems", "workbench_server"]
+__all__ = [
+    "CHROMIUM",
+    "REPO",
+    "SHOTS",
+    "busy_machine",
+    "chromium_page",
+    "fresh_page",
+    "main_text",
+    "problems",
+    "stuck_page_report",
+    "workbench_server",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else (shutil.which("chromium") or "")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 SHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS", REPO / "build" / "browser"))
 BURNER = "import time\nwhile True:\n    sum(i * i for i in range(10_000))\n"
+VIEWPORT = {"width": 1500, "height": 1100}
+_CONSOLE: dict[object, list[str]] = {}  # per page: its console messages and uncaught errors, for stuck_page_report
 
 
 def _free_port() -> int:
@@ -98,11 +111,21 @@ def chromium_page(default_timeout_ms: int = 60_000):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(default_timeout_ms)
-            yield page
+            yield fresh_page(browser, default_timeout_ms)
         finally:
             browser.close()
+            _CONSOLE.clear()
+
+
+def fresh_page(browser, default_timeout_ms: int = 60_000):
+    """A page in a new browser context of ``browser`` (its own cookies and storage: a new user's tab), whose
+    console messages and uncaught errors are recorded for :func:`stuck_page_report`."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.set_default_timeout(default_timeout_ms)
+    messages = _CONSOLE.setdefault(page, [])
+    page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"[:500]))
+    page.on("pageerror", lambda error: messages.append(f"uncaught: {error}"[:500]))
+    return page
 
 
 @contextmanager
@@ -126,3 +149,20 @@ def problems(page, limit: int = 500) -> list[str]:
 def main_text(page) -> str:
     """The text of the page's main area (what a reader sees, the sidebar left out)."""
     return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def stuck_page_report(page, log_name: str, shot: str) -> str:
+    """What a page that never showed an awaited element looked like: its URL, the start of its text, its last
+    console messages and the tail of the server's log ``log_name``; a screenshot goes to ``SHOTS / shot``."""
+    try:
+        page.screenshot(path=str(SHOTS / shot), full_page=True)
+        body = page.evaluate("() => document.body ? document.body.innerText : '(no body)'")
+    except Exception as error:  # a hung renderer: say so instead of hiding the report behind a second timeout
+        body = f"(page unreadable: {error})"
+    log_path = SHOTS / log_name
+    log = log_path.read_text(errors="replace")[-3000:] if log_path.is_file() else "(no server log)"
+    console = "\n".join(_CONSOLE.get(page, [])[-20:]) or "(none)"
+    return (
+        f"url: {page.url}\npage text: {body[:1500]!r}\nconsole (last 20):\n{console}\n"
+        f"server log tail ({log_path}):\n{log}\nscreenshot: {SHOTS / shot}"
+    )

@@ -14,22 +14,32 @@ import re
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.harness import SHOTS, busy_machine, chromium_page, problems, workbench_server
+from tests.browser.harness import (
+    SHOTS,
+    busy_machine,
+    chromium_page,
+    fresh_page,
+    problems,
+    stuck_page_report,
+    workbench_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 # A generous bound for the whole job at the default cap with two busy neighbours and the model loading in the
 # job's own process (its quiet-machine time is measured by `python -m analysis.faithfulness.job_bench`).
 FINISH_WITHIN_S = 900.0
+LOG = "streamlit-attribution.log"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with busy_machine(2), workbench_server("streamlit-attribution.log", healthy_within=180) as url:
+    with busy_machine(2), workbench_server(LOG, healthy_within=180) as url:
         yield url
 
 
@@ -48,28 +58,36 @@ def fresh_pair() -> tuple[str, str]:
     )
 
 
-def open_attribution(page, server: str, text_a: str, text_b: str) -> None:
-    """Open the page on the two texts and wait for *Attribute* (the model loads first). One reload if it has not
-    come within 5 minutes: in one fresh-clone run under two busy neighbours the tab showed no *Attribute* for 10
-    minutes while the server sat idle (no script running) and a new tab drew it at once; a page that is really
-    broken still fails after the reload.
+def open_attribution(page, server: str, text_a: str, text_b: str):
+    """Open the page on the two texts and wait for *Attribute* (the model loads first); the page that shows it.
+
+    Twice in whole-suite runs under two busy neighbours (once here, once in CI) a tab showed no *Attribute* for
+    10 minutes while the server sat idle and a new tab drew the page at once; a reload of the same tab did not help
+    in CI. So after 5 minutes the stuck tab's state is reported as a warning (URL, text, console, server log,
+    screenshot) and the page is opened once more in a new browser context; a page that is really broken still
+    fails there, with both reports.
     """
     from playwright.sync_api import TimeoutError as WaitTimeout
 
     query = urllib.parse.urlencode({"a": text_a, "b": text_b})
-    page.goto(f"{server}/attribution?{query}", wait_until="commit")
-    button = page.get_by_role("button", name="Attribute", exact=True)
-    try:
-        button.wait_for(timeout=300_000)
-    except WaitTimeout:
-        page.reload(wait_until="commit")
-        button.wait_for(timeout=300_000)
+    reports = []
+    for attempt in range(2):
+        if attempt:
+            page = fresh_page(page.context.browser, 120_000)
+        page.goto(f"{server}/attribution?{query}", wait_until="commit")
+        try:
+            page.get_by_role("button", name="Attribute", exact=True).wait_for(timeout=300_000)
+            return page
+        except WaitTimeout:
+            reports.append(stuck_page_report(page, LOG, f"attribution_stuck_{attempt}.png"))
+            warnings.warn(f"Attribution tab without *Attribute* after 5 minutes:\n{reports[-1]}", stacklevel=1)
+    pytest.fail("No *Attribute* button in two tabs, 5 minutes each:\n\n" + "\n\n".join(reports))
 
 
 def test_attribution_finishes_under_its_cap_and_shows_the_verdict(server, browser_page):
     page = browser_page
     text_a, text_b = fresh_pair()
-    open_attribution(page, server, text_a, text_b)
+    page = open_attribution(page, server, text_a, text_b)
     main = page.locator('[data-testid="stMain"]')
     started = time.perf_counter()
     main.get_by_role("button", name="Attribute", exact=True).click()
@@ -98,7 +116,7 @@ def test_attribution_finishes_under_its_cap_and_shows_the_verdict(server, browse
 def test_stop_ends_the_job_and_attribute_continues_it(server, browser_page):
     page = browser_page
     text_a, text_b = fresh_pair()
-    open_attribution(page, server, text_a, text_b)
+    page = open_attribution(page, server, text_a, text_b)
     main = page.locator('[data-testid="stMain"]')
     main.get_by_role("button", name="Attribute", exact=True).click()
     main.get_by_text(re.compile(r"IG base: \d+ of \d+")).first.wait_for(timeout=300_000)
