@@ -154,11 +154,15 @@ def main_text(page) -> str:
 def stuck_page_report(page, log_name: str, shot: str) -> str:
     """What a page that never showed an awaited element looked like: its URL, the start of its text, its last
     console messages and the tail of the server's log ``log_name``; a screenshot goes to ``SHOTS / shot``."""
+    # Bounded waits, each failure said in the report: a hung renderer must not hang or hide the report.
     try:
-        page.screenshot(path=str(SHOTS / shot), full_page=True)
-        body = page.evaluate("() => document.body ? document.body.innerText : '(no body)'")
-    except Exception as error:  # a hung renderer: say so instead of hiding the report behind a second timeout
-        body = f"(page unreadable: {error})"
+        body = page.locator("body").inner_text(timeout=30_000)
+    except Exception as error:
+        body = f"(page text unreadable: {str(error)[:300]})"
+    try:
+        page.screenshot(path=str(SHOTS / shot), full_page=True, timeout=30_000)
+    except Exception as error:
+        shot = f"{shot} not taken: {str(error)[:300]}"
     log_path = SHOTS / log_name
     log = log_path.read_text(errors="replace")[-3000:] if log_path.is_file() else "(no server log)"
     console = "\n".join(_CONSOLE.get(page, [])[-20:]) or "(none)"
