@@ -44,9 +44,11 @@ def server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser_page(server):
+def tab(server) -> Iterator[list]:
+    """The module's browser tab as a one-item list: :func:`open_attribution` puts a new tab in place of a stuck one,
+    so later tests start from the tab that works."""
     with chromium_page(120_000) as page:
-        yield page
+        yield [page]
 
 
 def fresh_pair() -> tuple[str, str]:
@@ -58,8 +60,9 @@ def fresh_pair() -> tuple[str, str]:
     )
 
 
-def open_attribution(page, server: str, text_a: str, text_b: str):
-    """Open the page on the two texts and wait for *Attribute* (the model loads first); the page that shows it.
+def open_attribution(tab: list, server: str, text_a: str, text_b: str):
+    """Open the page on the two texts in ``tab[0]`` and wait for *Attribute* (the model loads first); the page that
+    shows it (also left in ``tab[0]``).
 
     Twice in whole-suite runs under two busy neighbours (once here, once in CI) a tab showed no *Attribute* for
     10 minutes while the server sat idle and a new tab drew the page at once; a reload of the same tab did not help
@@ -73,7 +76,8 @@ def open_attribution(page, server: str, text_a: str, text_b: str):
     reports = []
     for attempt in range(2):
         if attempt:
-            page = fresh_page(page.context.browser, 120_000)
+            tab[0] = fresh_page(tab[0].context.browser, 120_000)
+        page = tab[0]
         page.goto(f"{server}/attribution?{query}", wait_until="commit")
         try:
             page.get_by_role("button", name="Attribute", exact=True).wait_for(timeout=300_000)
@@ -84,10 +88,9 @@ def open_attribution(page, server: str, text_a: str, text_b: str):
     pytest.fail("No *Attribute* button in two tabs, 5 minutes each:\n\n" + "\n\n".join(reports))
 
 
-def test_attribution_finishes_under_its_cap_and_shows_the_verdict(server, browser_page):
-    page = browser_page
+def test_attribution_finishes_under_its_cap_and_shows_the_verdict(server, tab):
     text_a, text_b = fresh_pair()
-    page = open_attribution(page, server, text_a, text_b)
+    page = open_attribution(tab, server, text_a, text_b)
     main = page.locator('[data-testid="stMain"]')
     started = time.perf_counter()
     main.get_by_role("button", name="Attribute", exact=True).click()
@@ -113,10 +116,9 @@ def test_attribution_finishes_under_its_cap_and_shows_the_verdict(server, browse
     assert finished_after < FINISH_WITHIN_S
 
 
-def test_stop_ends_the_job_and_attribute_continues_it(server, browser_page):
-    page = browser_page
+def test_stop_ends_the_job_and_attribute_continues_it(server, tab):
     text_a, text_b = fresh_pair()
-    page = open_attribution(page, server, text_a, text_b)
+    page = open_attribution(tab, server, text_a, text_b)
     main = page.locator('[data-testid="stMain"]')
     main.get_by_role("button", name="Attribute", exact=True).click()
     main.get_by_text(re.compile(r"IG base: \d+ of \d+")).first.wait_for(timeout=300_000)
