@@ -117,9 +117,12 @@ def chromium_page(default_timeout_ms: int = 60_000):
             _CONSOLE.clear()
 
 
-def fresh_page(browser, default_timeout_ms: int = 60_000):
-    """A page in a new browser context of ``browser`` (its own cookies and storage: a new user's tab), whose
+def fresh_page(browser, default_timeout_ms: int = 60_000, *, relaunch: bool = False):
+    """A page in a new browser context of ``browser`` (its own cookies and storage: a new user's tab), or with
+    ``relaunch`` in a new chromium process started the same way (closed when the Playwright session ends); its
     console messages and uncaught errors are recorded for :func:`stuck_page_report`."""
+    if relaunch:
+        browser = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     page = browser.new_context(viewport=VIEWPORT).new_page()
     page.set_default_timeout(default_timeout_ms)
     messages = _CONSOLE.setdefault(page, [])

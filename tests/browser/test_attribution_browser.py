@@ -67,7 +67,7 @@ def open_attribution(tab: list, server: str, text_a: str, text_b: str):
     Twice in whole-suite runs under two busy neighbours (once here, once in CI) a tab showed no *Attribute* for
     10 minutes while the server sat idle and a new tab drew the page at once; a reload of the same tab did not help
     in CI. So after 5 minutes the stuck tab's state is reported as a warning (URL, text, console, server log,
-    screenshot) and the page is opened once more in a new browser context; a page that is really broken still
+    screenshot) and the page is opened once more in a new chromium process; a page that is really broken still
     fails there, with both reports.
     """
     from playwright.sync_api import TimeoutError as WaitTimeout
@@ -76,7 +76,7 @@ def open_attribution(tab: list, server: str, text_a: str, text_b: str):
     reports = []
     for attempt in range(2):
         if attempt:
-            tab[0] = fresh_page(tab[0].context.browser, 120_000)
+            tab[0] = fresh_page(tab[0].context.browser, 120_000, relaunch=True)
         page = tab[0]
         page.goto(f"{server}/attribution?{query}", wait_until="commit")
         try:
