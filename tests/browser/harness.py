@@ -103,13 +103,18 @@ def workbench_server(
             process.kill()
 
 
+def _launch(browser_type):
+    """Debian's chromium, headless, with the harness's arguments."""
+    return browser_type.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
 @contextmanager
 def chromium_page(default_timeout_ms: int = 60_000):
     """A headless chromium page (1500 x 1100) whose waits default to ``default_timeout_ms``."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = _launch(playwright.chromium)
         try:
             yield fresh_page(browser, default_timeout_ms)
         finally:
@@ -122,7 +127,7 @@ def fresh_page(browser, default_timeout_ms: int = 60_000, *, relaunch: bool = Fa
     ``relaunch`` in a new chromium process started the same way (closed when the Playwright session ends); its
     console messages and uncaught errors are recorded for :func:`stuck_page_report`."""
     if relaunch:
-        browser = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = _launch(browser.browser_type)
     page = browser.new_context(viewport=VIEWPORT).new_page()
     page.set_default_timeout(default_timeout_ms)
     messages = _CONSOLE.setdefault(page, [])

@@ -13,7 +13,6 @@ import random
 import re
 import time
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Iterator
 
@@ -64,11 +63,10 @@ def open_attribution(tab: list, server: str, text_a: str, text_b: str):
     """Open the page on the two texts in ``tab[0]`` and wait for *Attribute* (the model loads first); the page that
     shows it (also left in ``tab[0]``).
 
-    Twice in whole-suite runs under two busy neighbours (once here, once in CI) a tab showed no *Attribute* for
-    10 minutes while the server sat idle and a new tab drew the page at once; a reload of the same tab did not help
-    in CI. So after 5 minutes the stuck tab's state is reported as a warning (URL, text, console, server log,
-    screenshot) and the page is opened once more in a new chromium process; a page that is really broken still
-    fails there, with both reports.
+    Twice in whole-suite runs under two busy neighbours a tab showed no *Attribute* for 10 minutes: here the server
+    sat idle and a new tab drew the page at once; in CI a reload of the same tab did not help. So after 5 minutes
+    the stuck tab's state is reported as a warning (URL, text, console, server log, screenshot) and the page is
+    opened once more in a new chromium process; a page that is really broken still fails there, with both reports.
     """
     from playwright.sync_api import TimeoutError as WaitTimeout
 
