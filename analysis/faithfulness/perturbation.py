@@ -14,9 +14,10 @@ the pooled token can read without a text that produced it. The remaining text is
 neighbouring pieces may merge into different tokens; the curves measure what the model does with the
 shortened text, which is what a user would feed it.
 
-A shortened text equals its original up to the first removed token: with the originals run once as references
-(``Encoder.references``), each perturbed text runs only from there on (exact prefix reuse,
-:mod:`core.encoding.prefix`; the encoder's ``prefix_reuse`` off runs every text whole).
+A shortened text equals its original up to the first removed token, and the other shortened texts of the same
+original up to where their cuts differ: with the originals run once as references (``Encoder.references``), each
+perturbed text runs only what no text before it has run (exact prefix reuse, :mod:`core.encoding.prefix`; the
+encoder's ``prefix_reuse`` off runs every text whole).
 """
 
 from __future__ import annotations
@@ -86,16 +87,15 @@ def pooled_vectors(
     nothing is a valid input (the prompt alone), so empty texts are allowed.
 
     ``references``: (``encoder.references(originals, encoder.plan(), settings)``, each text's original's index):
-    each text runs only what follows its common token prefix with its original; the vectors are the same.
+    each text runs only what neither its original nor another text of the same original has run (a deletion
+    text after the previous step's cut, an insertion text after the first token it puts back); the vectors are
+    the same (``Encoder.forward_shared``).
     """
     items = encoder.prepare(texts, allow_empty=True)
     plan = encoder.plan()
     out = {flag: np.zeros((len(items), encoder.dim), dtype=np.float64) for flag in dict.fromkeys(settings)}
     with torch.inference_mode():
-        for group in encoder.batches(items):
-            batch = encoder.collate([items[i] for i in group])
-            of = (references[0], [references[1][i] for i in group]) if references is not None else None
-            states = encoder.forward_variants(batch, plan, settings, references=of)
+        for group, states in encoder.forward_shared(items, plan, settings, references):
             for flag, flag_states in states.items():
                 out[flag][group] = plan.poolings[0](flag_states).double().cpu().numpy()
     return out

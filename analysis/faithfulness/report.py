@@ -177,8 +177,8 @@ def run_chunk(
     """Score, perturb and measure a chunk of texts in every setting (label -> ``use_adapter``); integrated
     gradients only for the keys in ``ig_keys`` (None: every text).
 
-    Each setting ranks with its own scores; a method's perturbed texts of all settings are encoded in one
-    batched pass that gives every setting's vector (a text two settings' orders share is encoded once).
+    Each setting ranks with its own scores; the perturbed texts of every method and setting are encoded in one
+    batched pass that gives every setting's vector (a text two orders share is encoded once).
     """
     texts = [item.text for item in chunk]
     with_ig = [ig_keys is None or item.key in ig_keys for item in chunk]
@@ -192,18 +192,14 @@ def run_chunk(
     # Per text: variant -> label -> vector; the text itself (insertion's last step when it has at most K content
     # tokens) is already encoded.
     vectors: list[dict[str, dict[str, np.ndarray]]] = [{item.text.text: dict(item.original)} for item in chunk]
-    # The originals run once as references: a perturbed text runs only from its first changed token on. Their
-    # time is shared by the methods.
+    # Every method's perturbed texts of the chunk run together, against the originals run once as references, so
+    # each token prefix they share with their original or with each other runs once (``pooled_vectors``). The time
+    # is split among the methods in proportion to the perturbed texts each added first (in the config's order).
     started = time.perf_counter()
-    references = (
-        encoder.references([item.text.item for item in chunk], encoder.plan(), list(settings.values()))
-        if encoder.prefix_reuse
-        else None
-    )
-    reference_seconds = (time.perf_counter() - started) / max(len(config.methods), 1)
+    todo: list[tuple[int, str]] = []
+    added: dict[str, int] = {}
     for method in config.methods:
-        started = time.perf_counter() - reference_seconds
-        todo: list[tuple[int, str]] = []
+        before = len(todo)
         for index, text in enumerate(texts):
             k = min(config.k, len(text.positions))
             for label in settings:
@@ -211,12 +207,21 @@ def run_chunk(
                     deletion, insertion = variants(text, order, k)
                     todo += [(index, t) for t in (*deletion, *insertion) if t not in vectors[index]]
         todo = list(dict.fromkeys(todo))
-        if todo:
-            of = (references, [index for index, _ in todo]) if references is not None else None
-            encoded = pooled_vectors(encoder, [t for _, t in todo], list(settings.values()), of)
-            for row, (index, variant) in enumerate(todo):
-                vectors[index][variant] = {label: encoded[flag][row] for label, flag in settings.items()}
-        spent[method] = spent.get(method, 0.0) + time.perf_counter() - started
+        added[method] = len(todo) - before
+    if todo:
+        references = (
+            encoder.references([item.text.item for item in chunk], encoder.plan(), list(settings.values()))
+            if encoder.prefix_reuse
+            else None
+        )
+        of = (references, [index for index, _ in todo]) if references is not None else None
+        encoded = pooled_vectors(encoder, [t for _, t in todo], list(settings.values()), of)
+        for row, (index, variant) in enumerate(todo):
+            vectors[index][variant] = {label: encoded[flag][row] for label, flag in settings.items()}
+    perturbing = time.perf_counter() - started
+    for method in config.methods:
+        share = added[method] / len(todo) if todo else 1 / len(config.methods)
+        spent[method] = spent.get(method, 0.0) + perturbing * share
     # Each text's share of the chunk's time per method, all settings together (integrated gradients' over the
     # texts it ran on), so the report's speed covers every text even when a run was resumed.
     ran_on = {method: sum(method in orders["base"][index] for index in range(len(chunk))) for method in spent}

@@ -37,11 +37,8 @@ def encode_against(encoder: Encoder, texts: Sequence[str], originals: Sequence[s
     references = encoder.references(encoder.prepare(list(originals)), plan, [False]) if encoder.prefix_reuse else None
     out = np.zeros((len(items), encoder.dim), dtype=np.float32)
     with torch.inference_mode():
-        for group in encoder.batches(items):
-            batch = encoder.collate([items[i] for i in group])
-            rows = (references, [of[i] for i in group]) if references is not None else None
-            states = encoder.forward_variants(batch, plan, [False], references=rows)[False]
-            out[group] = plan.poolings[0](states).cpu().numpy()
+        for group, states in encoder.forward_shared(items, plan, [False], (references, of) if references else None):
+            out[group] = plan.poolings[0](states[False]).cpu().numpy()
     return out
 
 

@@ -8,6 +8,7 @@ pooled positions are explicit, so padding side and batch composition do not chan
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ from core.encoding.prompts import PLACEHOLDER
 from core.encoding.roles import TEXT_ROLES, Role, token_roles
 from core.runtime.errors import ConfigError
 
-__all__ = ["PaddingSide", "PreparedText", "batches", "collate", "prepare_text", "validate_texts"]
+__all__ = [
+    "PaddingSide",
+    "PreparedText",
+    "batches",
+    "collate",
+    "prepare_text",
+    "validate_texts",
+    "without_appended_eos",
+]
 
 PaddingSide = Literal["right", "left"]
 
@@ -119,14 +128,33 @@ def prepare_text(tokenizer: Any, text: str, template: Template, max_length: int,
     )
 
 
-def batches(prepared: Sequence[PreparedText], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+def without_appended_eos(item: PreparedText) -> PreparedText:
+    """``item`` without the EOS :func:`prepare_text` appended (the same item where none was appended).
+
+    In a causal decoder the appended EOS changes no state before it, so a forward whose poolings do not read it
+    (every pooling but ``eos``) gives the same vectors without running it.
+    """
+    if item.eos_index != item.length:  # no EOS, or the tokenizer's own (part of the wrapped text)
+        return item
+    return dataclasses.replace(
+        item, input_ids=item.input_ids[: item.length], roles=item.roles[: item.length], eos_index=-1
+    )
+
+
+def batches(
+    prepared: Sequence[PreparedText], batch_tokens: int, max_batch_size: int, runs: Sequence[int] | None = None
+) -> list[list[int]]:
     """Indices grouped longest first, each batch's padded size (``width x rows``) within ``batch_tokens`` and at
-    most ``max_batch_size`` rows; a text longer than the budget gets a batch of its own."""
-    order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].input_ids))
+    most ``max_batch_size`` rows; a text longer than the budget gets a batch of its own.
+
+    ``runs``: the tokens each text runs through the decoder (fewer than its own where a prefix is reused), which
+    then set the order and the widths; default: every token."""
+    width_of = list(runs) if runs is not None else [len(item.input_ids) for item in prepared]
+    order = sorted(range(len(prepared)), key=lambda i: -width_of[i])
     groups: list[list[int]] = []
     for index in order:
         group = groups[-1] if groups else None
-        width = len(prepared[group[0]].input_ids) if group else 0  # first is the longest
+        width = width_of[group[0]] if group else 0  # first is the longest
         if group and len(group) < max_batch_size and width * (len(group) + 1) <= batch_tokens:
             group.append(index)
         else:

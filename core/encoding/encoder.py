@@ -7,10 +7,11 @@ shares (a template's) run once for a causal decoder (``prefix_reuse``, exact: :m
 bf16 autocast where the CPU has bf16 units. A text's vector does not depend on its batch. ``token_passes`` counts
 the tokens fed to the decoder (a shared trunk and a reused prefix once).
 
-Four entry points serve every caller: :meth:`Encoder.encode` (one setting's vectors), :meth:`Encoder.encode_grid`
+Five entry points serve every caller: :meth:`Encoder.encode` (one setting's vectors), :meth:`Encoder.encode_grid`
 (many (pooling, layer) combinations, base and/or adapter, from one forward per batch, through the cache),
 :meth:`Encoder.forward` (token states of a batch: training, attribution, capture) and
-:meth:`Encoder.forward_variants` (base and adapter states of one batch).
+:meth:`Encoder.forward_variants` (base and adapter states of one batch); :meth:`Encoder.forward_shared` runs texts
+that share prefixes with reference texts and with each other (perturbed texts), each shared prefix once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import copy
 import dataclasses
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from core.encoding.batching import PaddingSide, PreparedText, batches, collate, prepare_text, validate_texts
+from core.encoding.batching import (
+    PaddingSide,
+    PreparedText,
+    batches,
+    collate,
+    prepare_text,
+    validate_texts,
+    without_appended_eos,
+)
 from core.encoding.cache import EmbeddingCache, settings_key
 from core.encoding.forward import PoolingPlan, check_pooling, forward_states, forward_variants, plan_poolings, to_device
 from core.encoding.methods import (
@@ -41,7 +50,17 @@ from core.encoding.methods import (
     method_template,
 )
 from core.encoding.pooling import LayerChoice, Pooling, PoolingMode, TokenStates
-from core.encoding.prefix import ReferenceStates, TokenPasses, reference_states, token_passes
+from core.encoding.prefix import (
+    ReferenceStates,
+    TokenPasses,
+    plan_reuse,
+    reference_states,
+    reuse_blocker,
+    reuse_limit,
+    select_references,
+    suffix_states,
+    token_passes,
+)
 from core.encoding.setting import EmbeddingSetting
 from core.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from core.runtime.device import (
@@ -335,25 +354,76 @@ class Encoder:
             return forward_states(self.loaded, self.method, self.precision, batch, plan, inputs_embeds, reuse=reuse)
 
     def forward_variants(
+        self, batch: dict[str, Tensor], plan: PoolingPlan | None, variants: Sequence[bool]
+    ) -> dict[bool, TokenStates]:
+        """Token states of ``batch`` per variant (base ``False``, adapter ``True``); for both, the layers below the
+        adapter's lowest LoRA layer run once, and the states equal two separate forwards."""
+        plan = plan if plan is not None else self.plan()
+        with self.loaded.lock:  # the trunk's recording hooks and adapter switch are the model's, for all threads
+            return forward_variants(
+                self.loaded, self.method, self.precision, batch, plan, variants, reuse=self.prefix_reuse
+            )
+
+    def forward_shared(
         self,
-        batch: dict[str, Tensor],
+        items: Sequence[PreparedText],
         plan: PoolingPlan | None,
         variants: Sequence[bool],
         references: tuple[ReferenceStates, Sequence[int]] | None = None,
-    ) -> dict[bool, TokenStates]:
-        """Token states of ``batch`` per variant (base ``False``, adapter ``True``); for both, the layers below the
-        adapter's lowest LoRA layer run once, and the states equal two separate forwards.
+    ) -> Iterator[tuple[list[int], dict[bool, TokenStates]]]:
+        """Token states of ``items`` per variant, batch by batch: (the batch's indices into ``items``, its states).
 
-        ``references``: (:meth:`references` of texts these rows share prefixes with, each row's reference index);
-        each row then runs only what follows its common token prefix with its reference (when ``prefix_reuse``).
+        ``references``: (:meth:`references` of texts these share prefixes with, each item's reference index). With
+        ``prefix_reuse`` on, a reference and the items pointing to it form a family, and each item runs only the
+        tokens neither the reference nor an item run before it has run (:func:`~core.encoding.prefix.plan_reuse`):
+        in waves, each item reading the key/value cache of its parent from an earlier wave, batched by the tokens
+        they run. The states equal full forwards'. Off (or where reuse is not exact), plain batches.
         """
         plan = plan if plan is not None else self.plan()
-        reuse = self.prefix_reuse
-        with self.loaded.lock:  # the trunk's recording hooks and adapter switch are the model's, for all threads
-            return forward_variants(
-                self.loaded, self.method, self.precision, batch, plan, variants, reuse=reuse,
-                references=references if reuse else None,
-            )  # fmt: skip
+        variants = tuple(dict.fromkeys(variants))
+        items = self._runnable(items, plan)
+        blocked = reuse_blocker(self.loaded, plan.attention_layers, None) is not None
+        if references is None or not self.prefix_reuse or blocked:
+            for group in self.batches(items):
+                yield group, self.forward_variants(self.collate([items[i] for i in group]), plan, variants)
+            return
+        states, of = references
+        steps: list[tuple[int, int, int]] = [(-1, 0, 1)] * len(items)  # (parent item or -1, reuse, wave)
+        families: dict[int, list[int]] = {}
+        for index, ref in enumerate(of):
+            families.setdefault(ref, []).append(index)
+        for ref, members in families.items():
+            limits = [reuse_limit(self.method, items[i].placeholder_index) for i in members]
+            planned = plan_reuse([items[i].input_ids for i in members], states.ids[ref], limits)
+            for member, step in zip(members, planned, strict=True):
+                steps[member] = (members[step.parent] if step.parent >= 0 else -1, step.reuse, step.wave)
+        last_read = {}  # parent -> the last wave that reads it
+        for parent, _, wave in steps:
+            if parent >= 0:
+                last_read[parent] = max(last_read.get(parent, 0), wave)
+        kept: dict[int, tuple[ReferenceStates, int]] = {}
+        for wave in sorted({wave for *_, wave in steps}):
+            rows = [index for index, step in enumerate(steps) if step[2] == wave]
+            sources: dict[tuple[int, int], int] = {}  # (parent item or -1, reference) -> row of the wave's pool
+            for index in rows:
+                sources.setdefault((steps[index][0], of[index] if steps[index][0] < 0 else -1), len(sources))
+            pool = select_references([kept[p] if p >= 0 else (states, ref) for p, ref in sources])
+            runs = [len(items[i].input_ids) - steps[i][1] for i in rows]
+            for group in batches([items[i] for i in rows], self.batch_tokens, self.max_batch_size, runs):
+                members = [rows[i] for i in group]
+                keep = [row for row, index in enumerate(members) if index in last_read]
+                parent_rows = [sources[(steps[i][0], of[i] if steps[i][0] < 0 else -1)] for i in members]
+                batch = self.to_device(self.collate([items[i] for i in members]))
+                with self.loaded.lock:
+                    out, states_kept = suffix_states(
+                        self.loaded, self.method, self.precision, batch, plan.hidden_indices, variants, pool,
+                        parent_rows, [steps[i][1] for i in members], keep,
+                    )  # fmt: skip
+                for position, row in enumerate(keep):
+                    kept[members[row]] = (states_kept, position)
+                yield members, out
+            for parent in [p for p, last in last_read.items() if last == wave]:
+                kept.pop(parent, None)
 
     def references(
         self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]
@@ -361,10 +431,16 @@ class Encoder:
         """Prepared texts run once per variant (one batch), their key/value cache and the states ``plan`` reads
         kept, for :meth:`forward_variants`' ``references`` (a perturbed text against its original)."""
         plan = plan if plan is not None else self.plan()
+        runnable = self._runnable(items, plan)
         with torch.inference_mode(), self.loaded.lock:
             return reference_states(
-                self.loaded, self.precision, [item.input_ids for item in items], plan.hidden_indices, variants
+                self.loaded, self.precision, [item.input_ids for item in runnable], plan.hidden_indices, variants
             )
+
+    @staticmethod
+    def _runnable(items: Sequence[PreparedText], plan: PoolingPlan) -> Sequence[PreparedText]:
+        """``items`` as a forward for ``plan`` runs them: without an appended EOS no pooling of the plan reads."""
+        return items if plan.reads_appended_eos else [without_appended_eos(item) for item in items]
 
     # ----- encoding
     def settings(self, prompt: Template | None, pooling: Pooling, use_adapter: bool) -> dict[str, object]:
@@ -533,8 +609,7 @@ class Encoder:
         total_tokens = sum(len(item.input_ids) for item in prepared)
         bar = tqdm(total=total_tokens, unit="tok", desc="embedding", disable=not show_progress, leave=False)
         with torch.inference_mode():
-            for group in self.batches(prepared):
-                states = self.forward_variants(self.collate([prepared[i] for i in group]), plan, variants)
+            for group, states in self.forward_shared(prepared, plan, variants):
                 for variant, variant_states in states.items():
                     for pooling in plan.poolings:
                         out[variant][(pooling.mode, str(pooling.layer))][group] = pooling(variant_states).cpu().numpy()

@@ -5,9 +5,9 @@
 base and adapter states of one batch, running the decoder layers the adapter leaves untouched once.
 
 With ``reuse=True`` a causal decoder runs a prefix every row of the batch shares (a template's prefix) once and
-only the rows' suffixes after it; with ``references`` each row runs only what follows its common prefix with its
-reference (a perturbed text against its original). Both are exact (:mod:`core.encoding.prefix`, which names the
-cases that run full forwards instead: attention capture, gradients, ``inputs_embeds``, sliding-window models).
+only the rows' suffixes after it, exactly (:mod:`core.encoding.prefix`, which names the cases that run full
+forwards instead: attention capture, gradients, ``inputs_embeds``, sliding-window models; texts reusing other
+texts' prefixes run through ``Encoder.forward_shared``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from core.encoding.methods import Method, backbone_hooks
 from core.encoding.pooling import ENCODER_POOLING_MODES, POOLING_MODES, LayerChoice, Pooling, PoolingMode, TokenStates
 from core.encoding.prefix import (
     MIN_SHARED_PREFIX,
-    ReferenceStates,
     batch_prefix,
     reference_states,
     reuse_blocker,
-    reuse_limit,
     row_tokens,
     suffix_states,
 )
@@ -52,6 +50,11 @@ class PoolingPlan:
     poolings: tuple[Pooling, ...]
     hidden_indices: tuple[int, ...]
     attention_layers: tuple[int, ...]
+
+    @property
+    def reads_appended_eos(self) -> bool:
+        """Whether a pooling reads the EOS appended to a decoder's input (``eos``); the others end before it."""
+        return any(pooling.mode == "eos" for pooling in self.poolings)
 
 
 def check_pooling(pooling: str, is_causal: bool) -> PoolingMode:
@@ -149,32 +152,17 @@ def forward_variants(
     variants: Sequence[bool],
     *,
     reuse: bool = False,
-    references: tuple[ReferenceStates, Sequence[int]] | None = None,
 ) -> dict[bool, TokenStates]:
     """Token states of ``batch`` per variant (base ``False``, adapter ``True``): one forward for one variant; for
     both, the layers below the adapter's lowest LoRA layer run once (:func:`_forward_pair`).
 
-    ``reuse``: run the batch's shared token prefix once where exact. ``references``: (states of reference texts
-    run with :func:`~core.encoding.prefix.reference_states` for these variants and the plan's hidden indices,
-    each row's reference index); each row runs only what follows its common prefix with its reference.
+    ``reuse``: run the batch's shared token prefix once where exact.
     """
     variants = tuple(dict.fromkeys(variants))
-    if references is not None or reuse:
-        batch = to_device(batch, loaded)
-        if references is not None and reuse_blocker(loaded, plan.attention_layers, None) is None:
-            states, ref_index = references
-            taken = [
-                states.reuse(row_tokens(batch, row), ref_index[row], reuse_limit(method, batch, row))
-                for row in range(batch["input_ids"].shape[0])
-            ]
-            if max(taken) > 0:
-                return suffix_states(
-                    loaded, method, precision, batch, plan.hidden_indices, variants, states, ref_index, taken
-                )  # type: ignore[return-value]
-        if reuse:
-            reused = _shared_prefix_states(loaded, method, precision, batch, plan, variants, None)
-            if reused is not None:
-                return reused  # type: ignore[return-value]
+    if reuse:
+        reused = _shared_prefix_states(loaded, method, precision, to_device(batch, loaded), plan, variants, None)
+        if reused is not None:
+            return reused  # type: ignore[return-value]
     if len(variants) == 2:
         base, tuned = _forward_pair(loaded, method, precision, batch, plan)
         return {False: base, True: tuned}
@@ -201,7 +189,7 @@ def _shared_prefix_states(
     states = reference_states(loaded, precision, [prefix], plan.hidden_indices, variants)
     rows = batch["input_ids"].shape[0]
     return suffix_states(loaded, method, precision, batch, plan.hidden_indices, variants, states, [0] * rows,
-                         [shared] * rows)  # fmt: skip
+                         [shared] * rows)[0]  # fmt: skip
 
 
 def _forward_pair(

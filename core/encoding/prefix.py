@@ -21,6 +21,12 @@ Where reuse is not exact or not supported it is not used (:func:`reuse_blocker` 
 - token prepending: the placeholder's state at layers ``start..exit-1`` is the *last* token's, so every token
   from the placeholder on depends on the text's end; reuse stops before the placeholder (:func:`reuse_limit`).
 
+Texts that share prefixes with each other as well (a perturbed text's deletion and insertion curves: their texts
+agree up to each cut): :func:`plan_reuse` gives each text a *parent* (its reference, or another text run in an
+earlier wave) whose prefix it shares longest, so every token a family's texts have in common runs once (the
+family's token trie); :func:`suffix_states` keeps the states of the rows later waves read (``keep``) and
+:func:`select_references` gathers a wave's parents into one :class:`ReferenceStates`.
+
 Echo needs no rule: its first copy is ordinary causal context and its pooled span is read from the assembled
 states. Token-passes (:class:`TokenPasses`) count the tokens fed to the decoder stack (a forward pre-hook on the
 backbone), so a base+adapter pair's shared trunk and a reused prefix count once.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -47,13 +54,17 @@ from core.runtime.device import ResolvedPrecision, autocast
 __all__ = [
     "MIN_SHARED_PREFIX",
     "ReferenceStates",
+    "ReuseStep",
     "TokenPasses",
     "batch_prefix",
+    "batch_reuse_limit",
     "common_prefix",
+    "plan_reuse",
     "reference_states",
     "reuse_blocker",
     "reuse_limit",
     "row_tokens",
+    "select_references",
     "suffix_states",
     "token_passes",
 ]
@@ -139,12 +150,17 @@ def reuse_blocker(loaded: LoadedModel, attention_layers: Sequence[int], inputs_e
     return None
 
 
-def reuse_limit(method: Method, batch: dict[str, Tensor], row: int) -> int | None:
-    """Tokens of ``row`` (from its start) that may come from a reference at most under ``method``: up to the
-    token-prepending placeholder (exclusive), else unlimited (``None``)."""
+def reuse_limit(method: Method, placeholder_index: int) -> int | None:
+    """Tokens of a text (from its start) that may come from a reference at most under ``method``: up to the
+    token-prepending placeholder (``placeholder_index``, exclusive), else unlimited (``None``)."""
     if isinstance(method, TokenPrepending) and len(method.layers):
-        return int(batch["placeholder"][row] - batch["start"][row])
+        return placeholder_index
     return None
+
+
+def batch_reuse_limit(method: Method, batch: dict[str, Tensor], row: int) -> int | None:
+    """:func:`reuse_limit` of ``batch``'s row ``row``."""
+    return reuse_limit(method, int(batch["placeholder"][row] - batch["start"][row]))
 
 
 # Hooks the libraries install themselves (transformers records hidden states through them): not a watcher.
@@ -188,8 +204,68 @@ def batch_prefix(method: Method, batch: dict[str, Tensor]) -> int:
     shared = min(len(row) - 1 for row in rows)
     for row in rows[1:]:
         shared = min(shared, common_prefix(rows[0], row))
-    limits = [reuse_limit(method, batch, row) for row in range(len(rows))]
+    limits = [batch_reuse_limit(method, batch, row) for row in range(len(rows))]
     return max(0, min([shared, *(limit for limit in limits if limit is not None)]))
+
+
+@dataclass(frozen=True)
+class ReuseStep:
+    """Where one text of a family takes its prefix from.
+
+    ``parent``: -1 the family's reference, else the index (in the family) of a text run in an earlier wave;
+    ``reuse``: the tokens taken from it (0: the text runs whole); ``wave``: 1 + the parent's wave (the reference's
+    is 0).
+    """
+
+    parent: int
+    reuse: int
+    wave: int
+
+
+def plan_reuse(
+    texts: Sequence[Sequence[int]], reference: Sequence[int], limits: Sequence[int | None] | None = None
+) -> list[ReuseStep]:
+    """Each text's :class:`ReuseStep` in a family: a reference (already run) and texts sharing prefixes with it and
+    with each other.
+
+    Every text takes the longest prefix any other text or the reference can give it, so the tokens the family
+    runs are its token trie's nodes outside the reference (each shared prefix runs once). In sorted order a
+    text's longest common prefix with any text before it is the one with its predecessor, so each text's parent
+    comes from before it; among the parents giving the same prefix the one of the lowest wave is taken, which
+    keeps the waves (and the sequential forwards) few.
+
+    Args:
+        texts: the family's token ids (a duplicate reuses all but its last token).
+        reference: the reference's token ids.
+        limits: per text, the tokens it may take from any parent at most (:func:`reuse_limit`); None: no limit.
+
+    Returns:
+        One step per text, in ``texts``' order. Invariants: ``reuse`` leaves at least one token to run and is the
+        common prefix of the text and its parent within the limit; a parent's wave is below its children's.
+    """
+    order = sorted(range(len(texts)), key=lambda i: tuple(texts[i]))
+    # adjacent[p]: common prefix of the texts at sorted positions p and p + 1.
+    adjacent = [common_prefix(texts[a], texts[b]) for a, b in pairwise(order)]
+    steps: list[ReuseStep | None] = [None] * len(texts)
+    for position, index in enumerate(order):
+        text = texts[index]
+        cap = len(text) - 1
+        limit = limits[index] if limits is not None else None
+        if limit is not None:
+            cap = min(cap, limit)
+        best = (min(common_prefix(text, reference), cap), 0, -1)  # (reuse, -wave, parent): larger is better
+        shared = cap
+        for earlier in range(position - 1, -1, -1):
+            shared = min(shared, adjacent[earlier])
+            if shared < best[0] or shared == 0:
+                break
+            candidate = steps[order[earlier]]
+            assert candidate is not None
+            if (shared, -candidate.wave) > best[:2]:
+                best = (shared, -candidate.wave, order[earlier])
+        reuse, minus_wave, parent = best
+        steps[index] = ReuseStep(parent, reuse, 1 - minus_wave) if reuse > 0 else ReuseStep(-1, 0, 1)
+    return [step for step in steps if step is not None]
 
 
 # ----- the two passes
@@ -210,6 +286,49 @@ class ReferenceStates:
         to run and at most ``limit``."""
         shared = min(common_prefix(ids, self.ids[ref]), len(ids) - 1)
         return max(0, shared if limit is None else min(shared, limit))
+
+
+def select_references(sources: Sequence[tuple[ReferenceStates, int]]) -> ReferenceStates:
+    """One :class:`ReferenceStates` of the given (states, reference index) pairs, in their order (right-padded to
+    the longest); the sources must hold the same variants and hidden indices."""
+    groups: dict[int, tuple[ReferenceStates, list[int]]] = {}
+    for states, ref in sources:
+        groups.setdefault(id(states), (states, []))[1].append(ref)
+    # Row p of the result is row rank[p] of the groups' rows stacked in group order.
+    stacked = [(states, ref) for states, refs in groups.values() for ref in refs]
+    position = {(id(states), ref): row for row, (states, ref) in enumerate(stacked)}
+    first = next(iter(groups.values()))[0]
+    device = first.lengths.device
+    rank = torch.tensor([position[(id(states), ref)] for states, ref in sources], dtype=torch.long, device=device)
+    lengths = torch.cat([states.lengths[torch.tensor(refs, device=device)] for states, refs in groups.values()])
+    width = int(lengths.max()) if len(lengths) else 0
+
+    def gathered(tensors: list[Tensor], dim: int) -> Tensor:
+        parts = []
+        for tensor, (_, refs) in zip(tensors, groups.values(), strict=True):
+            part = tensor[torch.tensor(refs, device=tensor.device), ...].narrow(dim, 0, min(width, tensor.shape[dim]))
+            if part.shape[dim] < width:
+                pad = list(part.shape)
+                pad[dim] = width - part.shape[dim]
+                part = torch.cat([part, part.new_zeros(pad)], dim=dim)
+            parts.append(part)
+        return torch.cat(parts)[rank]
+
+    past = {
+        variant: [
+            (
+                gathered([states.past[variant][layer][0] for states, _ in groups.values()], 2),
+                gathered([states.past[variant][layer][1] for states, _ in groups.values()], 2),
+            )
+            for layer in range(len(first.past[variant]))
+        ]
+        for variant in first.past
+    }
+    hidden = {
+        variant: {i: gathered([states.hidden[variant][i] for states, _ in groups.values()], 1) for i in layers}
+        for variant, layers in first.hidden.items()
+    }
+    return ReferenceStates(tuple(states.ids[ref] for states, ref in sources), lengths[rank], past, hidden)
 
 
 def reference_states(
@@ -249,13 +368,16 @@ def suffix_states(
     references: ReferenceStates,
     ref_index: Sequence[int],
     reuse: Sequence[int],
-) -> dict[Variant, TokenStates]:
+    keep: Sequence[int] = (),
+) -> tuple[dict[Variant, TokenStates], ReferenceStates | None]:
     """Token states of ``batch`` per variant, each row's first ``reuse[row]`` tokens taken from reference
-    ``ref_index[row]`` and the rest run through the decoder against its cache.
+    ``ref_index[row]`` and the rest run through the decoder against its cache; and, for the rows in ``keep``, their
+    whole key/value cache and states as references of later texts (None when ``keep`` is empty).
 
     Invariants (checked by the callers' use of :meth:`ReferenceStates.reuse`): row ``r``'s first ``reuse[r]``
     tokens equal its reference's, ``reuse[r]`` is below the row's token count and within :func:`reuse_limit`.
     The states are laid out as ``batch`` (same width, padding side and positions); padding positions hold zeros.
+    The kept references are in ``keep``'s order.
     """
     device = loaded.device
     batch = {key: value.to(device) for key, value in batch.items()}
@@ -281,27 +403,40 @@ def suffix_states(
     past = {
         variant: [(k[index, :, :past_width], v[index, :, :past_width]) for k, v in references.past[variant]]
         for variant in variants
-    }
+    }  # no row reusing a token: a fresh cache (an empty one would not be a valid cache)
     # The method's hook points, in suffix coordinates (token prepending: placeholder and last token).
     hook_batch = {
         "start": torch.zeros_like(taken),
         "length": batch["length"] - taken,
         "placeholder": batch["placeholder"] - batch["start"] - taken,
     }
-    hidden, _ = _cached_forward(loaded, method, precision, inputs, hook_batch, set(hidden_indices), variants, past)
+    wanted = set(hidden_indices)
+    hidden, cache = _cached_forward(
+        loaded, method, precision, inputs, hook_batch, wanted, variants, past if past_width else None
+    )
+
+    def columns_of(token: Tensor) -> Tensor:
+        """Where token ``t`` of each row sits in the prefix columns followed by the suffix columns."""
+        picked = torch.where(token < taken[:, None], token, past_width + token - taken[:, None])
+        return picked.clamp(0, past_width + width - 1)
+
     # Back to the batch's layout: position c of row r is its token t = c - start[r].
     full = torch.arange(batch["input_ids"].shape[1], device=device)
     token = full[None, :] - batch["start"][:, None]
     inside = (token >= 0) & (token < counts[:, None])
-    gather = torch.where(token < taken[:, None], token, past_width + token - taken[:, None])
-    gather = gather.clamp(0, past_width + width - 1)
+    gather = columns_of(token)
+    combined = {
+        variant: {
+            i: torch.cat([references.hidden[variant][i][index, :past_width].to(suffix.dtype), suffix], dim=1)
+            for i, suffix in hidden[variant].items()
+        }
+        for variant in variants
+    }
     out: dict[Variant, TokenStates] = {}
     for variant in variants:
         states = {}
-        for i, suffix in hidden[variant].items():
-            prefix = references.hidden[variant][i][index, :past_width].to(suffix.dtype)
-            combined = torch.cat([prefix, suffix], dim=1)
-            picked = combined.gather(1, gather[:, :, None].expand(-1, -1, combined.shape[-1]))
+        for i, both in combined[variant].items():
+            picked = both.gather(1, gather[:, :, None].expand(-1, -1, both.shape[-1]))
             states[i] = picked * inside[:, :, None].to(picked.dtype)
         out[variant] = TokenStates(
             num_hidden_states=loaded.num_layers + 1,
@@ -314,7 +449,26 @@ def suffix_states(
             pooled_start=batch.get("pooled_start"),
             pooled_length=batch.get("pooled_length"),
         )
-    return out
+    if not keep:
+        return out, None
+    # The kept rows in a reference's layout: token t at column t.
+    kept = torch.tensor(list(keep), dtype=torch.long, device=device)
+    kept_counts = counts[kept]
+    spots = columns_of(torch.arange(int(kept_counts.max()), device=device).expand(rows, -1))[kept]
+
+    def laid_out(tensor: Tensor, dim: int) -> Tensor:
+        """Rows ``keep`` of ``tensor`` (keys/values: dim 2, hidden states: dim 1) in the reference's layout."""
+        index = spots[:, None, :, None] if dim == 2 else spots[:, :, None]
+        shape = list(tensor.shape)
+        shape[0], shape[dim] = len(keep), spots.shape[1]
+        return tensor[kept].gather(dim, index.expand(shape))
+
+    return out, ReferenceStates(
+        tuple(row_tokens(batch, row) for row in keep),
+        kept_counts,
+        {variant: [(laid_out(k, 2), laid_out(v, 2)) for k, v in cache[variant]] for variant in variants},
+        {variant: {i: laid_out(both, 1) for i, both in combined[variant].items()} for variant in variants},
+    )
 
 
 def _cached_forward(

@@ -3,13 +3,25 @@ base+adapter trunk; it runs fewer tokens where texts share a prefix, and none of
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from core.encoding.prefix import batch_prefix, reference_states, reuse_blocker, row_tokens, token_passes
+from core.encoding.batching import without_appended_eos
+from core.encoding.prefix import (
+    batch_prefix,
+    common_prefix,
+    plan_reuse,
+    reference_states,
+    reuse_blocker,
+    reuse_limit,
+    row_tokens,
+    select_references,
+    token_passes,
+)
 from tests.conftest import TINY_LAYERS
 
 # Every pooling that reads token states, at the last layer, a middle one, the embeddings and a layer mean.
@@ -65,6 +77,14 @@ def test_reuse_is_exact_on_the_shared_trunk(tiny_model_dir, tmp_path_factory, sa
             assert passes_on < passes_off
 
 
+def pooled(encoder, items, plan, references) -> np.ndarray:
+    """The plan's first pooling of ``items`` (base), through ``Encoder.forward_shared``."""
+    out = np.zeros((len(items), encoder.dim), dtype=np.float32)
+    for group, states in encoder.forward_shared(items, plan, [False], references):
+        out[group] = plan.poolings[0](states[False]).numpy()
+    return out
+
+
 def test_perturbed_texts_reuse_their_originals(tiny_encoder_factory, sample_texts):
     """Each text against a reference it shares a prefix with: the rows run only their suffixes, same vectors."""
     encoder = tiny_encoder_factory(prompt="eol", pooling="mean")
@@ -75,15 +95,16 @@ def test_perturbed_texts_reuse_their_originals(tiny_encoder_factory, sample_text
     plan = encoder.plan()
     references = encoder.references(encoder.prepare(originals), plan, [False])
     items = encoder.prepare(texts)
-    batch = encoder.collate(items)
     counter = token_passes(encoder.loaded)
     with torch.inference_mode():
         before = counter.snapshot()
-        reused = encoder.forward_variants(batch, plan, [False], references=(references, of))[False]
+        reused = pooled(encoder, items, plan, (references, of))
         run = counter.since(before)
-        full = encoder.with_setting(prefix_reuse=False).forward_variants(batch, plan, [False])[False]
-    np.testing.assert_allclose(plan.poolings[0](reused), plan.poolings[0](full), atol=ATOL, rtol=0)
-    # Each row runs exactly what follows its common prefix with its original.
+        full = pooled(encoder.with_setting(prefix_reuse=False), items, plan, None)
+    np.testing.assert_allclose(reused, full, atol=ATOL, rtol=0)
+    # Each row runs exactly what follows its common prefix with its original (no two rows share more), without
+    # the appended EOS mean pooling does not read.
+    items = [without_appended_eos(item) for item in items]
     pairs = zip(items, of, strict=True)
     expected = sum(len(item.input_ids) - references.reuse(item.input_ids, ref) for item, ref in pairs)
     assert run == expected < sum(len(item.input_ids) for item in items)
@@ -129,7 +150,15 @@ def test_token_passes_count_the_tokens_run(tiny_encoder_factory, sample_texts):
     counter = encoder.token_passes
     before = counter.snapshot()
     encoder.encode(sample_texts)
-    assert counter.since(before) == sum(len(item.input_ids) for item in encoder.prepare(sample_texts))
+    runnable = [without_appended_eos(item) for item in encoder.prepare(sample_texts)]  # its pooling reads no EOS
+    assert counter.since(before) == sum(len(item.input_ids) for item in runnable)
+    before = counter.snapshot()
+    encoder.with_setting(pooling="eos").encode(sample_texts)
+    assert (
+        counter.since(before)
+        == sum(len(item.input_ids) for item in encoder.prepare(sample_texts))
+        > sum(len(item.input_ids) for item in runnable)
+    )
 
 
 def test_reference_states_keep_the_states_of_a_full_forward(tiny_encoder_factory, sample_texts):
@@ -153,3 +182,159 @@ def test_prefix_reuse_is_a_runtime_knob(tiny_encoder_factory, tmp_path: Path):
     encoder = tiny_encoder_factory(prompt="eol")
     assert encoder.prefix_reuse and not encoder.with_setting(prefix_reuse=False).prefix_reuse
     assert encoder.with_setting(prefix_reuse=False).setting == encoder.setting  # not part of the setting
+
+
+# ----- families: texts sharing prefixes with their reference and with each other
+
+
+def least_run(texts, reference) -> int:
+    """Tokens a family must run at least: its token prefixes that are not prefixes of ``reference`` (its trie's
+    nodes outside the reference), plus one token for each text already run whole by then (a duplicate, or a
+    prefix of the reference: every text runs at least its last token)."""
+    known = {tuple(reference[:n]) for n in range(1, len(reference) + 1)}
+    nodes = {tuple(text[:n]) for text in texts for n in range(1, len(text) + 1)} - known
+    copies = Counter(tuple(text) for text in texts)
+    return len(nodes) + sum(n if list(t) == list(reference[: len(t)]) else n - 1 for t, n in copies.items())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plan_reuse_runs_each_shared_prefix_once(seed):
+    rng = np.random.default_rng(seed)
+    reference = [int(t) for t in rng.integers(0, 4, size=12)]
+    texts = []
+    for _ in range(30):  # cuts of the reference, as deletion and insertion curves make, and some strangers
+        kept = [t for t in reference if rng.random() > 0.3] if rng.random() > 0.1 else list(rng.integers(0, 4, 9))
+        texts.append([int(t) for t in kept] or [1])
+    texts += [list(texts[3])]  # a duplicate
+    limits = [None if i % 5 else 4 for i in range(len(texts))]
+    steps = plan_reuse(texts, reference, limits)
+    for text, step, limit in zip(texts, steps, limits, strict=True):
+        parent = reference if step.parent < 0 else texts[step.parent]
+        assert step.reuse <= min(common_prefix(text, parent), len(text) - 1, limit if limit is not None else 99)
+        assert step.wave == (1 if step.parent < 0 else steps[step.parent].wave + 1)
+    unlimited = plan_reuse(texts, reference)
+    # Without limits every token the family shares runs once.
+    assert sum(len(t) - s.reuse for t, s in zip(texts, unlimited, strict=True)) == least_run(texts, reference)
+
+
+def perturbed_family(texts: list[str]) -> tuple[list[str], list[int]]:
+    """Per text, deletion- and insertion-like texts: words 1, 3, 5, ... cut one after another, and all of them cut
+    then put back one after another (each shares more with the previous one than with the text)."""
+    out, of = [], []
+    for index, text in enumerate(texts):
+        words = text.split()
+        cuts = list(range(1, len(words), 2))[:4]
+        for step in range(1, len(cuts) + 1):
+            for removed in (cuts[:step], cuts[step:]):
+                out.append(" ".join(w for i, w in enumerate(words) if i not in removed))
+                of.append(index)
+    return out, of
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("method,prompt", [("plain", "eol"), ("echo", None), ("tp:1-3", None)])
+def test_a_family_runs_its_shared_prefixes_once_with_full_forward_vectors(
+    tiny_encoder_factory, sample_texts, method, prompt, padding_side
+):
+    encoder = tiny_encoder_factory(method=method, padding_side=padding_side, **({"prompt": prompt} if prompt else {}))
+    originals = sample_texts[:4]
+    texts, of = perturbed_family(originals)
+    plan = encoder.plan(COMBOS)  # EOS pooling among them: the appended EOS runs
+    items = encoder.prepare(texts, allow_empty=True)
+    counter = token_passes(encoder.loaded)
+    with torch.inference_mode():
+        references = encoder.references(encoder.prepare(originals), plan, [False])
+        before = counter.snapshot()
+        shared = encoder.forward_shared(items, plan, [False], (references, of))
+        reused = {group[0]: (group, states[False]) for group, states in shared}
+        run = counter.since(before)
+        full = encoder.with_setting(prefix_reuse=False)
+        whole = {group[0]: (group, states[False]) for group, states in full.forward_shared(items, plan, [False])}
+    for pooling in plan.poolings:
+        on, off = np.zeros((len(items), encoder.dim)), np.zeros((len(items), encoder.dim))
+        for group, states in reused.values():
+            on[group] = pooling(states).numpy()
+        for group, states in whole.values():
+            off[group] = pooling(states).numpy()
+        np.testing.assert_allclose(on, off, atol=ATOL, rtol=0, err_msg=str((pooling.mode, pooling.layer)))
+    against_originals = sum(
+        len(item.input_ids) - references.reuse(item.input_ids, ref, reuse_limit(encoder.method, item.placeholder_index))
+        for item, ref in zip(items, of, strict=True)
+    )
+    if method == "tp:1-3":  # reuse stops at the placeholder, before the text: the template's prefix only
+        assert run == against_originals
+    else:  # the texts share more with each other than with their originals
+        assert run < against_originals
+    if method == "plain":  # nothing limits reuse: each family's trie outside its reference, once
+        expected = sum(
+            least_run([items[i].input_ids for i in range(len(items)) if of[i] == ref], references.ids[ref])
+            for ref in set(of)
+        )
+        assert run == expected
+
+
+def test_a_family_on_the_shared_trunk_and_its_kept_states(tiny_model_dir, tmp_path_factory, sample_texts):
+    """Base and adapter together through a family (an adapter on the top layer only); a wave's parents' kept
+    states are their full forwards' (the vectors of their children would differ otherwise)."""
+    from core.encoding.encoder import Encoder
+    from tests.unit.encoding.test_encoder_pair import _adapter
+
+    folder = _adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), [TINY_LAYERS - 1])
+    encoder = Encoder(str(tiny_model_dir), folder, precision="fp32", cache=False, prompt="eol", pooling="mean")
+    originals = sample_texts[:3]
+    texts, of = perturbed_family(originals)
+    plan = encoder.plan()
+    items = [without_appended_eos(item) for item in encoder.prepare(texts, allow_empty=True)]  # mean: no EOS read
+    with torch.inference_mode():
+        references = encoder.references(encoder.prepare(originals), plan, [False, True])
+        on = {flag: np.zeros((len(items), encoder.dim)) for flag in (False, True)}
+        for group, states in encoder.forward_shared(items, plan, [False, True], (references, of)):
+            for flag in on:
+                on[flag][group] = plan.poolings[0](states[flag]).numpy()
+        for flag in on:
+            alone = encoder.with_setting(prefix_reuse=False)
+            off = np.zeros_like(on[flag])
+            for group, states in alone.forward_shared(items, plan, [flag]):
+                off[group] = plan.poolings[0](states[flag]).numpy()
+            np.testing.assert_allclose(on[flag], off, atol=ATOL, rtol=0)
+    waves = {step.wave for ref in set(of) for step in plan_reuse(
+        [items[i].input_ids for i in range(len(items)) if of[i] == ref], references.ids[ref])}  # fmt: skip
+    assert max(waves) >= 2  # some texts read a parent that is not their original
+
+
+def test_select_references_gathers_rows_of_several_sources(tiny_encoder_factory, sample_texts):
+    encoder = tiny_encoder_factory(prompt="eol", pooling="mean")
+    plan = encoder.plan()
+    with torch.inference_mode():
+        first = encoder.references(encoder.prepare(sample_texts[:2]), plan, [False])
+        second = encoder.references(encoder.prepare(sample_texts[2:5]), plan, [False])
+        picked = select_references([(second, 2), (first, 0), (second, 0)])
+    assert picked.ids == (second.ids[2], first.ids[0], second.ids[0])
+    for row, (source, ref) in enumerate([(second, 2), (first, 0), (second, 0)]):
+        n = int(source.lengths[ref])
+        assert int(picked.lengths[row]) == n
+        for (k, v), (k0, v0) in zip(picked.past[False], source.past[False], strict=True):
+            np.testing.assert_array_equal(k[row, :, :n], k0[ref, :, :n])
+            np.testing.assert_array_equal(v[row, :, :n], v0[ref, :, :n])
+        for index, states in picked.hidden[False].items():
+            np.testing.assert_array_equal(states[row, :n], source.hidden[False][index][ref, :n])
+
+
+@pytest.mark.parametrize("method", ["plain", "echo", "tp:1-3"])
+def test_leaving_out_the_appended_eos_keeps_every_other_pooling(tiny_encoder_factory, sample_texts, method):
+    """The grid runs without the appended EOS (no pooling reads it); a forward with it gives the same vectors."""
+    encoder = tiny_encoder_factory(
+        method=method, prefix_reuse=False, **({"prompt": "eol"} if method == "plain" else {})
+    )
+    combos = [*(combo for combo in COMBOS if combo[0] != "eos"), ("attention", -1)]
+    plan = encoder.plan(combos)
+    assert not plan.reads_appended_eos and encoder.plan([("eos", -1)]).reads_appended_eos
+    grid = encoder.encode_grid(sample_texts, combos)[encoder.use_adapter]
+    items = encoder.prepare(sample_texts)
+    assert any(without_appended_eos(item) != item for item in items)
+    with torch.inference_mode():
+        states = encoder.forward(encoder.collate(items), plan)  # the appended EOS runs
+    for pooling in plan.poolings:
+        np.testing.assert_allclose(
+            grid[(pooling.mode, str(pooling.layer))], pooling(states).numpy(), atol=ATOL, rtol=0, err_msg=pooling.mode
+        )
