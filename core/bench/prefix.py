@@ -35,9 +35,10 @@ def encode_against(encoder: Encoder, texts: Sequence[str], originals: Sequence[s
     plan = encoder.plan()
     items = encoder.prepare(list(texts), allow_empty=True)
     references = encoder.references(encoder.prepare(list(originals)), plan, [False]) if encoder.prefix_reuse else None
+    against = (references, of) if references is not None else None
     out = np.zeros((len(items), encoder.dim), dtype=np.float32)
     with torch.inference_mode():
-        for group, states in encoder.forward_shared(items, plan, [False], (references, of) if references else None):
+        for group, states in encoder.forward_shared(items, plan, [False], against):
             out[group] = plan.poolings[0](states[False]).cpu().numpy()
     return out
 

@@ -377,7 +377,8 @@ class Encoder:
         ``prefix_reuse`` on, a reference and the items pointing to it form a family, and each item runs only the
         tokens neither the reference nor an item run before it has run (:func:`~core.encoding.prefix.plan_reuse`):
         in waves, each item reading the key/value cache of its parent from an earlier wave, batched by the tokens
-        they run. The states equal full forwards'. Off (or where reuse is not exact), plain batches.
+        they run. The states equal full forwards'. Off (or where reuse is not exact), plain batches. Either way an
+        appended EOS no pooling of ``plan`` reads is left out.
         """
         plan = plan if plan is not None else self.plan()
         variants = tuple(dict.fromkeys(variants))
@@ -402,17 +403,22 @@ class Encoder:
             if parent >= 0:
                 last_read[parent] = max(last_read.get(parent, 0), wave)
         kept: dict[int, tuple[ReferenceStates, int]] = {}
+
+        def source_of(index: int) -> tuple[int, int]:
+            parent = steps[index][0]
+            return (parent, -1) if parent >= 0 else (-1, of[index])
+
         for wave in sorted({wave for *_, wave in steps}):
             rows = [index for index, step in enumerate(steps) if step[2] == wave]
-            sources: dict[tuple[int, int], int] = {}  # (parent item or -1, reference) -> row of the wave's pool
+            sources: dict[tuple[int, int], int] = {}  # (parent item, -1) or (-1, reference) -> row of the wave's pool
             for index in rows:
-                sources.setdefault((steps[index][0], of[index] if steps[index][0] < 0 else -1), len(sources))
+                sources.setdefault(source_of(index), len(sources))
             pool = select_references([kept[p] if p >= 0 else (states, ref) for p, ref in sources])
             runs = [len(items[i].input_ids) - steps[i][1] for i in rows]
             for group in batches([items[i] for i in rows], self.batch_tokens, self.max_batch_size, runs):
                 members = [rows[i] for i in group]
                 keep = [row for row, index in enumerate(members) if index in last_read]
-                parent_rows = [sources[(steps[i][0], of[i] if steps[i][0] < 0 else -1)] for i in members]
+                parent_rows = [sources[source_of(i)] for i in members]
                 batch = self.to_device(self.collate([items[i] for i in members]))
                 with self.loaded.lock:
                     out, states_kept = suffix_states(
@@ -429,7 +435,7 @@ class Encoder:
         self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]
     ) -> ReferenceStates:
         """Prepared texts run once per variant (one batch), their key/value cache and the states ``plan`` reads
-        kept, for :meth:`forward_variants`' ``references`` (a perturbed text against its original)."""
+        kept, for :meth:`forward_shared`'s ``references`` (perturbed texts against their originals)."""
         plan = plan if plan is not None else self.plan()
         runnable = self._runnable(items, plan)
         with torch.inference_mode(), self.loaded.lock:

@@ -403,7 +403,7 @@ def suffix_states(
     past = {
         variant: [(k[index, :, :past_width], v[index, :, :past_width]) for k, v in references.past[variant]]
         for variant in variants
-    }  # no row reusing a token: a fresh cache (an empty one would not be a valid cache)
+    }
     # The method's hook points, in suffix coordinates (token prepending: placeholder and last token).
     hook_batch = {
         "start": torch.zeros_like(taken),
@@ -411,6 +411,7 @@ def suffix_states(
         "placeholder": batch["placeholder"] - batch["start"] - taken,
     }
     wanted = set(hidden_indices)
+    # No row reusing a token (a family's first wave): a fresh cache, as an empty one is not a valid cache.
     hidden, cache = _cached_forward(
         loaded, method, precision, inputs, hook_batch, wanted, variants, past if past_width else None
     )
