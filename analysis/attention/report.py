@@ -31,9 +31,9 @@ from analysis.attribution.integrated_gradients import Attributor, agreement
 from analysis.categories import CATEGORIES, QUERY_TOKENS, RENORMALISED, QueryToken, sides
 from core.data import resolve_dataset, sample_items
 from core.encoding.capture import CAPTURE_MODES, CaptureMode, check_eager, num_heads, resolve_layers
-from core.encoding.encoder import Encoder, model_setting
+from core.encoding.encoder import Encoder
 from core.encoding.methods import Ensemble
-from core.encoding.setting import EmbeddingSetting
+from core.encoding.setting import EmbeddingSetting, model_setting
 from core.models.adapters import read_metadata
 from core.models.registry import DEFAULT_MODEL, load_model
 from core.runtime.arguments import add_arguments, from_arguments, given, option

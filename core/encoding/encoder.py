@@ -40,6 +40,7 @@ from core.encoding.batching import (
     without_appended_eos,
 )
 from core.encoding.cache import EmbeddingCache, settings_key
+from core.encoding.family import family_states
 from core.encoding.forward import PoolingPlan, check_pooling, forward_states, forward_variants, plan_poolings, to_device
 from core.encoding.methods import (
     Ensemble,
@@ -50,18 +51,8 @@ from core.encoding.methods import (
     method_template,
 )
 from core.encoding.pooling import LayerChoice, Pooling, PoolingMode, TokenStates
-from core.encoding.prefix import (
-    ReferenceStates,
-    TokenPasses,
-    plan_reuse,
-    reference_states,
-    reuse_blocker,
-    reuse_limit,
-    select_references,
-    suffix_states,
-    token_passes,
-)
-from core.encoding.setting import EmbeddingSetting
+from core.encoding.prefix import ReferenceStates, TokenPasses, reference_states, reuse_blocker, token_passes
+from core.encoding.setting import EmbeddingSetting, model_setting
 from core.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from core.runtime.device import (
     FP16_MIN_COSINE,
@@ -78,7 +69,6 @@ __all__ = [
     "Encoder",
     "PoolingPlan",
     "PreparedText",
-    "model_setting",
     "validate_texts",
 ]
 
@@ -95,17 +85,6 @@ FP16_PROBE_TEXTS = (
 # Knobs of how the encoder runs, not of which vector a text gets (a setting): with_setting changes them too.
 RUNTIME_KNOBS = ("attention_layer", "precision", "batch_tokens", "max_batch_size", "padding_side", "prefix_reuse")
 Grid = dict[tuple[str, str], Float[np.ndarray, "texts hidden"]]
-
-
-def model_setting(loaded: LoadedModel, **chosen: Any) -> EmbeddingSetting:
-    """The setting for ``loaded``: :meth:`EmbeddingSetting.resolve` over its adapter's trained setting.
-
-    A bidirectional encoder (MiniLM) has no last token to pool and no instruction following: where the user chose
-    no prompt or pooling it gets the text alone, mean-pooled (the clustering baseline's setting).
-    """
-    if not loaded.is_causal and chosen.get("method") in (None, "plain"):
-        chosen = {"prompt": "none", "pooling": "mean", **{k: v for k, v in chosen.items() if v is not None}}
-    return EmbeddingSetting.resolve(loaded.adapter_metadata or None, **chosen)
 
 
 class Encoder:
@@ -377,8 +356,8 @@ class Encoder:
         ``prefix_reuse`` on, a reference and the items pointing to it form a family, and each item runs only the
         tokens neither the reference nor an item run before it has run (:func:`~core.encoding.prefix.plan_reuse`):
         in waves, each item reading the key/value cache of its parent from an earlier wave, batched by the tokens
-        they run. The states equal full forwards'. Off (or where reuse is not exact), plain batches. Either way an
-        appended EOS no pooling of ``plan`` reads is left out.
+        they run (:func:`~core.encoding.family.family_states`). The states equal full forwards'. Off (or where reuse
+        is not exact), plain batches. Either way an appended EOS no pooling of ``plan`` reads is left out.
         """
         plan = plan if plan is not None else self.plan()
         variants = tuple(dict.fromkeys(variants))
@@ -388,48 +367,10 @@ class Encoder:
             for group in self.batches(items):
                 yield group, self.forward_variants(self.collate([items[i] for i in group]), plan, variants)
             return
-        states, of = references
-        steps: list[tuple[int, int, int]] = [(-1, 0, 1)] * len(items)  # (parent item or -1, reuse, wave)
-        families: dict[int, list[int]] = {}
-        for index, ref in enumerate(of):
-            families.setdefault(ref, []).append(index)
-        for ref, members in families.items():
-            limits = [reuse_limit(self.method, items[i].placeholder_index) for i in members]
-            planned = plan_reuse([items[i].input_ids for i in members], states.ids[ref], limits)
-            for member, step in zip(members, planned, strict=True):
-                steps[member] = (members[step.parent] if step.parent >= 0 else -1, step.reuse, step.wave)
-        last_read = {}  # parent -> the last wave that reads it
-        for parent, _, wave in steps:
-            if parent >= 0:
-                last_read[parent] = max(last_read.get(parent, 0), wave)
-        kept: dict[int, tuple[ReferenceStates, int]] = {}
-
-        def source_of(index: int) -> tuple[int, int]:
-            parent = steps[index][0]
-            return (parent, -1) if parent >= 0 else (-1, of[index])
-
-        for wave in sorted({wave for *_, wave in steps}):
-            rows = [index for index, step in enumerate(steps) if step[2] == wave]
-            sources: dict[tuple[int, int], int] = {}  # (parent item, -1) or (-1, reference) -> row of the wave's pool
-            for index in rows:
-                sources.setdefault(source_of(index), len(sources))
-            pool = select_references([kept[p] if p >= 0 else (states, ref) for p, ref in sources])
-            runs = [len(items[i].input_ids) - steps[i][1] for i in rows]
-            for group in batches([items[i] for i in rows], self.batch_tokens, self.max_batch_size, runs):
-                members = [rows[i] for i in group]
-                keep = [row for row, index in enumerate(members) if index in last_read]
-                parent_rows = [sources[source_of(i)] for i in members]
-                batch = self.to_device(self.collate([items[i] for i in members]))
-                with self.loaded.lock:
-                    out, states_kept = suffix_states(
-                        self.loaded, self.method, self.precision, batch, plan.hidden_indices, variants, pool,
-                        parent_rows, [steps[i][1] for i in members], keep,
-                    )  # fmt: skip
-                for position, row in enumerate(keep):
-                    kept[members[row]] = (states_kept, position)
-                yield members, out
-            for parent in [p for p, last in last_read.items() if last == wave]:
-                kept.pop(parent, None)
+        yield from family_states(
+            self.loaded, self.method, self.precision, items, plan, variants, references, self.collate,
+            self.batch_tokens, self.max_batch_size,
+        )  # fmt: skip
 
     def references(
         self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]

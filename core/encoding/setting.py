@@ -15,18 +15,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.encoding.methods import Echo, Ensemble, Plain, TokenPrepending, method_template, parse_method
 from core.encoding.pooling import POOLING_MODES, LayerChoice, PoolingMode
 from core.runtime.arguments import option
 from core.runtime.errors import ConfigError
 
+if TYPE_CHECKING:  # the type only: the registry loads models, this module describes settings
+    from core.models.registry import LoadedModel
+
 __all__ = [
     "DEFAULT_MAX_LENGTH",
     "DEFAULT_PROMPT",
     "EmbeddingSetting",
     "default_pooling",
+    "model_setting",
     "pooling_note",
     "published_poolings",
 ]
@@ -165,3 +169,14 @@ class EmbeddingSetting:
         if unknown:
             raise TypeError(f"not settings of an embedding: {', '.join(unknown)}")
         return base.replace(**changes) if changes else base
+
+
+def model_setting(loaded: LoadedModel, **chosen: Any) -> EmbeddingSetting:
+    """The setting for ``loaded``: :meth:`EmbeddingSetting.resolve` over its adapter's trained setting.
+
+    A bidirectional encoder (MiniLM) has no last token to pool and no instruction following: where the user chose
+    no prompt or pooling it gets the text alone, mean-pooled (the clustering baseline's setting).
+    """
+    if not loaded.is_causal and chosen.get("method") in (None, "plain"):
+        chosen = {"prompt": "none", "pooling": "mean", **{k: v for k, v in chosen.items() if v is not None}}
+    return EmbeddingSetting.resolve(loaded.adapter_metadata or None, **chosen)
