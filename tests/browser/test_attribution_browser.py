@@ -9,8 +9,8 @@ Texts carry a fresh number so no earlier run's cached result answers (the job ca
 from __future__ import annotations
 
 import os
-import random
 import re
+import secrets
 import time
 import urllib.parse
 import warnings
@@ -51,8 +51,13 @@ def tab(server) -> Iterator[list]:
 
 
 def fresh_pair() -> tuple[str, str]:
-    """Two 10-word sentences no earlier run has attributed (a number no run repeats)."""
-    n = random.randrange(10**6)
+    """Two 10-word sentences no earlier run has attributed (a number no run repeats).
+
+    The number comes from the operating system, not from ``random``: other tests in the same process seed the global
+    generator, so its draws repeat run after run and met the finished or stopped jobs an earlier run left in the
+    user's cache (the page then showed that job instead of *Attribute*).
+    """
+    n = secrets.randbelow(10**6)
     return (
         f"The central bank raised interest rates again in year {n}.",
         f"Officials lifted borrowing costs once more during year {n}.",
@@ -63,10 +68,11 @@ def open_attribution(tab: list, server: str, text_a: str, text_b: str):
     """Open the page on the two texts in ``tab[0]`` and wait for *Attribute* (the model loads first); the page that
     shows it (also left in ``tab[0]``).
 
-    Twice in whole-suite runs under two busy neighbours a tab showed no *Attribute* for 10 minutes: here the server
-    sat idle and a new tab drew the page at once; in CI a reload of the same tab did not help. So after 5 minutes
-    the stuck tab's state is reported as a warning (URL, text, console, server log, screenshot) and the page is
-    opened once more in a new chromium process; a page that is really broken still fails there, with both reports.
+    Twice in whole-suite runs under two busy neighbours a tab showed no *Attribute* for 10 minutes; in CI a reload of
+    the same tab did not help. So after 5 minutes the stuck tab's state is reported as a warning (URL, text, console,
+    server log, screenshot) and the page is opened once more in a new chromium process; a page that is really broken
+    still fails there, with both reports. (One such CI failure was a repeated "fresh" number meeting an earlier run's
+    finished job, see :func:`fresh_pair`; whether the earlier ones were the same is not known.)
     """
     from playwright.sync_api import TimeoutError as WaitTimeout
 

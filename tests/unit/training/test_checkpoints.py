@@ -232,7 +232,15 @@ def _stepped_optimizer() -> tuple[torch.optim.Optimizer, torch.optim.lr_schedule
     return optimizer, scheduler
 
 
-def test_the_resume_state_round_trips_exactly_through_safetensors_and_json(tmp_path):
+@pytest.fixture
+def restored_rng():
+    """Leaves the global generators as the test found them (later tests draw from them)."""
+    saved = rng_states()
+    yield
+    set_rng_states(saved)
+
+
+def test_the_resume_state_round_trips_exactly_through_safetensors_and_json(tmp_path, restored_rng):
     optimizer, scheduler = _stepped_optimizer()
     random.seed(4)
     np.random.seed(4)
