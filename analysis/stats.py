@@ -9,6 +9,7 @@ replicates' difference is the paired difference's CI. Results are rounded for JS
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +77,8 @@ def paired_stats(
     if n < 2:
         raise ConfigError(f"Paired statistics need at least 2 texts, got {n}; compare more texts.")
     flat = diffs.reshape(n, -1)
-    rng = np.random.default_rng(seed)
     # Resample counts instead of indices: one (n_boot, n) @ (n, k) product for every element at once.
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-    means = counts @ flat / n
+    means = _resample_counts(n, n_boot, seed) @ flat / n
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
     mean = flat.mean(0)
@@ -97,12 +96,20 @@ def text_resamples(n: int, n_boot: int = 200, seed: int = 0) -> np.ndarray:
     Deterministic in (n, n_boot, seed): statistics of the same texts made in separate runs share resamples, so
     their replicates pair. Raises ConfigError below 2 texts.
     """
+    return _resample_counts(n, n_boot, seed).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=16)
+def _resample_counts(n: int, n_boot: int, seed: int) -> Float[np.ndarray, "resamples texts"]:
+    """The (n_boot, n) resample counts of ``seed``, drawn once per process and read-only: a report makes hundreds
+    of statistics over the same texts, and the draw is most of each one's cost."""
     if n < 2:
         raise ConfigError(f"A bootstrap over texts needs at least 2 texts, got {n}; use more texts.")
     if n_boot < 1:
         raise ConfigError(f"n_boot must be at least 1, got {n_boot}.")
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    counts.flags.writeable = False
+    return counts
 
 
 def replicate_ci(replicates: Any, confidence: float = 0.95) -> tuple[float, float]:
@@ -128,8 +135,7 @@ def centred_ci(point: float, replicates: Any, confidence: float = 0.95) -> tuple
 def mean_ci(values: Any, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """Mean of per-text ``values`` with a percentile-bootstrap CI over texts: {mean, ci_low, ci_high, n, n_boot}."""
     data = np.asarray(values, dtype=np.float64).reshape(-1)
-    counts = text_resamples(len(data), n_boot, seed).astype(np.float64)
-    low, high = replicate_ci(counts @ data / len(data), confidence)
+    low, high = replicate_ci(_resample_counts(len(data), n_boot, seed) @ data / len(data), confidence)
     return {"mean": float(data.mean()), "ci_low": low, "ci_high": high, "n": len(data), "n_boot": n_boot}
 
 
