@@ -226,9 +226,10 @@ class GradientXInput(Ranker):
 
 
 def gradient_x_input_scores(encoder: Encoder, texts: Sequence[ContentText], use_adapter: bool) -> list[np.ndarray]:
-    """:class:`GradientXInput`'s scores: per text, one value per token of ``item.input_ids``."""
-    items = [t.item for t in texts]
+    """:class:`GradientXInput`'s scores: per text, one value per token of ``item.input_ids`` as the encoder runs them
+    (an appended EOS the pooling does not read is left out: it changes no earlier state)."""
     plan = encoder.plan()
+    items = encoder.runnable([t.item for t in texts], plan)
     table = encoder.loaded.backbone.get_input_embeddings()
     scores: list[np.ndarray | None] = [None] * len(items)
     with encoder.loaded.adapter_enabled(use_adapter), frozen(encoder.loaded.model), torch.enable_grad():

@@ -361,7 +361,7 @@ class Encoder:
         """
         plan = plan if plan is not None else self.plan()
         variants = tuple(dict.fromkeys(variants))
-        items = self._runnable(items, plan)
+        items = self.runnable(items, plan)
         blocked = reuse_blocker(self.loaded, plan.attention_layers, None) is not None
         if references is None or not self.prefix_reuse or blocked:
             for group in self.batches(items):
@@ -378,14 +378,14 @@ class Encoder:
         """Prepared texts run once per variant (one batch), their key/value cache and the states ``plan`` reads
         kept, for :meth:`forward_shared`'s ``references`` (perturbed texts against their originals)."""
         plan = plan if plan is not None else self.plan()
-        runnable = self._runnable(items, plan)
+        runnable = self.runnable(items, plan)
         with torch.inference_mode(), self.loaded.lock:
             return reference_states(
                 self.loaded, self.precision, [item.input_ids for item in runnable], plan.hidden_indices, variants
             )
 
     @staticmethod
-    def _runnable(items: Sequence[PreparedText], plan: PoolingPlan) -> Sequence[PreparedText]:
+    def runnable(items: Sequence[PreparedText], plan: PoolingPlan) -> Sequence[PreparedText]:
         """``items`` as a forward for ``plan`` runs them: without an appended EOS no pooling of the plan reads."""
         return items if plan.reads_appended_eos else [without_appended_eos(item) for item in items]
 
@@ -553,14 +553,15 @@ class Encoder:
             variant: {(p.mode, str(p.layer)): np.zeros((len(texts), self.dim), dtype=np.float32) for p in plan.poolings}
             for variant in variants
         }
-        total_tokens = sum(len(item.input_ids) for item in prepared)
-        bar = tqdm(total=total_tokens, unit="tok", desc="embedding", disable=not show_progress, leave=False)
+        run = self.runnable(prepared, plan)  # the bar counts the tokens the forwards run
+        bar = tqdm(total=sum(len(item.input_ids) for item in run), unit="tok", desc="embedding",
+                   disable=not show_progress, leave=False)  # fmt: skip
         with torch.inference_mode():
             for group, states in self.forward_shared(prepared, plan, variants):
                 for variant, variant_states in states.items():
                     for pooling in plan.poolings:
                         out[variant][(pooling.mode, str(pooling.layer))][group] = pooling(variant_states).cpu().numpy()
-                bar.update(sum(len(prepared[i].input_ids) for i in group))
+                bar.update(sum(len(run[i].input_ids) for i in group))
         bar.close()
         return out
 

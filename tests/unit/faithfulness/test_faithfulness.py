@@ -15,6 +15,7 @@ from analysis.faithfulness.rankers import RANKERS, gradient_x_input_scores, rand
 from analysis.faithfulness.records import append_records, read_records
 from analysis.faithfulness.report import run_report, text_curves
 from analysis.faithfulness.statistics import aopc
+from core.encoding.batching import without_appended_eos
 from core.encoding.encoder import Encoder
 from core.encoding.setting import EmbeddingSetting
 from core.models.adapters import ADAPTER_METADATA
@@ -188,6 +189,18 @@ def test_gradient_x_input_is_batch_independent(encoder):
     together = gradient_x_input_scores(encoder, texts, use_adapter=True)
     alone = gradient_x_input_scores(encoder, texts[1:2], use_adapter=True)
     torch.testing.assert_close(torch.tensor(together[1]), torch.tensor(alone[0]), atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_x_input_leaves_out_an_eos_its_pooling_does_not_read(encoder, monkeypatch):
+    texts = [content_text(encoder, t) for _, t in SAMPLE[:2]]
+    assert all(without_appended_eos(t.item) != t.item for t in texts)  # the fixture's texts end in an appended EOS
+    run = gradient_x_input_scores(encoder, texts, use_adapter=True)
+    monkeypatch.setattr(type(encoder), "runnable", staticmethod(lambda items, plan: items))  # the EOS run as well
+    with_eos = gradient_x_input_scores(encoder, texts, use_adapter=True)
+    for text, short, full in zip(texts, run, with_eos, strict=True):
+        assert len(full) == len(text.item.input_ids) == len(short) + 1
+        assert full[-1] == 0.0  # nothing before it depends on it
+        torch.testing.assert_close(torch.tensor(short), torch.tensor(full[:-1]), atol=1e-5, rtol=1e-4)
 
 
 def test_one_texts_curves_for_the_page(encoder):
