@@ -46,6 +46,16 @@ def test_text_resamples_are_deterministic_draw_counts():
         text_resamples(1)
 
 
+def test_resamples_kept_between_calls_are_the_seeds_own_draws():
+    fresh = np.random.default_rng(5).multinomial(40, np.full(40, 1 / 40), size=30)
+    for _ in range(2):  # the second call is served from the kept draw
+        counts = text_resamples(40, 30, seed=5)
+        assert counts.dtype == np.int64 and (counts == fresh).all()
+        counts[0, 0] += 1  # a caller's own copy: changing it changes no later statistic
+    values = np.random.default_rng(6).normal(size=40)
+    assert mean_ci(values, n_boot=30, seed=5)["ci_low"] == pytest.approx(np.quantile(fresh @ values / 40, 0.025))
+
+
 def test_v_measure_replicates_equal_sklearn_on_the_resampled_texts():
     rng = np.random.default_rng(1)
     labels, clusters = rng.integers(0, 4, 120), rng.integers(0, 5, 120)
