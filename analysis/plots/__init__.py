@@ -33,7 +33,7 @@ from analysis.plots.faithfulness import (
     perturbation_curves_figure,
     text_curves_figure,
 )
-from analysis.plots.output import png_bytes, png_session, write_figures
+from analysis.plots.output import png_bytes, write_figures
 from analysis.plots.projections import DISTINCT_COLORS, projection_scatter
 from analysis.plots.similarity import similarity_heatmap
 from analysis.plots.style import CATEGORY_COLORS
@@ -56,7 +56,6 @@ __all__ = [
     "pair_matrix_figure",
     "perturbation_curves_figure",
     "png_bytes",
-    "png_session",
     "projection_scatter",
     "quality_bars",
     "report_figures",
