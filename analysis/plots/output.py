@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +14,13 @@ import plotly.graph_objects as go
 
 from core.runtime.browser import configure_png_export
 
-__all__ = ["png_bytes", "png_session", "write_figures"]
+__all__ = ["png_bytes", "write_figures"]
 
 
 def png_bytes(figure: go.Figure, scale: float = 1) -> bytes:
     """The figure as PNG, rendered by kaleido in Debian's chromium (see core.runtime.browser)."""
     configure_png_export()
     return figure.to_image(format="png", scale=scale)
-
-
-@contextlib.contextmanager
-def png_session() -> Iterator[None]:
-    """One kaleido browser for every PNG made inside (kaleido's sync server) instead of one per figure, which costs
-    seconds each (docs/performance.md); the bytes are the same. A server that does not start leaves each export to
-    start its own browser, and to fail with kaleido's error."""
-    import kaleido
-
-    configure_png_export()
-    try:
-        kaleido.start_sync_server(silence_warnings=True)
-        started = True
-    except Exception:  # kaleido raises several types when Chrome is missing
-        started = False
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The kopts argument is ignored if using a server")
-            yield
-    finally:
-        if started:
-            kaleido.stop_sync_server(silence_warnings=True)
 
 
 def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bool = True) -> dict[str, Any]:
@@ -61,18 +37,17 @@ def write_figures(figures: Mapping[str, go.Figure], out_dir: str | Path, png: bo
     if not bundle.is_file() or bundle.stat().st_size != len(script.encode()):
         with atomic_write(bundle) as handle:
             handle.write(script)
-    with png_session() if png and len(figures) > 1 else contextlib.nullcontext():
-        for stem, figure in figures.items():
-            with atomic_write(out / f"{stem}.html") as handle:
-                handle.write(figure.to_html(include_plotlyjs="directory"))
-            written["html"].append(f"{stem}.html")
-            if png and written["png_error"] is None:
-                try:
-                    image = png_bytes(figure)
-                except Exception as error:  # kaleido raises several types when Chrome is missing
-                    written["png_error"] = " ".join(str(error).split())[:200] or type(error).__name__
-                    continue
-                with atomic_write(out / f"{stem}.png", "wb") as handle:
-                    handle.write(image)
-                written["png"].append(f"{stem}.png")
+    for stem, figure in figures.items():
+        with atomic_write(out / f"{stem}.html") as handle:
+            handle.write(figure.to_html(include_plotlyjs="directory"))
+        written["html"].append(f"{stem}.html")
+        if png and written["png_error"] is None:
+            try:
+                image = png_bytes(figure)
+            except Exception as error:  # kaleido raises several types when Chrome is missing
+                written["png_error"] = " ".join(str(error).split())[:200] or type(error).__name__
+                continue
+            with atomic_write(out / f"{stem}.png", "wb") as handle:
+                handle.write(image)
+            written["png"].append(f"{stem}.png")
     return written

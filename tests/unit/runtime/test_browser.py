@@ -52,19 +52,3 @@ def test_png_export_of_a_tiny_figure(no_browser_path, tmp_path):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (240, 160)  # IHDR width, height
-
-
-def test_figures_written_in_one_browser_session_are_the_figures_bytes(no_browser_path, tmp_path):
-    if browser.find_chromium() is None:
-        pytest.skip(f"Debian's chromium is not installed: {browser.INSTALL_HINT}")
-    import kaleido
-    import plotly.graph_objects as go
-
-    from analysis.plots import png_bytes, write_figures
-
-    figures = {f"bars_{i}": go.Figure(go.Bar(x=["a", "b"], y=[i, 2])) for i in range(2)}
-    written = write_figures(figures, tmp_path)
-    assert written["png"] == ["bars_0.png", "bars_1.png"] and written["png_error"] is None
-    assert not kaleido._global_server.is_running()  # the session's browser is stopped
-    for stem, figure in figures.items():  # a browser of their own (no session) renders the same bytes
-        assert (tmp_path / f"{stem}.png").read_bytes() == png_bytes(figure)
