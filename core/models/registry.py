@@ -19,8 +19,9 @@ import shutil
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -294,6 +295,9 @@ class LoadedModel:
     # implementation), which live on modules that all threads share: the workbench serves one cached model to
     # every browser session, and two forwards interleaved would read each other's hooks and adapter switch.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # The adapter's tuner modules and the bottom layers none touches, found once per peft wrapper (every base/adapter
+    # switch reads them): (weak reference to that wrapper, tuner modules, adapter-free layers).
+    _layout: tuple[weakref.ref, tuple[nn.Module, ...], int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -325,30 +329,62 @@ class LoadedModel:
         0 without an adapter, or where the adapter changes the embeddings, the bottom layer, or a module
         outside the decoder layers.
         """
-        if not self.has_adapter:
-            return 0
-        from peft.tuners.tuners_utils import BaseTunerLayer
-        from peft.utils import ModulesToSaveWrapper
+        return self._adapter_layout()[1] if self.has_adapter else 0
 
-        lowest = self.num_layers
+    def _adapter_layout(self) -> tuple[tuple[nn.Module, ...], int]:
+        """(the adapter's tuner modules, adapter-free bottom layers), walked once per peft wrapper: a new wrapper
+        (the trainer attaches one to a loaded model) is walked afresh."""
+        layout = self._layout
+        if layout is not None and layout[0]() is self.peft_model:
+            return layout[1], layout[2]
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper  # modules to save, trainable tokens
+
+        tuners, lowest = [], self.num_layers
         layers = re.escape(layer_list_name(self.backbone).rsplit(".", 1)[-1])  # layers, h, ...
         for name, module in self.model.named_modules():
-            if not isinstance(module, BaseTunerLayer | ModulesToSaveWrapper):
+            if not isinstance(module, BaseTunerLayer | AuxiliaryTrainingWrapper):
                 continue
+            tuners.append(module)
             match = re.search(rf"\.{layers}\.(\d+)\.", name)
-            if match is None:
-                return 0
-            lowest = min(lowest, int(match.group(1)))
-        return lowest
+            lowest = 0 if match is None else min(lowest, int(match.group(1)))
+        self._layout = (weakref.ref(self.peft_model), tuple(tuners), lowest)
+        return self._layout[1], self._layout[2]
 
     @contextmanager
     def adapter_enabled(self, enabled: bool) -> Iterator[None]:
         """Run the adapter (``True``) or the base weights (``False``) on the same model; holds :attr:`lock` for the
-        block, so no other thread runs the model meanwhile."""
+        block, so no other thread runs the model meanwhile.
+
+        The base switches the adapter's tuner modules off and on again as peft's ``disable_adapter`` does (their
+        ``enable_adapters``, which also sets the adapter weights' ``requires_grad``), without its per-call walk
+        of the whole model and status check: base and adapter alternate on every batch of a paired forward.
+        """
         if enabled and not self.has_adapter:
             raise ValueError("No adapter is attached to this model; load one with adapter=PATH.")
-        with self.lock, nullcontext() if enabled or not self.has_adapter else self.peft_model.disable_adapter():
-            yield
+        if enabled or not self.has_adapter:
+            with self.lock:
+                yield
+            return
+        config = self.peft_model.peft_config[self.peft_model.active_adapter]
+        if config.is_prompt_learning or config.is_adaption_prompt:  # not a tuner-layer switch: peft's own
+            with self.lock, self.peft_model.disable_adapter():
+                yield
+            return
+        with self.lock:
+            tuners = self._adapter_layout()[0]
+            was_enabled = [not module.disable_adapters for module in tuners]
+            was_disabled = self.peft_model._adapters_disabled
+            for module in tuners:
+                module.enable_adapters(False)
+            self.peft_model._adapters_disabled = True
+            try:
+                yield
+            finally:
+                for module, on in zip(tuners, was_enabled, strict=True):
+                    if on:
+                        module.enable_adapters(True)
+                self.peft_model._adapters_disabled = was_disabled
 
     def identity(self, use_adapter: bool) -> dict[str, str | None]:
         return {

@@ -556,3 +556,43 @@ def test_a_model_folder_with_its_own_code_is_refused_unless_trusted(tiny_model_d
     assert not marker.exists()
     refuse_remote_code(str(folder), "custom", trusted=True)  # the explicit opt-in lets it through
     refuse_remote_code(str(tiny_model_dir), "tiny", trusted=False)  # a plain folder is no concern
+
+
+def test_the_base_switch_restores_each_tuner_layer_and_a_new_wrapper_is_found_afresh(tiny_model_dir, tiny_adapter_dir):
+    """``adapter_enabled(False)`` switches the adapter's layers off and back as they were (a layer switched off
+    before stays off), gives the base's vectors, and a peft wrapper attached later is walked again."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    loaded = load_model(str(tiny_model_dir), tiny_adapter_dir)
+    tuners = [m for m in loaded.model.modules() if isinstance(m, BaseTunerLayer)]
+    ids = torch.tensor([[1, 5, 9, 4]])
+
+    def last_state(use_adapter: bool) -> torch.Tensor:
+        with torch.no_grad(), loaded.adapter_enabled(use_adapter):
+            return loaded.backbone(input_ids=ids).last_hidden_state
+
+    with torch.no_grad(), loaded.peft_model.disable_adapter():
+        peft_base = loaded.backbone(input_ids=ids).last_hidden_state
+    assert torch.equal(last_state(False), peft_base)
+    assert not torch.equal(last_state(True), peft_base)
+    assert all(not m.disable_adapters for m in tuners)
+    tuners[0].enable_adapters(False)
+    with loaded.adapter_enabled(False):
+        assert all(m.disable_adapters for m in tuners)
+    assert tuners[0].disable_adapters and all(not m.disable_adapters for m in tuners[1:])
+    tuners[0].enable_adapters(True)
+    assert loaded.adapter_free_layers == 0  # the tiny adapter adapts every layer
+    # Wrappers attached to a loaded model later (as the trainer does): each one's own layers are switched and counted.
+    plain = load_model(str(tiny_model_dir))
+    plain.adapter_path = "attached in the test"
+    for layer in (1, 0):
+        if plain.peft_model is not None:
+            plain.peft_model.unload()
+        config = LoraConfig(r=2, target_modules=["q_proj"], layers_to_transform=[layer], layers_pattern="layers")
+        plain.peft_model = get_peft_model(plain.backbone, config)
+        assert plain.adapter_free_layers == layer
+        fresh = [m for m in plain.model.modules() if isinstance(m, BaseTunerLayer)]
+        with plain.adapter_enabled(False):
+            assert len(fresh) == 1 and fresh[0].disable_adapters
+        assert not fresh[0].disable_adapters
