@@ -251,6 +251,10 @@ class Attributor:
             # round integrates the pending segments of all texts in one batched pass.
             scores = torch.zeros(n, width, dtype=torch.float64)
             steps = [0] * n
+            # f at the path points reached so far, per (row, point): a segment's completeness gap needs f at its two
+            # ends, and a halved segment's children share its ends, so only each new midpoint runs a forward.
+            at_point = {(row, 0.0): float(reference[row]) for row in range(n)}
+            at_point.update({(row, 1.0): float(target[row]) for row in range(n)})
             pending = [(row, 0.0, 1.0) for row in range(n)]
             while pending:
                 rows = torch.tensor([row for row, _, _ in pending], device=embeds.device)
@@ -258,21 +262,24 @@ class Attributor:
                 b = torch.tensor([hi for _, _, hi in pending], dtype=embeds.dtype, device=embeds.device)[:, None, None]
                 change = embeds[rows] - reference_embeds[rows]
                 starts, ends = reference_embeds[rows] + a * change, reference_embeds[rows] + b * change
-                parts, deltas = [], []
+                parts = []
                 # One internal batch of captum holds at least one step of every segment given: cap the segments.
                 for c in self._chunks(len(pending), width):
                     with torch.enable_grad():
-                        attributions, delta = ig.attribute(
+                        attributions = ig.attribute(
                             ends[c],
                             baselines=starts[c],
                             additional_forward_args=(rows[c],),
                             n_steps=self.n_steps,
                             internal_batch_size=max(self.token_budget // width, len(rows[c])),
-                            return_convergence_delta=True,
                         )
                     parts.append(attributions.sum(-1).detach().double().cpu())
-                    deltas += [float(d) for d in delta]
                 segment_scores = torch.cat(parts)
+                # Completeness gap per segment, as captum's convergence delta: attributions' sum - (f(hi) - f(lo)).
+                deltas = [
+                    float(segment_scores[index].sum()) - (at_point[(row, hi)] - at_point[(row, lo)])
+                    for index, (row, lo, hi) in enumerate(pending)
+                ]
                 for row, _, _ in pending:
                     steps[row] += self.n_steps
                 if self.on_steps is not None:
@@ -290,6 +297,15 @@ class Attributor:
                     else:
                         scores[row] += segment_scores[index]
                 pending = next_round
+                middles = [(row, lo) for row, lo, _ in next_round[1::2]]  # each split's second half starts there
+                if middles:
+                    points = torch.tensor([row for row, _ in middles], device=embeds.device)
+                    alpha = torch.tensor([m for _, m in middles], dtype=embeds.dtype, device=embeds.device)
+                    origin = reference_embeds[points]
+                    inputs = origin + alpha[:, None, None] * (embeds[points] - origin)
+                    with torch.no_grad():
+                        values = torch.cat([forward(inputs[c], points[c]) for c in self._chunks(len(middles), width)])
+                    at_point.update({key: float(v) for key, v in zip(middles, values.double().cpu(), strict=True)})
         results = []
         for row, text in enumerate(texts):
             row_scores = prepared.unpadded(row, scores)

@@ -80,6 +80,21 @@ def test_segments_split_until_converged_then_warn_at_the_cap(encoder):
     assert result.relative_delta < 0.05 and result.steps > 4  # a zero baseline needs more steps
 
 
+def test_a_halved_segment_runs_one_forward_for_its_midpoint_beyond_its_steps(encoder):
+    """The completeness gaps read f at path points already run: the direction, f(text) and f(baseline) once, each
+    step once, and one forward per split (its midpoint), not captum's two endpoint forwards per segment."""
+    attributor = Attributor(encoder, n_steps=4, max_steps=64, tolerance=1e-3)
+    tokens = len(attributor.collate([TEXT]).tokens[0])
+    before = encoder.token_passes.snapshot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cap may be reached; the count is what is tested
+        result = attributor.token_shares(TEXT, use_adapter=False, baseline="zero")
+    segments = result.steps // attributor.n_steps
+    assert segments > 1  # it split
+    splits = (segments - 1) // 2
+    assert encoder.token_passes.since(before) == tokens * (3 + result.steps + splits)
+
+
 def test_similarity_attributes_each_side_with_the_prompt_kept(encoder):
     result = Attributor(encoder).similarity(TEXT, OTHER, use_adapter=True)
     a, b = encoder.encode([TEXT, OTHER], use_adapter=True, normalize=True)
