@@ -303,7 +303,16 @@ def select_references(sources: Sequence[tuple[ReferenceStates, int]]) -> Referen
     lengths = torch.cat([states.lengths[torch.tensor(refs, device=device)] for states, refs in groups.values()])
     width = int(lengths.max()) if len(lengths) else 0
 
+    # Base and adapter hold the same tensors for the layers below the adapter: each is gathered once.
+    done: dict[tuple[int, ...], Tensor] = {}
+
     def gathered(tensors: list[Tensor], dim: int) -> Tensor:
+        key = tuple(id(tensor) for tensor in tensors)
+        if key not in done:
+            done[key] = _gathered(tensors, dim)
+        return done[key]
+
+    def _gathered(tensors: list[Tensor], dim: int) -> Tensor:
         parts = []
         for tensor, (_, refs) in zip(tensors, groups.values(), strict=True):
             part = tensor[torch.tensor(refs, device=tensor.device), ...].narrow(dim, 0, min(width, tensor.shape[dim]))
@@ -400,10 +409,14 @@ def suffix_states(
         "attention_mask": mask,
         "position_ids": taken[:, None] + columns[None, :],
     }
-    past = {
-        variant: [(k[index, :, :past_width], v[index, :, :past_width]) for k, v in references.past[variant]]
-        for variant in variants
-    }
+    taken_past: dict[int, Tensor] = {}  # base and adapter share the lower layers' tensors: each is taken once
+
+    def prefix_of(tensor: Tensor) -> Tensor:
+        if id(tensor) not in taken_past:
+            taken_past[id(tensor)] = tensor[index, :, :past_width]
+        return taken_past[id(tensor)]
+
+    past = {variant: [(prefix_of(k), prefix_of(v)) for k, v in references.past[variant]] for variant in variants}
     # The method's hook points, in suffix coordinates (token prepending: placeholder and last token).
     hook_batch = {
         "start": torch.zeros_like(taken),
@@ -457,8 +470,15 @@ def suffix_states(
     kept_counts = counts[kept]
     spots = columns_of(torch.arange(int(kept_counts.max()), device=device).expand(rows, -1))[kept]
 
+    laid: dict[int, Tensor] = {}  # base and adapter share the lower layers' tensors: each is laid out once
+
     def laid_out(tensor: Tensor, dim: int) -> Tensor:
         """Rows ``keep`` of ``tensor`` (keys/values: dim 2, hidden states: dim 1) in the reference's layout."""
+        if id(tensor) not in laid:
+            laid[id(tensor)] = _laid_out(tensor, dim)
+        return laid[id(tensor)]
+
+    def _laid_out(tensor: Tensor, dim: int) -> Tensor:
         index = spots[:, None, :, None] if dim == 2 else spots[:, :, None]
         shape = list(tensor.shape)
         shape[0], shape[dim] = len(keep), spots.shape[1]
