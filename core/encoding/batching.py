@@ -27,6 +27,7 @@ __all__ = [
     "PreparedText",
     "batches",
     "collate",
+    "least_padding_batches",
     "prepare_text",
     "validate_texts",
     "without_appended_eos",
@@ -160,6 +161,49 @@ def batches(
         else:
             groups.append([index])
     return groups
+
+
+def least_padding_batches(
+    widths: Sequence[int], batch_tokens: int, max_batch_size: int, call_tokens: int
+) -> list[list[int]]:
+    """Indices grouped longest first, each batch within ``batch_tokens`` padded tokens and ``max_batch_size`` rows,
+    cut where the padded tokens plus ``call_tokens`` per batch are fewest.
+
+    For texts of many lengths (the suffixes of a prefix-reusing wave), where :func:`batches` fills each batch up
+    and pads its short rows to its longest. ``call_tokens`` is a forward call's own cost in tokens (a CPU streams
+    every weight once per call): 0 cuts at every change of width, a large value fills batches as ``batches`` does.
+
+    Invariants: every index once; each batch's rows are consecutive in the longest-first order; the total of
+    ``rows x width + call_tokens`` over the batches is the least among such groupings.
+    """
+    order = sorted(range(len(widths)), key=lambda i: -widths[i])
+    sorted_widths = [widths[i] for i in order]
+    n = len(order)
+    starts = [p for p in range(n) if p == 0 or sorted_widths[p] != sorted_widths[p - 1]]
+    # Runs of equal width: (first position, end, width, rows a batch of that width may hold).
+    runs = [
+        (start, end, sorted_widths[start], max(1, min(max_batch_size, batch_tokens // max(sorted_widths[start], 1))))
+        for start, end in zip(starts, [*starts[1:], n], strict=True)
+    ]
+    # best[j]: least cost of the first j texts; cut[j]: where their last batch starts.
+    best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for start, end, width, rows_cap in runs:
+            if start >= j:
+                break
+            # Within a run of equal widths the earliest feasible start is best: each text costs at least its width.
+            first = max(start, j - rows_cap)
+            if first >= end:
+                continue
+            cost = best[first] + call_tokens + (j - first) * width
+            if cost < best[j]:
+                best[j], cut[j] = cost, first
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def collate(items: Sequence[PreparedText], pad_token_id: int | None, padding_side: PaddingSide) -> dict[str, Tensor]:

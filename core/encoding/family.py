@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor
 
-from core.encoding.batching import PreparedText, batches
+from core.encoding.batching import PreparedText, least_padding_batches
 from core.encoding.forward import PoolingPlan, to_device
 from core.encoding.methods import Method
 from core.encoding.pooling import TokenStates
@@ -22,7 +22,11 @@ from core.encoding.prefix import ReferenceStates, ReuseStep, plan_reuse, reuse_l
 from core.models.registry import LoadedModel
 from core.runtime.device import ResolvedPrecision
 
-__all__ = ["family_states"]
+__all__ = ["CALL_TOKENS", "family_states"]
+
+# What one forward call costs beside its tokens, in tokens: on a CPU every call streams all weights from memory
+# (docs/performance.md, "Wave batches"). Wave batches are cut where padding costs more than another call.
+CALL_TOKENS = 64
 
 
 def family_states(
@@ -43,7 +47,8 @@ def family_states(
         items: the texts as they run (an unread appended EOS already left out).
         references: (states of the reference texts, each item's reference index).
         collate: pads prepared texts into a batch (the encoder's padding side and pad token).
-        batch_tokens, max_batch_size: the batch budget, on the tokens each text runs.
+        batch_tokens, max_batch_size: the batch budget, on the tokens each text runs; within it a wave's texts are
+            grouped by :func:`~core.encoding.batching.least_padding_batches`.
 
     Invariants: each item runs only the tokens neither its reference nor an item of an earlier wave has run; a
     parent's kept states are dropped after the last wave that reads them.
@@ -76,7 +81,7 @@ def family_states(
             sources.setdefault(source_of(index), len(sources))
         pool = select_references([kept[p] if p >= 0 else (states, ref) for p, ref in sources])
         runs = [len(items[i].input_ids) - steps[i].reuse for i in rows]
-        for group in batches([items[i] for i in rows], batch_tokens, max_batch_size, runs):
+        for group in least_padding_batches(runs, batch_tokens, max_batch_size, CALL_TOKENS):
             members = [rows[i] for i in group]
             keep = [row for row, index in enumerate(members) if index in last_read]
             batch = to_device(collate([items[i] for i in members]), loaded)
