@@ -23,6 +23,7 @@ from core.encoding.roles import TEXT_ROLES, Role, token_roles
 from core.runtime.errors import ConfigError
 
 __all__ = [
+    "CALL_TOKENS",
     "PaddingSide",
     "PreparedText",
     "batches",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 PaddingSide = Literal["right", "left"]
+# What one forward call costs beside its tokens, in tokens (on a CPU every call streams all weights from memory):
+# batches of texts of many lengths (prefix-reusing waves, references) are cut where padding costs more than a call.
+CALL_TOKENS = 64
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from core.encoding.batching import (
     without_appended_eos,
 )
 from core.encoding.cache import EmbeddingCache, settings_key
-from core.encoding.family import family_states
+from core.encoding.family import family_references, family_states
 from core.encoding.forward import PoolingPlan, check_pooling, forward_states, forward_variants, plan_poolings, to_device
 from core.encoding.methods import (
     Ensemble,
@@ -375,14 +375,20 @@ class Encoder:
     def references(
         self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]
     ) -> ReferenceStates:
-        """Prepared texts run once per variant (one batch), their key/value cache and the states ``plan`` reads
-        kept, for :meth:`forward_shared`'s ``references`` (perturbed texts against their originals)."""
+        """Prepared texts run once per variant, their key/value cache and the states ``plan`` reads kept, for
+        :meth:`forward_shared`'s ``references`` (perturbed texts against their originals). With prefix reuse the
+        prefix they all share runs once and the rest in batches by length
+        (``core.encoding.family.family_references``); without, one padded batch."""
         plan = plan if plan is not None else self.plan()
         runnable = self.runnable(items, plan)
         with torch.inference_mode(), self.loaded.lock:
-            return reference_states(
-                self.loaded, self.precision, [item.input_ids for item in runnable], plan.hidden_indices, variants
-            )
+            if not self.prefix_reuse or reuse_blocker(self.loaded, plan.attention_layers, None) is not None:
+                ids = [item.input_ids for item in runnable]
+                return reference_states(self.loaded, self.precision, ids, plan.hidden_indices, variants)
+            return family_references(
+                self.loaded, self.method, self.precision, runnable, plan, variants, self.collate, self.batch_tokens,
+                self.max_batch_size,
+            )  # fmt: skip
 
     @staticmethod
     def runnable(items: Sequence[PreparedText], plan: PoolingPlan) -> Sequence[PreparedText]:

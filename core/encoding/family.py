@@ -14,19 +14,25 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor
 
-from core.encoding.batching import PreparedText, least_padding_batches
+from core.encoding.batching import CALL_TOKENS, PreparedText, least_padding_batches
 from core.encoding.forward import PoolingPlan, to_device
 from core.encoding.methods import Method
 from core.encoding.pooling import TokenStates
-from core.encoding.prefix import ReferenceStates, ReuseStep, plan_reuse, reuse_limit, select_references, suffix_states
+from core.encoding.prefix import (
+    MIN_SHARED_PREFIX,
+    ReferenceStates,
+    ReuseStep,
+    common_prefix,
+    plan_reuse,
+    reference_states,
+    reuse_limit,
+    select_references,
+    suffix_states,
+)
 from core.models.registry import LoadedModel
 from core.runtime.device import ResolvedPrecision
 
-__all__ = ["CALL_TOKENS", "family_states"]
-
-# What one forward call costs beside its tokens, in tokens: on a CPU every call streams all weights from memory
-# (docs/performance.md, "Wave batches"). Wave batches are cut where padding costs more than another call.
-CALL_TOKENS = 64
+__all__ = ["family_references", "family_states"]
 
 
 def family_states(
@@ -48,7 +54,7 @@ def family_states(
         references: (states of the reference texts, each item's reference index).
         collate: pads prepared texts into a batch (the encoder's padding side and pad token).
         batch_tokens, max_batch_size: the batch budget, on the tokens each text runs; within it a wave's texts are
-            grouped by :func:`~core.encoding.batching.least_padding_batches`.
+            grouped by :func:`~core.encoding.batching.least_padding_batches` (they run many different lengths).
 
     Invariants: each item runs only the tokens neither its reference nor an item of an earlier wave has run; a
     parent's kept states are dropped after the last wave that reads them.
@@ -95,3 +101,45 @@ def family_states(
             yield members, out
         for parent in [p for p, last in last_read.items() if last == wave]:
             kept.pop(parent, None)
+
+
+def family_references(
+    loaded: LoadedModel,
+    method: Method,
+    precision: ResolvedPrecision,
+    items: Sequence[PreparedText],
+    plan: PoolingPlan,
+    variants: Sequence[bool | None],
+    collate: Callable[[Sequence[PreparedText]], dict[str, Tensor]],
+    batch_tokens: int,
+    max_batch_size: int,
+) -> ReferenceStates:
+    """``items`` run once per variant, their key/value cache and the states ``plan`` reads kept: the references of
+    :func:`family_states` (a faithfulness chunk's originals).
+
+    The token prefix every item shares (a template's) runs once and each item only its rest, in batches cut by
+    the tokens each runs (:func:`~core.encoding.batching.least_padding_batches`); where they share fewer than
+    :data:`~core.encoding.prefix.MIN_SHARED_PREFIX` tokens, one padded batch of whole items. Either way the states
+    equal full forwards' up to fp32 rounding, and the references are in ``items``' order.
+    """
+    ids = [item.input_ids for item in items]
+    shared = min(len(tokens) for tokens in ids) - 1
+    for item in items:
+        shared = min(shared, common_prefix(ids[0], item.input_ids))
+        limit = reuse_limit(method, item.placeholder_index)
+        shared = shared if limit is None else min(shared, limit)
+    if shared < MIN_SHARED_PREFIX:
+        return reference_states(loaded, precision, ids, plan.hidden_indices, variants)
+    prefix = reference_states(loaded, precision, [ids[0][:shared]], plan.hidden_indices, variants)
+    sources: list[tuple[ReferenceStates, int]] = [(prefix, 0)] * len(items)
+    runs = [len(tokens) - shared for tokens in ids]
+    for group in least_padding_batches(runs, batch_tokens, max_batch_size, CALL_TOKENS):
+        batch = to_device(collate([items[i] for i in group]), loaded)
+        _, kept = suffix_states(
+            loaded, method, precision, batch, plan.hidden_indices, variants, prefix, [0] * len(group),
+            [shared] * len(group), keep=range(len(group)),
+        )  # fmt: skip
+        assert kept is not None
+        for position, index in enumerate(group):
+            sources[index] = (kept, position)
+    return select_references(sources)

@@ -178,6 +178,39 @@ def test_reference_states_keep_the_states_of_a_full_forward(tiny_encoder_factory
     assert row_tokens(encoder.collate(items), 1) == items[1].input_ids
 
 
+@pytest.mark.parametrize("variants", [[None], [False, True]])
+def test_references_run_their_shared_prefix_once_and_keep_a_full_forwards_states(
+    tiny_encoder_factory, tiny_model_dir, tiny_adapter_dir, sample_texts, variants
+):
+    """``Encoder.references``: the template's prefix once, each text's rest batched by length; the kept keys, values
+    and states equal one padded batch of whole texts (``reference_states``), in the texts' order."""
+    encoder = tiny_encoder_factory(
+        prompt="eol", pooling="mean", **({"adapter": tiny_adapter_dir} if None not in variants else {})
+    )
+    items = encoder.prepare(sample_texts[:5])
+    plan = encoder.plan([("mean", -1), ("mean", 1)])
+    counter = token_passes(encoder.loaded)
+    before = counter.snapshot()
+    shared = encoder.references(items, plan, variants)
+    passes = counter.since(before)
+    ids = [item.input_ids for item in encoder.runnable(items, plan)]
+    prefix = min(common_prefix(ids[0], other) for other in ids)
+    # Base and adapter run apart where the adapter adapts every layer (the tiny one does): twice the tokens.
+    runs = 2 if len(variants) == 2 and encoder.loaded.adapter_free_layers == 0 else 1
+    assert prefix >= 2 and passes == runs * (sum(len(t) for t in ids) - (len(ids) - 1) * prefix)
+    with torch.inference_mode():
+        whole = reference_states(encoder.loaded, "fp32", ids, plan.hidden_indices, variants)
+    assert shared.ids == whole.ids and torch.equal(shared.lengths, whole.lengths)
+    for variant in variants:
+        for row, n in enumerate(whole.lengths.tolist()):
+            for index in plan.hidden_indices:
+                got, want = shared.hidden[variant][index][row, :n], whole.hidden[variant][index][row, :n]
+                np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+            for (k, v), (k_whole, v_whole) in zip(shared.past[variant], whole.past[variant], strict=True):
+                np.testing.assert_allclose(k[row, :, :n], k_whole[row, :, :n], atol=ATOL, rtol=0)
+                np.testing.assert_allclose(v[row, :, :n], v_whole[row, :, :n], atol=ATOL, rtol=0)
+
+
 def test_prefix_reuse_is_a_runtime_knob(tiny_encoder_factory, tmp_path: Path):
     encoder = tiny_encoder_factory(prompt="eol")
     assert encoder.prefix_reuse and not encoder.with_setting(prefix_reuse=False).prefix_reuse
