@@ -67,7 +67,8 @@ class _Models:
 
     def identity(self, spec: ModelSpec, use_adapter: bool) -> dict[str, Any]:
         from core.models.adapters import adapter_hash
-        from core.models.registry import folder_weights_hash, resolve_model_path
+        from core.models.registry import resolve_model_path
+        from core.models.weights import folder_weights_hash
 
         if spec in self._loaded:
             return self._loaded[spec].identity(use_adapter)

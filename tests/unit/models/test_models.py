@@ -27,13 +27,12 @@ from core.models.registry import (
     _converted_folder,
     _package_dir,
     attach_adapter,
-    folder_weights_hash,
     is_causal_config,
     load_model,
     resolve_model_path,
-    state_dict_hash,
     upgrade_adapter,
 )
+from core.models.weights import folder_weights_hash, state_dict_hash
 from core.runtime.errors import AdapterError
 
 TEXTS = ["The red dog runs quickly in the garden.", "A cat sleeps.", "city", "An old man walks from the market."]
