@@ -51,7 +51,7 @@ from core.encoding.methods import (
     method_template,
 )
 from core.encoding.pooling import LayerChoice, Pooling, PoolingMode, TokenStates
-from core.encoding.prefix import ReferenceStates, TokenPasses, reference_states, reuse_blocker, token_passes
+from core.encoding.prefix import ReferenceStates, TokenPasses, reuse_blocker, token_passes
 from core.encoding.setting import EmbeddingSetting, model_setting
 from core.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from core.runtime.device import (
@@ -376,18 +376,13 @@ class Encoder:
         self, items: Sequence[PreparedText], plan: PoolingPlan | None, variants: Sequence[bool]
     ) -> ReferenceStates:
         """Prepared texts run once per variant, their key/value cache and the states ``plan`` reads kept, for
-        :meth:`forward_shared`'s ``references`` (perturbed texts against their originals). With prefix reuse the
-        prefix they all share runs once and the rest in batches by length
-        (``core.encoding.family.family_references``); without, one padded batch."""
+        :meth:`forward_shared`'s ``references`` (perturbed texts against their originals); with prefix reuse their
+        shared prefix runs once (``core.encoding.family.family_references``)."""
         plan = plan if plan is not None else self.plan()
-        runnable = self.runnable(items, plan)
         with torch.inference_mode(), self.loaded.lock:
-            if not self.prefix_reuse or reuse_blocker(self.loaded, plan.attention_layers, None) is not None:
-                ids = [item.input_ids for item in runnable]
-                return reference_states(self.loaded, self.precision, ids, plan.hidden_indices, variants)
             return family_references(
-                self.loaded, self.method, self.precision, runnable, plan, variants, self.collate, self.batch_tokens,
-                self.max_batch_size,
+                self.loaded, self.method, self.precision, self.runnable(items, plan), plan, variants, self.collate,
+                self.batch_tokens, self.max_batch_size, reuse=self.prefix_reuse,
             )  # fmt: skip
 
     @staticmethod

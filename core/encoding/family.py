@@ -25,6 +25,7 @@ from core.encoding.prefix import (
     common_prefix,
     plan_reuse,
     reference_states,
+    reuse_blocker,
     reuse_limit,
     select_references,
     suffix_states,
@@ -113,13 +114,16 @@ def family_references(
     collate: Callable[[Sequence[PreparedText]], dict[str, Tensor]],
     batch_tokens: int,
     max_batch_size: int,
+    *,
+    reuse: bool = True,
 ) -> ReferenceStates:
     """``items`` run once per variant, their key/value cache and the states ``plan`` reads kept: the references of
     :func:`family_states` (a faithfulness chunk's originals).
 
-    The token prefix every item shares (a template's) runs once and each item only its rest, in batches cut by
-    the tokens each runs (:func:`~core.encoding.batching.least_padding_batches`); where they share fewer than
-    :data:`~core.encoding.prefix.MIN_SHARED_PREFIX` tokens, one padded batch of whole items. Either way the states
+    With ``reuse``, the token prefix every item shares (a template's) runs once and each item only its rest, in
+    batches cut by the tokens each runs (:func:`~core.encoding.batching.least_padding_batches`). Without it, where
+    reuse is not exact (:func:`~core.encoding.prefix.reuse_blocker`) or where the items share fewer than
+    :data:`~core.encoding.prefix.MIN_SHARED_PREFIX` tokens: one padded batch of whole items. Either way the states
     equal full forwards' up to fp32 rounding, and the references are in ``items``' order.
     """
     ids = [item.input_ids for item in items]
@@ -128,7 +132,7 @@ def family_references(
         shared = min(shared, common_prefix(ids[0], item.input_ids))
         limit = reuse_limit(method, item.placeholder_index)
         shared = shared if limit is None else min(shared, limit)
-    if shared < MIN_SHARED_PREFIX:
+    if not reuse or reuse_blocker(loaded, plan.attention_layers, None) is not None or shared < MIN_SHARED_PREFIX:
         return reference_states(loaded, precision, ids, plan.hidden_indices, variants)
     prefix = reference_states(loaded, precision, [ids[0][:shared]], plan.hidden_indices, variants)
     sources: list[tuple[ReferenceStates, int]] = [(prefix, 0)] * len(items)
